@@ -1,0 +1,155 @@
+"""The run's configuration: YAML mapped onto typed, validated classes.
+
+Each section of the YAML file maps onto the settings dataclass of one stage (`fetch:` -> FetchSettings, ...), field
+by field. A key the class does not have, a value of the wrong type or a missing file is a `ConfigError` whose one-line
+message names the file and the key (`feeds[2].url`, `window.size`). Durations may be written as `90s`, `30m`, `1h`,
+`1d` or a number of seconds. Relative feed paths are resolved against the config file's directory, so a config and
+its feeds travel together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transforms.classify import ClassifySettings
+from transforms.clean import CleanSettings
+from transforms.dedup import DedupSettings
+from transforms.fetch import FeedSource, FetchSettings
+from transforms.parse import ParseSettings
+from transforms.window import WindowSettings
+
+def _default_config() -> Path:
+    # Installed, configs/ is the package pipeline.configs; in a source checkout it is the top-level folder.
+    installed = Path(__file__).resolve().parent / "configs" / "default.yaml"
+    return installed if installed.exists() else Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+DEFAULT_CONFIG = _default_config()
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is one line naming the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs besides the Beam options."""
+
+    feeds: tuple[FeedSource, ...]
+    output: str = "./output"
+    fetch: FetchSettings = FetchSettings()
+    parse: ParseSettings = ParseSettings()
+    clean: CleanSettings = CleanSettings()
+    classify: ClassifySettings = ClassifySettings()
+    dedup: DedupSettings = DedupSettings()
+    window: WindowSettings = WindowSettings()
+
+
+# YAML names that read better than the field names they set.
+_ALIASES = {"window.size": "size_seconds", "parse.max_future": "max_future_seconds"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in `value`: a number, or a string like '90s', '30m', '1h', '1d'."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 30m, 1h or 1d, got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file (the bundled default when `path` is None)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if raw is None:
+        raw = {}
+    try:
+        config = _build(Config, raw, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if not config.feeds:
+        raise ConfigError(f"{path}: key 'feeds': at least one feed is needed")
+    return dataclasses.replace(config, feeds=tuple(_resolve_feed(f, path.parent) for f in config.feeds))
+
+
+def _resolve_feed(feed: FeedSource, base: Path) -> FeedSource:
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", feed.url):
+        return feed
+    return dataclasses.replace(feed, url=str((base / feed.url).resolve()))
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"key '{where or '<top>'}': expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        name = _ALIASES.get(_strip_indexes(dotted), key)
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
+        values[name] = _convert(hints[name], value, dotted, fields[name].metadata)
+    try:
+        return cls(**values)
+    except TypeError as err:
+        missing = re.findall(r"'(\w+)'", str(err))
+        key = f"{where}.{missing[0]}" if where and missing else (missing[0] if missing else where)
+        raise ConfigError(f"key '{key}': required") from None
+    except ValueError as err:
+        raise ConfigError(f"key '{where}': {err}") from None
+
+
+def _strip_indexes(dotted: str) -> str:
+    return re.sub(r"\[\d+\]", "", dotted)
+
+
+def _convert(hint: Any, value: Any, where: str, metadata: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, where, metadata)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"key '{where}': expected a list, got {type(value).__name__}")
+        item_type = typing.get_args(hint)[0]
+        return tuple(_convert(item_type, item, f"{where}[{i}]", metadata) for i, item in enumerate(value))
+    if metadata.get("unit") == "seconds":
+        try:
+            seconds = parse_duration(value)
+        except ValueError as err:
+            raise ConfigError(f"key '{where}': {err}") from None
+        return int(seconds) if hint is int else seconds
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"key '{where}': expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")

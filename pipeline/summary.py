@@ -1,0 +1,148 @@
+"""The run summary: Beam counters turned into the numbers a user reads, checked against the files on disk.
+
+The same numbers are printed as a table and written to `<output>/_runs/<run_id>.json`. They reconcile when every
+entry read from a feed is accounted for: entries read = articles written + duplicates + entry dead letters.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from typing import Any
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What one run did. `reconciled` is False when some entry is unaccounted for."""
+
+    run_id: str
+    output: str
+    started_at: str
+    finished_at: str = ""
+    state: str = ""
+    feeds_configured: int = 0
+    feeds_ok: int = 0
+    feeds_failed: int = 0
+    feeds_malformed: int = 0
+    entries_read: int = 0
+    articles_written: int = 0
+    rows_in_files: int = 0
+    duplicates: int = 0
+    entry_dead_letters: int = 0
+    feed_dead_letters: int = 0
+    dead_letters_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
+    articles_by_language: dict[str, int] = dataclasses.field(default_factory=dict)
+    articles_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
+    article_files: list[str] = dataclasses.field(default_factory=list)
+    dead_letter_files: list[str] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def reconciled(self) -> bool:
+        """Every entry read is written, dropped as a duplicate or dead-lettered, and the files hold every row."""
+        accounted = self.articles_written + self.duplicates + self.entry_dead_letters
+        return self.entries_read == accounted and self.rows_in_files == self.articles_written
+
+    def to_json(self) -> str:
+        """The run record, as written to `_runs/<run_id>.json`."""
+        return json.dumps({**dataclasses.asdict(self), "reconciled": self.reconciled}, indent=2, sort_keys=True)
+
+
+def counter_values(metrics_result: Any) -> dict[str, int]:
+    """All counters as `namespace/name` -> value, summed over the steps that share a name.
+
+    Committed values where the runner has them (they exclude retried bundles), attempted ones otherwise.
+    """
+    totals: dict[str, int] = collections.Counter()
+    for counter in metrics_result.query()["counters"]:
+        try:
+            value = counter.committed
+        except Exception:  # some runners raise rather than return None when they do not track committed values
+            value = None
+        if value is None:
+            value = counter.attempted or 0
+        totals[f"{counter.key.metric.namespace}/{counter.key.metric.name}"] += int(value)
+    return dict(totals)
+
+
+def _with_prefix(counters: dict[str, int], namespace: str) -> dict[str, int]:
+    prefix = namespace + "/"
+    return dict(sorted((k[len(prefix):], v) for k, v in counters.items() if k.startswith(prefix) and v))
+
+
+def list_run_files(output: str, run_id: str, depth: int) -> tuple[list[str], list[str]]:
+    """The article and dead-letter files this run wrote, found by their names on the filesystem."""
+    levels = ["date=*", "hour=*", "minute=*"][:depth]
+    article_glob = FileSystems.join(output, ARTICLES_DIR, *levels, f"part-{run_id}-*.parquet")
+    dead_glob = FileSystems.join(output, DEAD_LETTER_DIR, f"part-{run_id}-*.parquet")
+    found = []
+    for pattern in (article_glob, dead_glob):
+        match = FileSystems.match([pattern])[0]
+        found.append(sorted(m.path for m in match.metadata_list))
+    return found[0], found[1]
+
+
+def parquet_rows(paths: list[str]) -> int:
+    """Rows in these Parquet files, read from their footers."""
+    total = 0
+    for path in paths:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def summarise(summary: RunSummary, counters: dict[str, int], partition_depth: int) -> RunSummary:
+    """Fill `summary` from the counters and the files on disk."""
+    c = collections.defaultdict(int, counters)
+    summary.counters = dict(sorted(counters.items()))
+    summary.feeds_ok = c["parse/feeds_parsed"]
+    summary.feeds_malformed = c["parse/malformed_feeds"]
+    summary.feeds_failed = c["fetch/feeds_failed"] + c["parse/not_a_feed"]
+    summary.entries_read = c["parse/entries_read"]
+    summary.articles_written = c["sink/articles"]
+    summary.duplicates = c["dedup/duplicates"]
+    summary.entry_dead_letters = c["sink/dead_letter_entries"]
+    summary.feed_dead_letters = c["sink/dead_letter_feeds"]
+    summary.dead_letters_by_reason = _with_prefix(counters, "sink.dead_letter")
+    summary.articles_by_language = _with_prefix(counters, "sink.language")
+    summary.articles_by_topic = _with_prefix(counters, "sink.topic")
+    summary.article_files, summary.dead_letter_files = list_run_files(summary.output, summary.run_id, partition_depth)
+    summary.rows_in_files = parquet_rows(summary.article_files)
+    return summary
+
+
+def format_table(summary: RunSummary) -> str:
+    """The summary as a plain-text table for the terminal."""
+    rows: list[tuple[str, Any]] = [
+        ("run", summary.run_id),
+        ("state", summary.state),
+        ("output", summary.output),
+        ("feeds configured", summary.feeds_configured),
+        ("feeds ok", summary.feeds_ok),
+        ("feeds failed", summary.feeds_failed),
+        ("feeds malformed (entries salvaged)", summary.feeds_malformed),
+        ("entries read", summary.entries_read),
+        ("articles written", summary.articles_written),
+        ("duplicates dropped", summary.duplicates),
+        ("dead letters (entries)", summary.entry_dead_letters),
+        ("dead letters (feeds)", summary.feed_dead_letters),
+        ("article files", len(summary.article_files)),
+        ("reconciled", "yes" if summary.reconciled else "NO"),
+    ]
+    sections = [("dead letters by reason", summary.dead_letters_by_reason),
+                ("articles by language", summary.articles_by_language),
+                ("articles by topic", summary.articles_by_topic)]
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{k:<{width}}{v}" for k, v in rows]
+    for title, counts in sections:
+        lines.append(f"{title}:")
+        lines.extend(f"  {k:<{width - 2}}{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        if not counts:
+            lines.append("  (none)")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""newsbeam: a news-ingestion pipeline on Apache Beam.
+
+Dataflow and other remote runners ship this package to their workers with `--setup_file ./setup.py`: everything
+workers run lives in the `pipeline` and `transforms` packages, and the data they need is package data.
+"""
+
+from setuptools import setup
+
+setup(
+    name="newsbeam",
+    version="0.1.0",
+    description="RSS/Atom/JSON feeds to clean, classified, deduplicated Parquet partitions, on Apache Beam",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # configs/ (the default config and its sample feeds) installs as pipeline/configs, so an installed copy
+    # finds its default without a top-level package of that generic name.
+    packages=["pipeline", "pipeline.configs", "transforms"],
+    package_dir={"pipeline.configs": "configs"},
+    package_data={"pipeline.configs": ["*.yaml", "samples/*"], "transforms": ["models/*"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "feedparser>=6.0.10,<7",
+        "langdetect>=1.0.9,<2",
+        "pyarrow>=14",
+        "pyyaml>=6,<7",
+        "requests>=2.31,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "duckdb>=1.0"],
+    },
+    entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
+)

@@ -1,0 +1,93 @@
+"""WriteParquetPartitions / WriteDeadLetters: every row written is read back, in its partition, sorted."""
+
+import datetime as dt
+
+import apache_beam as beam
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, Article, DeadLetter
+from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions, partition_depth, partition_path
+from transforms.window import WindowByEventTime, WindowSettings
+
+T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [(86400, "date=2026-11-20"), (3600, "date=2026-11-20/hour=07"), (900, "date=2026-11-20/hour=07/minute=45")],
+)
+def test_partition_path(seconds, expected):
+    start = dt.datetime(2026, 11, 20, 7, 45, tzinfo=UTC)
+    assert partition_path(start, seconds) == expected
+    assert partition_depth(seconds) == expected.count("/") + 1
+
+
+def articles(n, hours):
+    # Published times deliberately out of order within each hour, to check the sort.
+    return [
+        Article(article_id=f"{i:05d}", feed_url="https://f.test/rss", source="f", title=f"t{i}", text="x",
+                published_at=T0 + dt.timedelta(hours=i % hours, minutes=(7 * i) % 60), language="en", topic="World",
+                run_id="run1")
+        for i in range(n)
+    ]
+
+
+def write(tmp_path, items, window_seconds=3600, run_id="run1"):
+    with TestPipeline() as p:
+        (p | beam.Create(items) | WindowByEventTime(WindowSettings(window_seconds))
+           | WriteParquetPartitions(SinkSettings(str(tmp_path), run_id, window_seconds)))
+
+
+def test_every_row_is_read_back_from_its_partition(tmp_path):
+    # 30 hourly partitions: more than WriteToFiles keeps open per bundle (20), so its spill path is used too.
+    items = articles(900, 30)
+    write(tmp_path, items)
+    base = tmp_path / "articles"
+    files = sorted(base.rglob("*.parquet"))
+    assert len({f.parent for f in files}) == 30
+    assert all(f.name.startswith("part-run1-") for f in files)
+    assert not [p for p in base.rglob("*") if p.name.startswith(".temp")]
+
+    table = ds.dataset(str(base), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 900
+    assert sorted(table.column("article_id").to_pylist()) == sorted(a.article_id for a in items)
+    for f in files:
+        t = pq.read_table(f)
+        assert t.schema.equals(ARTICLE_SCHEMA, check_metadata=False)
+        published = t.column("published_at").to_pylist()
+        assert published == sorted(published)
+        hour = int(f.parent.name.split("=")[1])
+        assert {p.hour for p in published} == {hour}
+    assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+
+    con = duckdb.connect()
+    rows = con.execute(
+        f"select date, cast(hour as int) as h, count(*) from read_parquet('{base}/**/*.parquet', hive_partitioning=true) "
+        "group by all order by date, h"
+    ).fetchall()
+    assert len(rows) == 30 and sum(r[2] for r in rows) == 900
+    assert rows[0][:2] == (dt.date(2026, 11, 20), 0)
+
+
+def test_two_runs_add_files_never_overwrite(tmp_path):
+    items = articles(10, 2)
+    write(tmp_path, items, run_id="run1")
+    write(tmp_path, items, run_id="run2")
+    table = ds.dataset(str(tmp_path / "articles"), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 20
+
+
+def test_dead_letters_are_written_with_their_schema(tmp_path):
+    letters = [DeadLetter(stage="fetch", reason="timeout", feed_url=f"https://f{i}.test", status=None,
+                          time=T0, run_id="run1") for i in range(3)]
+    letters.append(DeadLetter(stage="clean", reason="empty_after_cleaning", feed_url="https://f.test",
+                              entry_key="k", raw_excerpt="<p></p>", time=T0, run_id="run1"))
+    with TestPipeline() as p:
+        p | beam.Create(letters) | WriteDeadLetters(SinkSettings(str(tmp_path), "run1"))
+    table = pq.read_table(tmp_path / "dead_letter")
+    assert table.schema.equals(DEAD_LETTER_SCHEMA, check_metadata=False)
+    assert sorted(table.column("reason").to_pylist()) == ["empty_after_cleaning", "timeout", "timeout", "timeout"]

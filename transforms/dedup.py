@@ -1,0 +1,200 @@
+"""DeduplicateArticles: exact duplicates within a run, by canonical URL, by GUID and by content hash.
+
+Three passes, each a CombinePerKey that keeps one article per key: first by canonical URL, then by (feed, GUID),
+then by a hash of the normalised title and text. Running them in sequence makes a chain A~B (same URL), B~C (same
+text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is chosen
+deterministically, whatever the bundle order: earliest `published_at`, then smallest `article_id`. It carries
+`duplicate_count`, the number of copies it stands for. No pass is quadratic: each is one keyed combine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from typing import Callable, Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.article import Article
+
+DEFAULT_TRACKING_PARAMETERS = (
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "_ga",
+    "yclid",
+    "ref_src",
+    "cmpid",
+    "ito",
+    "at_medium",
+    "at_campaign",
+    "ns_mchannel",
+    "ns_source",
+    "ns_campaign",
+    "ns_linkname",
+    "ns_fee",
+    "xtor",
+)
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupSettings:
+    """Which keys make two articles the same, and which URL query parameters are tracking noise."""
+
+    by_url: bool = True
+    by_guid: bool = True
+    by_content: bool = True
+    tracking_parameters: tuple[str, ...] = DEFAULT_TRACKING_PARAMETERS
+
+
+def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
+    """The URL with scheme and host lower-cased, default port, fragment and tracking parameters removed,
+    and the remaining query sorted. A string that is not an absolute URL is returned stripped, unchanged."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    netloc = host if ":" not in host else f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and str(port) != _DEFAULT_PORTS.get(scheme):
+        netloc = f"{netloc}:{port}"
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    exact = {p.lower() for p in tracking_parameters if not p.endswith("*")}
+    prefixes = tuple(p[:-1].lower() for p in tracking_parameters if p.endswith("*"))
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in exact and not (prefixes and k.lower().startswith(prefixes))
+    )
+    return urlunsplit((scheme, netloc, parts.path or "/", urlencode(query), ""))
+
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_for_hash(text: str) -> str:
+    """Case, accents' composition, punctuation and spacing removed: what two copies of a text still share."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def content_hash(title: str, text: str) -> str:
+    """A 32-hex-digit hash of the normalised title and text."""
+    body = normalise_for_hash(title) + "\n" + normalise_for_hash(text)
+    return hashlib.blake2b(body.encode("utf-8"), digest_size=16).hexdigest()
+
+
+_FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def keep_order(article: Article) -> tuple:
+    """Sort key of the copy to keep: earliest published, then smallest id."""
+    return (article.published_at or _FAR_FUTURE, article.article_id)
+
+
+def merge_duplicates(kept: Article, other: Article) -> Article:
+    """The copy to keep of two duplicates, carrying the count of both."""
+    first, second = (kept, other) if keep_order(kept) <= keep_order(other) else (other, kept)
+    return dataclasses.replace(first, duplicate_count=first.duplicate_count + second.duplicate_count + 1)
+
+
+class _KeepFirstCombineFn(beam.CombineFn):
+    """Keeps one article of a duplicate group and counts the group's members.
+
+    Associative and commutative, so the kept article does not depend on bundle order.
+    """
+
+    def create_accumulator(self) -> tuple[Article | None, int]:
+        return None, 0
+
+    def add_input(self, accumulator: tuple[Article | None, int], article: Article) -> tuple[Article, int]:
+        kept, members = accumulator
+        return (article if kept is None else merge_duplicates(kept, article)), members + 1
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[Article | None, int]]) -> tuple[Article | None, int]:
+        result, total = None, 0
+        for kept, members in accumulators:
+            if kept is not None:
+                result = kept if result is None else merge_duplicates(result, kept)
+                total += members
+        return result, total
+
+    def extract_output(self, accumulator: tuple[Article | None, int]) -> tuple[Article | None, int]:
+        return accumulator
+
+
+class _DropDuplicatesBy(beam.PTransform):
+    """One pass: articles with the same non-empty key collapse into one; articles without a key pass through."""
+
+    def __init__(self, kind: str, key_fn: Callable[[Article], str]):
+        super().__init__()
+        self._kind = kind
+        self._key_fn = key_fn
+
+    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        key_fn = self._key_fn
+        keyed, keyless = articles | "SplitOnKey" >> beam.Partition(lambda a, _: 0 if key_fn(a) else 1, 2)
+        kept = (
+            keyed
+            | "Key" >> beam.Map(lambda a: (key_fn(a), a))
+            | "KeepOne" >> beam.CombinePerKey(_KeepFirstCombineFn())
+            | "Count" >> beam.ParDo(_CountDropped(self._kind))
+        )
+        return (kept, keyless) | "Rejoin" >> beam.Flatten()
+
+
+class _CountDropped(beam.DoFn):
+    def __init__(self, kind: str):
+        self._dropped = Metrics.counter("dedup", "duplicates")
+        self._dropped_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
+
+    def process(self, keyed_group: tuple[str, tuple[Article, int]]) -> Iterable[Article]:
+        article, members = keyed_group[1]
+        if members > 1:
+            self._dropped.inc(members - 1)
+            self._dropped_kind.inc(members - 1)
+        yield article
+
+
+class DeduplicateArticles(beam.PTransform):
+    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`."""
+
+    def __init__(self, settings: DedupSettings = DedupSettings()):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        settings = self._settings
+        hashed = articles | "ContentHash" >> beam.Map(
+            lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
+        )
+        passes = [
+            ("url", settings.by_url, lambda a: a.url),
+            ("guid", settings.by_guid, lambda a: f"{a.feed_url}\n{a.guid}" if a.guid else ""),
+            ("content", settings.by_content, lambda a: a.content_hash),
+        ]
+        result = hashed
+        for kind, enabled, key_fn in passes:
+            if enabled:
+                result = result | f"By{kind.title()}" >> _DropDuplicatesBy(kind, key_fn)
+        return result

@@ -1,0 +1,404 @@
+"""FetchFeeds: download each configured feed (HTTP(S) or a local file) and hand its raw bytes to ParseEntries.
+
+`fetch_feed` does the work for one `FeedSource` and is usable without Beam: bounded timeouts, a cap on the
+decoded body size (so a gzip bomb is refused too), a capped number of redirects, retries with exponential
+backoff and jitter on transient failures, and `Retry-After` honoured on 429/503. Every failure is a
+`FetchError` with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLetter`.
+
+    python -m pytest tests/transforms/test_fetch.py -q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.utils
+import random
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import apache_beam as beam
+import requests
+import urllib3
+from apache_beam.metrics import Metrics
+
+from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter, utcnow
+
+__version__ = "0.1"
+
+STAGE = "fetch"
+
+# Response headers worth keeping: caching validators for conditional GET, and what the parser needs.
+INTERESTING_HEADERS = ("Content-Type", "ETag", "Last-Modified", "Cache-Control", "Retry-After")
+
+# Formats we can parse first; anything else last, since many servers label feeds text/html or text/plain.
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
+)
+
+_CHUNK_BYTES = 64 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_RATE_LIMIT_STATUSES = frozenset({429, 503})
+
+_LOCAL_CONTENT_TYPES = {
+    ".rss": "application/rss+xml",
+    ".atom": "application/atom+xml",
+    ".json": "application/feed+json",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedSource:
+    """One configured feed. `url` is http(s), file://, or an absolute local path."""
+
+    name: str
+    url: str
+    language: str = ""
+    topic: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchedFeed:
+    """The raw bytes of one feed as fetched, with what the parser needs to decode them."""
+
+    source: FeedSource
+    url: str  # final URL after redirects (the path as given for local files)
+    status: int | None  # None for local files
+    content_type: str  # exactly as sent, charset parameter included
+    body: bytes  # decoded (gunzipped) body
+    fetched_at: dt.datetime
+    headers: tuple[tuple[str, str], ...] = ()  # INTERESTING_HEADERS present in the response, in that order
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchSettings:
+    """Tunables of FetchFeeds (the `fetch:` section of the config). Times are in seconds."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    # A server that trickles bytes never trips read_timeout; this bounds one attempt as a whole.
+    total_timeout: float = 120.0
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    retries: int = 3
+    backoff: float = 0.5
+    max_retry_after: float = 60.0
+    user_agent: str = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
+
+
+class FetchError(Exception):
+    """A feed that could not be fetched. `reason` is a short snake_case code used in dead letters and counters."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
+class _TransientError(FetchError):
+    """A failure worth another attempt; `retry_after` is the server's requested wait, if it gave one."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason, message, status)
+        self.retry_after = retry_after
+
+
+class Fetched(NamedTuple):
+    """What FetchFeeds returns: the fetched feeds, and a dead letter for each feed that failed."""
+
+    feeds: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def make_session(settings: FetchSettings) -> requests.Session:
+    """A pooled `requests.Session` with our User-Agent and Accept headers."""
+    session = requests.Session()
+    # No urllib3 Retry or session.max_redirects: fetch_feed follows redirects (to refuse non-HTTP targets and
+    # close each hop unread) and retries itself (to honour Retry-After and report why it gave up).
+    session.headers.update({"User-Agent": settings.user_agent, "Accept": ACCEPT})
+    return session
+
+
+def fetch_feed(
+    source: FeedSource,
+    settings: FetchSettings = FetchSettings(),
+    session: requests.Session | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchedFeed:
+    """Fetch one feed, retrying transient failures; raise `FetchError` when it cannot be had.
+
+    `session` is reused when given (FetchFeeds passes one per worker); `sleep` is injectable for tests.
+    """
+    scheme = urllib.parse.urlsplit(source.url).scheme.lower()
+    if scheme in ("http", "https"):
+        if session is not None:
+            return _fetch_http(source, settings, session, sleep)
+        with make_session(settings) as own_session:
+            return _fetch_http(source, settings, own_session, sleep)
+    if scheme == "file":
+        return _read_local(source, _file_url_path(source.url), settings)
+    if scheme == "":
+        return _read_local(source, Path(source.url), settings)
+    raise FetchError("unsupported_scheme", f"cannot fetch {scheme}:// URLs")
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or utcnow())).total_seconds())
+
+
+def backoff_delay(base: float, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter: between half and all of `base * 2**attempt`.
+
+    Jitter keeps many workers that failed together from retrying in lockstep.
+    """
+    ceiling = base * (2**attempt)
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+def _fetch_http(
+    source: FeedSource, settings: FetchSettings, session: requests.Session, sleep: Callable[[float], None]
+) -> FetchedFeed:
+    attempt = 0
+    while True:
+        try:
+            return _fetch_once(source, settings, session)
+        except _TransientError as err:
+            if attempt >= settings.retries:
+                raise FetchError(err.reason, f"{err.message} (after {attempt + 1} attempts)", err.status) from err
+            delay = err.retry_after if err.retry_after is not None else backoff_delay(settings.backoff, attempt)
+            attempt += 1
+            sleep(delay)
+
+
+def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.Session) -> FetchedFeed:
+    """One attempt: follow up to max_redirects redirects, then read the body under the size and time caps."""
+    deadline = time.monotonic() + settings.total_timeout
+    url = source.url
+    for _ in range(settings.max_redirects + 1):
+        response = _get(session, url, settings)
+        try:
+            if response.status_code in _REDIRECT_STATUSES and "location" in response.headers:
+                url = _redirect_target(session, response)
+                continue
+            _check_status(response, settings)
+            body = _read_capped(response, settings, deadline)
+            return FetchedFeed(
+                source=source,
+                url=response.url,
+                status=response.status_code,
+                content_type=response.headers.get("Content-Type", ""),
+                body=body,
+                fetched_at=utcnow(),
+                headers=tuple(
+                    (name, response.headers[name]) for name in INTERESTING_HEADERS if name in response.headers
+                ),
+            )
+        finally:
+            response.close()
+    raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects (last to {url})")
+
+
+def _get(session: requests.Session, url: str, settings: FetchSettings) -> requests.Response:
+    try:
+        return session.get(
+            url,
+            stream=True,  # so the size cap applies before the whole body is in memory
+            allow_redirects=False,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+        )
+    except requests.exceptions.Timeout as err:  # before ConnectionError: ConnectTimeout is both
+        raise _TransientError("timeout", f"no answer from {url} in time: {err}") from err
+    except requests.exceptions.SSLError as err:  # a bad certificate will not fix itself in a second
+        raise FetchError("ssl_error", str(err)) from err
+    except requests.exceptions.ConnectionError as err:
+        raise _TransientError("connection_error", f"cannot connect to {url}: {err}") from err
+    except requests.exceptions.InvalidURL as err:  # e.g. no host, bad port: the scheme was checked already
+        raise FetchError("invalid_url", str(err)) from err
+    except requests.exceptions.RequestException as err:
+        raise FetchError("request_error", f"{type(err).__name__}: {err}") from err
+
+
+def _redirect_target(session: requests.Session, response: requests.Response) -> str:
+    # get_redirect_target undoes the latin-1 mangling of non-ASCII Location headers.
+    location = session.get_redirect_target(response) or ""
+    target = urllib.parse.urljoin(response.url, location)
+    if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+        # Never let a remote server point us at file:// or another local resource.
+        raise FetchError(
+            "unsupported_scheme", f"redirect from {response.url} to non-HTTP {target}", response.status_code
+        )
+    return target
+
+
+def _check_status(response: requests.Response, settings: FetchSettings) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    where = f"HTTP {status} {response.reason or ''}".rstrip() + f" from {response.url}"
+    if status in _RATE_LIMIT_STATUSES:
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if wait is not None and wait > settings.max_retry_after:
+            raise FetchError(
+                "rate_limited", f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s", status
+            )
+        reason = "rate_limited" if status == 429 else "http_error"
+        raise _TransientError(reason, where, status, retry_after=wait)
+    if status >= 500:
+        raise _TransientError("http_error", where, status)
+    raise FetchError("http_error", where, status)
+
+
+def _read_capped(response: requests.Response, settings: FetchSettings, deadline: float) -> bytes:
+    """The decoded body, refused as soon as it passes max_bytes or the attempt passes its deadline."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) > settings.max_bytes:
+        raise FetchError(
+            "too_large", f"Content-Length {declared} exceeds {settings.max_bytes} bytes", response.status_code
+        )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # urllib3's read1 rather than iter_content: iter_content waits for a full chunk, so a server trickling
+        # bytes would never reach the deadline check. read1 decodes gzip/deflate as it goes and bounds how much
+        # one compressed read may inflate to, so the cap counts decoded bytes and a gzip bomb stops early.
+        while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
+            size += len(chunk)
+            if size > settings.max_bytes:
+                raise FetchError(
+                    "too_large", f"body exceeds {settings.max_bytes} bytes (decoded)", response.status_code
+                )
+            if time.monotonic() > deadline:
+                raise _TransientError(
+                    "timeout", f"body not read within {settings.total_timeout}s", response.status_code
+                )
+            chunks.append(chunk)
+    except urllib3.exceptions.ReadTimeoutError as err:
+        raise _TransientError("timeout", f"body read timed out: {err}", response.status_code) from err
+    except urllib3.exceptions.DecodeError as err:
+        raise FetchError("decode_error", f"cannot decode body: {err}", response.status_code) from err
+    except urllib3.exceptions.SSLError as err:
+        raise FetchError("ssl_error", str(err), response.status_code) from err
+    except urllib3.exceptions.ProtocolError as err:  # connection reset, body shorter than Content-Length, ...
+        raise _TransientError("connection_error", f"connection lost in body: {err}", response.status_code) from err
+    return b"".join(chunks)
+
+
+def _file_url_path(url: str) -> Path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise FetchError("unsupported_scheme", f"file URL on another host: {url}")
+    return Path(urllib.request.url2pathname(parts.path))
+
+
+def local_content_type(path: Path) -> str:
+    """The content type we assume for a local feed file, from its extension."""
+    return _LOCAL_CONTENT_TYPES.get(path.suffix.lower(), "application/xml")
+
+
+def _read_local(source: FeedSource, path: Path, settings: FetchSettings) -> FetchedFeed:
+    try:
+        with open(path, "rb") as handle:
+            body = handle.read(settings.max_bytes + 1)  # one byte over tells us it is too large
+    except FileNotFoundError as err:
+        raise FetchError("file_not_found", f"no such file: {path}") from err
+    except OSError as err:
+        raise FetchError("file_error", f"cannot read {path}: {err.strerror or err}") from err
+    if len(body) > settings.max_bytes:
+        raise FetchError("too_large", f"{path} exceeds {settings.max_bytes} bytes")
+    return FetchedFeed(
+        source=source,
+        url=source.url,
+        status=None,
+        content_type=local_content_type(path),
+        body=body,
+        fetched_at=utcnow(),
+    )
+
+
+class FetchFeedFn(beam.DoFn):
+    """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance."""
+
+    def __init__(self, settings: FetchSettings, run_id: str = ""):
+        self._settings = settings
+        self._run_id = run_id
+        self._session: requests.Session | None = None
+        self._ok = Metrics.counter(STAGE, "feeds_ok")
+        self._failed = Metrics.counter(STAGE, "feeds_failed")
+        self._bytes = Metrics.counter(STAGE, "bytes")
+
+    def setup(self):
+        self._session = make_session(self._settings)
+
+    def process(self, source: FeedSource):
+        try:
+            feed = fetch_feed(source, self._settings, self._session)
+        except FetchError as err:
+            yield self._dead_letter(source, err.reason, err.message, err.status)
+            return
+        except Exception as err:  # noqa: BLE001 - a bug or a library surprise must cost one feed, not the run
+            yield self._dead_letter(source, "unexpected_error", f"{type(err).__name__}: {err}", None)
+            return
+        self._ok.inc()
+        self._bytes.inc(len(feed.body))
+        yield feed
+
+    def teardown(self):
+        if self._session is not None:
+            try:
+                self._session.close()
+            except Exception:  # noqa: BLE001 - teardown is best effort; the worker is going away anyway
+                pass
+            self._session = None
+
+    def _dead_letter(self, source: FeedSource, reason: str, message: str, status: int | None):
+        self._failed.inc()
+        Metrics.counter(STAGE, f"failed_{reason}").inc()
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG,
+            DeadLetter(
+                stage=STAGE,
+                reason=reason,
+                feed_url=str(source.url),
+                message=message,
+                status=status,
+                time=utcnow(),
+                run_id=self._run_id,
+            ),
+        )
+
+
+class FetchFeeds(beam.PTransform):
+    """FeedSource -> Fetched(feeds: FetchedFeed, dead_letters: DeadLetter)."""
+
+    def __init__(self, settings: FetchSettings = FetchSettings(), run_id: str = ""):
+        super().__init__()
+        self._settings = settings
+        self._run_id = run_id
+
+    def expand(self, sources):
+        fetched = (
+            sources
+            # The source list comes from one Create; without this, one worker would fetch every feed.
+            | "SpreadFeeds" >> beam.Reshuffle()
+            | "Fetch"
+            >> beam.ParDo(FetchFeedFn(self._settings, self._run_id)).with_outputs(DEAD_LETTER_TAG, main="feeds")
+        )
+        return Fetched(fetched.feeds, fetched[DEAD_LETTER_TAG])
