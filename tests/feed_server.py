@@ -127,6 +127,7 @@ class FeedServer:
         delay: seconds to wait before answering (for read timeouts); chunk_delay: seconds between chunks of
         `chunk_size` bytes of the body (a trickling server).
         redirect_to: answer `redirect_status` with this Location (a path or a full URL) instead of the body.
+        status: any status; a non-2xx one is sent with `body` (ETag / Last-Modified apply to 2xx only).
         gzip: send the body gzip-compressed with Content-Encoding: gzip.
         retry_after: sent as Retry-After on every 429 or 503 answer (seconds or an HTTP-date string).
         etag / last_modified: sent as ETag / Last-Modified; a matching If-None-Match / If-Modified-Since gets 304.
@@ -271,25 +272,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if failing:
                 route.fail_times -= 1
         status = route.fail_status if failing else route.status
-        headers = dict(route.headers) if not failing else {}
+        headers = {} if failing else dict(route.headers)
         if route.retry_after is not None and status in (429, 503):
             headers["Retry-After"] = str(route.retry_after)
-        if failing or status >= 400:
+        if failing:
             self._send(status, f"status {status}\n".encode(), {"Content-Type": "text/plain", **headers}, send_body)
             return
         if route.redirect_to is not None:
-            location = route.redirect_to
-            if location.startswith("/"):
-                location = server.url(location)
-            self._send(route.redirect_status, b"", {"Location": location, **headers}, send_body)
+            # Sent as given: a bare path makes the client resolve a relative Location, as it must.
+            self._send(route.redirect_status, b"", {"Location": route.redirect_to, **headers}, send_body)
             return
-        if route.etag is not None:
-            headers["ETag"] = route.etag
-        if route.last_modified is not None:
-            headers["Last-Modified"] = route.last_modified
-        if self._not_modified(route):
-            self._send(304, b"", headers, send_body=False)
-            return
+        if 200 <= status < 300:
+            if route.etag is not None:
+                headers["ETag"] = route.etag
+            if route.last_modified is not None:
+                headers["Last-Modified"] = route.last_modified
+            if self._not_modified(route):
+                self._send(304, b"", headers, send_body=False)
+                return
         body = route.body
         if route.gzip:
             body = gzip_module.compress(body)

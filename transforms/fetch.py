@@ -78,15 +78,15 @@ class FetchedFeed:
 class FetchSettings:
     """Tunables of FetchFeeds (the `fetch:` section of the config). Times are in seconds."""
 
-    connect_timeout: float = 5.0
-    read_timeout: float = 20.0
+    connect_timeout: float = dataclasses.field(default=5.0, metadata={"unit": "seconds"})
+    read_timeout: float = dataclasses.field(default=20.0, metadata={"unit": "seconds"})
     # A server that trickles bytes never trips read_timeout; this bounds one attempt as a whole.
-    total_timeout: float = 120.0
+    total_timeout: float = dataclasses.field(default=120.0, metadata={"unit": "seconds"})
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
     retries: int = 3
-    backoff: float = 0.5
-    max_retry_after: float = 60.0
+    backoff: float = dataclasses.field(default=0.5, metadata={"unit": "seconds"})
+    max_retry_after: float = dataclasses.field(default=60.0, metadata={"unit": "seconds"})
     user_agent: str = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
 
 
