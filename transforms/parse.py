@@ -158,6 +158,8 @@ def _parse_xml_feed(fetched: Any, settings: ParseSettings, run_id: str) -> Parse
         message = str(doc.get("bozo_exception") or "no feed element found")
         return ParsedFeed([], [], _feed_problem(fetched, "not_a_feed", message, run_id))
     feed_language = _language_code(doc.feed.get("language"))
+    # RSS 0.90/1.0 items have one date, dc:date, which feedparser files as `updated`; it is the publication date.
+    single_date = doc.get("version", "") in ("rss090", "rss10")
     result = ParsedFeed([], [], None, len(doc.entries))
     if doc.get("bozo"):
         result.problem = _feed_problem(
@@ -176,6 +178,8 @@ def _parse_xml_feed(fetched: Any, settings: ParseSettings, run_id: str) -> Parse
         # dict.get, not entry.get: feedparser's get() silently substitutes `published` for a missing `updated`.
         published = _struct_to_datetime(dict.get(entry, "published_parsed")) or parse_date(dict.get(entry, "published"))
         updated = _struct_to_datetime(dict.get(entry, "updated_parsed")) or parse_date(dict.get(entry, "updated"))
+        if single_date and published is None:
+            published, updated = updated, None
         fields = dict(
             link=entry.get("link", ""),
             guid=entry.get("id", ""),
