@@ -18,14 +18,16 @@ import sys
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from pipeline import state
 from pipeline.build import build
-from pipeline.config import ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.options import NewsbeamOptions
-from pipeline.summary import RunSummary, format_table, summarise, counter_values
-from transforms.sink import partition_depth
+from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
+from transforms.fetch import FeedSource
+from transforms.health import FeedHealth, next_health, use_validators
+from transforms.sink import ARTICLES_DIR
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -44,6 +46,7 @@ def _run_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
+    parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
     NewsbeamOptions._add_argparse_args(parser)
     seen = {str(NewsbeamOptions)}
     for cls in PipelineOptions.__subclasses__():
@@ -76,10 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(argv: Sequence[str]) -> int:
-    """`newsbeam run`: parse options, load the config, run the pipeline, report. Returns the exit status."""
+    """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status."""
     args = _run_parser().parse_args(argv)  # exits 2 with a one-line error on an unknown option
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose")])
+    _configure_logging(args.verbose)
+    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all")])
     ours = options.view_as(NewsbeamOptions)
     try:
         config = load_config(ours.config)
@@ -89,21 +92,52 @@ def run(argv: Sequence[str]) -> int:
     if ours.output:
         config = dataclasses.replace(config, output=ours.output)
     run_id = ours.run_id or new_run_id()
-    summary = RunSummary(run_id=run_id, output=config.output, started_at=_now(), feeds_configured=len(config.feeds))
-
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, run_id)
     try:
-        result = pipeline.run()
-        summary.state = str(result.wait_until_finish())
-    except Exception as err:  # the runner's own error: say it in one line, keep the detail in the log
-        _LOG.debug("pipeline failed", exc_info=True)
-        print(f"newsbeam: run {run_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        with state.OutputLock(config.output, f"run {run_id}"):
+            return _run_locked(config, options, run_id, poll_all=args.all)
+    except state.LockHeld as err:
+        print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
         return 1
+
+
+def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool) -> int:
+    now = dt.datetime.now(dt.timezone.utc)
+    state.clean_leftovers(config.output, keep=run_id)
+    health = state.load_feed_health(config.output)
+    due, skipped = schedule_feeds(config, health, now, poll_all)
+    summary = RunSummary(
+        run_id=run_id,
+        output=config.output,
+        started_at=_now(),
+        feeds_configured=len(config.feeds),
+        feeds_skipped=len(skipped),
+    )
+    if due:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now)
+        try:
+            result = pipeline.run()
+            summary.state = str(result.wait_until_finish())
+        except Exception as err:  # the runner's own error: say it in one line, keep the detail in the log
+            _LOG.debug("pipeline failed", exc_info=True)
+            print(f"newsbeam: run {run_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        counters = counter_values(result.metrics())
+    else:
+        summary.state = "NOTHING_DUE"
+        counters = {}
+    staged = state.staged_files(config.output, run_id, ARTICLES_DIR)
+    summarise(summary, counters, staged)
+    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
+    reports = state.read_reports(config.output, run_id)
+    new_health = dict(health)
+    for report in reports:
+        new_health[report.feed_url] = next_health(health.get(report.feed_url), report, now, config.schedule)
+    state.save_feed_health(config.output, new_health.values())
+    summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
-    summarise(summary, counter_values(result.metrics()), partition_depth(config.window.size_seconds))
-    _write_run_record(summary)
-    _remove_temp(config.output, run_id)
+    state.write_json(state.run_record_path(config.output, run_id), summary.record())  # last: the commit point
+    state.finish(config.output, run_id)
     print(format_table(summary))
     if not summary.reconciled:
         print("newsbeam: error: the counts do not reconcile (see the run record)", file=sys.stderr)
@@ -111,24 +145,27 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
+def schedule_feeds(
+    config: Config, health: dict[str, FeedHealth], now: dt.datetime, poll_all: bool
+) -> tuple[list[FeedSource], list[FeedSource]]:
+    """The feeds due now (with their validators when trusted) and those skipped because they are not due."""
+    due, skipped = [], []
+    for feed in config.feeds:
+        h = health.get(feed.url)
+        if not poll_all and h is not None and h.next_due_at is not None and h.next_due_at > now:
+            skipped.append(feed)
+            continue
+        if use_validators(h, now, config.schedule):
+            feed = dataclasses.replace(feed, etag=h.etag, last_modified=h.last_modified)
+        due.append(feed)
+    return due, skipped
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_run_record(summary: RunSummary) -> None:
-    runs = FileSystems.join(summary.output, "_runs")
-    try:
-        FileSystems.mkdirs(runs)
-    except IOError:
-        pass  # exists
-    with FileSystems.create(FileSystems.join(runs, f"{summary.run_id}.json")) as fh:
-        fh.write(summary.to_json().encode("utf-8"))
-
-
-def _remove_temp(output: str, run_id: str) -> None:
-    # WriteToFiles leaves its (now empty) staging directories behind.
-    temp = FileSystems.join(output, "_temp", run_id)
-    try:
-        FileSystems.delete([temp])
-    except Exception:  # best effort: a leftover empty directory harms nobody
-        _LOG.info("could not remove %s", temp)

@@ -22,6 +22,7 @@ from transforms.classify import ClassifySettings
 from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource, FetchSettings
+from transforms.health import HealthSettings
 from transforms.parse import ParseSettings
 from transforms.window import WindowSettings
 
@@ -50,10 +51,18 @@ class Config:
     classify: ClassifySettings = ClassifySettings()
     dedup: DedupSettings = DedupSettings()
     window: WindowSettings = WindowSettings()
+    schedule: HealthSettings = HealthSettings()
 
 
 # YAML names that read better than the field names they set.
-_ALIASES = {"window.size": "size_seconds", "parse.max_future": "max_future_seconds"}
+_ALIASES = {
+    "window.size": "size_seconds",
+    "parse.max_future": "max_future_seconds",
+    "dedup.lookback": "lookback_seconds",
+    "schedule.poll": "poll_seconds",
+    "schedule.failure_backoff": "failure_backoff_seconds",
+    "schedule.validator_check": "validator_check_seconds",
+}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

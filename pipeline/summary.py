@@ -1,20 +1,19 @@
 """The run summary: Beam counters turned into the numbers a user reads, checked against the files on disk.
 
 The same numbers are printed as a table and written to `<output>/_runs/<run_id>.json`. They reconcile when every
-entry read from a feed is accounted for: entries read = articles written + duplicates + entry dead letters.
+entry read from a feed is accounted for: entries read = articles written + duplicates + already written (by an
+earlier run) + entry dead letters; and the files hold exactly the articles written.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 from typing import Any
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
 
 
 @dataclasses.dataclass
@@ -27,6 +26,8 @@ class RunSummary:
     finished_at: str = ""
     state: str = ""
     feeds_configured: int = 0
+    feeds_skipped: int = 0
+    feeds_not_modified: int = 0
     feeds_ok: int = 0
     feeds_failed: int = 0
     feeds_malformed: int = 0
@@ -34,6 +35,7 @@ class RunSummary:
     articles_written: int = 0
     rows_in_files: int = 0
     duplicates: int = 0
+    already_written: int = 0
     entry_dead_letters: int = 0
     feed_dead_letters: int = 0
     dead_letters_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -41,17 +43,18 @@ class RunSummary:
     articles_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
     article_files: list[str] = dataclasses.field(default_factory=list)
     dead_letter_files: list[str] = dataclasses.field(default_factory=list)
+    feeds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def reconciled(self) -> bool:
         """Every entry read is written, dropped as a duplicate or dead-lettered, and the files hold every row."""
-        accounted = self.articles_written + self.duplicates + self.entry_dead_letters
+        accounted = self.articles_written + self.duplicates + self.already_written + self.entry_dead_letters
         return self.entries_read == accounted and self.rows_in_files == self.articles_written
 
-    def to_json(self) -> str:
+    def record(self) -> dict[str, Any]:
         """The run record, as written to `_runs/<run_id>.json`."""
-        return json.dumps({**dataclasses.asdict(self), "reconciled": self.reconciled}, indent=2, sort_keys=True)
+        return {**dataclasses.asdict(self), "reconciled": self.reconciled}
 
 
 def counter_values(metrics_result: Any) -> dict[str, int]:
@@ -76,18 +79,6 @@ def _with_prefix(counters: dict[str, int], namespace: str) -> dict[str, int]:
     return dict(sorted((k[len(prefix):], v) for k, v in counters.items() if k.startswith(prefix) and v))
 
 
-def list_run_files(output: str, run_id: str, depth: int) -> tuple[list[str], list[str]]:
-    """The article and dead-letter files this run wrote, found by their names on the filesystem."""
-    levels = ["date=*", "hour=*", "minute=*"][:depth]
-    article_glob = FileSystems.join(output, ARTICLES_DIR, *levels, f"part-{run_id}-*.parquet")
-    dead_glob = FileSystems.join(output, DEAD_LETTER_DIR, f"part-{run_id}-*.parquet")
-    found = []
-    for pattern in (article_glob, dead_glob):
-        match = FileSystems.match([pattern])[0]
-        found.append(sorted(m.path for m in match.metadata_list))
-    return found[0], found[1]
-
-
 def parquet_rows(paths: list[str]) -> int:
     """Rows in these Parquet files, read from their footers."""
     total = 0
@@ -97,8 +88,8 @@ def parquet_rows(paths: list[str]) -> int:
     return total
 
 
-def summarise(summary: RunSummary, counters: dict[str, int], partition_depth: int) -> RunSummary:
-    """Fill `summary` from the counters and the files on disk."""
+def summarise(summary: RunSummary, counters: dict[str, int], article_files: list[str]) -> RunSummary:
+    """Fill `summary` from the counters and the article files the run wrote."""
     c = collections.defaultdict(int, counters)
     summary.counters = dict(sorted(counters.items()))
     summary.feeds_ok = c["parse/feeds_parsed"]
@@ -107,14 +98,37 @@ def summarise(summary: RunSummary, counters: dict[str, int], partition_depth: in
     summary.entries_read = c["parse/entries_read"]
     summary.articles_written = c["sink/articles"]
     summary.duplicates = c["dedup/duplicates"]
+    summary.already_written = c["dedup/already_written"]
+    summary.feeds_not_modified = c["parse/not_modified"]
     summary.entry_dead_letters = c["sink/dead_letter_entries"]
     summary.feed_dead_letters = c["sink/dead_letter_feeds"]
     summary.dead_letters_by_reason = _with_prefix(counters, "sink.dead_letter")
     summary.articles_by_language = _with_prefix(counters, "sink.language")
     summary.articles_by_topic = _with_prefix(counters, "sink.topic")
-    summary.article_files, summary.dead_letter_files = list_run_files(summary.output, summary.run_id, partition_depth)
-    summary.rows_in_files = parquet_rows(summary.article_files)
+    summary.rows_in_files = parquet_rows(article_files)
     return summary
+
+
+def feed_table(config: Any, health: dict[str, Any], polled: set[str]) -> list[dict[str, Any]]:
+    """One row per configured feed: its health after this run, for the summary and the run record."""
+    rows = []
+    for feed in config.feeds:
+        h = health.get(feed.url)
+        rows.append(
+            {
+                "name": feed.name,
+                "feed_url": feed.url,
+                "polled": feed.url in polled,
+                "status": h.last_status if h else None,
+                "failures": h.consecutive_failures if h else 0,
+                "new_entries": h.new_entries if h and feed.url in polled else 0,
+                "entries_seen": h.entries_seen if h else 0,
+                "validators": ("trusted" if h.validators_trusted else "distrusted") if h else "",
+                "last_error": h.last_error if h else "",
+                "next_due_at": h.next_due_at.isoformat(timespec="seconds") if h and h.next_due_at else "",
+            }
+        )
+    return rows
 
 
 def format_table(summary: RunSummary) -> str:
@@ -124,12 +138,15 @@ def format_table(summary: RunSummary) -> str:
         ("state", summary.state),
         ("output", summary.output),
         ("feeds configured", summary.feeds_configured),
+        ("feeds skipped (not due)", summary.feeds_skipped),
         ("feeds ok", summary.feeds_ok),
+        ("feeds not modified (304)", summary.feeds_not_modified),
         ("feeds failed", summary.feeds_failed),
         ("feeds malformed (entries salvaged)", summary.feeds_malformed),
         ("entries read", summary.entries_read),
         ("articles written", summary.articles_written),
         ("duplicates dropped", summary.duplicates),
+        ("already written earlier", summary.already_written),
         ("dead letters (entries)", summary.entry_dead_letters),
         ("dead letters (feeds)", summary.feed_dead_letters),
         ("article files", len(summary.article_files)),
@@ -145,4 +162,13 @@ def format_table(summary: RunSummary) -> str:
         lines.extend(f"  {k:<{width - 2}}{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         if not counts:
             lines.append("  (none)")
+    if summary.feeds:
+        lines.append("feeds:")
+        name_width = max(len(f["name"]) for f in summary.feeds) + 2
+        lines.append(f"  {'name':<{name_width}}{'polled':<8}{'status':<8}{'new':>5} {'fails':>5}  {'validators':<12}next due")
+        for f in summary.feeds:
+            lines.append(
+                f"  {f['name']:<{name_width}}{'yes' if f['polled'] else 'no':<8}{str(f['status'] or '-'):<8}"
+                f"{f['new_entries']:>5} {f['failures']:>5}  {f['validators'] or '-':<12}{f['next_due_at'] or '-'}"
+            )
     return "\n".join(lines)

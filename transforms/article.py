@@ -50,6 +50,9 @@ class Article:
     topic_score: float = 0.0
     content_hash: str = ""
     duplicate_count: int = 0
+    cluster_id: str = ""
+    cluster_size: int = 1
+    duplicate_of: str = ""
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
     run_id: str = ""
@@ -65,6 +68,7 @@ class DeadLetter:
     message: str = ""
     entry_key: str = ""
     status: int | None = None
+    retry_after_seconds: float | None = None
     raw_excerpt: str = ""
     time: dt.datetime | None = None
     run_id: str = ""
@@ -108,6 +112,9 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("topic_score", pa.float32()),
         pa.field("content_hash", pa.string()),
         pa.field("duplicate_count", pa.int32()),
+        pa.field("cluster_id", pa.string()),
+        pa.field("cluster_size", pa.int32()),
+        pa.field("duplicate_of", pa.string()),
         pa.field("window_start", _TS),
         pa.field("window_end", _TS),
         pa.field("run_id", pa.string()),
@@ -121,6 +128,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
         pa.field("feed_url", pa.string()),
         pa.field("entry_key", pa.string()),
         pa.field("status", pa.int32()),
+        pa.field("retry_after_seconds", pa.float64()),
         pa.field("message", pa.string()),
         pa.field("raw_excerpt", pa.string()),
         pa.field("time", _TS),

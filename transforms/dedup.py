@@ -1,10 +1,15 @@
-"""DeduplicateArticles: exact duplicates within a run, by canonical URL, by GUID and by content hash.
+"""DeduplicateArticles: exact duplicates within a run, by canonical URL, by GUID and by content hash, and
+articles already written by an earlier run.
 
 Three passes, each a CombinePerKey that keeps one article per key: first by canonical URL, then by (feed, GUID),
 then by a hash of the normalised title and text. Running them in sequence makes a chain A~B (same URL), B~C (same
 text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is chosen
 deterministically, whatever the bundle order: earliest `published_at`, then smallest `article_id`. It carries
 `duplicate_count`, the number of copies it stands for. No pass is quadratic: each is one keyed combine.
+
+Across runs: given the key columns of what is already written (transforms.history.ReadWrittenKeys, Arrow batches),
+an article whose id, URL or content hash is among them is dropped and counted as `dedup/already_written`. The
+history is streamed past the set of this run's keys (a side input, as small as the run), never the other way round.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from transforms.article import Article
@@ -57,6 +64,8 @@ class DedupSettings:
     by_guid: bool = True
     by_content: bool = True
     tracking_parameters: tuple[str, ...] = DEFAULT_TRACKING_PARAMETERS
+    # How far back (in event time) earlier runs' output is read to drop what is already written.
+    lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
 
 
 def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
@@ -176,12 +185,73 @@ class _CountDropped(beam.DoFn):
         yield article
 
 
-class DeduplicateArticles(beam.PTransform):
-    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`."""
+# Prefixes of the identity keys, one per column of the written dataset.
+_KEY_COLUMNS = (("i:", "article_id"), ("u:", "url"), ("h:", "content_hash"))
 
-    def __init__(self, settings: DedupSettings = DedupSettings()):
+
+def identity_keys(article: Article) -> list[str]:
+    """The keys under which an article is looked up among those already written."""
+    values = (article.article_id, article.url, article.content_hash)
+    return [prefix + value for (prefix, _), value in zip(_KEY_COLUMNS, values) if value]
+
+
+class _CachedSideInput:
+    """Converts a side input once per worker rather than once per element (Beam hands the same list each time)."""
+
+    def __init__(self, convert: Callable):
+        self._convert = convert
+        self._source_id: int | None = None
+        self._value = None
+
+    def get(self, side_input):
+        if self._source_id != id(side_input):
+            self._source_id, self._value = id(side_input), self._convert(side_input)
+        return self._value
+
+
+def _keys_by_column(keys: Iterable[str]) -> dict[str, pa.Array]:
+    by_prefix: dict[str, set[str]] = {prefix: set() for prefix, _ in _KEY_COLUMNS}
+    for key in keys:
+        by_prefix[key[:2]].add(key[2:])
+    return {column: pa.array(sorted(by_prefix[prefix]), pa.string()) for prefix, column in _KEY_COLUMNS}
+
+
+class _MatchWrittenFn(beam.DoFn):
+    """Emits the keys of this run that also appear in a batch of already-written rows."""
+
+    def __init__(self):
+        self._wanted = _CachedSideInput(_keys_by_column)
+
+    def process(self, written: pa.Table, run_keys: list[str]) -> Iterable[str]:
+        wanted = self._wanted.get(run_keys)
+        for prefix, column in _KEY_COLUMNS:
+            if column in written.column_names and len(wanted[column]):
+                values = written.column(column)
+                for value in pc.filter(values, pc.is_in(values, value_set=wanted[column])).to_pylist():
+                    yield prefix + value
+
+
+class _DropWrittenFn(beam.DoFn):
+    def __init__(self):
+        self._known = _CachedSideInput(set)
+        self._dropped = Metrics.counter("dedup", "already_written")
+
+    def process(self, article: Article, written_keys: list[str]) -> Iterable[Article]:
+        known = self._known.get(written_keys)
+        if any(key in known for key in identity_keys(article)):
+            self._dropped.inc()
+        else:
+            yield article
+
+
+class DeduplicateArticles(beam.PTransform):
+    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`,
+    minus those already written (when `written` — Arrow batches of the written key columns — is given)."""
+
+    def __init__(self, settings: DedupSettings = DedupSettings(), written: beam.PCollection | None = None):
         super().__init__()
         self._settings = settings
+        self._written = written
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
         settings = self._settings
@@ -197,4 +267,8 @@ class DeduplicateArticles(beam.PTransform):
         for kind, enabled, key_fn in passes:
             if enabled:
                 result = result | f"By{kind.title()}" >> _DropDuplicatesBy(kind, key_fn)
-        return result
+        if self._written is None:
+            return result
+        run_keys = beam.pvalue.AsList(result | "RunKeys" >> beam.FlatMap(identity_keys))
+        matched = self._written | "MatchWritten" >> beam.ParDo(_MatchWrittenFn(), run_keys)
+        return result | "DropWritten" >> beam.ParDo(_DropWrittenFn(), beam.pvalue.AsList(matched))

@@ -53,12 +53,18 @@ _LOCAL_CONTENT_TYPES = {
 
 @dataclasses.dataclass(frozen=True)
 class FeedSource:
-    """One configured feed. `url` is http(s), file://, or an absolute local path."""
+    """One configured feed. `url` is http(s), file://, or an absolute local path.
+
+    `etag` and `last_modified` are the validators of the last fetch; when set, the request is conditional
+    (If-None-Match / If-Modified-Since) and a 304 comes back as a FetchedFeed with `not_modified`.
+    """
 
     name: str
     url: str
     language: str = ""
     topic: str = ""
+    etag: str = ""
+    last_modified: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,15 @@ class FetchedFeed:
     body: bytes  # decoded (gunzipped) body
     fetched_at: dt.datetime
     headers: tuple[tuple[str, str], ...] = ()  # INTERESTING_HEADERS present in the response, in that order
+
+    @property
+    def not_modified(self) -> bool:
+        """True for a 304 answer to a conditional request: nothing new, and no body."""
+        return self.status == 304
+
+    def header(self, name: str) -> str:
+        """A kept response header, '' when absent (names compare case-insensitively)."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,19 +108,19 @@ class FetchSettings:
 class FetchError(Exception):
     """A feed that could not be fetched. `reason` is a short snake_case code used in dead letters and counters."""
 
-    def __init__(self, reason: str, message: str, status: int | None = None):
+    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         self.status = status
+        self.retry_after = retry_after  # the server's requested wait, kept so the scheduler can honour it
 
 
 class _TransientError(FetchError):
     """A failure worth another attempt; `retry_after` is the server's requested wait, if it gave one."""
 
     def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(reason, message, status)
-        self.retry_after = retry_after
+        super().__init__(reason, message, status, retry_after)
 
 
 class Fetched(NamedTuple):
@@ -182,7 +197,9 @@ def _fetch_http(
             return _fetch_once(source, settings, session)
         except _TransientError as err:
             if attempt >= settings.retries:
-                raise FetchError(err.reason, f"{err.message} (after {attempt + 1} attempts)", err.status) from err
+                raise FetchError(
+                    err.reason, f"{err.message} (after {attempt + 1} attempts)", err.status, err.retry_after
+                ) from err
             delay = err.retry_after if err.retry_after is not None else backoff_delay(settings.backoff, attempt)
             attempt += 1
             sleep(delay)
@@ -193,13 +210,13 @@ def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.S
     deadline = time.monotonic() + settings.total_timeout
     url = source.url
     for _ in range(settings.max_redirects + 1):
-        response = _get(session, url, settings)
+        response = _get(session, url, settings, _conditional_headers(source))
         try:
             if response.status_code in _REDIRECT_STATUSES and "location" in response.headers:
                 url = _redirect_target(session, response)
                 continue
             _check_status(response, settings)
-            body = _read_capped(response, settings, deadline)
+            body = b"" if response.status_code == 304 else _read_capped(response, settings, deadline)
             return FetchedFeed(
                 source=source,
                 url=response.url,
@@ -216,10 +233,20 @@ def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.S
     raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects (last to {url})")
 
 
-def _get(session: requests.Session, url: str, settings: FetchSettings) -> requests.Response:
+def _conditional_headers(source: FeedSource) -> dict[str, str]:
+    headers = {}
+    if source.etag:
+        headers["If-None-Match"] = source.etag
+    if source.last_modified:
+        headers["If-Modified-Since"] = source.last_modified
+    return headers
+
+
+def _get(session: requests.Session, url: str, settings: FetchSettings, headers: dict[str, str]) -> requests.Response:
     try:
         return session.get(
             url,
+            headers=headers,
             stream=True,  # so the size cap applies before the whole body is in memory
             allow_redirects=False,
             timeout=(settings.connect_timeout, settings.read_timeout),
@@ -250,14 +277,14 @@ def _redirect_target(session: requests.Session, response: requests.Response) -> 
 
 def _check_status(response: requests.Response, settings: FetchSettings) -> None:
     status = response.status_code
-    if 200 <= status < 300:
+    if 200 <= status < 300 or status == 304:
         return
     where = f"HTTP {status} {response.reason or ''}".rstrip() + f" from {response.url}"
     if status in _RATE_LIMIT_STATUSES:
         wait = retry_after_seconds(response.headers.get("Retry-After"))
         if wait is not None and wait > settings.max_retry_after:
             raise FetchError(
-                "rate_limited", f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s", status
+                "rate_limited", f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s", status, wait
             )
         reason = "rate_limited" if status == 429 else "http_error"
         raise _TransientError(reason, where, status, retry_after=wait)
@@ -351,7 +378,7 @@ class FetchFeedFn(beam.DoFn):
         try:
             feed = fetch_feed(source, self._settings, self._session)
         except FetchError as err:
-            yield self._dead_letter(source, err.reason, err.message, err.status)
+            yield self._dead_letter(source, err.reason, err.message, err.status, err.retry_after)
             return
         except Exception as err:  # noqa: BLE001 - a bug or a library surprise must cost one feed, not the run
             yield self._dead_letter(source, "unexpected_error", f"{type(err).__name__}: {err}", None)
@@ -368,7 +395,9 @@ class FetchFeedFn(beam.DoFn):
                 pass
             self._session = None
 
-    def _dead_letter(self, source: FeedSource, reason: str, message: str, status: int | None):
+    def _dead_letter(
+        self, source: FeedSource, reason: str, message: str, status: int | None, retry_after: float | None = None
+    ):
         self._failed.inc()
         Metrics.counter(STAGE, f"failed_{reason}").inc()
         return beam.pvalue.TaggedOutput(
@@ -379,6 +408,7 @@ class FetchFeedFn(beam.DoFn):
                 feed_url=str(source.url),
                 message=message,
                 status=status,
+                retry_after_seconds=retry_after,
                 time=utcnow(),
                 run_id=self._run_id,
             ),

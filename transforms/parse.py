@@ -4,7 +4,11 @@ RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 are read by feedparser (given the response's C
 charset is honoured); JSON Feed 1.x, which feedparser does not read, is parsed here. A feed feedparser flags as
 malformed ("bozo") keeps the entries it salvaged; the flag is counted and reported as a dead letter with reason
 `malformed_feed` (a feed-level record, not an entry). A document that is not a feed at all (an HTML page, say) is a
-dead letter `not_a_feed`. An entry with no title, no text and no link is a dead letter `empty_entry`.
+dead letter `not_a_feed`. An entry with no title, no text and no link is a dead letter `empty_entry`. A 304 (the
+feed has not changed since the last run) has no entries and is no error.
+
+Beside the articles, each feed yields a `FeedReport` (transforms.health): validators, body hash, entries seen and
+the feed's own polling hint (RSS `<ttl>`), from which the driver keeps the feed's health.
 
 The event time is settled here, where all the dates of an entry are known: `published`, else `updated`, else the
 fetch time; a date more than `max_future_seconds` after the fetch is replaced by the fetch time. `date_source` says
@@ -19,7 +23,7 @@ import datetime as dt
 import email.utils
 import json
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -29,12 +33,12 @@ from transforms.article import (
     UTC,
     Article,
     DeadLetter,
-    Routed,
     excerpt,
     stable_id,
     utcnow,
 )
 from transforms.dedup import canonical_url
+from transforms.health import FeedReport, body_hash, max_age_seconds
 
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
 
@@ -140,10 +144,13 @@ class ParsedFeed:
     rejects: list[DeadLetter]
     problem: DeadLetter | None = None
     entries_read: int = 0
+    ttl_seconds: float | None = None
 
 
 def parse_feed(fetched: Any, settings: ParseSettings = ParseSettings(), run_id: str = "") -> ParsedFeed:
     """Parse one FetchedFeed (from transforms.fetch) into Articles and dead letters. Never raises for bad input."""
+    if fetched.not_modified:
+        return ParsedFeed([], [])
     if is_json_feed(fetched.body, fetched.content_type):
         return _parse_json_feed(fetched, settings, run_id)
     return _parse_xml_feed(fetched, settings, run_id)
@@ -160,7 +167,7 @@ def _parse_xml_feed(fetched: Any, settings: ParseSettings, run_id: str) -> Parse
     feed_language = _language_code(doc.feed.get("language"))
     # RSS 0.90/1.0 items have one date, dc:date, which feedparser files as `updated`; it is the publication date.
     single_date = doc.get("version", "") in ("rss090", "rss10")
-    result = ParsedFeed([], [], None, len(doc.entries))
+    result = ParsedFeed([], [], None, len(doc.entries), _ttl_seconds(doc.feed.get("ttl")))
     if doc.get("bozo"):
         result.problem = _feed_problem(
             fetched,
@@ -286,6 +293,35 @@ def _add_entry(
     )
 
 
+def _ttl_seconds(value: Any) -> float | None:
+    """RSS <ttl> is in minutes."""
+    try:
+        minutes = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return minutes * 60 if minutes > 0 else None
+
+
+def feed_report(fetched: Any, parsed: ParsedFeed) -> FeedReport:
+    """The health report of a feed that was fetched (whether or not it parsed)."""
+    failed = parsed.problem is not None and parsed.problem.reason != "malformed_feed"
+    return FeedReport(
+        feed_url=fetched.source.url,
+        fetched_at=fetched.fetched_at,
+        ok=not failed,
+        status=fetched.status,
+        error=f"{parsed.problem.reason}: {parsed.problem.message}"[:500] if failed else "",
+        not_modified=fetched.not_modified,
+        sent_validators=bool(fetched.source.etag or fetched.source.last_modified),
+        etag=fetched.header("ETag"),
+        last_modified=fetched.header("Last-Modified"),
+        body_hash=body_hash(fetched.body) if not fetched.not_modified else "",
+        entries=parsed.entries_read,
+        ttl_seconds=parsed.ttl_seconds,
+        max_age_seconds=max_age_seconds(fetched.header("Cache-Control")),
+    )
+
+
 def _feed_problem(fetched: Any, reason: str, message: str, run_id: str) -> DeadLetter:
     return DeadLetter(
         stage="parse",
@@ -325,6 +361,7 @@ class _ParseFeedFn(beam.DoFn):
         self._rejects = Metrics.counter("parse", "empty_entries")
         self._malformed = Metrics.counter("parse", "malformed_feeds")
         self._not_feeds = Metrics.counter("parse", "not_a_feed")
+        self._not_modified = Metrics.counter("parse", "not_modified")
 
     def process(self, fetched: Any) -> Iterable[Any]:
         try:
@@ -336,6 +373,9 @@ class _ParseFeedFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed.problem)
         if parsed.problem is None or parsed.problem.reason == "malformed_feed":
             self._feeds.inc()
+        if fetched.not_modified:
+            self._not_modified.inc()
+        yield beam.pvalue.TaggedOutput(REPORT_TAG, feed_report(fetched, parsed))
         self._entries.inc(parsed.entries_read)
         self._articles.inc(len(parsed.articles))
         self._rejects.inc(len(parsed.rejects))
@@ -344,16 +384,27 @@ class _ParseFeedFn(beam.DoFn):
         yield from parsed.articles
 
 
+REPORT_TAG = "reports"
+
+
+class Parsed(NamedTuple):
+    """What ParseEntries returns: articles, dead letters, and one FeedReport per feed."""
+
+    articles: beam.PCollection
+    dead_letters: beam.PCollection
+    reports: beam.PCollection
+
+
 class ParseEntries(beam.PTransform):
-    """FetchedFeed -> Article per entry; unreadable feeds and empty entries -> dead letters."""
+    """FetchedFeed -> Article per entry; unreadable feeds and empty entries -> dead letters; a report per feed."""
 
     def __init__(self, settings: ParseSettings = ParseSettings(), run_id: str = ""):
         super().__init__()
         self._settings = settings
         self._run_id = run_id
 
-    def expand(self, feeds: beam.PCollection) -> Routed:
+    def expand(self, feeds: beam.PCollection) -> Parsed:
         outputs = feeds | "ParseFeed" >> beam.ParDo(_ParseFeedFn(self._settings, self._run_id)).with_outputs(
-            DEAD_LETTER_TAG, main="articles"
+            DEAD_LETTER_TAG, REPORT_TAG, main="articles"
         )
-        return Routed(outputs.articles, outputs[DEAD_LETTER_TAG])
+        return Parsed(outputs.articles, outputs[DEAD_LETTER_TAG], outputs[REPORT_TAG])

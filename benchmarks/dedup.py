@@ -1,0 +1,548 @@
+"""Near-duplicate detection: quality, speed and memory on a synthetic syndication corpus.
+
+    python benchmarks/dedup.py quality --articles 100000            # recall/precision, articles/s, peak RSS
+    python benchmarks/dedup.py scaling --sizes 20000,100000,200000   # one subprocess per size: cost/article, RSS
+    python benchmarks/dedup.py compare --articles 20000              # MinHash (numpy OPH, k-perm, datasketch) vs SimHash
+    python benchmarks/dedup.py beam --articles 2000                  # the Beam composite end to end (DirectRunner)
+
+The corpus is made here, from nothing in shared/: three synthetic languages, each with a Zipfian vocabulary, function
+words, common multi-word phrases and 300 topics with their own words and pools of people, places and organisations.
+A story is an event (a topic, two to four people, a place, an organisation) told in paragraphs of sentences; outlets
+add their own furniture (newsletter prompts, copyright lines) that all their articles share.
+
+- Copies (10% of the corpus) are syndicated versions of an original, mutated as outlets do: furniture swapped,
+  5-20% of the words edited (half in rewritten, inserted or deleted spans, half as scattered single-word
+  substitutions), last paragraphs cut (40%), headline rewritten (60%). Most originals have one copy, a few wire
+  stories dozens.
+- Hard negatives (10%): another story on the same event (same topic, people, place and organisation, different
+  sentences and figures; a third share one quoted sentence with it), and templated reports (the same template with
+  other names and figures), which share most of their words.
+
+Quality is measured on the pure functions (the same ones the composite runs), single-threaded; `beam` runs the
+composite on the DirectRunner at a small size to show the whole stage works and agrees with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from transforms.article import UTC, Article  # noqa: E402
+from transforms.neardup import (  # noqa: E402
+    NearDedupSettings,
+    SignatureRecord,
+    band_key_matrix,
+    bucket_pairs,
+    cluster_verdicts,
+    connected_components,
+    group_buckets,
+    is_near_copy,
+    language_salt,
+    member_of,
+    minhash_from_shingles,
+    outlet_of,
+    shingle_hashes,
+    similarity,
+)
+
+T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
+CONSONANTS = {"en": "bcdfghklmnprstvwy", "de": "bdfghklmnprstwz", "fr": "bcdfglmnprstv"}
+VOWELS = {"en": "aeiou", "de": "aeiouä", "fr": "aeiouéè"}
+ENGLISH_FUNCTION = (
+    "the of and to a in that is was he for it with as his on be at by had are but from or have an they which one "
+    "you were her all she there would their we him been has when who will more no if out so said what up its about "
+    "into than them can only other new some could time these two may then do first any my now such like our over "
+    "also after did many before must through back years where much your way well down should because each just "
+    "those people how too little state good very make world still own see men work long get here between both life "
+    "being under never day same another know while last might us great old year off come since against go came "
+    "right used take three on monday tuesday wednesday thursday friday saturday sunday according officials"
+).split()
+
+
+class Language:
+    """One synthetic language: vocabulary, function words, phrases, topics with their words and names."""
+
+    def __init__(self, code: str, rng: np.random.Generator, topics: int = 300, vocabulary: int = 40_000):
+        self.code = code
+        self.rng = rng
+        self.vocab = np.array(sorted({self.word(rng, 2, 4) for _ in range(int(vocabulary * 1.3))})[:vocabulary])
+        rng.shuffle(self.vocab)
+        self.vocab_p = _zipf(len(self.vocab), 1.05)
+        if code == "en":
+            self.function = np.array(ENGLISH_FUNCTION)
+        else:
+            self.function = np.array(sorted({self.word(rng, 1, 2) for _ in range(200)}))
+        self.function_p = _zipf(len(self.function), 0.9)
+        self.phrases = [" ".join(self._plain(rng, rng.integers(2, 5))) for _ in range(400)]
+        self.phrase_p = _zipf(len(self.phrases), 1.0)
+        self.topics = []
+        for _ in range(topics):
+            words = self.vocab[rng.integers(200, len(self.vocab), 300)]
+            people = [f"{self.word(rng, 2, 3).title()} {self.word(rng, 2, 4).title()}" for _ in range(30)]
+            places = [self.word(rng, 2, 4).title() for _ in range(10)]
+            orgs = [" ".join(self.word(rng, 2, 3).title() for _ in range(rng.integers(1, 4))) for _ in range(10)]
+            self.topics.append((words, people, places, orgs))
+
+    def word(self, rng, low: int, high: int) -> str:
+        c, v = CONSONANTS[self.code], VOWELS[self.code]
+        return "".join(rng.choice(list(c)) + rng.choice(list(v)) for _ in range(rng.integers(low, high + 1))) + (
+            rng.choice(list(c)) if rng.random() < 0.5 else ""
+        )
+
+    def _plain(self, rng, n):
+        out = []
+        for _ in range(n):
+            if rng.random() < 0.5:
+                out.append(self.function[rng.choice(len(self.function), p=self.function_p)])
+            else:
+                out.append(self.vocab[rng.choice(len(self.vocab), p=self.vocab_p)])
+        return out
+
+
+def _zipf(n: int, s: float) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** s
+    return p / p.sum()
+
+
+@dataclasses.dataclass
+class Event:
+    language: Language
+    topic: int
+    people: list
+    place: str
+    org: str
+
+
+def new_event(lang: Language, rng) -> Event:
+    words, people, places, orgs = lang.topics[rng.integers(len(lang.topics))]
+    picked = [people[i] for i in rng.choice(len(people), rng.integers(2, 5), replace=False)]
+    return Event(lang, int(rng.integers(len(lang.topics))) if False else lang.topics.index((words, people, places, orgs)),
+                 picked, places[rng.integers(len(places))], orgs[rng.integers(len(orgs))])
+
+
+def sentence(event: Event, rng, length: int | None = None) -> str:
+    """One sentence about `event`: function words, topic words, general words, names, figures and phrases."""
+    lang = event.language
+    words, people, places, orgs = lang.topics[event.topic]
+    n = int(length or rng.integers(10, 29))
+    kinds = rng.choice(7, size=n, p=[0.40, 0.17, 0.24, 0.07, 0.03, 0.05, 0.04])
+    general = lang.vocab[rng.choice(len(lang.vocab), size=n, p=lang.vocab_p)]
+    function = lang.function[rng.choice(len(lang.function), size=n, p=lang.function_p)]
+    out = []
+    for i, kind in enumerate(kinds.tolist()):
+        if kind == 0:
+            out.append(function[i])
+        elif kind == 1:
+            out.append(words[rng.integers(len(words))])
+        elif kind == 2:
+            out.append(general[i])
+        elif kind == 3:
+            out.append(event.people[rng.integers(len(event.people))] if rng.random() < 0.8 else people[rng.integers(len(people))])
+        elif kind == 4:
+            out.append(event.place if rng.random() < 0.7 else event.org)
+        elif kind == 5:
+            out.append(str(int(rng.integers(2, 5000))) if rng.random() < 0.8 else f"{rng.integers(1, 99)}.{rng.integers(0, 9)}")
+        else:
+            out.append(lang.phrases[rng.choice(len(lang.phrases), p=lang.phrase_p)])
+    text = " ".join(out)
+    return text[0].upper() + text[1:] + ("." if rng.random() < 0.9 else ",")
+
+
+@dataclasses.dataclass
+class Story:
+    """An article being made: a title and paragraphs, before furniture."""
+
+    event: Event
+    title: str
+    paragraphs: list
+
+
+def new_story(event: Event, rng) -> Story:
+    words = max(20, int(rng.lognormal(math.log(260), 0.55)))
+    paragraphs = []
+    count = 0
+    while count < words:
+        para = " ".join(sentence(event, rng) for _ in range(rng.integers(1, 4)))
+        paragraphs.append(para)
+        count += len(para.split())
+    if rng.random() < 0.03:  # a title-only or one-line entry
+        paragraphs = [] if rng.random() < 0.5 else [sentence(event, rng, 12)]
+    return Story(event, headline(event, rng), paragraphs)
+
+
+def headline(event: Event, rng) -> str:
+    s = sentence(event, rng, int(rng.integers(6, 12))).rstrip(".,")
+    return f"{event.people[0]}: {s}" if rng.random() < 0.5 else s
+
+
+@dataclasses.dataclass
+class Outlet:
+    host: str
+    header: str
+    footer: str
+
+
+def new_outlets(n: int, lang: Language, rng) -> list[Outlet]:
+    outlets = []
+    for i in range(n):
+        name = lang.word(rng, 2, 3).title()
+        header = f"{name} " + " ".join(lang._plain(rng, rng.integers(5, 12)))
+        footer = f"Sign up for the {name} newsletter. " + " ".join(lang._plain(rng, rng.integers(8, 20))) + f" (c) 2026 {name}."
+        outlets.append(Outlet(f"www.{name.lower()}{i}.test", header, footer))
+    return outlets
+
+
+def render(story: Story, outlet: Outlet, rng, furniture: float) -> str:
+    parts = list(story.paragraphs)
+    if rng.random() < furniture:
+        parts = [outlet.header] + parts
+    if rng.random() < furniture:
+        parts = parts + [outlet.footer]
+    return "\n\n".join(parts)
+
+
+def mutate(story: Story, rng) -> tuple[Story, dict]:
+    """A syndicated copy: words edited (spans and scattered), last paragraphs cut, headline rewritten."""
+    event = story.event
+    lang = event.language
+    paragraphs = [p.split(" ") for p in story.paragraphs]
+    total = sum(len(p) for p in paragraphs)
+    rate = float(rng.uniform(0.05, 0.20))
+    budget = int(round(rate * total))
+    scattered = budget // 2
+    spans = budget - scattered
+    while spans > 0 and paragraphs:
+        p = paragraphs[rng.integers(len(paragraphs))]
+        length = int(min(spans, rng.integers(3, 16)))
+        at = int(rng.integers(0, max(1, len(p))))
+        op = rng.random()
+        fresh = sentence(event, rng, length).rstrip(".,").split(" ")[:length]
+        if op < 0.5:  # rewrite a span
+            p[at : at + length] = fresh
+        elif op < 0.75:  # insert a span
+            p[at:at] = fresh
+        else:  # delete a span
+            del p[at : at + length]
+        spans -= length
+    flat = [(i, j) for i, p in enumerate(paragraphs) for j in range(len(p))]
+    if flat and scattered:
+        for k in rng.choice(len(flat), size=min(scattered, len(flat)), replace=False).tolist():
+            i, j = flat[k]
+            if j < len(paragraphs[i]):
+                paragraphs[i][j] = lang.vocab[rng.choice(len(lang.vocab), p=lang.vocab_p)]
+    cut = 0
+    if len(paragraphs) > 2 and rng.random() < 0.4:
+        keep = max(1, int(math.ceil(len(paragraphs) * rng.uniform(0.6, 0.9))))
+        cut = len(paragraphs) - keep
+        paragraphs = paragraphs[:keep]
+    title = story.title
+    rewritten = rng.random() < 0.6
+    if rewritten:
+        old = title.split(" ")
+        keep_words = [w for w in old if rng.random() < 0.5]
+        title = " ".join(keep_words[:4] + headline(event, rng).split(" ")[:6])
+    return Story(event, title, [" ".join(p) for p in paragraphs if p]), {"edit_rate": rate, "cut": cut, "headline": rewritten}
+
+
+def templated(story: Story, event: Event, rng) -> Story:
+    """The same template with other names and figures: results, earnings, weather."""
+    old_names = story.event.people + [story.event.place, story.event.org]
+    new_names = event.people + [event.place, event.org]
+
+    def swap(text: str) -> str:
+        for a, b in zip(old_names, new_names):
+            text = text.replace(a, b)
+        return " ".join(str(int(rng.integers(2, 5000))) if w.isdigit() else w for w in text.split(" "))
+
+    return Story(event, swap(story.title), [swap(p) for p in story.paragraphs])
+
+
+@dataclasses.dataclass
+class Corpus:
+    articles: list
+    truth: dict  # article_id -> true cluster (the original's id)
+    info: dict  # copy id -> mutation facts
+    hard_pairs: list  # (a, b, kind) that must stay apart
+
+
+def make_corpus(n: int, seed: int = 7, copy_share: float = 0.10, hard_share: float = 0.10) -> Corpus:
+    """`n` articles: originals, copies (`copy_share`) and hard negatives (`hard_share`), shuffled."""
+    rng = np.random.default_rng(seed)
+    languages = [Language(code, np.random.default_rng([seed, i])) for i, code in enumerate(("en", "de", "fr"))]
+    language_p = [0.8, 0.12, 0.08]
+    outlets = {lang.code: new_outlets(400, lang, rng) for lang in languages}
+    n_copies = int(n * copy_share)
+    n_hard = int(n * hard_share)
+    n_orig = n - n_copies - n_hard
+    articles, truth, info, hard_pairs = [], {}, {}, []
+    stories = []
+
+    def add(story: Story, outlet: Outlet, published: dt.datetime, cluster: str | None, furniture: float) -> str:
+        aid = f"a{len(articles):07d}"
+        articles.append(Article(
+            article_id=aid, feed_url=f"https://{outlet.host}/rss", source=outlet.host, url=f"https://{outlet.host}/{aid}",
+            title=story.title, text=render(story, outlet, rng, furniture), language=story.event.language.code,
+            published_at=published,
+        ))
+        truth[aid] = cluster or aid
+        return aid
+
+    for _ in range(n_orig):
+        lang = languages[rng.choice(3, p=language_p)]
+        story = new_story(new_event(lang, rng), rng)
+        outlet = outlets[lang.code][rng.integers(400)]
+        published = T0 + dt.timedelta(minutes=int(rng.integers(0, 3 * 24 * 60)))
+        aid = add(story, outlet, published, None, 0.3)
+        stories.append((aid, story, outlet, published))
+
+    # Copies: most originals get one, a few wire stories dozens.
+    made = 0
+    while made < n_copies:
+        aid, story, outlet, published = stories[rng.integers(len(stories))]
+        size = 1 if rng.random() < 0.7 else int(rng.integers(2, 6)) if rng.random() < 0.7 else int(rng.integers(6, 21)) if rng.random() < 0.9 else int(rng.integers(30, 81))
+        for _ in range(min(size, n_copies - made)):
+            copy, facts = mutate(story, rng)
+            other = outlets[story.event.language.code][rng.integers(400)]
+            when = published + dt.timedelta(minutes=int(rng.integers(-120, 36 * 60)))
+            cid = add(copy, other, when, truth[aid], 0.5)
+            info[cid] = facts
+            made += 1
+
+    for k in range(n_hard):
+        aid, story, outlet, published = stories[rng.integers(len(stories))]
+        event = story.event
+        if k % 3 == 2:
+            lang = event.language
+            words, people, places, orgs = lang.topics[event.topic]
+            other_event = Event(lang, event.topic, [people[i] for i in rng.choice(len(people), len(event.people), replace=False)],
+                                places[rng.integers(len(places))], orgs[rng.integers(len(orgs))])
+            neg, kind = templated(story, other_event, rng), "template"
+        else:
+            neg, kind = new_story(event, rng), "same_event"
+            if story.paragraphs and rng.random() < 0.33:
+                quote = story.paragraphs[rng.integers(len(story.paragraphs))].split(". ")[0]
+                neg.paragraphs.insert(int(rng.integers(0, len(neg.paragraphs) + 1)), quote)
+                kind = "same_event_quote"
+        same_outlet = rng.random() < 0.2
+        nid = add(neg, outlet if same_outlet else outlets[event.language.code][rng.integers(400)],
+                  published + dt.timedelta(minutes=int(rng.integers(0, 600))), None, 0.3)
+        hard_pairs.append((aid, nid, kind))
+
+    order = rng.permutation(len(articles))
+    return Corpus([articles[i] for i in order], truth, info, hard_pairs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurement on the pure functions.
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_pure(articles: list, settings: NearDedupSettings, batch: int = 256) -> dict:
+    """Signatures, banding, verification and clusters over `articles`, timed step by step."""
+    timings = {}
+    n = len(articles)
+    t = time.perf_counter()
+    sigs = np.empty((n, settings.num_perm), dtype=np.uint32)
+    counts = np.empty(n, dtype=np.int64)
+    numbers = [None] * n
+    for start in range(0, n, batch):
+        chunk = articles[start : start + batch]
+        shingles = shingle_hashes([(a.title, a.text) for a in chunk], settings.shingle_size, settings.max_chars)
+        sigs[start : start + len(chunk)] = minhash_from_shingles(shingles, settings.num_perm, settings.seed)
+        counts[start : start + len(chunk)] = shingles.word_counts
+        numbers[start : start + len(chunk)] = [x.astype("<u4").tobytes() for x in shingles.numbers]
+    timings["signatures"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    records = [
+        SignatureRecord(a.article_id, a.language, sigs[i].tobytes(), a.published_at, len(a.title) + len(a.text),
+                        int(counts[i]), numbers[i], outlet_of(a))
+        for i, a in enumerate(articles)
+    ]
+    timings["records"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    salt_of = {}
+    salts = np.array([salt_of.setdefault(a.language, language_salt(a.language)) for a in articles], dtype=np.uint64)
+    keys = band_key_matrix(sigs, salts, settings.bands)
+    pairs = set()
+    capped = 0
+    largest = 0
+    ids = [a.article_id for a in articles]
+    for bucket in group_buckets(keys):
+        members = [ids[i] for i in bucket.tolist()]
+        largest = max(largest, len(members))
+        found, was_capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
+        capped += was_capped
+        pairs.update(found)
+    del keys
+    timings["banding"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    index = {aid: i for i, aid in enumerate(ids)}
+    pair_list = sorted(pairs)
+    edges = []
+    if pair_list:
+        left = np.fromiter((index[a] for a, _ in pair_list), dtype=np.int64, count=len(pair_list))
+        right = np.fromiter((index[b] for _, b in pair_list), dtype=np.int64, count=len(pair_list))
+        # Vectorised pre-filter on the plain threshold, then the full rule on the survivors.
+        scores = np.empty(len(pair_list))
+        for s in range(0, len(pair_list), 100_000):
+            scores[s : s + 100_000] = (sigs[left[s : s + 100_000]] == sigs[right[s : s + 100_000]]).mean(axis=1)
+        low = min(settings.threshold, settings.short_threshold)
+        for k in np.flatnonzero(scores >= low).tolist():
+            if is_near_copy(records[left[k]], records[right[k]], settings)[0]:
+                edges.append(pair_list[k])
+    timings["verification"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    verdicts = {}
+    for component in connected_components(edges):
+        verdicts.update(cluster_verdicts([member_of(records[index[x]]) for x in component]))
+    timings["clusters"] = time.perf_counter() - t
+    return {"verdicts": verdicts, "timings": timings, "candidate_pairs": len(pair_list), "verified": len(edges),
+            "buckets_capped": capped, "largest_bucket": largest, "records": records}
+
+
+def evaluate(corpus: Corpus, verdicts: dict) -> dict:
+    """Recall and precision of copy detection against the corpus' truth."""
+    predicted = {aid: v.canonical_id for aid, v in verdicts.items()}
+    cluster_of = lambda aid: predicted.get(aid, aid)  # noqa: E731
+    copies = list(corpus.info)
+    found = [c for c in copies if cluster_of(c) == cluster_of(corpus.truth[c])]
+    recall = len(found) / max(1, len(copies))
+
+    # Pairwise precision: of the pairs put in one cluster, the share that truly are one story.
+    members: dict[str, list] = {}
+    for aid in corpus.truth:
+        members.setdefault(cluster_of(aid), []).append(aid)
+    same = true_same = 0
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        by_truth: dict[str, int] = {}
+        for aid in group:
+            by_truth[corpus.truth[aid]] = by_truth.get(corpus.truth[aid], 0) + 1
+        same += len(group) * (len(group) - 1) // 2
+        true_same += sum(k * (k - 1) // 2 for k in by_truth.values())
+    # Copy-level precision: of the articles marked as copies, the share whose canonical is of their own story.
+    marked = [aid for aid, v in verdicts.items() if not v.is_canonical]
+    right = [aid for aid in marked if corpus.truth[aid] == corpus.truth.get(verdicts[aid].canonical_id, verdicts[aid].canonical_id)]
+    by_rate = {}
+    for low, high in ((0.05, 0.10), (0.10, 0.15), (0.15, 0.201)):
+        group = [c for c in copies if low <= corpus.info[c]["edit_rate"] < high]
+        by_rate[f"{int(low*100)}-{int(min(high, 0.2)*100)}%"] = round(sum(cluster_of(c) == cluster_of(corpus.truth[c]) for c in group) / max(1, len(group)), 4)
+    cut = [c for c in copies if corpus.info[c]["cut"]]
+    hard = {}
+    for a, b, kind in corpus.hard_pairs:
+        merged = cluster_of(a) == cluster_of(b)
+        total, bad = hard.get(kind, (0, 0))
+        hard[kind] = (total + 1, bad + merged)
+    return {
+        "copies": len(copies),
+        "recall": round(recall, 4),
+        "pair_precision": round(true_same / same, 4) if same else 1.0,
+        "copy_precision": round(len(right) / len(marked), 4) if marked else 1.0,
+        "marked_as_copies": len(marked),
+        "recall_by_edit_rate": by_rate,
+        "recall_cut_copies": round(sum(cluster_of(c) == cluster_of(corpus.truth[c]) for c in cut) / max(1, len(cut)), 4),
+        "hard_negatives_merged": {k: f"{bad}/{total}" for k, (total, bad) in hard.items()},
+    }
+
+
+def cmd_quality(args) -> dict:
+    settings = NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
+    t = time.perf_counter()
+    corpus = make_corpus(args.articles, seed=args.seed)
+    made = time.perf_counter() - t
+    rss_corpus = peak_rss_mib()
+    words = sum(len(a.title.split()) + len(a.text.split()) for a in corpus.articles) / len(corpus.articles)
+    result = run_pure(corpus.articles, settings)
+    n = len(corpus.articles)
+    tm = result["timings"]
+    out = {
+        "articles": n,
+        "mean_words": round(words, 1),
+        "corpus_seconds": round(made, 1),
+        "settings": dataclasses.asdict(settings),
+        "quality": evaluate(corpus, result["verdicts"]),
+        "candidate_pairs": result["candidate_pairs"],
+        "pairs_verified": result["verified"],
+        "buckets_capped": result["buckets_capped"],
+        "largest_bucket": result["largest_bucket"],
+        "seconds": {k: round(v, 3) for k, v in tm.items()},
+        "articles_per_s": {
+            "signatures": round(n / tm["signatures"]),
+            "banding": round(n / tm["banding"]),
+            "verification": round(n / max(tm["verification"], 1e-9)),
+            "signatures+banding+verification+clusters": round(n / (tm["signatures"] + tm["banding"] + tm["verification"] + tm["clusters"])),
+        },
+        "us_per_article": round(1e6 * (tm["signatures"] + tm["banding"] + tm["verification"] + tm["clusters"]) / n, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_after_corpus_mib": round(rss_corpus, 1),
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def cmd_scaling(args) -> None:
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        cmd = [sys.executable, __file__, "quality", "--articles", str(size), "--seed", str(args.seed)]
+        if args.settings:
+            cmd += ["--settings", args.settings]
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        rows.append(out)
+        q = out["quality"]
+        print(f"{size:>7} articles: {out['us_per_article']:7.1f} us/article  signatures {out['articles_per_s']['signatures']:>6}/s  "
+              f"recall {q['recall']:.4f}  pair precision {q['pair_precision']:.4f}  copy precision {q['copy_precision']:.4f}  "
+              f"candidates {out['candidate_pairs']:>8}  peak RSS {out['peak_rss_mib']:.0f} MiB (corpus {out['rss_after_corpus_mib']:.0f})",
+              flush=True)
+    base = rows[0]["us_per_article"]
+    for r in rows[1:]:
+        print(f"cost per article at {r['articles']} / at {rows[0]['articles']}: {r['us_per_article'] / base:.2f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("quality", "compare", "beam"):
+        p = sub.add_parser(name)
+        p.add_argument("--articles", type=int, default=100_000 if name == "quality" else 20_000 if name == "compare" else 2000)
+        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--settings", default="", help="JSON of NearDedupSettings fields to change")
+    p = sub.add_parser("scaling")
+    p.add_argument("--sizes", default="20000,100000,200000")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--settings", default="")
+    args = parser.parse_args(argv)
+    {"quality": cmd_quality, "scaling": cmd_scaling, "compare": cmd_compare, "beam": cmd_beam}[args.command](args)
+
+
+def cmd_compare(args) -> None:
+    raise SystemExit("not yet")
+
+
+def cmd_beam(args) -> None:
+    raise SystemExit("not yet")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Accuracy, speed, load time and memory of each language-identification backend, and of the default.
+
+    python benchmarks/langid.py [--data DIR] [--per-language] [--limit N] [--backends a,b,...]
+
+The data is one file per language, named by its ISO 639-1 code, one sentence per line (default:
+../shared/data/langid-dev beside the repository). Each backend runs in its own fresh process, so its load
+time and peak memory (RSS) are its own. Accuracy counts "und" as wrong and is reported on the languages
+langdetect knows (its "no" counted as nb) and on all languages. Speed is texts per second in one process:
+the median of three timed runs over the same sample of texts, after the accuracy pass has warmed up.
+For the ensemble a reliability table shows, per score bin, how often the answer was right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from transforms.language import LanguageDetector, LanguageSettings, normalize_code  # noqa: E402
+
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
+VARIANTS = {
+    "langdetect": LanguageSettings(backend="langdetect"),
+    "py3langid": LanguageSettings(backend="py3langid"),
+    "pycld2": LanguageSettings(backend="pycld2"),
+    "fasttext": LanguageSettings(backend="fasttext"),
+    "lingua": LanguageSettings(backend="lingua"),
+    "ensemble-fast": LanguageSettings(ensemble=("py3langid", "pycld2", "fasttext")),
+    "ensemble (default)": LanguageSettings(),
+}
+BINS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
+
+
+def load_data(directory: Path, limit: int) -> list[tuple[str, str]]:
+    """(language, sentence) pairs, `limit` per language at most (0: all)."""
+    pairs = []
+    for path in sorted(directory.glob("*.txt")):
+        if len(path.stem) != 2:
+            continue  # LICENSE.txt and the like
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        pairs.extend((path.stem, line) for line in (lines[:limit] if limit else lines))
+    return pairs
+
+
+def langdetect_languages() -> set[str]:
+    """The languages langdetect has profiles for, as ISO 639-1 codes."""
+    import os
+
+    from langdetect import detector_factory
+
+    return {code for name in os.listdir(detector_factory.PROFILES_DIRECTORY) for code in normalize_code(name)}
+
+
+def run_backend(settings: LanguageSettings, texts: list[str], timing_texts: list[str], runs: int) -> dict:
+    """Builds a detector in this (fresh) process; returns its answers, load time, speed and peak RSS."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    # Threshold 0 keeps the best guess for the reliability table; the real threshold is applied afterwards.
+    detector = LanguageDetector(dataclasses.replace(settings, threshold=0.0))
+    load = time.perf_counter() - start
+    answers = [detector.detect(text) for text in texts]
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for text in timing_texts:
+            detector.detect(text)
+        timings.append(time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "answers": answers,
+        "load_s": load,
+        "texts_per_s": len(timing_texts) / statistics.median(timings),
+        "rss_mb": rss / 1024,
+        "rss_added_mb": (rss - rss0) / 1024,
+    }
+
+
+def _in_child(args):
+    return run_backend(*args)
+
+
+def accuracy(gold: list[str], predicted: list[str], languages: set[str]) -> float:
+    """Share of texts in `languages` whose prediction is right."""
+    pairs = [(g, p) for g, p in zip(gold, predicted) if g in languages]
+    return sum(g == p for g, p in pairs) / len(pairs) if pairs else float("nan")
+
+
+def reliability(gold: list[str], answers: list[tuple[str, float]]) -> list[str]:
+    """Rows of a score-bin vs accuracy table."""
+    rows = [f"{'score bin':>13} {'texts':>6} {'mean score':>10} {'accuracy':>8}"]
+    for low, high in zip(BINS, BINS[1:]):
+        hits = [(g == code, score) for g, (code, score) in zip(gold, answers) if low <= score < high]
+        if hits:
+            rows.append(
+                f"[{low:.2f}, {min(high, 1.0):.2f}{']' if high > 1 else ')'} {len(hits):6d} "
+                f"{statistics.fmean(s for _, s in hits):10.3f} {statistics.fmean(ok for ok, _ in hits):8.3f}"
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs every backend on the data and prints the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory with one <code>.txt per language")
+    parser.add_argument("--limit", type=int, default=0, help="sentences per language for accuracy (0: all)")
+    parser.add_argument("--timing-limit", type=int, default=20, help="sentences per language for the timed runs")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs (the median counts)")
+    parser.add_argument("--per-language", action="store_true", help="print accuracy per language and backend")
+    parser.add_argument("--backends", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.error(f"no data directory at {args.data}")
+    data = load_data(args.data, args.limit)
+    gold = [lang for lang, _ in data]
+    texts = [text for _, text in data]
+    timing_texts = [text for _, text in load_data(args.data, args.timing_limit)]
+    all_languages = set(gold)
+    ld_languages = all_languages & langdetect_languages()
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(unknown)}")
+    print(f"{len(texts)} sentences in {len(all_languages)} languages ({len(ld_languages)} known to langdetect); "
+          f"timing on {len(timing_texts)} sentences, median of {args.runs} runs\n")
+
+    results = {}
+    ctx = mp.get_context("spawn")
+    for name in names:
+        with ctx.Pool(1) as pool:  # a fresh process per backend: its own load time and memory
+            results[name] = pool.apply(_in_child, ((VARIANTS[name], texts, timing_texts, args.runs),))
+        r = results[name]
+        threshold = VARIANTS[name].threshold
+        r["predicted"] = [code if score >= threshold else "und" for code, score in r["answers"]]
+
+    header = f"{'backend':<20} {'acc langdetect langs':>20} {'acc all':>8} {'texts/s':>8} {'load s':>7} {'peak RSS MB':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        print(f"{name:<20} {accuracy(gold, r['predicted'], ld_languages):20.4f} "
+              f"{accuracy(gold, r['predicted'], all_languages):8.4f} {r['texts_per_s']:8.0f} "
+              f"{r['load_s']:7.2f} {r['rss_mb']:11.0f}")
+
+    for name, r in results.items():
+        if name.startswith("ensemble"):
+            und = sum(p == "und" for p in r["predicted"])
+            print(f"\nreliability of {name} (threshold {VARIANTS[name].threshold}: {und} texts -> und)")
+            print("\n".join(reliability(gold, r["answers"])))
+
+    if args.per_language:
+        print(f"\n{'lang':<5} " + " ".join(f"{name[:10]:>10}" for name in results))
+        for lang in sorted(all_languages):
+            cells = [accuracy(gold, r["predicted"], {lang}) for r in results.values()]
+            mark = "*" if lang in ld_languages else " "
+            print(f"{lang:<4}{mark} " + " ".join(f"{cell:10.3f}" for cell in cells))
+        print("(* = known to langdetect)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

