@@ -128,10 +128,10 @@ class Event:
 
 
 def new_event(lang: Language, rng) -> Event:
-    words, people, places, orgs = lang.topics[rng.integers(len(lang.topics))]
+    topic = int(rng.integers(len(lang.topics)))
+    _, people, places, orgs = lang.topics[topic]
     picked = [people[i] for i in rng.choice(len(people), rng.integers(2, 5), replace=False)]
-    return Event(lang, int(rng.integers(len(lang.topics))) if False else lang.topics.index((words, people, places, orgs)),
-                 picked, places[rng.integers(len(places))], orgs[rng.integers(len(orgs))])
+    return Event(lang, topic, picked, places[rng.integers(len(places))], orgs[rng.integers(len(orgs))])
 
 
 def sentence(event: Event, rng, length: int | None = None) -> str:

@@ -17,7 +17,11 @@ import secrets
 import sys
 from typing import Sequence
 
-import apache_beam as beam
+# Importing Beam logs a harmless "apitools not found" warning through the root logger, which would otherwise set
+# up a stderr handler and print it on every command; a handler on root first keeps it quiet until we configure logging.
+logging.getLogger().addHandler(logging.NullHandler())
+
+import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline import state
@@ -163,7 +167,7 @@ def schedule_feeds(
 
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
     )
 
 

@@ -120,7 +120,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         dotted = f"{where}.{key}" if where else str(key)
         name = _ALIASES.get(_strip_indexes(dotted), key)
         if name not in fields:
-            known = ", ".join(sorted(fields))
+            renamed = {field: alias.rsplit(".", 1)[1] for alias, field in _ALIASES.items()
+                       if alias.rsplit(".", 1)[0] == _strip_indexes(where)}
+            known = ", ".join(sorted(renamed.get(f, f) for f in fields))
             raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
         values[name] = _convert(hints[name], value, dotted, fields[name].metadata)
     try:

@@ -32,6 +32,7 @@ _FILE_CONTENT_TYPES = {
     ".atom": "application/atom+xml",
     ".json": "application/feed+json",
     ".xml": "application/xml",
+    ".rdf": "application/rdf+xml",
 }
 
 

@@ -48,6 +48,7 @@ _LOCAL_CONTENT_TYPES = {
     ".rss": "application/rss+xml",
     ".atom": "application/atom+xml",
     ".json": "application/feed+json",
+    ".rdf": "application/rdf+xml",
 }
 
 

@@ -156,6 +156,14 @@ def parse_feed(fetched: Any, settings: ParseSettings = ParseSettings(), run_id: 
     return _parse_xml_feed(fetched, settings, run_id)
 
 
+def _benign_bozo() -> tuple[type, ...]:
+    # A feed served as text/plain or octet-stream, or whose declared charset had to be overridden, is read fine:
+    # those flags are about the server's headers, not a broken document.
+    import feedparser
+
+    return (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
+
+
 def _parse_xml_feed(fetched: Any, settings: ParseSettings, run_id: str) -> ParsedFeed:
     import feedparser  # imported here: it is slow to import and only workers need it
 
@@ -168,7 +176,7 @@ def _parse_xml_feed(fetched: Any, settings: ParseSettings, run_id: str) -> Parse
     # RSS 0.90/1.0 items have one date, dc:date, which feedparser files as `updated`; it is the publication date.
     single_date = doc.get("version", "") in ("rss090", "rss10")
     result = ParsedFeed([], [], None, len(doc.entries), _ttl_seconds(doc.feed.get("ttl")))
-    if doc.get("bozo"):
+    if doc.get("bozo") and not isinstance(doc.get("bozo_exception"), _benign_bozo()):
         result.problem = _feed_problem(
             fetched,
             "malformed_feed",

@@ -66,8 +66,10 @@ def test_run_succeeds_and_reconciles(served_run):
     assert status == 0
     assert record["reconciled"] is True
     assert record["entries_read"] == record["articles_written"] + record["duplicates"] + record["entry_dead_letters"]
-    assert record["feeds_ok"] == len(list(SAMPLES.iterdir())) + 0
-    assert record["feeds_failed"] == 4 - 1 + 0 or record["feeds_failed"] >= 3
+    samples = len(list(SAMPLES.iterdir()))
+    assert record["feeds_ok"] == samples + 1  # the malformed feed is read: its one entry was salvaged
+    assert record["feeds_failed"] == 3  # missing (404), page (not a feed), slow (timeout)
+    assert record["feeds_malformed"] == 2  # wire.xml's broken item, and malformed.xml
     assert record["articles_written"] >= 70
     assert record["duplicates"] >= 2  # the syndicated copies
 
@@ -103,7 +105,7 @@ def test_articles_read_back_with_duckdb(served_run):
         f"read_parquet('{output}/articles/**/*.parquet', hive_partitioning=true)"
     ).fetchone()
     assert total == record["articles_written"]
-    assert partitions == len(record["article_files"]) or partitions <= len(record["article_files"])
+    assert 0 < partitions <= len(record["article_files"])
 
 
 def test_dead_letters_have_reasons(served_run):
@@ -124,7 +126,9 @@ def test_dead_letters_have_reasons(served_run):
 
 def _row_set(output: Path) -> set:
     table = ds.dataset(str(output / "articles"), format="parquet", partitioning="hive").to_table()
-    return {(r["article_id"], r["title"], r["language"], r["topic"], r["duplicate_count"], r["published_at"])
+    # An entry without a usable date takes the fetch time, which differs from run to run.
+    return {(r["article_id"], r["title"], r["text"], r["language"], r["topic"], r["duplicate_count"],
+             r["published_at"] if r["date_source"] != "fetched" else None)
             for r in table.to_pylist()}
 
 

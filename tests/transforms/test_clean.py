@@ -1,0 +1,323 @@
+"""CleanArticles: markup to text, furniture rules one by one, the seed article, the Beam stage, real feeds."""
+
+from pathlib import Path
+
+import feedparser
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import apache_beam as beam
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter
+from transforms.clean import (
+    CleanArticles,
+    CleanSettings,
+    _CleanArticleFn,
+    clean_text,
+    clean_title,
+    html_to_text,
+    remove_furniture,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SEED = SHARED / "data" / "seed" / "000_0ba629fe7179814c.txt"
+FEEDS = SHARED / "data" / "feeds"
+SEED_TITLE = "President Volodymyr Zelenskyy refuses US offer to flee Kyiv, urges Ukraine to ‘stand firm’"
+BODY = "The council met on Tuesday and approved the new budget after a long debate."
+
+
+# --- html_to_text ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("<p>One <b>bold</b> line</p><p>Two</p>", "One bold line\n\nTwo"),
+        ("<div><h1>Head</h1><section><p>Para</p></section></div>", "Head\n\nPara"),
+        ("a<br>b<br/><br>c", "a\nb\n\nc"),
+        ("<ul>\n  <li>one</li>\n  <li>two</li>\n</ul><p>after</p>", "one\ntwo\n\nafter"),
+        ("<table><tr><th>Version:</th><td>5.7</td></tr><tr><td>a</td><td>b</td></tr></table>", "Version: 5.7\na b"),
+        ("<blockquote>quoted</blockquote>said<hr>next", "quoted\n\nsaid\n\nnext"),
+        ("<pre>line 1\n  line 2</pre>", "line 1\nline 2"),
+        ("<p>Folded\n   source   lines</p>", "Folded source lines"),
+    ],
+)
+def test_block_elements_become_line_breaks(markup, text):
+    assert html_to_text(markup) == text
+
+
+def test_code_styles_embeds_and_navigation_are_dropped():
+    markup = (
+        "<head><title>Page</title><style>p{color:red}</style></head><body>"
+        "<script>var x = '</p>';</script><nav><a>Home</a><a>World</a></nav>"
+        "<p>Kept<noscript>Enable JavaScript</noscript></p><template><p>Hidden</p></template>"
+        "<iframe src='x'>Frame fallback</iframe><svg><text>Chart label</text></svg>"
+        "<video>Your browser does not support video</video><button>Share</button><p>Also kept</p></body>"
+    )
+    assert html_to_text(markup) == "Kept\n\nAlso kept"
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("Tom &amp; Jerry &lt;3 &#8220;hi&#x201D; &eacute;", "Tom & Jerry <3 “hi” é"),
+        ("<p>Caf&amp;eacute; &amp;amp; co</p>", "Café & co"),  # escaped twice by the feed
+        ("Caf&amp;eacute; in plain text", "Café in plain text"),
+        ("<p>AT&T and &notanentity; stay</p>", "AT&T and &notanentity; stay"),
+        ("<p>non&nbsp;breaking&nbsp;&nbsp;space</p>", "non breaking space"),
+        ("<p>zero\u200bwidth\ufeff soft\u00adhyphen</p>", "zerowidth softhyphen"),
+        ("e\u0301t\u0301e\u0301", "\u00e9t\u0301\u00e9"),  # NFC composes where a composed form exists
+        ("<p>cafe\u0301</p>", "café"),
+    ],
+)
+def test_entities_whitespace_and_unicode_are_normalised(markup, text):
+    assert html_to_text(markup) == text
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("<p>unclosed <b>bold <i>italic", "unclosed bold italic"),
+        ("</div>stray end tags</span></p>", "stray end tags"),
+        ("x < y and a<3 but <b>bold</b>", "x < y and a<3 but bold"),
+        ("<a href='x>y' title=\"a > b\">link</a> text", "link text"),
+        ("<p>before</p><!-- a comment --><p>after</p>", "before\n\nafter"),
+        ("<p>before</p><!-- never closed <p>lost</p>", "before"),
+        ("<![CDATA[<p>in cdata</p> x &amp; y]]>", "in cdata\n\nx & y"),
+        ("<![ odd ]]>text<?php echo 1 ?><!DOCTYPE html>", "text"),
+        ("<p>text <img src='a.png' alt='ignored'> more", "text more"),
+        ("<p>tag never ends <a href='x'", "tag never ends <a href='x'"),
+        ("<p>kept</p><iframe src='x'><p>no end tag, so nothing is hidden</p>", "kept\n\nno end tag, so nothing is hidden"),
+        ("<p>kept</p><script>no end tag hides the rest", "kept"),
+        ("<svg><p>unclosed svg keeps its text", "unclosed svg keeps its text"),
+        ("", ""),
+        ("<p> </p><div>\n</div>", ""),
+    ],
+)
+def test_broken_markup_is_rendered_leniently(markup, text):
+    assert html_to_text(markup) == text
+
+
+def test_plain_text_keeps_its_lines_and_joins_hard_wraps():
+    plain = "  First  paragraph\u00a0line\r\n\r\n\r\n\r\nSecond, hard-wrapped\n   across lines.\nA new line\n\nList:\nflour"
+    assert html_to_text(plain) == "First paragraph line\n\nSecond, hard-wrapped across lines.\nA new line\n\nList:\nflour"
+
+
+@pytest.mark.parametrize("unit", ["<a ", "<a b='", "<!--", "</", "<![CDATA[", "<iframe>", "<svg>", "&#x", "<p>x</p>"])
+def test_pathological_markup_is_handled(unit):
+    # 40,000 repeats: Python 3.11's HTMLParser takes minutes on the first two; this tokenizer is linear.
+    text = html_to_text(unit * 40_000 + "--><p>end</p>")
+    assert text.endswith("end")
+
+
+def test_clean_title_is_one_line():
+    assert clean_title("<b>Breaking:</b>\n  Caf&amp;eacute; <br>opens") == "Breaking: Café opens"
+    assert clean_title("Bright Victorian &#x0024;4300 1930ft<sup>2</sup>") == "Bright Victorian $4300 1930ft2"
+
+
+# --- furniture rules ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "furniture",
+    [
+        "1. Home\n2. World\n3. Council approves budget",
+        "1. Home 2. World 3. Council approves budget",
+        "Home > World > Europe",
+        "Home / World",
+        "Home\nWorld\nEurope",
+        "By Ruchi Upadhyay",
+        "By Jane Doe, Reuters",
+        "By The Associated Press",
+        "Written by J. Smith | Updated 3 hours ago",
+        "by Matt Lowrie, Manjusha Parvathaneni, Benjamin Pick, and Jochen Wuttke",
+        "Updated Date",
+        "Updated: 26 Feb 2022, 10:41 IST",
+        "Published: Monday, March 4",
+        "Last updated on 4 March 2024",
+        "Also Read :- Russian foreign minister compares Zelenskyy with Hitler",
+        "Also read: Council to vote again",
+        "Read more: How the budget works",
+        "READ ALSO",
+        "Related: Fact check: the budget analysed",
+        "Continue reading...",
+        "For the latest news and reviews, follow us on Facebook and Twitter ...",
+        "Follow us on Twitter",
+        "Follow The Daily on Instagram",
+        "Subscribe to our newsletter",
+        "Sign up for our daily newsletter to get the news first",
+        "Click here to read the full report",
+        "Share this article",
+        "Share on WhatsApp",
+        "Facebook Twitter WhatsApp Email",
+        "Advertisement",
+        "Story continues below advertisement",
+        "The post Council approves budget appeared first on The Daily.",
+        "submitted by /u/someone to /r/news",
+        "[link] [275 comments]",
+        "Tags: budget, council",
+        "© 2024 The Daily. All rights reserved.",
+        "Reporting by Jane Doe; Editing by John Smith",
+    ],
+)
+def test_each_furniture_rule_removes_its_lines(furniture):
+    text = f"{furniture}\n\n{BODY}\n\nSecond paragraph of the report, which closes the article."
+    assert remove_furniture(text, "") == f"{BODY}\n\nSecond paragraph of the report, which closes the article."
+
+
+def test_title_repeats_near_the_top_are_removed_exact_or_near():
+    title = "Council approves ‘new’ budget"
+    text = f"Council approves ‘new’ budget\n\nCOUNCIL APPROVES \"NEW\" BUDGET\nCouncil approves new budgets\n\n{BODY}"
+    assert remove_furniture(text, title) == BODY
+    # The same line further down (past head_lines) is body, e.g. a heading that quotes the title.
+    far = "\n\n".join([BODY] * 10 + [title])
+    assert remove_furniture(far, title).endswith(title)
+    assert remove_furniture(text, title, CleanSettings(drop_title_repeats=False)) == text
+
+
+def test_trailing_link_block_is_removed_only_when_it_is_short_and_link_like():
+    links = f"{BODY}\n\nFurther reading:\nCouncil faces new vote\nWhat next for the budget?\nhttps://daily.test/x"
+    assert remove_furniture(links, "") == BODY
+    sentences = f"{BODY}\n\nRelated\n\nThe mayor said the vote was fair. Nobody objected."
+    assert remove_furniture(sentences, "") == f"{BODY}\n\nThe mayor said the vote was fair. Nobody objected."
+    long_tail = BODY + "\n\nFurther reading:\n" + "\n".join(f"Headline {i}" for i in range(20))
+    assert "Headline 19" in remove_furniture(long_tail, "")
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "The bill was passed by the senate and signed by the governor on Friday.",
+        "By contrast, prices fell",
+        "by the end of the year",
+        "By Monday, all of the residents had left.",
+        "Police asked drivers to follow us on the detour, the officer said.",
+        "Follow the money, he said.",
+        "Analysts expect more cuts to follow.",
+        "Shares in the company rose",
+        "Updated guidance was issued.",
+        "Home prices rose by 3% in the year to March.",
+        "1. Homeowners will pay less tax.",
+        "(c) the court shall decide.",
+        "Read more about it in the report, she said.",
+        "Related parties must be disclosed.",
+    ],
+)
+def test_body_sentences_with_by_or_follow_are_kept(sentence):
+    text = f"{sentence}\n\n{BODY}"
+    assert remove_furniture(text, "Council approves budget") == text
+
+
+def test_settings_accept_extra_patterns_and_reject_bad_ones():
+    settings = CleanSettings(extra_drop_line_patterns=["photo: .*"], breadcrumb_words=["Start"])
+    assert settings.extra_drop_line_patterns == ("photo: .*",)
+    assert remove_furniture(f"Start > Welt\nPhoto: Reuters\n\n{BODY}", "", settings) == BODY
+    with pytest.raises(ValueError, match=r"bad pattern '\(unclosed'"):
+        CleanSettings(extra_drop_line_patterns=("(unclosed",))
+    with pytest.raises(TypeError):
+        CleanSettings(drop_line_patterns="by .*")
+    with pytest.raises(ValueError):
+        CleanSettings(min_chars=-1)
+
+
+# --- the seed article --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seed() -> str:
+    if not SEED.exists():
+        pytest.skip("../shared is absent")
+    return SEED.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("title", [SEED_TITLE, ""])
+def test_seed_article_loses_every_furniture_line_and_keeps_every_paragraph(seed, title):
+    cleaned = clean_text(seed, title)
+    lines = cleaned.split("\n")
+    for furniture in ("1. Home", "2. World", "3. President", "By Ruchi", "Updated Date", "Also Read", "Further reading",
+                      "follow us"):
+        assert not any(furniture.casefold() in line.casefold() for line in lines), furniture
+    assert SEED_TITLE not in cleaned
+    assert lines[0].startswith("Kyiv: Russian troops stormed toward Ukraine’s capital early Saturday")
+    assert lines[-1].startswith("The West-backed resolution, calling for unconditional withdrawal")
+    for sentence in (
+        "He refused American help to evacuate, saying: “The fight is here.”",
+        "“We’re all here. Our military is here. Citizens in society are here.",
+        "As his country confronted explosions and gunfire, and as the fate of Kyiv hung in the balance,",
+        "Zelensky wrote on Twitter while expressing gratitude for “strong” American support..",
+        "Eleven members voted for the adoption of the resolution and three, including India and China, abstained.",
+    ):
+        assert sentence in cleaned
+    # Every body paragraph of the seed (its long lines), verbatim and in order, and nothing else.
+    body = [line.strip() for line in seed.splitlines() if len(line) > 120]
+    assert len(body) == 8
+    assert cleaned.split("\n\n") == body
+
+
+# --- the Beam stage ----------------------------------------------------------------------------------------
+
+
+def article(article_id: str, title: str, text: str) -> Article:
+    return Article(article_id=article_id, feed_url="https://daily.test/feed", source="daily", url=f"https://daily.test/{article_id}",
+                   title=title, text=text, run_id="r0")
+
+
+GOOD = article("a1", "<b>Council</b> approves budget", f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
+EMPTY = article("a2", "Title only", "<p>&nbsp;</p><script>track()</script>")
+FURNITURE_ONLY = article("a3", "Budget", "<p>Budget</p><p>Read more</p>")
+
+
+def test_dofn_cleans_title_and_text_and_routes_empty_articles():
+    fn = _CleanArticleFn(CleanSettings(), run_id="r1")
+    [cleaned] = fn.process(GOOD)
+    assert (cleaned.title, cleaned.text, cleaned.article_id) == ("Council approves budget", BODY, "a1")
+    [routed] = fn.process(EMPTY)
+    assert routed.tag == DEAD_LETTER_TAG
+    letter = routed.value
+    assert isinstance(letter, DeadLetter)
+    assert (letter.stage, letter.reason, letter.entry_key, letter.feed_url, letter.run_id) == (
+        "clean", "empty_after_cleaning", "a2", "https://daily.test/feed", "r1")
+    assert letter.raw_excerpt == EMPTY.text and letter.time is not None
+    assert "no text" in letter.message
+    [routed] = fn.process(FURNITURE_ONLY)
+    assert "furniture" in routed.value.message
+    # min_chars=0 keeps even an article with no text; a high min_chars rejects short ones.
+    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=0), "").process(EMPTY))).text == ""
+    [short] = _CleanArticleFn(CleanSettings(min_chars=500), "").process(GOOD)
+    assert short.tag == DEAD_LETTER_TAG and "min_chars=500" in short.value.message
+
+
+def test_clean_articles_routes_outputs_and_counts():
+    pipeline = TestPipeline()
+    routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY]) | CleanArticles(run_id="r1")
+    expected = Article(**{**GOOD.__dict__, "title": "Council approves budget", "text": BODY})
+    assert_that(routed.articles, equal_to([expected]), label="articles")
+    letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
+    assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a2", "r1"),
+                                   ("clean", "empty_after_cleaning", "a3", "r1")]), label="dead_letters")
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("clean"))["counters"]}
+    assert counters == {"articles_cleaned": 1, "empty_after_cleaning": 2, "furniture_lines_removed": 4}
+
+
+# --- real feeds --------------------------------------------------------------------------------------------
+
+
+def test_every_shared_feed_entry_cleans_without_error():
+    if not FEEDS.exists():
+        pytest.skip("../shared is absent")
+    entries = kept = 0
+    for path in sorted(p for p in FEEDS.rglob("*") if p.suffix in {".xml", ".rss", ".atom"}):
+        for entry in feedparser.parse(path.read_bytes(), sanitize_html=False).entries:
+            title = clean_title(entry.get("title", ""))
+            assert "\n" not in title
+            for raw in [c.get("value", "") for c in entry.get("content", [])] + [entry.get("summary", "")]:
+                text = clean_text(raw, title)
+                assert text == text.strip() and "\n\n\n" not in text and "<script" not in text
+                assert "Continue reading..." not in text and "[link]" not in text
+                entries += 1
+                kept += bool(text)
+    assert entries > 1000
+    assert kept > 0.8 * entries
