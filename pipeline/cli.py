@@ -26,7 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from pipeline import state
 from pipeline.build import build
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.compact import compact, recover_compactions
+from pipeline.config import Config, ConfigError, load_config, parse_duration
 from pipeline.options import NewsbeamOptions
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.fetch import FeedSource
@@ -67,19 +68,45 @@ def _main_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the pipeline (see `newsbeam run --help` for every option)", add_help=False)
+    compact_parser = commands.add_parser("compact", help="merge the small files of each partition into one")
+    compact_parser.add_argument("output", help="the output directory of earlier runs")
+    compact_parser.add_argument(
+        "--older-than",
+        default="1d",
+        help="only partitions whose window ended at least this long ago (default 1d: late articles have arrived)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `newsbeam` console script and `python -m pipeline`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] != "run":
-        parser = _main_parser()
-        if argv and argv[0] not in ("-h", "--help"):
-            parser.error(f"unknown command {argv[0]!r}")
-        parser.print_help()
-        return 0 if argv else 2
-    return run(argv[1:])
+    if argv and argv[0] == "run":
+        return run(argv[1:])
+    args = _main_parser().parse_args(argv)  # exits 2 on an unknown command, 0 after --help
+    if args.command == "compact":
+        return compact_command(args.output, args.older_than)
+    _main_parser().print_help()
+    return 2
+
+
+def compact_command(output: str, older_than: str) -> int:
+    """`newsbeam compact`: merge each old-enough partition's files into one. Returns the exit status."""
+    _configure_logging(False)
+    try:
+        age = dt.timedelta(seconds=parse_duration(older_than))
+        result = compact(output, age)
+    except ValueError as err:
+        print(f"newsbeam: error: --older-than: {err}", file=sys.stderr)
+        return 2
+    except state.LockHeld as err:
+        print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"compacted {result.partitions_compacted} partition(s): {result.files_before} files -> "
+        f"{result.files_after}, {result.rows} rows ({result.atomic_swaps} swapped atomically)"
+    )
+    return 0
 
 
 def run(argv: Sequence[str]) -> int:
@@ -106,6 +133,7 @@ def run(argv: Sequence[str]) -> int:
 
 def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool) -> int:
     now = dt.datetime.now(dt.timezone.utc)
+    recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
     health = state.load_feed_health(config.output)
     due, skipped = schedule_feeds(config, health, now, poll_all)
@@ -166,9 +194,10 @@ def schedule_feeds(
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.NullHandler)]:
+        root.removeHandler(handler)  # the import-time guard has done its job
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _now() -> str:

@@ -23,10 +23,10 @@ import dataclasses
 import difflib
 import functools
 import html
-from html.entities import html5 as html5_entities
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from html.entities import html5 as html5_entities
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -72,7 +72,9 @@ _MARKUP_WS = re.compile(r"[\t\n\f\r ]+")
 # Entity references as HTML text has them, where a few legacy names may lack the ";" ("&copy 2020", "&nbsp").
 # Unlike html.unescape, a name followed by a letter, digit or "=" is left alone: "?a=1&region=us" in a pasted URL
 # stays as written instead of becoming "?a=1®ion=us" (the rule HTML5 applies inside attribute values).
-_HTML_ENTITY = re.compile(r"&(?:#[0-9]{1,8};?|#[xX][0-9a-fA-F]{1,7};?|[A-Za-z][A-Za-z0-9]{1,31};|[A-Za-z]{2,8}(?![A-Za-z0-9=]))")
+_HTML_ENTITY = re.compile(
+    r"&(?:#[0-9]{1,8};?|#[xX][0-9a-fA-F]{1,7};?|[A-Za-z][A-Za-z0-9]{1,31};|[A-Za-z]{2,8}(?![A-Za-z0-9=]))"
+)
 # A complete entity reference: the second decoding pass (double-escaped feeds, plain text) only trusts these, so
 # "AT&T" or "&notation" in running text stay as written.
 _STRICT_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
@@ -83,7 +85,9 @@ _SENTENCE_END = re.compile(r"[.!?:;…]['\"’”»)\]]?$")
 # Invisible characters removed outright. ZWNJ/ZWJ (U+200C/U+200D) are kept: they change the spelling of Persian
 # and Indic words and join emoji sequences. C0/C1 controls other than tab and newline are debris from bad decoding.
 _DELETE_CHARS = dict.fromkeys(
-    [0x00AD, 0x180E, 0x200B, 0x2060, 0xFEFF] + [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + list(range(0x7F, 0xA0))
+    [0x00AD, 0x180E, 0x200B, 0x2060, 0xFEFF]
+    + [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)]
+    + list(range(0x7F, 0xA0))
 )
 _LINE_BREAKS = {0x0D: "\n", 0x2028: "\n", 0x2029: "\n\n"}
 _TRANSLATION = {**_DELETE_CHARS, **_LINE_BREAKS}
@@ -316,13 +320,17 @@ def _unwrap(text: str) -> str:
     A line is joined to the one before when it starts in lower case and the one before does not end a sentence;
     lists, headings and paragraphs start with a capital, a digit or a symbol, or follow a colon, and stay apart.
     """
-    out: list[str] = []
+    out: list[list[str]] = []
     for line in text.split("\n"):
-        if out and out[-1] and line[:1].islower() and not _SENTENCE_END.search(out[-1]):
-            out[-1] = f"{out[-1]} {line}"
+        if out and out[-1][-1] and line[:1].islower() and not _ends_sentence(out[-1][-1]):
+            out[-1].append(line)
         else:
-            out.append(line)
-    return "\n".join(out)
+            out.append([line])
+    return "\n".join(" ".join(group) for group in out)
+
+
+def _ends_sentence(line: str) -> bool:
+    return _SENTENCE_END.search(line[-2:]) is not None  # the pattern spans two characters at most
 
 
 def clean_title(html_title: str) -> str:
@@ -357,7 +365,8 @@ DEFAULT_DROP_LINE_PATTERNS: tuple[str, ...] = (
     r"(?:\s*(?:[:\-–—|>»›]+|\.{2,}|…)\s*.*)?",
     r"(?:continue|keep)\s+reading\b.{0,100}",
     # Social prompts: "For the latest news and reviews, follow us on Facebook and Twitter ...", "Follow us on X".
-    r"(?:.{0,100}?[,:;\-–—]\s*)?(?:please\s+)?(?:follow|like|join|find|connect\s+with)\s+us\s+(?:on|at|via|in)\b.{0,160}",
+    r"(?:.{0,100}?[,:;\-–—]\s*)?(?:please\s+)?(?:follow|like|join|find|connect\s+with)\s+us\s+(?:on|at|via|in)\b"
+    r".{0,160}",
     r"follow\s+(?:\S+\s+){0,3}on\s+(?:facebook|twitter|x|instagram|linkedin|youtube|telegram|whatsapp|threads|"
     r"tiktok|google\s+news|bluesky|mastodon)\b.{0,120}",
     r"(?:.{0,80}?[,:;\-–—]\s*)?(?:subscribe|sign\s+up)\s+(?:to|for)\s+(?:our|the|my)\s+(?:\S+\s+){0,3}"
@@ -407,6 +416,7 @@ DEFAULT_BREADCRUMB_WORDS: tuple[str, ...] = ("home", "homepage", "home page", "n
 _SENTENCE_LIKE = re.compile(r"(?<!\.)\.['\"’”»)\]]?$")
 _NUMBERED_ITEM = re.compile(r"(\d{1,2})[.)]\s*(\S.*)")
 _INLINE_NUMBERED_SPLIT = re.compile(r"\s+\d{1,2}[.)]\s+")
+_MAX_TITLE_CHARS = 1000
 _CRUMB_SEPARATOR = re.compile(r"\s*(?:>|/|»|›|\||→|::|•|·)\s*")
 
 
@@ -499,7 +509,7 @@ def _breadcrumbs(lines: list[str], head: list[int], words: frozenset[str]) -> tu
             # An unnumbered trail rendered one item per line: "Home" / "World" / "Europe", up to a blank line.
             found = [i]
             for j in head[pos + 1 :]:
-                if j != found[-1] + 1 or len(lines[j].split()) > 4 or _SENTENCE_END.search(lines[j]):
+                if j != found[-1] + 1 or len(lines[j].split()) > 4 or _ends_sentence(lines[j]):
                     break
                 found.append(j)
             if len(found) > 1:
@@ -515,7 +525,8 @@ def _is_title(line: str, titles: list[str], similarity: float) -> bool:
         if candidate == title:
             return True
         shorter, longer = sorted((len(candidate), len(title)))
-        if longer and shorter / longer >= similarity:
+        # SequenceMatcher is quadratic in the worst case: only title-sized lines get the near-match test.
+        if longer <= _MAX_TITLE_CHARS and shorter / longer >= similarity:
             if difflib.SequenceMatcher(None, candidate, title, autojunk=False).ratio() >= similarity:
                 return True
     return False
@@ -523,7 +534,7 @@ def _is_title(line: str, titles: list[str], similarity: float) -> bool:
 
 def _link_like(line: str, settings: CleanSettings) -> bool:
     """A short line that reads like a headline or a link, not like a sentence of the body."""
-    return len(line) <= settings.tail_max_line_chars and not _SENTENCE_LIKE.search(line)
+    return len(line) <= settings.tail_max_line_chars and not _SENTENCE_LIKE.search(line[-3:])
 
 
 def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> list[bool]:

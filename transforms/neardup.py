@@ -14,9 +14,9 @@ steps:
    `max_bucket_size` (shared furniture, boilerplate, a story syndicated hundreds of times) is capped: its members,
    sorted by id, are paired only with their next `bucket_window` neighbours, so a bucket costs O(n), never O(n^2).
 3. Candidate pairs are joined with both signatures and verified: same language, estimated Jaccard similarity at or
-   above `threshold` (at or above `short_threshold` when either article has fewer than `min_words` words), and the
-   numbers the two texts state must largely agree (`fact_overlap`), so two stories on the same event with the same
-   names but different facts stay apart.
+   above `threshold` (higher for short texts and for two articles of one outlet), and the facts the two texts state
+   (their numbers and capitalised names) must largely agree (`fact_overlap`): two stories on the same event share
+   names but not figures, two reports from one template share words but neither names nor figures.
 4. Verified pairs are clustered by connected components (a union-find combine, see `_UnionFindFn`), and each
    cluster keeps one canonical article: a prior (already written) article if the cluster has one, else the earliest
    published, then the longer text, then the smaller id. The choice depends only on the set of pairs, never on the
@@ -68,10 +68,13 @@ class NearDedupSettings:
     # Articles with fewer words than this (title only, a one-line brief) need `short_threshold` instead.
     min_words: int = 30
     short_threshold: float = 0.7
-    # Of the numbers stated in both texts (at least `fact_min_numbers` in each), this share of the shorter list must
-    # appear in the other: different facts, different stories. 0 turns the check off.
+    # Two articles of one outlet share its furniture (newsletter prompts, copyright lines), which inflates their
+    # similarity; a true same-outlet copy is a revision, nearly identical. So they need this much.
+    same_outlet_threshold: float = 0.6
+    # Facts are the numbers and the capitalised words inside sentences (names) of a text. When both texts state at
+    # least `fact_min`, this share of the shorter list must appear in the other. 0 turns the check off.
     fact_overlap: float = 0.5
-    fact_min_numbers: int = 3
+    fact_min: int = 3
     # Buckets with more members are capped: each member is paired only with its next `bucket_window` neighbours.
     max_bucket_size: int = 64
     bucket_window: int = 4
@@ -88,7 +91,7 @@ class NearDedupSettings:
             raise ValueError("bands must divide num_perm")
         if self.shingle_size < 1:
             raise ValueError("shingle_size must be at least 1")
-        for name in ("threshold", "short_threshold", "fact_overlap"):
+        for name in ("threshold", "short_threshold", "same_outlet_threshold", "fact_overlap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.max_bucket_size < 2 or self.bucket_window < 1:
@@ -124,8 +127,9 @@ def _char_classes() -> np.ndarray:
 
 
 _CLASSES = _char_classes()
-_DIGIT = np.zeros(0x10000, dtype=bool)
-_DIGIT[ord("0") : ord("9") + 1] = True
+_UPPER = np.array([chr(cp).isupper() or chr(cp).istitle() for cp in range(0x10000)], dtype=bool)
+# For text whose characters all fit in one byte (ASCII, Latin-1): bytes.translate is the fastest lookup there is.
+_WORD_BYTES = bytes(_CLASSES[:256] != _SEPARATOR)
 
 _M64 = (1 << 64) - 1
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
@@ -173,20 +177,22 @@ def _mix_int(x: int) -> int:
     return int(_mix(np.array([x & _M64], dtype=np.uint64))[0])
 
 
+def _nfkc(title: str, text: str, max_chars: int) -> str:
+    joined = f"{title}\n{text}"[:max_chars]
+    return joined if joined.isascii() else unicodedata.normalize("NFKC", joined)
+
+
 def normalise_text(title: str, text: str, max_chars: int = NearDedupSettings.max_chars) -> str:
     """Title and text as one string, NFKC-normalised and case-folded, cut to `max_chars` characters."""
-    joined = f"{title}\n{text}"[:max_chars]
-    if not joined.isascii():
-        joined = unicodedata.normalize("NFKC", joined)
-    return joined.casefold()
+    return _nfkc(title, text, max_chars).casefold()
 
 
 def words(title: str, text: str, max_chars: int = NearDedupSettings.max_chars) -> list[str]:
     """The tokens that shingles are made of: runs of letters, digits and marks (one character each for scripts
     written without spaces)."""
     norm = normalise_text(title, text, max_chars)
-    _, _, starts, ends = _tokens(np.frombuffer(norm.encode("utf-32-le", "surrogatepass"), dtype=np.uint32))
-    return [norm[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+    _, _, starts, ends = _tokens(f"\n{norm}\n")
+    return [norm[s - 1 : e - 1] for s, e in zip(starts.tolist(), ends.tolist())]
 
 
 def shingles(title: str, text: str, size: int = NearDedupSettings.shingle_size) -> set[tuple[str, ...]]:
@@ -199,25 +205,45 @@ def shingles(title: str, text: str, size: int = NearDedupSettings.shingle_size) 
     return {tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
 
 
-def _tokens(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Token boundaries over an array of code points: (classes, is_word, starts, ends)."""
-    # Beyond the Basic Multilingual Plane: CJK extensions are solo characters, the rest (emoji, ...) separators.
-    beyond = np.where((cps >= 0x20000) & (cps < 0x40000), _SOLO, _SEPARATOR).astype(np.uint8)
-    classes = np.where(cps < 0x10000, _CLASSES[np.minimum(cps, 0xFFFF)], beyond)
-    is_word = classes != _SEPARATOR
-    solo = classes == _SOLO
-    n = len(cps)
+def _tokens(padded: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(code points, is_word, starts, ends) of the tokens of a text that starts and ends with a separator.
+
+    Code points come in the narrowest array that holds them: less memory to stream through in every later pass.
+    """
+    try:
+        data = padded.encode("latin-1")  # every character below 256: one byte each, equal to its code point
+    except UnicodeEncodeError:
+        data = None
+    if data is not None:
+        cps = np.frombuffer(data, dtype=np.uint8)
+        is_word = np.frombuffer(data.translate(_WORD_BYTES), dtype=bool)
+        solo = None
+    else:
+        wide = padded.encode("utf-16-le", "surrogatepass")
+        if len(wide) == 2 * len(padded):  # nothing beyond the Basic Multilingual Plane
+            cps = np.frombuffer(wide, dtype=np.uint16)
+            classes = _CLASSES[cps]
+        else:
+            cps = np.frombuffer(padded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            # Beyond the BMP: CJK extensions are solo characters, the rest (emoji, ...) separators.
+            beyond = np.where((cps >= 0x20000) & (cps < 0x40000), _SOLO, _SEPARATOR).astype(np.uint8)
+            classes = np.where(cps < 0x10000, _CLASSES[np.minimum(cps, 0xFFFF)], beyond)
+        is_word = classes != _SEPARATOR
+        solo = classes == _SOLO
+        if not solo.any():
+            solo = None
+    if solo is None:
+        # Tokens are the runs of word characters: their edges are where is_word flips.
+        edges = np.flatnonzero(is_word[1:] ^ is_word[:-1]) + 1
+        return cps, is_word, edges[::2], edges[1::2]
     # A token starts at a word character after a separator or next to a solo character, and ends likewise.
-    before = np.empty(n, dtype=bool)
-    after = np.empty(n, dtype=bool)
-    if n:
-        before[0] = True
-        before[1:] = ~is_word[:-1] | solo[:-1]
-        after[-1] = True
-        after[:-1] = ~is_word[1:] | solo[1:]
+    before = np.ones(len(cps), dtype=bool)
+    after = np.ones(len(cps), dtype=bool)
+    before[1:] = ~is_word[:-1] | solo[:-1]
+    after[:-1] = ~is_word[1:] | solo[1:]
     starts = np.flatnonzero(is_word & (before | solo))
     ends = np.flatnonzero(is_word & (after | solo)) + 1
-    return classes, is_word, starts, ends
+    return cps, is_word, starts, ends
 
 
 class ShingleBatch(NamedTuple):
@@ -226,7 +252,13 @@ class ShingleBatch(NamedTuple):
     hashes: np.ndarray  # uint64
     doc: np.ndarray  # int64
     word_counts: np.ndarray  # int64, per document
-    numbers: list[np.ndarray]  # per document: sorted distinct uint32 hashes of its numeric tokens
+    # The distinct 32-bit hashes of each document's facts: document i's are facts[fact_bounds[i]:fact_bounds[i + 1]].
+    facts: np.ndarray  # uint32
+    fact_bounds: np.ndarray  # int64, n_docs + 1
+
+    def facts_of(self, i: int) -> np.ndarray:
+        """The sorted distinct fact hashes of document i."""
+        return self.facts[self.fact_bounds[i] : self.fact_bounds[i + 1]]
 
 
 def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = NearDedupSettings.max_chars) -> ShingleBatch:
@@ -236,23 +268,69 @@ def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = 
     vector operations), mixed; a shingle's hash mixes the hashes of its words by position. The hashes depend only on
     the text, never on the process (unlike Python's `hash`), so signatures from different workers and runs agree.
     """
-    texts = [normalise_text(title, text, max_chars) for title, text in docs]
-    joined = "\n".join(texts)
-    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    _, _, starts, ends = _tokens(cps)
-    doc_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]) if texts else np.zeros(0, dtype=np.int64)
-    token_doc = np.searchsorted(doc_starts, starts, side="right") - 1
-    word_counts = np.bincount(token_doc, minlength=len(texts)).astype(np.int64)
+    originals = [_nfkc(title, text, max_chars) for title, text in docs]
+    texts = [original.casefold() for original in originals]
+    cps, _, starts, ends = _tokens("\n" + "\n".join(texts) + "\n")
+    # Capitals are read from the text before case folding, where folding kept every character in place.
+    cased = "\n" + "\n".join(o if len(o) == len(t) else t for o, t in zip(originals, texts)) + "\n"
+    capital = _is_upper(cased, starts)
+    doc_starts = np.cumsum([1] + [len(t) + 1 for t in texts[:-1]], dtype=np.int64)
+    first_token = np.searchsorted(starts, doc_starts)
+    word_counts = np.diff(first_token, append=len(starts)).astype(np.int64)
+    token_doc = np.repeat(np.arange(len(texts), dtype=np.int64), word_counts)
 
-    powers, inverse = _power_tables(len(cps) + 1)
+    n = len(cps)
+    powers, inverse = _power_tables(n + 1)
     with np.errstate(over="ignore"):
-        prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
-        np.cumsum(cps.astype(np.uint64) * powers[: len(cps)], out=prefix[1:])
+        prefix = np.empty(n + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.cumsum(np.multiply(cps, powers[:n], dtype=np.uint64), out=prefix[1:])
         word_hash = _mix((prefix[ends] - prefix[starts]) * inverse[starts])
 
-    numbers = _number_hashes(cps, starts, ends, word_hash, token_doc, len(texts))
+    facts, bounds = _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, len(texts))
     hashes, doc = _shingles_of(word_hash, token_doc, word_counts, size)
-    return ShingleBatch(hashes, doc, word_counts, numbers)
+    return ShingleBatch(hashes, doc, word_counts, facts, bounds)
+
+
+def _is_upper(text: str, positions: np.ndarray) -> np.ndarray:
+    """Whether the characters of `text` at `positions` are upper case (or title case) letters."""
+    try:
+        cps = np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
+    except UnicodeEncodeError:
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    chars = cps[positions]
+    return _UPPER[chars if cps.dtype == np.uint8 else np.minimum(chars, 0xFFFF)]
+
+
+_SENTENCE_END = np.zeros(0x10000, dtype=bool)
+_SENTENCE_END[[ord(c) for c in ".!?:;\n\"'\u201c\u2018\u00ab"]] = True
+
+
+def _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, n_docs) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct hashes (32 bits) of each document's facts, concatenated, with each document's bounds.
+
+    Facts are the tokens made only of ASCII digits and the capitalised tokens that do not open a sentence (names,
+    places, organisations: in German every noun, which does no harm).
+    """
+    first = cps[starts]
+    candidate = np.flatnonzero((first >= 48) & (first <= 57))
+    # Candidates start with a digit (few of them); each is checked character by character, all at once.
+    c_starts, c_lengths = starts[candidate], (ends - starts)[candidate]
+    numeric = np.ones(len(candidate), dtype=bool)
+    for j in range(1, int(c_lengths.max()) if len(candidate) else 0):
+        inside = c_lengths > j
+        chars = cps[np.where(inside, c_starts + j, 0)]
+        numeric &= ~inside | ((chars >= 48) & (chars <= 57))
+    # A token opens a sentence when the last non-space character before it ends one (or it opens a line).
+    before = cps[starts - 1].astype(np.int64)
+    two_before = cps[np.maximum(starts - 2, 0)].astype(np.int64)
+    before[before > 0xFFFF] = 0
+    two_before[two_before > 0xFFFF] = 0
+    opens = _SENTENCE_END[before] | ((before == 32) & _SENTENCE_END[two_before])
+    picked = np.union1d(candidate[numeric], np.flatnonzero(capital & ~opens))
+    keys = np.unique((token_doc[picked].astype(np.uint64) << np.uint64(32)) | (word_hash[picked] >> np.uint64(32)))
+    bounds = np.searchsorted(keys >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64))
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), bounds.astype(np.int64)
 
 
 # Odd multipliers that make a shingle's hash depend on the order of its words.
@@ -284,19 +362,6 @@ def _shingles_of(word_hash: np.ndarray, token_doc: np.ndarray, word_counts: np.n
             hashes = np.concatenate([hashes, _mix(extra)])
             doc = np.concatenate([doc, short])
     return hashes, doc
-
-
-def _number_hashes(cps, starts, ends, word_hash, token_doc, n_docs) -> list[np.ndarray]:
-    """Per document, the distinct hashes (32 bits) of its tokens made only of ASCII digits: the facts it states."""
-    not_digit = np.zeros(len(cps) + 1, dtype=np.int64)
-    np.cumsum(~_DIGIT[np.minimum(cps, 0xFFFF)] | (cps > 0xFFFF), out=not_digit[1:])
-    numeric = (not_digit[ends] - not_digit[starts]) == 0
-    values = (word_hash[numeric] >> np.uint64(32)).astype(np.uint32)
-    docs = token_doc[numeric]
-    order = np.lexsort((values, docs))
-    values, docs = values[order], docs[order]
-    bounds = np.searchsorted(docs, np.arange(n_docs + 1))
-    return [np.unique(values[bounds[i] : bounds[i + 1]]) for i in range(n_docs)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,15 +428,15 @@ def _densify(sig: np.ndarray, filled: np.ndarray, table: np.ndarray) -> None:
         sig[row, col] = sig[row, order[filled[row, order]][0]]
 
 
-def minhash_signatures(docs: Sequence[tuple[str, str]], settings: NearDedupSettings = NearDedupSettings()):
-    """(signatures, word_counts, numbers) for a batch of (title, text): signatures is an (n, num_perm) uint32 array."""
+def minhash_signatures(docs: Sequence[tuple[str, str]], settings: NearDedupSettings = NearDedupSettings()) -> np.ndarray:
+    """The (n, num_perm) uint32 signatures of a batch of (title, text)."""
     batch = shingle_hashes(docs, settings.shingle_size, settings.max_chars)
-    return minhash_from_shingles(batch, settings.num_perm, settings.seed), batch.word_counts, batch.numbers
+    return minhash_from_shingles(batch, settings.num_perm, settings.seed)
 
 
 def minhash_signature(title: str, text: str, settings: NearDedupSettings = NearDedupSettings()) -> np.ndarray:
     """The MinHash signature (num_perm uint32) of one title + text."""
-    return minhash_signatures([(title, text)], settings)[0][0]
+    return minhash_signatures([(title, text)], settings)[0]
 
 
 def has_signature(signature: np.ndarray) -> bool:
@@ -446,7 +511,7 @@ class SignatureRecord:
     published_at: dt.datetime | None = None
     text_length: int = 0
     word_count: int = 0
-    numbers: bytes = b""  # sorted distinct uint32 hashes of the numbers in the text
+    facts: bytes = b""  # sorted distinct uint32 hashes of the numbers and names in the text
     outlet: str = ""
     prior: bool = False
     canonical_id: str = ""
@@ -464,7 +529,7 @@ SIGNATURE_SCHEMA = pa.schema(
         pa.field("published_at", pa.timestamp("us", tz="UTC")),
         pa.field("text_length", pa.int64()),
         pa.field("word_count", pa.int64()),
-        pa.field("numbers", pa.binary()),
+        pa.field("facts", pa.binary()),
         pa.field("outlet", pa.string()),
         pa.field("canonical_id", pa.string()),
     ]
@@ -489,7 +554,7 @@ def signature_from_row(row: dict) -> SignatureRecord:
         published_at=published,
         text_length=int(fields["text_length"] or 0),
         word_count=int(fields["word_count"] or 0),
-        numbers=bytes(fields["numbers"] or b""),
+        facts=bytes(fields["facts"] or b""),
         outlet=fields["outlet"] or "",
         prior=True,
         canonical_id=fields["canonical_id"] or fields["article_id"],
@@ -510,9 +575,10 @@ def outlet_of(article: Article) -> str:
 
 def signature_records(articles: Sequence[Article], settings: NearDedupSettings = NearDedupSettings()) -> list[SignatureRecord | None]:
     """One record per article (None for an article without words), signed as one vectorised batch."""
-    sigs, counts, numbers = minhash_signatures([(a.title, a.text) for a in articles], settings)
+    batch = shingle_hashes([(a.title, a.text) for a in articles], settings.shingle_size, settings.max_chars)
+    sigs = minhash_from_shingles(batch, settings.num_perm, settings.seed)
     out: list[SignatureRecord | None] = []
-    for article, sig, count, nums in zip(articles, sigs, counts.tolist(), numbers):
+    for i, (article, sig, count) in enumerate(zip(articles, sigs, batch.word_counts.tolist())):
         if count == 0:
             out.append(None)
             continue
@@ -524,7 +590,7 @@ def signature_records(articles: Sequence[Article], settings: NearDedupSettings =
                 published_at=article.published_at,
                 text_length=len(article.title) + len(article.text),
                 word_count=count,
-                numbers=nums.astype("<u4").tobytes(),
+                facts=batch.facts_of(i).astype("<u4").tobytes(),
                 outlet=outlet_of(article),
             )
         )
@@ -535,13 +601,13 @@ def signature_records(articles: Sequence[Article], settings: NearDedupSettings =
 # Verification.
 
 
-def facts_agree(a: bytes, b: bytes, overlap: float, min_numbers: int) -> bool:
-    """False when both texts state at least `min_numbers` numbers and fewer than `overlap` of the shorter list
-    appear in the other: the same names and words around different figures are a different story."""
+def facts_agree(a: bytes, b: bytes, overlap: float, minimum: int) -> bool:
+    """False when both texts state at least `minimum` facts and fewer than `overlap` of the shorter list appear in
+    the other: the same words around other figures or other names are another story."""
     if overlap <= 0:
         return True
     na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
-    if len(na) < min_numbers or len(nb) < min_numbers:
+    if len(na) < minimum or len(nb) < minimum:
         return True
     shared = len(np.intersect1d(na, nb, assume_unique=True))
     return shared >= overlap * min(len(na), len(nb))
@@ -551,15 +617,19 @@ def is_near_copy(a: SignatureRecord, b: SignatureRecord, settings: NearDedupSett
     """Whether two records are copies of one story, and their estimated similarity.
 
     Never across languages; stricter for short texts, whose few shingles make the estimate coarse and a shared
-    headline formula common; and never when the numbers they state disagree.
+    headline formula common, and for two articles of one outlet; never when the facts they state disagree.
     """
     if a.language != b.language:
         return False, 0.0
     score = similarity(a.values(), b.values())
-    short = min(a.word_count, b.word_count) < settings.min_words
-    if score < (settings.short_threshold if short else settings.threshold):
+    needed = settings.threshold
+    if min(a.word_count, b.word_count) < settings.min_words:
+        needed = max(needed, settings.short_threshold)
+    if a.outlet and a.outlet == b.outlet:
+        needed = max(needed, settings.same_outlet_threshold)
+    if score < needed:
         return False, score
-    return facts_agree(a.numbers, b.numbers, settings.fact_overlap, settings.fact_min_numbers), score
+    return facts_agree(a.facts, b.facts, settings.fact_overlap, settings.fact_min), score
 
 
 # ---------------------------------------------------------------------------------------------------------------

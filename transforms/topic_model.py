@@ -28,11 +28,11 @@ import csv
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -75,6 +75,13 @@ def topic_text(title: str, text: str) -> str:
     return f"{title}\n{text}" if title and text else title or text
 
 
+class _Vocabulary(dict):
+    """Word -> feature id, -1 for an unknown word (lets a C-level map() look words up)."""
+
+    def __missing__(self, word: str) -> int:
+        return -1
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TopicModel:
     """A trained topic classifier. Immutable and thread-safe: one instance serves every thread of a worker."""
@@ -91,7 +98,7 @@ class TopicModel:
     info: dict = dataclasses.field(default_factory=dict)  # how it was trained; informational only
 
     def __post_init__(self):
-        vocabulary = {word: i for i, word in enumerate(self.unigrams)}
+        vocabulary = _Vocabulary((word, i) for i, word in enumerate(self.unigrams))
         n_words = len(self.unigrams)
         bigram_keys = self.bigrams[:, 0].astype(np.int64) * n_words + self.bigrams[:, 1]
         # Derived lookup tables; computed once here so predict_proba is only array work.
@@ -116,9 +123,8 @@ class TopicModel:
         n_features = self.n_features
         tokens = [TOKEN_RE.findall(text[: self.max_chars].lower()) for text in texts]
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n_docs)
-        lookup = self._vocabulary.get
-        ids = np.fromiter((lookup(word, -1) for doc in tokens for word in doc), dtype=np.int64,
-                          count=int(lengths.sum()))
+        ids = np.fromiter(map(self._vocabulary.__getitem__, itertools.chain.from_iterable(tokens)),
+                          dtype=np.int64, count=int(lengths.sum()))
         doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
 
         known = ids >= 0
@@ -245,7 +251,7 @@ def fit(texts: Sequence[str], labels: Sequence[str], *, alpha: float = DEFAULT_A
 
 def export(vectorizer, classifier, *, languages: Sequence[str], temperature: float = 1.0,
            info: Optional[dict] = None) -> TopicModel:
-    """A TopicModel equal to a fitted TfidfVectorizer (word 1-2-grams) and ComplementNB or linear classifier."""
+    """A TopicModel equal to a fitted TfidfVectorizer (word 1-2-grams) followed by a fitted ComplementNB."""
     vocabulary = vectorizer.vocabulary_
     unigrams = sorted(term for term in vocabulary if " " not in term)
     word_id = {word: i for i, word in enumerate(unigrams)}
@@ -253,19 +259,16 @@ def export(vectorizer, classifier, *, languages: Sequence[str], temperature: flo
                    for first, second in (term.split(" ") for term in vocabulary if " " in term))
     columns = [vocabulary[word] for word in unigrams]
     columns += [vocabulary[f"{unigrams[a]} {unigrams[b]}"] for a, b in pairs]
-    if hasattr(classifier, "feature_log_prob_"):
-        # ComplementNB scores a text by X @ feature_log_prob_.T (its class prior only matters with one class).
-        weights = classifier.feature_log_prob_
-        intercept = np.zeros(len(classifier.classes_))
-    else:
-        weights, intercept = classifier.coef_, classifier.intercept_
-    weights = weights[:, columns]
+    # ComplementNB scores a text by X @ feature_log_prob_.T; its class prior only counts with a single class,
+    # which training rejects, so the intercept is zero (kept in the format for other linear classifiers).
+    weights = classifier.feature_log_prob_[:, columns]
+    intercept = np.zeros(len(classifier.classes_))
     # A per-feature shift common to all classes leaves the softmax unchanged; removing it keeps the float32
     # weights small, hence precise.
     weights = weights - weights.mean(axis=0, keepdims=True)
     return TopicModel(
         labels=tuple(str(label) for label in classifier.classes_),
-        languages=tuple(languages),
+        languages=tuple(language.lower() for language in languages),
         unigrams=tuple(unigrams),
         bigrams=np.asarray(pairs, dtype=np.int32).reshape(-1, 2),
         idf=vectorizer.idf_[columns].astype(np.float32),
@@ -350,8 +353,13 @@ def train_from_csv(path: str | os.PathLike, seed: int = 0, folds: int = 5, *,
 # ---------------------------------------------------------------------------------------------- the file
 
 
-def _array_digest(arrays: dict[str, np.ndarray]) -> str:
+# The meta fields that change predictions; the checksum covers them and the arrays.
+_CHECKED_META = ("version", "features", "max_chars", "labels", "languages", "temperature")
+
+
+def _digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
+    digest.update(json.dumps([meta.get(key) for key in _CHECKED_META]).encode())
     for name in _ARRAYS:
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
@@ -382,12 +390,12 @@ def save_model(model: TopicModel, path: str | os.PathLike) -> Path:
         "languages": list(model.languages),
         "temperature": model.temperature,
         "training": model.info,
-        "sha256": _array_digest(arrays),
     }
+    meta["sha256"] = _digest(meta, arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    tmp_name = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        with open(tmp_name, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
             # Fixed timestamps make the file a pure function of the model.
             archive.writestr(zipfile.ZipInfo("meta.json", _ZIP_DATE),
                              json.dumps(meta, indent=1, sort_keys=True), zipfile.ZIP_DEFLATED)
@@ -405,19 +413,23 @@ def save_model(model: TopicModel, path: str | os.PathLike) -> Path:
 def load_model(path: str | os.PathLike = DEFAULT_MODEL_PATH) -> TopicModel:
     """Read and validate a model file; raises TopicModelError (one line, naming the file) if unusable."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TopicModelError(f"topic model file not found: {path}")
+    if not path.is_file():
+        raise TopicModelError(f"topic model {path} is not a file")
     try:
         return _read(path)
     except TopicModelError as err:
         raise TopicModelError(f"topic model {path} is unusable: {err}") from None
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise TopicModelError(f"topic model {path} is unusable: damaged archive ({_one_line(err)})") from None
+    except (OSError, ValueError, KeyError) as err:
         raise TopicModelError(f"topic model {path} is unusable: {_one_line(err)}") from None
 
 
 def _read(path: Path) -> TopicModel:
     if not zipfile.is_zipfile(path):
-        raise TopicModelError("not a newsbeam topic model (not a zip archive)")
+        raise TopicModelError("not a zip archive (truncated, damaged, or not a newsbeam topic model)")
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         missing = [name for name in ("meta.json", *(f"{a}.npy" for a in _ARRAYS)) if name not in names]
@@ -434,7 +446,7 @@ def _read(path: Path) -> TopicModel:
         for name in _ARRAYS:
             with archive.open(f"{name}.npy") as member:
                 arrays[name] = np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False)
-    if _array_digest(arrays) != meta.get("sha256"):
+    if _digest(meta, arrays) != meta.get("sha256"):
         raise TopicModelError("checksum mismatch (the file is damaged or was edited)")
 
     labels, languages = meta.get("labels"), meta.get("languages")

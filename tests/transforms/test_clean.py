@@ -88,7 +88,7 @@ def test_entities_whitespace_and_unicode_are_normalised(markup, text):
         ("<![ odd ]]>text<?php echo 1 ?><!DOCTYPE html>", "text"),
         ("<p>text <img src='a.png' alt='ignored'> more", "text more"),
         ("<p>tag never ends <a href='x'", "tag never ends <a href='x'"),
-        ("<p>kept</p><iframe src='x'><p>no end tag, so nothing is hidden</p>", "kept\n\nno end tag, so nothing is hidden"),
+        ("<p>kept</p><iframe src='x'><p>no end tag: nothing hidden</p>", "kept\n\nno end tag: nothing hidden"),
         ("<p>kept</p><script>no end tag hides the rest", "kept"),
         ("<svg><p>unclosed svg keeps its text", "unclosed svg keeps its text"),
         ("", ""),
@@ -100,8 +100,8 @@ def test_broken_markup_is_rendered_leniently(markup, text):
 
 
 def test_plain_text_keeps_its_lines_and_joins_hard_wraps():
-    plain = "  First  paragraph\u00a0line\r\n\r\n\r\n\r\nSecond, hard-wrapped\n   across lines.\nA new line\n\nList:\nflour"
-    assert html_to_text(plain) == "First paragraph line\n\nSecond, hard-wrapped across lines.\nA new line\n\nList:\nflour"
+    plain = "  First  paragraph\u00a0line\r\n\r\n\r\n\r\nSecond, hard-wrapped\n  across lines.\nNew line\n\nList:\nflour"
+    assert html_to_text(plain) == "First paragraph line\n\nSecond, hard-wrapped across lines.\nNew line\n\nList:\nflour"
 
 
 @pytest.mark.parametrize("unit", ["<a ", "<a b='", "<!--", "</", "<![CDATA[", "<iframe>", "<svg>", "&#x", "<p>x</p>"])
@@ -109,6 +109,11 @@ def test_pathological_markup_is_handled(unit):
     # 40,000 repeats: Python 3.11's HTMLParser takes minutes on the first two; this tokenizer is linear.
     text = html_to_text(unit * 40_000 + "--><p>end</p>")
     assert text.endswith("end")
+
+
+def test_long_plain_text_is_handled():
+    assert html_to_text("x\n" * 40_000) == " ".join(["x"] * 40_000)  # one hard-wrapped sentence
+    assert remove_furniture("By A\n" * 40_000) == ""
 
 
 def test_clean_title_is_one_line():
@@ -168,7 +173,7 @@ def test_each_furniture_rule_removes_its_lines(furniture):
 
 def test_title_repeats_near_the_top_are_removed_exact_or_near():
     title = "Council approves ‘new’ budget"
-    text = f"Council approves ‘new’ budget\n\nCOUNCIL APPROVES \"NEW\" BUDGET\nCouncil approves new budgets\n\n{BODY}"
+    text = f"Council approves ‘new’ budget\n\nCOUNCIL APPROVES \"NEW\" BUDGET\nCouncil approves new budgets\n{BODY}"
     assert remove_furniture(text, title) == BODY
     # The same line further down (past head_lines) is body, e.g. a heading that quotes the title.
     far = "\n\n".join([BODY] * 10 + [title])
@@ -259,8 +264,8 @@ def test_seed_article_loses_every_furniture_line_and_keeps_every_paragraph(seed,
 
 
 def article(article_id: str, title: str, text: str) -> Article:
-    return Article(article_id=article_id, feed_url="https://daily.test/feed", source="daily", url=f"https://daily.test/{article_id}",
-                   title=title, text=text, run_id="r0")
+    return Article(article_id=article_id, feed_url="https://daily.test/feed", source="daily",
+                   url=f"https://daily.test/{article_id}", title=title, text=text, run_id="r0")
 
 
 GOOD = article("a1", "<b>Council</b> approves budget", f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
@@ -298,7 +303,8 @@ def test_clean_articles_routes_outputs_and_counts():
                                    ("clean", "empty_after_cleaning", "a3", "r1")]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("clean"))["counters"]}
+    query = result.metrics().query(MetricsFilter().with_namespace("clean"))
+    counters = {c.key.metric.name: c.committed for c in query["counters"]}
     assert counters == {"articles_cleaned": 1, "empty_after_cleaning": 2, "furniture_lines_removed": 4}
 
 
