@@ -349,7 +349,7 @@ def make_corpus(n: int, seed: int = 7, copy_share: float = 0.10, hard_share: flo
     for k in range(n_hard):
         aid, story, outlet, published = stories[rng.integers(len(stories))]
         event = story.event
-        if k % 3 == 2:
+        if k % 3 == 2 and len(story.paragraphs) >= 2:  # templates are whole reports
             lang = event.language
             _, people, places, orgs = lang.topics[event.topic]
             other_event = Event(lang, event.topic, people[rng.choice(len(people), len(event.people), replace=False)],

@@ -7,7 +7,8 @@ imports nothing heavy, each backend's package is imported when the detector is b
 Backends (`LanguageSettings.backend`):
 
 - "ensemble" (default): the figures in `benchmarks/langid.py` chose it. Steps, cheapest first:
-  1. Too little text (`min_chars` letters) -> the feed's declared language, else "und".
+  1. Too little text (`min_chars` letters) -> the feed's declared language with score `declared_prior`,
+     else "und" with score 0. This holds for every backend.
   2. Script: text mostly in a script that none of `languages` is written in (Ethiopic, Cherokee, ...) -> "und";
      text mostly in a script that exactly one of them is written in (Greek, Hebrew, Thai, Hangul, Georgian,
      Armenian, kana, several Indic scripts) -> that language, no model run.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping
 
@@ -390,7 +392,8 @@ class LanguageDetector:
         found = self._backends[0].scores(text)
         if not found:
             return UND, 0.0
-        code, prob = max(found.items(), key=lambda item: (item[1], item[0]))
+        # On a tie the first listed wins: an alias's first code (fastText's "sh" -> hr).
+        code, prob = max(found.items(), key=lambda item: item[1])
         prob = min(max(prob, 0.0), 1.0)
         return (code if prob >= self.settings.threshold else UND), prob
 
@@ -458,3 +461,18 @@ class LanguageDetector:
         if stand_ins:
             return weight * math.log(max(max(found.get(s, 0.0) for s in stand_ins), _EPS))
         return weight * math.log(_UNSUPPORTED)
+
+
+_SHARED: dict[LanguageSettings, LanguageDetector] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_detector(settings: LanguageSettings | None = None) -> LanguageDetector:
+    """One detector per process and settings, for `DoFn.setup()`: Beam may run several DoFn instances in one
+    worker process, and each detector holds its models (py3langid alone takes about 120 MB)."""
+    settings = settings or LanguageSettings()
+    with _SHARED_LOCK:
+        detector = _SHARED.get(settings)
+        if detector is None:
+            detector = _SHARED[settings] = LanguageDetector(settings)
+        return detector

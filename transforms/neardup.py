@@ -73,7 +73,7 @@ class NearDedupSettings:
     same_outlet_threshold: float = 0.6
     # Facts are the numbers and the capitalised words inside sentences (names) of a text. When both texts state at
     # least `fact_min`, this share of the shorter list must appear in the other. 0 turns the check off.
-    fact_overlap: float = 0.5
+    fact_overlap: float = 0.6
     fact_min: int = 3
     # Buckets with more members are capped: each member is paired only with its next `bucket_window` neighbours.
     max_bucket_size: int = 64

@@ -16,6 +16,7 @@ from transforms.language import (
     LanguageSettings,
     normalize_code,
     script_profile,
+    shared_detector,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,8 +39,8 @@ CHEROKEE = "ᎣᏍᏛ ᏌᎳᏓᏅ ᏂᎦᏓ ᏣᎳᎩ ᎠᏂᏴᏫᏯ ᎤᏂᏣ
 
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
-    """The default detector, built once (as a DoFn's setup() would)."""
-    return LanguageDetector()
+    """The default detector, built once per process (as a DoFn's setup() gets it)."""
+    return shared_detector()
 
 
 def test_defaults_are_the_ensemble_with_plain_settings():
@@ -47,6 +48,11 @@ def test_defaults_are_the_ensemble_with_plain_settings():
     assert settings.backend == "ensemble"
     assert 0.0 <= settings.threshold <= 1.0
     assert len(DEFAULT_LANGUAGES) == 75
+
+
+def test_shared_detector_is_one_per_settings(detector):
+    assert shared_detector(LanguageSettings()) is detector
+    assert shared_detector(LanguageSettings(threshold=0.9)) is not detector
 
 
 def test_module_import_is_light():
