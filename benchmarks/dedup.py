@@ -57,7 +57,7 @@ from transforms.neardup import (  # noqa: E402
     minhash_from_shingles,
     outlet_of,
     shingle_hashes,
-    similarity,
+    shingles,
 )
 
 T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
@@ -561,11 +561,132 @@ def main(argv=None) -> None:
 
 
 def cmd_compare(args) -> None:
-    raise SystemExit("not yet")
+    """MinHash (one permutation hashing, ours) against k-permutation MinHash, datasketch and SimHash."""
+    settings = NearDedupSettings()
+    corpus = make_corpus(args.articles, seed=args.seed)
+    docs = [(a.title, a.text) for a in corpus.articles]
+    index = {a.article_id: i for i, a in enumerate(corpus.articles)}
+    rng = np.random.default_rng(args.seed)
+    copy_pairs = [(index[c], index[corpus.truth[c]]) for c in corpus.info]
+    hard_pairs = [(index[a], index[b]) for a, b, _ in corpus.hard_pairs]
+    sample = lambda pairs, k: [pairs[i] for i in rng.choice(len(pairs), min(k, len(pairs)), replace=False)]  # noqa: E731
+    copy_pairs, hard_pairs = sample(copy_pairs, 1500), sample(hard_pairs, 1500)
+    exact = {}
+    sets = {}
+    for i, j in copy_pairs + hard_pairs:
+        for k in (i, j):
+            if k not in sets:
+                sets[k] = shingles(*docs[k], settings.shingle_size)
+        a, b = sets[i], sets[j]
+        exact[(i, j)] = len(a & b) / max(1, len(a | b))
+
+    def shingle_batches():
+        for start in range(0, len(docs), 256):
+            yield start, shingle_hashes(docs[start : start + 256], settings.shingle_size, settings.max_chars)
+
+    results = {}
+    # Ours: one permutation hashing with densification.
+    t = time.process_time()
+    oph = np.empty((len(docs), settings.num_perm), dtype=np.uint32)
+    for start, batch in shingle_batches():
+        oph[start : start + len(batch.word_counts)] = minhash_from_shingles(batch, settings.num_perm, settings.seed)
+    results["minhash_oph_numpy (ours)"] = (len(docs) / (time.process_time() - t), lambda i, j: float((oph[i] == oph[j]).mean()))
+
+    # k independent permutations, (a*x + b) mod 2^64 over the same 64-bit shingle hashes, as one matrix operation.
+    t = time.process_time()
+    prng = np.random.default_rng(1)
+    mult = prng.integers(1, 2**63, settings.num_perm, dtype=np.uint64) | np.uint64(1)
+    add = prng.integers(0, 2**63, settings.num_perm, dtype=np.uint64)
+    kperm = np.full((len(docs), settings.num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for start, batch in shingle_batches():
+            for d in range(len(batch.word_counts)):
+                x = batch.hashes[batch.doc == d]
+                if len(x):
+                    kperm[start + d] = ((x[:, None] * mult[None, :] + add[None, :])).min(axis=0)
+    results["minhash_kperm_numpy"] = (len(docs) / (time.process_time() - t), lambda i, j: float((kperm[i] == kperm[j]).mean()))
+
+    # datasketch: the library's MinHash, fed the same shingles as bytes (its own SHA-1 hashing, update_batch).
+    try:
+        import datasketch
+
+        subset = sorted({k for pair in copy_pairs + hard_pairs for k in pair})
+        t = time.process_time()
+        sketches = {}
+        for k in subset:
+            m = datasketch.MinHash(num_perm=settings.num_perm, seed=1)
+            m.update_batch([" ".join(s).encode("utf-8") for s in shingles(*docs[k], settings.shingle_size)])
+            sketches[k] = m
+        rate = len(subset) / (time.process_time() - t)
+        results[f"datasketch {datasketch.__version__} MinHash"] = (rate, lambda i, j: sketches[i].jaccard(sketches[j]))
+    except ImportError:
+        print("datasketch not installed: pip install datasketch to compare it")
+
+    # SimHash: 64 bits, each the sign of the sum over shingles of +1/-1 by that bit of the shingle hash.
+    t = time.process_time()
+    sim = np.zeros(len(docs), dtype=np.uint64)
+    for start, batch in shingle_batches():
+        bits = np.unpackbits(batch.hashes.view(np.uint8).reshape(-1, 8), axis=1).astype(np.int32) * 2 - 1
+        totals = np.zeros((len(batch.word_counts), 64), dtype=np.int32)
+        np.add.at(totals, batch.doc, bits)
+        packed = np.packbits(totals > 0, axis=1).view(np.uint64)[:, 0]
+        sim[start : start + len(batch.word_counts)] = packed
+    hamming = lambda i, j: 1.0 - bin(int(sim[i] ^ sim[j])).count("1") / 64  # noqa: E731
+    results["simhash_64_numpy"] = (len(docs) / (time.process_time() - t), hamming)
+
+    print(f"{len(docs)} articles, mean {np.mean([len(d[0].split()) + len(d[1].split()) for d in docs]):.0f} words; "
+          f"{len(copy_pairs)} copy pairs, {len(hard_pairs)} hard-negative pairs (exact Jaccard of word 3-shingles)")
+    print(f"{'method':32s} {'articles/s':>10s} {'|est-J| mean':>12s} {'p95':>6s}  recall at <=1% hard negatives passing")
+    for name, (rate, score) in results.items():
+        copies = np.array([score(i, j) for i, j in copy_pairs])
+        hard = np.array([score(i, j) for i, j in hard_pairs])
+        cut = np.quantile(hard, 0.99)
+        recall = float((copies > cut).mean())
+        if name.startswith("simhash"):
+            err = "   n/a", "  n/a"
+        else:
+            e = np.abs(np.concatenate([copies, hard]) - np.array([exact[p] for p in copy_pairs + hard_pairs]))
+            err = f"{e.mean():12.4f}", f"{np.quantile(e, 0.95):6.3f}"
+        print(f"{name:32s} {rate:10.0f} {err[0]:>12s} {err[1]:>6s}  {recall:.4f} (similarity > {cut:.3f})")
 
 
 def cmd_beam(args) -> None:
-    raise SystemExit("not yet")
+    """The composite on the DirectRunner: its output and counters against the pure functions on the same corpus."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.neardup import DeduplicateNearCopies, find_near_copies, signature_records
+
+    settings = NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
+    corpus = make_corpus(args.articles, seed=args.seed)
+    out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"neardup-beam-{os.getpid()}"
+    wall = time.perf_counter()
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    p = beam.Pipeline(options=options)
+    result = p | beam.Create(corpus.articles) | DeduplicateNearCopies(settings)
+    _ = (result.articles | beam.Map(lambda a: f"{a.article_id}\t{a.cluster_id}\t{a.cluster_size}\t{a.duplicate_of}")
+         | beam.io.WriteToText(str(out_dir / "kept")))
+    run = p.run()
+    run.wait_until_finish()
+    seconds = time.perf_counter() - wall
+    kept = {}
+    for path in out_dir.glob("kept*"):
+        for line in path.read_text().splitlines():
+            aid, cluster, size, dup = line.split("\t")
+            kept[aid] = (cluster, int(size), dup)
+    counters = {f"{c.key.metric.namespace}/{c.key.metric.name}": c.committed for c in run.metrics().query()["counters"]}
+    pure = find_near_copies([r for r in signature_records(corpus.articles, settings) if r], (), settings)
+    pure_kept = {a.article_id for a in corpus.articles if a.article_id not in pure or pure[a.article_id].is_canonical}
+    print(json.dumps({
+        "articles": len(corpus.articles),
+        "written": len(kept),
+        "seconds": round(seconds, 1),
+        "articles_per_s": round(len(corpus.articles) / seconds),
+        "same_as_pure_functions": set(kept) == pure_kept,
+        "quality": evaluate(corpus, pure),
+        "counters": {k: v for k, v in sorted(counters.items()) if k.startswith(("neardup/", "dedup/"))},
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }, indent=2))
 
 
 if __name__ == "__main__":

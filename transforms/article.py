@@ -48,6 +48,7 @@ class Article:
     language_score: float = 0.0
     topic: str = "unknown"
     topic_score: float = 0.0
+    labels: tuple[str, ...] = ()
     content_hash: str = ""
     duplicate_count: int = 0
     cluster_id: str = ""
@@ -110,6 +111,7 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("language_score", pa.float32()),
         pa.field("topic", pa.string()),
         pa.field("topic_score", pa.float32()),
+        pa.field("labels", pa.list_(pa.string())),
         pa.field("content_hash", pa.string()),
         pa.field("duplicate_count", pa.int32()),
         pa.field("cluster_id", pa.string()),
@@ -142,6 +144,7 @@ def article_row(article: Article) -> dict[str, Any]:
     row = {name: getattr(article, name) for name in ARTICLE_SCHEMA.names}
     row["authors"] = list(article.authors)
     row["tags"] = list(article.tags)
+    row["labels"] = list(article.labels)
     return row
 
 

@@ -61,10 +61,10 @@ class NearDedupSettings:
     # Words per shingle. 3 keeps copies with scattered word edits similar; larger sizes forgive fewer edits.
     shingle_size: int = 3
     num_perm: int = 128
-    # 64 bands of 2 rows: a pair at Jaccard 0.3 becomes a candidate with probability 0.998, at 0.05 with 0.15.
+    # 64 bands of 2 rows: a pair at Jaccard 0.25 becomes a candidate with probability 0.984, at 0.05 with 0.15.
     bands: int = 64
     # Estimated Jaccard similarity of the shingle sets at or above which two articles are copies.
-    threshold: float = 0.3
+    threshold: float = 0.25
     # Articles with fewer words than this (title only, a one-line brief) need `short_threshold` instead.
     min_words: int = 30
     short_threshold: float = 0.7
@@ -327,8 +327,12 @@ def _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, n_docs) -> tu
     before[before > 0xFFFF] = 0
     two_before[two_before > 0xFFFF] = 0
     opens = _SENTENCE_END[before] | ((before == 32) & _SENTENCE_END[two_before])
-    picked = np.union1d(candidate[numeric], np.flatnonzero(capital & ~opens))
-    keys = np.unique((token_doc[picked].astype(np.uint64) << np.uint64(32)) | (word_hash[picked] >> np.uint64(32)))
+    is_fact = capital & ~opens
+    is_fact[candidate[numeric]] = True
+    picked = np.flatnonzero(is_fact)
+    keys = np.sort((token_doc[picked].astype(np.uint64) << np.uint64(32)) | (word_hash[picked] >> np.uint64(32)))
+    if len(keys):  # distinct (np.unique costs four times the sort)
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
     bounds = np.searchsorted(keys >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64))
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), bounds.astype(np.int64)
 
@@ -479,18 +483,29 @@ def band_keys(signature: np.ndarray, language: str, bands: int) -> list[int]:
     return band_key_matrix(signature[None, :], salt, bands)[0].tolist()
 
 
-def bucket_pairs(members: Sequence[str], max_bucket_size: int, window: int) -> tuple[list[tuple[str, str]], bool]:
-    """Candidate pairs (smaller id first) of the distinct ids in one bucket, and whether the bucket was capped.
+def bucket_pairs(
+    members: Iterable[tuple[str, bool]], max_bucket_size: int, window: int
+) -> tuple[list[tuple[str, str]], bool]:
+    """Candidate pairs (smaller id first) of one bucket's (article_id, prior) members, and whether it was capped.
 
-    Up to `max_bucket_size` members every pair is a candidate. A larger bucket is shared furniture or a very widely
-    syndicated story: its members, sorted, are paired with their next `window` neighbours only. True copies then
-    still chain into one cluster (their other bands and the neighbour pairs connect them), boilerplate does not,
-    and the bucket costs O(n) pairs.
+    Two prior members are never a pair: their clusters were settled in their own run. Up to `max_bucket_size`
+    members every other pair is a candidate. A larger bucket is shared furniture or a very widely syndicated story:
+    its members, sorted by id, are paired with their next `window` neighbours only. True copies still chain into one
+    cluster (through these pairs and their other bands), boilerplate does not, and the bucket costs O(n) pairs.
     """
-    ids = sorted(set(members))
-    if len(ids) <= max_bucket_size:
-        return [(a, ids[j]) for i, a in enumerate(ids) for j in range(i + 1, len(ids))], False
-    return [(a, ids[j]) for i, a in enumerate(ids) for j in range(i + 1, min(i + 1 + window, len(ids)))], True
+    prior_of: dict[str, bool] = {}
+    for article_id, prior in members:
+        prior_of[article_id] = prior_of.get(article_id, True) and prior  # the same id current and prior: current
+    ids = sorted(prior_of)
+    capped = len(ids) > max_bucket_size
+    reach = window if capped else len(ids)
+    pairs = [
+        (a, ids[j])
+        for i, a in enumerate(ids)
+        for j in range(i + 1, min(i + 1 + reach, len(ids)))
+        if not (prior_of[a] and prior_of[ids[j]])
+    ]
+    return pairs, capped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -754,16 +769,14 @@ def find_near_copies(
     keys = band_key_matrix(sigs, salts, settings.bands)
     pairs = set()
     for bucket in group_buckets(keys):
-        ids = [everything[i].article_id for i in bucket.tolist()]
-        found, capped = bucket_pairs(ids, settings.max_bucket_size, settings.bucket_window)
+        members = [(everything[i].article_id, everything[i].prior) for i in bucket.tolist()]
+        found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
         counts["buckets_capped"] += capped
         pairs.update(found)
     by_id = {r.article_id: r for r in everything}
     edges = []
     for a, b in sorted(pairs):
         ra, rb = by_id[a], by_id[b]
-        if ra.prior and rb.prior:
-            continue
         counts["candidate_pairs"] += 1
         if is_near_copy(ra, rb, settings)[0]:
             edges.append((a, b))
@@ -802,3 +815,222 @@ def apply_verdict(article: Article, verdict: Verdict | None, mode: str) -> Artic
     return dataclasses.replace(
         article, cluster_id=verdict.cluster_id, cluster_size=verdict.cluster_size, duplicate_of=verdict.canonical_id
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Beam composite.
+
+
+class NearDedupResult(NamedTuple):
+    """What DeduplicateNearCopies returns: the articles to go on, and this run's signature records (with the
+    `canonical_id` their cluster kept) for the run state."""
+
+    articles: beam.PCollection
+    signatures: beam.PCollection
+
+
+class _SignFn(beam.DoFn):
+    """A batch of articles -> the signature record of each article that has words."""
+
+    def __init__(self, settings: NearDedupSettings):
+        self._settings = settings
+        self._signed = Metrics.counter("neardup", "signed")
+        self._unsigned = Metrics.counter("neardup", "unsigned")
+
+    def process(self, batch: list[Article]) -> Iterable[SignatureRecord]:
+        for record in signature_records(batch, self._settings):
+            if record is None:
+                self._unsigned.inc()
+            else:
+                self._signed.inc()
+                yield record
+
+
+def _band_members(record: SignatureRecord, bands: int) -> Iterator[tuple[int, tuple[str, bool]]]:
+    for key in band_keys(record.values(), record.language, bands):
+        yield key, (record.article_id, record.prior)
+
+
+class _PairsFn(beam.DoFn):
+    """A bucket (band key, members) -> its candidate pairs."""
+
+    def __init__(self, settings: NearDedupSettings):
+        self._settings = settings
+        self._capped = Metrics.counter("neardup", "buckets_capped")
+
+    def process(self, bucket: tuple[int, Iterable[tuple[str, bool]]]) -> Iterable[tuple[str, str]]:
+        pairs, capped = bucket_pairs(bucket[1], self._settings.max_bucket_size, self._settings.bucket_window)
+        if capped:
+            self._capped.inc()
+        yield from pairs
+
+
+def _pick(records: Iterable[SignatureRecord]) -> SignatureRecord | None:
+    """The record of an id: this run's when an earlier run's has the same id."""
+    return min(records, key=lambda r: (r.prior, r.signature), default=None)
+
+
+def _attach_first(joined: tuple[str, dict]) -> Iterator[tuple[str, SignatureRecord]]:
+    record = _pick(joined[1]["record"])
+    if record is not None:
+        for other in joined[1]["other"]:
+            yield other, record
+
+
+class _VerifyFn(beam.DoFn):
+    """(second id, {first records, second record}) -> the verified pairs, as Members."""
+
+    def __init__(self, settings: NearDedupSettings):
+        self._settings = settings
+        self._candidates = Metrics.counter("neardup", "candidate_pairs")
+        self._verified = Metrics.counter("neardup", "pairs_verified")
+        self._rejected = Metrics.counter("neardup", "pairs_rejected")
+
+    def process(self, joined: tuple[str, dict]) -> Iterable[tuple[Member, Member]]:
+        second = _pick(joined[1]["record"])
+        if second is None:
+            return
+        for first in joined[1]["first"]:
+            self._candidates.inc()
+            if is_near_copy(first, second, self._settings)[0]:
+                self._verified.inc()
+                yield member_of(first), member_of(second)
+            else:
+                self._rejected.inc()
+
+
+class _UnionFindFn(beam.CombineFn):
+    """Verified pairs -> connected components, each a list of Members sorted by id.
+
+    A union-find whose accumulators merge by replaying each other's (member, parent) links, so partial results
+    from any bundles combine to the same partition. It holds only articles with at least one verified copy (about
+    the copy share of a run, plus their prior matches), not every article: that is what has to fit one worker.
+    """
+
+    def create_accumulator(self) -> tuple[_UnionFind, dict[str, Member]]:
+        return _UnionFind(), {}
+
+    def add_input(self, accumulator, pair: tuple[Member, Member]):
+        finder, members = accumulator
+        for member in pair:
+            _keep_member(members, member)
+        finder.union(pair[0].article_id, pair[1].article_id)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        finder, members = next(accumulators)
+        for other_finder, other_members in accumulators:
+            for x, parent in other_finder.parent.items():
+                finder.union(x, parent)
+            for member in other_members.values():
+                _keep_member(members, member)
+        return finder, members
+
+    def extract_output(self, accumulator) -> list[list[Member]]:
+        finder, members = accumulator
+        return [[members[x] for x in component] for component in finder.components()]
+
+
+def _keep_member(members: dict[str, Member], member: Member) -> None:
+    # One id seen as this run's in one pair and as a prior in another: this run's counts.
+    known = members.get(member.article_id)
+    if known is None or (known.prior and not member.prior):
+        members[member.article_id] = member
+
+
+class _VerdictsFn(beam.DoFn):
+    def __init__(self):
+        self._clusters = Metrics.counter("neardup", "clusters")
+
+    def process(self, component: list[Member]) -> Iterable[tuple[str, Verdict]]:
+        self._clusters.inc()
+        yield from cluster_verdicts(component).items()
+
+
+class _ApplyFn(beam.DoFn):
+    """An article and the verdicts -> the article to write (or nothing), counted."""
+
+    def __init__(self, mode: str):
+        self._mode = mode
+        self._copies = Metrics.counter("neardup", "copies_dropped" if mode == "drop" else "copies_marked")
+        self._duplicates = Metrics.counter("dedup", "duplicates")
+        self._revisions = Metrics.counter("neardup", "revisions")
+        self._matched_prior = Metrics.counter("neardup", "matched_prior")
+
+    def process(self, article: Article, verdicts: dict[str, Verdict]) -> Iterable[Article]:
+        verdict = verdicts.get(article.article_id)
+        if verdict is not None and not verdict.is_canonical:
+            self._copies.inc()
+            if verdict.revision:
+                self._revisions.inc()
+            if verdict.matched_prior:
+                self._matched_prior.inc()
+            if self._mode == "drop":
+                self._duplicates.inc()  # the run summary reconciles read = written + duplicates + dead letters
+        out = apply_verdict(article, verdict, self._mode)
+        if out is not None:
+            yield out
+
+
+def _with_canonical(record: SignatureRecord, verdicts: dict[str, Verdict]) -> SignatureRecord:
+    verdict = verdicts.get(record.article_id)
+    return dataclasses.replace(record, canonical_id=verdict.canonical_id if verdict else record.article_id)
+
+
+def _as_prior(record: SignatureRecord) -> SignatureRecord:
+    return record if record.prior else dataclasses.replace(record, prior=True)
+
+
+class DeduplicateNearCopies(beam.PTransform):
+    """Articles -> one article per near-duplicate cluster (drop), or all with the copies marked (mark).
+
+    `prior_signatures`: an optional PCollection of SignatureRecords of articles from earlier runs (the run state),
+    matched but never written. Returns NearDedupResult(articles, signatures). Meant for the global window (before
+    windowing): the verdicts reach the articles as a side input.
+    """
+
+    def __init__(self, settings: NearDedupSettings = NearDedupSettings(), prior_signatures: beam.PCollection | None = None):
+        super().__init__()
+        self._settings = settings
+        self._prior = prior_signatures
+
+    def expand(self, articles: beam.PCollection) -> NearDedupResult:
+        settings = self._settings
+        if not settings.enabled:
+            return NearDedupResult(articles, articles.pipeline | "NoSignatures" >> beam.Create([]))
+        signed = (
+            articles
+            | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+            | "Sign" >> beam.ParDo(_SignFn(settings))
+        )
+        records = signed
+        if self._prior is not None:
+            prior = self._prior | "MarkPrior" >> beam.Map(_as_prior)
+            records = (signed, prior) | "WithPrior" >> beam.Flatten()
+        keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
+        pairs = (
+            records
+            | "BandKeys" >> beam.FlatMap(_band_members, settings.bands)
+            | "Buckets" >> beam.GroupByKey()
+            | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))
+            | "UniquePairs" >> beam.Distinct()
+        )
+        halves = (
+            {"other": pairs, "record": keyed}
+            | "JoinFirst" >> beam.CoGroupByKey()
+            | "AttachFirst" >> beam.FlatMap(_attach_first)
+        )
+        verdicts = (
+            {"first": halves, "record": keyed}
+            | "JoinSecond" >> beam.CoGroupByKey()
+            | "Verify" >> beam.ParDo(_VerifyFn(settings))
+            | "Components" >> beam.CombineGlobally(_UnionFindFn())
+            | "EachComponent" >> beam.FlatMap(lambda components: components)
+            | "Verdicts" >> beam.ParDo(_VerdictsFn())
+        )
+        verdict_map = beam.pvalue.AsDict(verdicts)
+        return NearDedupResult(
+            articles | "Apply" >> beam.ParDo(_ApplyFn(settings.mode), verdicts=verdict_map),
+            signed | "CanonicalOfSignature" >> beam.Map(_with_canonical, verdicts=verdict_map),
+        )

@@ -52,7 +52,8 @@ def test_defaults_are_the_ensemble_with_plain_settings():
 
 def test_shared_detector_is_one_per_settings(detector):
     assert shared_detector(LanguageSettings()) is detector
-    assert shared_detector(LanguageSettings(threshold=0.9)) is not detector
+    strict = shared_detector(LanguageSettings(threshold=1.0))
+    assert strict is not detector and shared_detector(LanguageSettings(threshold=1.0)) is strict
 
 
 def test_module_import_is_light():
@@ -143,7 +144,7 @@ def test_mixed_language_text_gets_one_of_them_with_a_lower_score(detector):
 
 
 def test_low_score_becomes_und():
-    strict = LanguageDetector(LanguageSettings(threshold=1.0))
+    strict = shared_detector(LanguageSettings(threshold=1.0))
     mixed = "The government announced new measures today. Die Regierung hat heute neue Maßnahmen angekündigt."
     code, score = strict.detect(mixed)
     assert code == UND and 0.0 < score < 1.0

@@ -1,0 +1,374 @@
+"""DeduplicateNearCopies: shingles, signatures, similarity, the canonical choice, and the composite on small clusters."""
+
+import dataclasses
+import datetime as dt
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.article import UTC, Article, stable_id
+from transforms.neardup import (
+    DeduplicateNearCopies,
+    Member,
+    NearDedupSettings,
+    SIGNATURE_SCHEMA,
+    bucket_pairs,
+    cluster_verdicts,
+    connected_components,
+    facts_agree,
+    find_near_copies,
+    has_signature,
+    is_near_copy,
+    minhash_signature,
+    minhash_signatures,
+    outlet_of,
+    shingles,
+    signature_from_row,
+    signature_records,
+    signature_row,
+    similarity,
+    words,
+)
+
+T0 = dt.datetime(2026, 11, 20, 8, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+# A wire story, then what outlets and editors make of it.
+BUDGET = [
+    "The city council of Northbridge voted 7 to 2 on Tuesday to approve a budget of 48 million euros for the coming "
+    "year, after a debate that lasted more than four hours.",
+    "Mayor Helen Carter said the plan would pay for 120 new teachers and the repair of 35 kilometres of roads in the "
+    "eastern districts, where potholes have been a complaint for years.",
+    "Opposition leader Tom Reyes argued that a tax increase of 3 percent would hurt small shops in the old town and "
+    "said his group would ask for a review of the spending on consultants.",
+    "The budget also sets aside 6 million euros for flood defences along the river Lark, which burst its banks twice "
+    "last winter and flooded more than 200 homes near the railway station.",
+    "Residents who attended the session applauded when the result was announced, and several of them stayed to talk "
+    "to the mayor about the plans for the new library on Market Street.",
+    "The new budget takes effect on January 1 and will be reviewed by the finance committee in June, when the first "
+    "figures for tax income are due.",
+]
+
+# The same event, the same people and places, other facts: a different story.
+BUDGET_OTHER_STORY = [
+    "Northbridge council delayed on Tuesday a decision on the sale of the old bus depot, which Mayor Helen Carter "
+    "wants to turn into 90 affordable flats by 2029.",
+    "Tom Reyes, who leads the opposition, said the council should first publish the 2 offers it received for the "
+    "site and asked for an independent valuation before any vote.",
+    "The depot near the river Lark has stood empty since 2019 and costs the city about 400,000 euros a year to "
+    "secure and maintain, according to a report presented to councillors.",
+    "A decision is now expected in March, after a public consultation that will run for 6 weeks and include two "
+    "meetings at the town hall on Market Street.",
+]
+
+# Follow-up paragraphs that a running story picks up.
+REACTIONS = [
+    "The chamber of commerce welcomed the money for roads but warned that the parking charges planned for the "
+    "second half of the year could keep shoppers away from the centre at the busiest time.",
+    "Teachers' unions said the new posts were overdue and asked the council to publish a timetable for hiring, "
+    "since several schools have been running classes with temporary staff since September.",
+    "A spokesperson for the regional government said it would study the flood plan and could contribute to the "
+    "cost of the new barriers if the council submits a formal request before the spring.",
+    "Local environmental groups criticised the decision to cut funding for the cycle lanes that were promised "
+    "during the last election campaign and called for a public meeting to discuss it.",
+]
+
+LEDGER_FURNITURE = "Sign up for the Daily Ledger newsletter and get the news of the region every morning."
+
+
+def story(paragraphs, edits=()):
+    """The paragraphs as one text, with (paragraph, old, new) replacements."""
+    paragraphs = list(paragraphs)
+    for index, old, new in edits:
+        assert old in paragraphs[index], old
+        paragraphs[index] = paragraphs[index].replace(old, new)
+    return "\n\n".join(paragraphs)
+
+
+def art(article_id, text, title="Northbridge approves budget", minutes=0, language="en", host="ledger.test", **kw):
+    return Article(
+        article_id=article_id, feed_url=f"https://{host}/rss", source=host, url=f"https://{host}/{article_id}",
+        title=title, text=text, language=language, published_at=T0 + dt.timedelta(minutes=minutes), **kw,
+    )
+
+
+ORIGINAL = art("wire", story(BUDGET), title="Northbridge council approves 48 million euro budget", host="wire.test")
+SYNDICATED = art(
+    "syndicated",
+    story(BUDGET[:5], [(1, "Mayor Helen Carter said", "According to Mayor Helen Carter,"), (2, "hurt small shops", "hit small businesses")])
+    + "\n\n" + LEDGER_FURNITURE,
+    title="Council backs budget after four-hour debate", minutes=45, host="ledger.test",
+)
+OTHER_STORY = art("other-story", story(BUDGET_OTHER_STORY), title="Northbridge council delays depot sale", minutes=30,
+                  host="post.test")
+
+
+def record(article, settings=NearDedupSettings()):
+    return signature_records([article], settings)[0]
+
+
+# --- pure functions --------------------------------------------------------------------------------------------
+
+
+def test_words_normalise_case_punctuation_and_width():
+    assert words("Hello, WORLD!", "It's 2,500\u00a0km - ok.") == ["hello", "world", "it", "s", "2", "500", "km", "ok"]
+    assert words("", "Ｆｕｌｌ ｗｉｄｔｈ Café") == ["full", "width", "café"]  # NFKC
+    assert words("東京都", "") == ["東", "京", "都"]  # no spaces in the script: one token per character
+
+
+def test_shingles_are_word_triples_or_the_whole_short_text():
+    assert shingles("a b", "c d", 3) == {("a", "b", "c"), ("b", "c", "d")}
+    assert shingles("Only two", "", 3) == {("only", "two")}
+    assert shingles("", "", 3) == set()
+
+
+def test_signature_estimates_jaccard_similarity():
+    a_title, a_text = ORIGINAL.title, ORIGINAL.text
+    for other in (SYNDICATED, OTHER_STORY):
+        a, b = shingles(a_title, a_text), shingles(other.title, other.text)
+        exact = len(a & b) / len(a | b)
+        estimate = similarity(minhash_signature(a_title, a_text), minhash_signature(other.title, other.text))
+        assert abs(estimate - exact) < 0.12, (estimate, exact)
+    assert similarity(minhash_signature(a_title, a_text), minhash_signature(a_title.upper(), a_text + " ")) == 1.0
+
+
+def test_signature_does_not_depend_on_the_batch_or_the_process():
+    docs = [(a.title, a.text) for a in (ORIGINAL, SYNDICATED, OTHER_STORY)] + [("", ""), ("東京", "ünal")]
+    batch = minhash_signatures(docs)
+    for i, doc in enumerate(docs):
+        assert np.array_equal(batch[i], minhash_signature(*doc))
+    # Python's own str hash changes with PYTHONHASHSEED; these signatures must not (workers and runs must agree).
+    code = "from tests.transforms.test_neardup import ORIGINAL as a; from transforms.neardup import minhash_signature as m; print(m(a.title, a.text)[:8].tolist())"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == str(batch[0][:8].tolist())
+
+
+def test_text_without_words_has_no_signature():
+    assert not has_signature(minhash_signature("", " -- ! "))
+    assert signature_records([art("empty", "", title="...")]) == [None]
+    assert has_signature(minhash_signature("One", ""))
+
+
+def test_facts_agree_on_shared_figures_and_names():
+    a = np.array([1, 2, 3, 4, 5], dtype="<u4").tobytes()
+    assert facts_agree(a, np.array([1, 2, 3, 9], dtype="<u4").tobytes(), 0.6, 3)
+    assert not facts_agree(a, np.array([1, 7, 8, 9], dtype="<u4").tobytes(), 0.6, 3)
+    assert facts_agree(a, np.array([7, 8], dtype="<u4").tobytes(), 0.6, 3)  # too few to judge
+
+
+def test_is_near_copy_rules():
+    settings = NearDedupSettings()
+    original, syndicated, other = record(ORIGINAL), record(SYNDICATED), record(OTHER_STORY)
+    assert is_near_copy(original, syndicated, settings)[0]
+    assert not is_near_copy(original, other, settings)[0]  # same event and names, other facts
+    # Another language never matches, whatever the text.
+    assert not is_near_copy(original, dataclasses.replace(original, article_id="de", language="de"), settings)[0]
+    # Short texts need more: the same similarity that makes two articles copies is not enough for two titles.
+    score = is_near_copy(original, syndicated, settings)[1]
+    short = dataclasses.replace(syndicated, word_count=settings.min_words - 1)
+    assert not is_near_copy(original, short, dataclasses.replace(settings, short_threshold=min(1.0, score + 0.01)))[0]
+    # Two articles of one outlet share its furniture: they need more too.
+    same_outlet = dataclasses.replace(syndicated, outlet=original.outlet)
+    assert not is_near_copy(original, same_outlet, dataclasses.replace(settings, same_outlet_threshold=min(1.0, score + 0.01)))[0]
+    # The same template about another town: other names, other figures.
+    swaps = {"Northbridge": "Southport", "Helen Carter": "Ann Moss", "Tom Reyes": "Ian Wu", "Lark": "Tame",
+             "Market Street": "High Street", "48": "51", "120": "80", "35": "12", "6 million": "9 million",
+             "200": "90", "7 to 2": "5 to 4", "3 percent": "2 percent", "four": "three"}
+    template = story(BUDGET)
+    for old, new in swaps.items():
+        template = template.replace(old, new)
+    templated = record(art("template", template, title=ORIGINAL.title.replace("Northbridge", "Southport"), host="x.test"))
+    assert similarity(original.values(), templated.values()) >= settings.threshold
+    assert not is_near_copy(original, templated, settings)[0]
+
+
+def test_bucket_pairs_all_pairs_or_capped_neighbours():
+    members = [(f"a{i}", False) for i in range(5)]
+    pairs, capped = bucket_pairs(members, max_bucket_size=5, window=1)
+    assert len(pairs) == 10 and not capped
+    pairs, capped = bucket_pairs(members * 2, max_bucket_size=4, window=2)  # duplicates count once
+    assert capped and pairs == [("a0", "a1"), ("a0", "a2"), ("a1", "a2"), ("a1", "a3"), ("a2", "a3"), ("a2", "a4"), ("a3", "a4")]
+    big = [(f"b{i:05d}", False) for i in range(10_000)]
+    pairs, capped = bucket_pairs(big, max_bucket_size=64, window=4)
+    assert capped and len(pairs) < 4 * len(big)  # linear, never quadratic
+    # Two prior members are never a pair; an id that is both current and prior is current.
+    pairs, _ = bucket_pairs([("p1", True), ("p2", True), ("c", False), ("p2", False)], 64, 4)
+    assert pairs == [("c", "p1"), ("c", "p2"), ("p1", "p2")]
+    pairs, _ = bucket_pairs([("p1", True), ("p2", True), ("c", False)], 64, 4)
+    assert pairs == [("c", "p1"), ("c", "p2")]
+
+
+def test_connected_components_chain_and_order_independence():
+    edges = [("a", "b"), ("b", "c"), ("x", "y"), ("d", "c")]
+    expected = [["a", "b", "c", "d"], ["x", "y"]]
+    for seed in range(4):
+        shuffled = [tuple(random.Random(seed).sample(e, 2)) for e in edges]
+        random.Random(seed).shuffle(shuffled)
+        assert connected_components(shuffled) == expected
+
+
+def member(article_id, minutes, length=100, prior=False, outlet="o.test", canonical=""):
+    return Member(article_id, prior, T0 + dt.timedelta(minutes=minutes), length, outlet, canonical or article_id)
+
+
+def test_canonical_is_earliest_then_longest_then_smallest_id():
+    verdicts = cluster_verdicts([member("b", 5), member("a", 10), member("c", 5, length=200), member("d", 5, length=200)])
+    assert {v.canonical_id for v in verdicts.values()} == {"c"}
+    assert verdicts["c"].is_canonical and not verdicts["d"].is_canonical
+    assert verdicts["a"].cluster_size == 4 and verdicts["a"].cluster_id == stable_id("neardup", "c")
+    assert all(v.revision for k, v in verdicts.items() if k != "c")  # all from one outlet
+
+
+def test_a_prior_member_is_canonical_and_never_given_a_verdict():
+    verdicts = cluster_verdicts([member("new", -60, outlet="a.test"), member("old", 0, prior=True, outlet="b.test", canonical="first")])
+    assert set(verdicts) == {"new"}
+    assert verdicts["new"] == verdicts["new"]._replace(canonical_id="first", is_canonical=False, matched_prior=True, revision=False)
+    assert verdicts["new"].cluster_id == stable_id("neardup", "first")  # the cluster id of the earlier run
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="mode"):
+        NearDedupSettings(mode="keep")
+    with pytest.raises(ValueError, match="bands"):
+        NearDedupSettings(num_perm=128, bands=48)
+    with pytest.raises(ValueError, match="power of two"):
+        NearDedupSettings(num_perm=100, bands=10)
+
+
+def test_outlet_is_the_host_without_www():
+    assert outlet_of(art("x", "t", host="www.ledger.test")) == "ledger.test"
+    assert outlet_of(Article(article_id="x", feed_url="https://feeds.f.test/rss", source="f")) == "feeds.f.test"
+
+
+def test_signature_rows_round_trip_through_parquet_types():
+    rec = dataclasses.replace(record(ORIGINAL), canonical_id="wire")
+    table = pa.Table.from_pylist([signature_row(rec)], schema=SIGNATURE_SCHEMA)
+    back = signature_from_row(table.to_pylist()[0])
+    assert back == dataclasses.replace(rec, prior=True)
+
+
+def test_find_near_copies_matches_prior_records_across_runs():
+    settings = NearDedupSettings()
+    prior = [dataclasses.replace(record(ORIGINAL), canonical_id="wire")]
+    today = [record(SYNDICATED), record(OTHER_STORY)]
+    verdicts = find_near_copies(today, prior, settings)
+    assert set(verdicts) == {"syndicated"}
+    assert verdicts["syndicated"].canonical_id == "wire" and verdicts["syndicated"].matched_prior
+    assert find_near_copies(today, (), settings) == {}
+
+
+# --- the composite ---------------------------------------------------------------------------------------------
+
+# A chain, as a running story grows and sheds paragraphs: the first and last are no longer near copies.
+CHAIN_A = art("chain-a", story(BUDGET), minutes=0, host="a.test")
+CHAIN_B = art("chain-b", story(BUDGET + REACTIONS), minutes=10, host="b.test")
+CHAIN_C = art("chain-c", story(BUDGET[5:] + REACTIONS), minutes=20, host="c.test")
+
+
+def test_chain_preconditions():
+    a, b, c = (record(x) for x in (CHAIN_A, CHAIN_B, CHAIN_C))
+    assert is_near_copy(a, b)[0] and is_near_copy(b, c)[0] and not is_near_copy(a, c)[0]
+
+
+def counters(result, namespace):
+    return {c.key.metric.name: c.committed for c in result.metrics().query()["counters"] if c.key.metric.namespace == namespace}
+
+
+def run(articles, settings=NearDedupSettings(), prior=None, rows=None, signatures=None):
+    """The composite over `articles`, asserting the rows written (article_id, cluster_id, cluster_size,
+    duplicate_of) and the signatures' (article_id, canonical_id) when given; returns the neardup and dedup counters."""
+    p = TestPipeline()
+    prior_pc = p | "Prior" >> beam.Create(prior) if prior is not None else None
+    result = p | beam.Create(articles) | DeduplicateNearCopies(settings, prior_signatures=prior_pc)
+    if rows is not None:
+        written = result.articles | "Rows" >> beam.Map(lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of))
+        assert_that(written, equal_to(rows), label="CheckRows")
+    if signatures is not None:
+        canonical = result.signatures | "Canonical" >> beam.Map(lambda r: (r.article_id, r.canonical_id))
+        assert_that(canonical, equal_to(signatures), label="CheckSignatures")
+    outcome = p.run()
+    outcome.wait_until_finish()
+    return counters(outcome, "neardup"), counters(outcome, "dedup")
+
+
+def cluster(root):
+    return stable_id("neardup", root)
+
+
+def test_drop_mode_keeps_one_per_cluster_and_counts():
+    german = dataclasses.replace(ORIGINAL, article_id="wire-de", language="de", published_at=T0 - dt.timedelta(hours=1))
+    articles = [ORIGINAL, SYNDICATED, OTHER_STORY, CHAIN_A, CHAIN_B, CHAIN_C, german]
+    # ORIGINAL and CHAIN_A have the same text and time, ORIGINAL the longer title: it is kept. The chain joins
+    # them; the other story and the German article (earlier, same text) stay apart.
+    rows = [("wire", cluster("wire"), 5, ""), ("other-story", "", 1, ""), ("wire-de", "", 1, "")]
+    signatures = [(a.article_id, "wire") for a in (ORIGINAL, SYNDICATED, CHAIN_A, CHAIN_B, CHAIN_C)]
+    signatures += [("other-story", "other-story"), ("wire-de", "wire-de")]
+    near, dedup = run(articles, rows=rows, signatures=signatures)
+    assert near["copies_dropped"] == 4 and dedup["duplicates"] == 4 and near["clusters"] == 1
+    assert near["pairs_verified"] >= 4 and near["signed"] == 7
+
+
+def test_mark_mode_writes_all_with_duplicate_of():
+    rows = [("wire", cluster("wire"), 2, ""), ("syndicated", cluster("wire"), 2, "wire"), ("other-story", "", 1, "")]
+    near, dedup = run([ORIGINAL, SYNDICATED, OTHER_STORY], NearDedupSettings(mode="mark"), rows=rows)
+    assert near["copies_marked"] == 1 and "duplicates" not in dedup
+
+
+def test_same_canonical_whatever_the_input_order():
+    articles = [ORIGINAL, SYNDICATED, OTHER_STORY, CHAIN_B, CHAIN_C]
+    wire = cluster("wire")
+    rows = [("wire", wire, 4, ""), ("syndicated", wire, 4, "wire"), ("chain-b", wire, 4, "wire"),
+            ("chain-c", wire, 4, "wire"), ("other-story", "", 1, "")]
+    for seed in range(3):
+        shuffled = articles[:]
+        random.Random(seed).shuffle(shuffled)
+        run(shuffled, NearDedupSettings(mode="mark"), rows=rows)
+
+
+def test_ties_go_to_the_longer_text_then_the_smaller_id():
+    shorter = dataclasses.replace(SYNDICATED, published_at=ORIGINAL.published_at)
+    run([shorter, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")])  # same time: the longer text
+    same = dataclasses.replace(ORIGINAL, article_id="wire-0")
+    run([same, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")])  # same time and length: the smaller id
+
+
+def test_revision_from_the_same_outlet_is_counted():
+    revised = art("wire-v2", story(BUDGET, [(0, "more than four hours", "more than 4 hours")]),
+                  title=ORIGINAL.title, minutes=90, host="wire.test")
+    near, dedup = run([ORIGINAL, revised], rows=[("wire", cluster("wire"), 2, "")])
+    assert near["revisions"] == 1 and dedup["duplicates"] == 1
+
+
+def test_huge_buckets_are_capped_and_copies_still_cluster():
+    copies = [dataclasses.replace(SYNDICATED, article_id=f"copy{i}", url=f"https://c{i}.test/x", feed_url=f"https://c{i}.test/rss",
+                                  published_at=T0 + dt.timedelta(minutes=i)) for i in range(6)]
+    near, _ = run(copies, NearDedupSettings(max_bucket_size=3, bucket_window=1), rows=[("copy0", cluster("copy0"), 6, "")])
+    assert near["buckets_capped"] > 0
+
+
+def test_a_copy_of_an_article_from_an_earlier_run_is_dropped():
+    # The first run's signatures, as the run state keeps them.
+    first_run = signature_records([ORIGINAL])
+    state = [signature_from_row(signature_row(dataclasses.replace(r, canonical_id=r.article_id))) for r in first_run]
+    # The prior article itself is never written again, and its copy is dropped.
+    near, dedup = run([SYNDICATED, OTHER_STORY], prior=state, rows=[("other-story", "", 1, "")],
+                      signatures=[("syndicated", "wire"), ("other-story", "other-story")])
+    assert near["matched_prior"] == 1 and dedup["duplicates"] == 1
+    # In mark mode the copy points at the earlier article.
+    run([SYNDICATED], NearDedupSettings(mode="mark"), prior=state, rows=[("syndicated", cluster("wire"), 2, "wire")])
+
+
+def test_disabled_passes_articles_through():
+    near, _ = run([ORIGINAL, SYNDICATED], NearDedupSettings(enabled=False),
+                  rows=[("syndicated", "", 1, ""), ("wire", "", 1, "")], signatures=[])
+    assert not near
