@@ -23,9 +23,13 @@ setup(
         "apache-beam>=2.60,<3",
         "feedparser>=6.0.10,<7",
         "langdetect>=1.0.9,<2",
+        "numpy>=1.24",
         "pyarrow>=14",
         "pyyaml>=6,<7",
         "requests>=2.31,<3",
+        # The topic model's inference is numpy/scipy; scikit-learn is what `newsbeam train-topics` trains with.
+        "scikit-learn>=1.2,<2",
+        "scipy>=1.9,<2",
     ],
     extras_require={
         "test": ["pytest>=8", "duckdb>=1.0"],
