@@ -123,12 +123,18 @@ def feed_table(config: Any, health: dict[str, Any], polled: set[str]) -> list[di
                 "failures": h.consecutive_failures if h else 0,
                 "new_entries": h.new_entries if h and feed.url in polled else 0,
                 "entries_seen": h.entries_seen if h else 0,
-                "validators": ("trusted" if h.validators_trusted else "distrusted") if h else "",
+                "validators": _validators(h),
                 "last_error": h.last_error if h else "",
                 "next_due_at": h.next_due_at.isoformat(timespec="seconds") if h and h.next_due_at else "",
             }
         )
     return rows
+
+
+def _validators(health: Any) -> str:
+    if health is None or not (health.etag or health.last_modified):
+        return "none"
+    return "trusted" if health.validators_trusted else "distrusted"
 
 
 def format_table(summary: RunSummary) -> str:

@@ -26,7 +26,7 @@ Backends (`LanguageSettings.backend`):
   one number fitted so that scores match accuracy on the development set (see the reliability table that
   `benchmarks/langid.py` prints). Below `threshold` the answer is "und".
 - "langdetect", "py3langid", "lingua", "pycld2", "fasttext": one detector alone, with its own probability as
-  the score (no script rules, no calibration), for comparison and as fallbacks.
+  the score (no script rules, no prior beyond step 1, no calibration), for comparison and as fallbacks.
 
 No backend downloads anything: every model ships inside its PyPI package. Results are deterministic:
 langdetect is seeded once in its factory; the others are deterministic by construction.
@@ -304,7 +304,6 @@ class _Lingua(_Backend):
         self.supported = frozenset(by_code) if allowed is None else frozenset(by_code) & allowed
         self._by_code = {code: by_code[code] for code in self.supported}
         self._detectors: dict[frozenset[str], object] = {}
-        self._all = self._detector(self.supported)
 
     def _detector(self, codes: frozenset[str]):
         # Lingua keeps its models in one process-wide cache, so a detector per candidate set is cheap to
@@ -426,7 +425,8 @@ class LanguageDetector:
         """Combined log score of the best candidates (higher is likelier)."""
         s = self.settings
         # Candidates: languages written in any script that holds a real share of the text.
-        allowed = frozenset().union(*(self._script_languages.get(sc, ()) for sc, n in counts.items() if n >= 0.2 * letters))
+        main_scripts = [script for script, n in counts.items() if n >= 0.2 * letters]
+        allowed = frozenset().union(*(self._script_languages.get(script, ()) for script in main_scripts))
         if not allowed:
             return {}
         votes = [(b, b.scores(text)) for b in self._fast]

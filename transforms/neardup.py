@@ -134,18 +134,20 @@ _WORD_BYTES = bytes(_CLASSES[:256] != _SEPARATOR)
 _M64 = (1 << 64) - 1
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
 _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
-_powers = np.ones(1, dtype=np.uint64)
-_inverse_powers = np.ones(1, dtype=np.uint64)
+# One tuple, swapped whole, so that a thread never sees new powers with old inverse powers.
+_tables = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
+# A batch longer than this (in characters) is signed in parts: the power tables stay small.
+_MAX_BATCH_CHARS = 1 << 21
 
 
 def _power_tables(length: int) -> tuple[np.ndarray, np.ndarray]:
     """BASE^i and BASE^-i modulo 2^64 for i < length, grown by doubling and kept for the process."""
-    global _powers, _inverse_powers
-    if len(_powers) < length:
-        size = max(length, 2 * len(_powers))
-        _powers = _geometric(_BASE, size)
-        _inverse_powers = _geometric(_BASE_INVERSE, size)
-    return _powers, _inverse_powers
+    global _tables
+    tables = _tables
+    if len(tables[0]) < length:
+        size = max(length, 2 * len(tables[0]))
+        tables = _tables = (_geometric(_BASE, size), _geometric(_BASE_INVERSE, size))
+    return tables
 
 
 def _geometric(ratio: int, size: int) -> np.ndarray:
@@ -269,6 +271,12 @@ def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = 
     the text, never on the process (unlike Python's `hash`), so signatures from different workers and runs agree.
     """
     originals = [_nfkc(title, text, max_chars) for title, text in docs]
+    if len(originals) > 1 and sum(map(len, originals)) > _MAX_BATCH_CHARS:
+        half = len(docs) // 2
+        return _concatenate(shingle_hashes(docs[:half], size, max_chars), shingle_hashes(docs[half:], size, max_chars))
+    if not originals:
+        empty = np.zeros(0, dtype=np.int64)
+        return ShingleBatch(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
     texts = [original.casefold() for original in originals]
     cps, _, starts, ends = _tokens("\n" + "\n".join(texts) + "\n")
     # Capitals are read from the text before case folding, where folding kept every character in place.
@@ -290,6 +298,17 @@ def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = 
     facts, bounds = _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, len(texts))
     hashes, doc = _shingles_of(word_hash, token_doc, word_counts, size)
     return ShingleBatch(hashes, doc, word_counts, facts, bounds)
+
+
+def _concatenate(first: ShingleBatch, second: ShingleBatch) -> ShingleBatch:
+    n = len(first.word_counts)
+    return ShingleBatch(
+        np.concatenate([first.hashes, second.hashes]),
+        np.concatenate([first.doc, second.doc + n]),
+        np.concatenate([first.word_counts, second.word_counts]),
+        np.concatenate([first.facts, second.facts]),
+        np.concatenate([first.fact_bounds, second.fact_bounds[1:] + first.fact_bounds[-1]]),
+    )
 
 
 def _is_upper(text: str, positions: np.ndarray) -> np.ndarray:
@@ -478,9 +497,10 @@ def band_key_matrix(signatures: np.ndarray, salts: np.ndarray, bands: int) -> np
 
 
 def band_keys(signature: np.ndarray, language: str, bands: int) -> list[int]:
-    """The band keys of one signature: equal keys mean equal values in that band, in the same language."""
+    """The band keys of one signature: equal keys mean equal values in that band, in the same language. Signed
+    64-bit, so that Beam encodes them as plain varints."""
     salt = np.array([language_salt(language)], dtype=np.uint64)
-    return band_key_matrix(signature[None, :], salt, bands)[0].tolist()
+    return band_key_matrix(signature[None, :], salt, bands)[0].view(np.int64).tolist()
 
 
 def bucket_pairs(

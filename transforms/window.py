@@ -3,6 +3,11 @@
 The event time itself is settled by ParseEntries (published, else updated, else fetch time; see `date_source`).
 Here each article is timestamped with it, assigned to a FixedWindows window of the configured size, and stamped
 with the window's bounds (`window_start`, `window_end`), which name its output partition.
+
+In streaming (`WindowByEventTime(settings, streaming=True)`) a window fires when the watermark passes its end, then
+once more for each bundle of late articles (discarding mode: a late pane holds only the new articles), until the
+watermark passes `window_end + allowed_lateness + late_margin`. Articles too late for that never reach this stage:
+transforms.stream.RouteTooLate sends them to the dead letters first, by the rule in `lateness_deadline`.
 """
 
 from __future__ import annotations
@@ -12,25 +17,69 @@ import datetime as dt
 from typing import Iterable
 
 import apache_beam as beam
+from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.article import UTC, Article
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowSettings:
-    """`size_seconds`: the width of a window (and so of an output partition); one hour by default."""
+    """`size_seconds`: the width of a window (and so of an output partition); one hour by default.
+
+    Streaming only: `allowed_lateness_seconds` is how long after a window's end (by the fetch time) an article is
+    still written into it, as a late pane; a later one is a dead letter `too_late`. `late_margin_seconds` is how
+    much longer Beam keeps the window open, for articles already accepted but still on their way to the window
+    (see RouteTooLate: without it, an article delayed inside the pipeline could be dropped by Beam without a trace).
+    """
 
     size_seconds: int = dataclasses.field(default=3600, metadata={"unit": "seconds"})
+    allowed_lateness_seconds: int = dataclasses.field(default=86400, metadata={"unit": "seconds"})
+    late_margin_seconds: int = dataclasses.field(default=3600, metadata={"unit": "seconds"})
 
     def __post_init__(self) -> None:
         if self.size_seconds <= 0:
             raise ValueError("size_seconds must be positive")
+        if self.allowed_lateness_seconds < 0:
+            raise ValueError("allowed_lateness_seconds must not be negative")
+        if self.late_margin_seconds < 0:
+            raise ValueError("late_margin_seconds must not be negative")
 
 
 def event_timestamp(article: Article) -> float:
     """The article's event time as Unix seconds (Beam's timestamp unit)."""
     return article.published_at.timestamp()
+
+
+def window_bounds(event_time: dt.datetime, size_seconds: int) -> tuple[dt.datetime, dt.datetime]:
+    """The [start, end) of the fixed window that holds `event_time`, exactly as Beam's FixedWindows assigns it."""
+    window = beam_window.FixedWindows(size_seconds).assign(
+        beam_window.WindowFn.AssignContext(Timestamp.from_utc_datetime(event_time))
+    )[0]
+    return _datetime(window.start), _datetime(window.end)
+
+
+def _datetime(timestamp: Timestamp) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=timestamp.micros)
+
+
+def lateness_deadline(event_time: dt.datetime, settings: WindowSettings) -> dt.datetime:
+    """The last moment an article with this event time may arrive and still be written: its window's end plus
+    the allowed lateness. Compared with the fetch time by RouteTooLate."""
+    return window_bounds(event_time, settings.size_seconds)[1] + dt.timedelta(seconds=settings.allowed_lateness_seconds)
+
+
+def streaming_windows(settings: WindowSettings) -> beam.WindowInto:
+    """Fixed windows that fire on the watermark, then once per late bundle, discarding what was fired."""
+    return beam.WindowInto(
+        beam_window.FixedWindows(settings.size_seconds),
+        trigger=beam_trigger.AfterWatermark(late=beam_trigger.AfterCount(1)),
+        accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
+        allowed_lateness=Duration(seconds=settings.allowed_lateness_seconds + settings.late_margin_seconds),
+    )
 
 
 class _StampWindowFn(beam.DoFn):
@@ -41,16 +90,25 @@ class _StampWindowFn(beam.DoFn):
 
 
 class WindowByEventTime(beam.PTransform):
-    """Articles -> the same articles, timestamped by `published_at` and windowed in fixed windows."""
+    """Articles -> the same articles, timestamped by `published_at` and windowed in fixed windows.
 
-    def __init__(self, settings: WindowSettings = WindowSettings()):
+    `streaming=True` adds the watermark trigger with late firings and the allowed lateness (see the module doc);
+    the batch graph keeps Beam's default trigger.
+    """
+
+    def __init__(self, settings: WindowSettings = WindowSettings(), streaming: bool = False):
         super().__init__()
         self._settings = settings
+        self._streaming = streaming
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        size = self._settings.size_seconds
+        windows = streaming_windows(self._settings) if self._streaming else beam.WindowInto(
+            beam_window.FixedWindows(size)
+        )
         return (
             articles
             | "Timestamp" >> beam.Map(lambda a: beam_window.TimestampedValue(a, event_timestamp(a)))
-            | "FixedWindows" >> beam.WindowInto(beam_window.FixedWindows(self._settings.size_seconds))
+            | "FixedWindows" >> windows
             | "StampWindow" >> beam.ParDo(_StampWindowFn())
         )

@@ -281,21 +281,35 @@ def test_chain_preconditions():
 
 
 def counters(result, namespace):
-    return {c.key.metric.name: c.committed for c in result.metrics().query()["counters"] if c.key.metric.namespace == namespace}
+    """Committed counters of `namespace` by name, added up over the steps that report them."""
+    out = {}
+    for c in result.metrics().query()["counters"]:
+        if c.key.metric.namespace == namespace:
+            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + c.committed
+    return out
 
 
 def run(articles, settings=NearDedupSettings(), prior=None, rows=None, signatures=None):
     """The composite over `articles`, asserting the rows written (article_id, cluster_id, cluster_size,
     duplicate_of) and the signatures' (article_id, canonical_id) when given; returns the neardup and dedup counters."""
+    return run_all([dict(articles=articles, settings=settings, prior=prior, rows=rows, signatures=signatures)])
+
+
+def run_all(cases):
+    """Several runs of the composite as branches of one pipeline (one job: faster); counters add up across them."""
     p = TestPipeline()
-    prior_pc = p | "Prior" >> beam.Create(prior) if prior is not None else None
-    result = p | beam.Create(articles) | DeduplicateNearCopies(settings, prior_signatures=prior_pc)
-    if rows is not None:
-        written = result.articles | "Rows" >> beam.Map(lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of))
-        assert_that(written, equal_to(rows), label="CheckRows")
-    if signatures is not None:
-        canonical = result.signatures | "Canonical" >> beam.Map(lambda r: (r.article_id, r.canonical_id))
-        assert_that(canonical, equal_to(signatures), label="CheckSignatures")
+    for i, case in enumerate(cases):
+        prior = case.get("prior")
+        prior_pc = p | f"Prior{i}" >> beam.Create(prior) if prior is not None else None
+        settings = case.get("settings") or NearDedupSettings()
+        result = (p | f"Articles{i}" >> beam.Create(case["articles"])
+                  | f"NearDuplicates{i}" >> DeduplicateNearCopies(settings, prior_signatures=prior_pc))
+        if case.get("rows") is not None:
+            written = result.articles | f"Rows{i}" >> beam.Map(lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of))
+            assert_that(written, equal_to(case["rows"]), label=f"CheckRows{i}")
+        if case.get("signatures") is not None:
+            canonical = result.signatures | f"Canonical{i}" >> beam.Map(lambda r: (r.article_id, r.canonical_id))
+            assert_that(canonical, equal_to(case["signatures"]), label=f"CheckSignatures{i}")
     outcome = p.run()
     outcome.wait_until_finish()
     return counters(outcome, "neardup"), counters(outcome, "dedup")
@@ -329,17 +343,17 @@ def test_same_canonical_whatever_the_input_order():
     wire = cluster("wire")
     rows = [("wire", wire, 4, ""), ("syndicated", wire, 4, "wire"), ("chain-b", wire, 4, "wire"),
             ("chain-c", wire, 4, "wire"), ("other-story", "", 1, "")]
-    for seed in range(3):
-        shuffled = articles[:]
-        random.Random(seed).shuffle(shuffled)
-        run(shuffled, NearDedupSettings(mode="mark"), rows=rows)
+    orders = [random.Random(seed).sample(articles, len(articles)) for seed in range(3)] + [articles[::-1]]
+    run_all([dict(articles=order, settings=NearDedupSettings(mode="mark"), rows=rows) for order in orders])
 
 
 def test_ties_go_to_the_longer_text_then_the_smaller_id():
     shorter = dataclasses.replace(SYNDICATED, published_at=ORIGINAL.published_at)
-    run([shorter, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")])  # same time: the longer text
     same = dataclasses.replace(ORIGINAL, article_id="wire-0")
-    run([same, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")])  # same time and length: the smaller id
+    run_all([
+        dict(articles=[shorter, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]),  # same time: the longer text
+        dict(articles=[same, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]),  # same time and length: smaller id
+    ])
 
 
 def test_revision_from_the_same_outlet_is_counted():
@@ -360,12 +374,16 @@ def test_a_copy_of_an_article_from_an_earlier_run_is_dropped():
     # The first run's signatures, as the run state keeps them.
     first_run = signature_records([ORIGINAL])
     state = [signature_from_row(signature_row(dataclasses.replace(r, canonical_id=r.article_id))) for r in first_run]
-    # The prior article itself is never written again, and its copy is dropped.
-    near, dedup = run([SYNDICATED, OTHER_STORY], prior=state, rows=[("other-story", "", 1, "")],
-                      signatures=[("syndicated", "wire"), ("other-story", "other-story")])
-    assert near["matched_prior"] == 1 and dedup["duplicates"] == 1
-    # In mark mode the copy points at the earlier article.
-    run([SYNDICATED], NearDedupSettings(mode="mark"), prior=state, rows=[("syndicated", cluster("wire"), 2, "wire")])
+    near, dedup = run_all([
+        # The prior article itself is never written again, and its copy is dropped...
+        dict(articles=[SYNDICATED, OTHER_STORY], prior=state, rows=[("other-story", "", 1, "")],
+             signatures=[("syndicated", "wire"), ("other-story", "other-story")]),
+        # ... or, in mark mode, points at the earlier article.
+        dict(articles=[SYNDICATED], settings=NearDedupSettings(mode="mark"), prior=state,
+             rows=[("syndicated", cluster("wire"), 2, "wire")]),
+    ])
+    assert near["matched_prior"] == 2 and near["copies_dropped"] == 1 and near["copies_marked"] == 1
+    assert dedup["duplicates"] == 1  # drops only
 
 
 def test_disabled_passes_articles_through():

@@ -1,0 +1,81 @@
+"""The streaming graph: poll the feeds forever, write each event-time window as the watermark passes it.
+
+    newsbeam run --streaming --runner=DataflowRunner ...      (see the README for Dataflow and Flink)
+
+`build_streaming()` is the assembly, beside `pipeline.build.build()` (batch): the same FetchFeeds, ParseEntries,
+CleanArticles and ClassifyArticles stages, then the streaming-only ones of transforms.stream. Files go straight into
+`<output>/articles/` and `<output>/dead_letter/` (there is no end of run to stage a commit for); every firing of a
+window writes new files, never over an earlier one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from pipeline.config import Config
+from transforms.classify import ClassifyArticles
+from transforms.clean import CleanArticles
+from transforms.fetch import FetchFeeds
+from transforms.parse import ParseEntries
+from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions
+from transforms.stream import (
+    DeduplicateWithState,
+    PollFeeds,
+    RouteTooLate,
+    StreamSettings,
+    WindowDeadLetters,
+    at_fetch_time,
+)
+from transforms.window import WindowByEventTime
+
+
+class StreamingGraph(NamedTuple):
+    """The PCollections tests look at: windowed articles, windowed dead letters, and the paths each writes."""
+
+    articles: beam.PCollection
+    dead_letters: beam.PCollection
+    article_files: beam.PCollection
+    dead_letter_files: beam.PCollection
+
+
+def build_streaming(
+    p: beam.Pipeline,
+    config: Config,
+    run_id: str,
+    source: beam.PTransform | beam.PCollection | None = None,
+    stream: StreamSettings | None = None,
+) -> StreamingGraph:
+    """Wire the streaming graph into `p` (which must have `--streaming`).
+
+    `source` gives the polls, FeedSources timestamped with the poll time: by default PollFeeds over `config.feeds`
+    (PeriodicImpulse); tests pass a TestStream (a PTransform applied to `p`, or a PCollection). `stream` defaults
+    to `config.streaming`.
+    """
+    stream = stream if stream is not None else config.streaming
+    if source is None:
+        source = PollFeeds(config.feeds, stream)
+    polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
+
+    fetched = polls | "Fetch" >> FetchFeeds(config.fetch, run_id)
+    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
+    cleaned = parsed.articles | "Clean" >> CleanArticles(config.clean, run_id)
+    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
+    unique = (
+        classified.articles
+        | "PollTime" >> beam.Map(at_fetch_time)
+        | "Deduplicate" >> DeduplicateWithState(config.dedup)
+    )
+    timely = unique | "TooLate" >> RouteTooLate(config.window, run_id)
+    windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
+
+    sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=f"{config.output}/_temp")
+    article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
+    dead_letters = (
+        (fetched.dead_letters, parsed.dead_letters, cleaned.dead_letters, classified.dead_letters, timely.dead_letters)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetterWindows" >> WindowDeadLetters(stream, config.window)
+    )
+    dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
+    return StreamingGraph(windowed, dead_letters, article_files, dead_letter_files)

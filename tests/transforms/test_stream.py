@@ -1,0 +1,201 @@
+"""The streaming-only stages: the poll schedule, DeduplicateWithState, RouteTooLate, WindowByEventTime(streaming=True)
+and WindowDeadLetters. Pure functions first, then the composites on a TestStream in streaming mode (the watermark
+driven by hand), then the counters in batch (Beam 2.77's streaming DirectRunner keeps only the first bundle's)."""
+
+import dataclasses
+import datetime as dt
+
+import apache_beam as beam
+import apache_beam.testing.test_stream as test_stream
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
+from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import PaneInfoTiming
+
+from transforms.article import UTC, Article, DeadLetter
+from transforms.dedup import DedupSettings
+from transforms.fetch import FeedSource
+from transforms.stream import (
+    DeduplicateWithState,
+    PollOverride,
+    RouteTooLate,
+    StreamSettings,
+    WindowDeadLetters,
+    at_fetch_time,
+    forget_at,
+    is_too_late,
+    poll_schedule,
+)
+from transforms.window import WindowByEventTime, WindowSettings, lateness_deadline, window_bounds
+
+T0 = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
+HOURLY = WindowSettings(size_seconds=3600, allowed_lateness_seconds=86400)
+
+
+def at(minutes: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+def ts(minutes: float) -> Timestamp:
+    return Timestamp.from_utc_datetime(at(minutes))
+
+
+def art(key: str, published: float, fetched: float, text: str = "") -> Article:
+    """Article `key`, published and fetched so many minutes after T0; given a `text`, its title is the same too."""
+    return Article(article_id=f"id-{key}", feed_url="https://news.example/feed", source="s",
+                   url=f"https://news.example/{key}", title="Wire story" if text else f"Story {key}",
+                   text=text or f"The text of story {key}.", published_at=at(published), fetched_at=at(fetched))
+
+
+def streaming() -> TestPipeline:
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return TestPipeline(options=options)
+
+
+def hour(start_minutes: float) -> IntervalWindow:
+    return IntervalWindow(ts(start_minutes), ts(start_minutes + 60))
+
+
+# Pure functions.
+
+def test_poll_schedule_groups_feeds_by_interval_with_overrides_by_name_or_url():
+    a, b, c = (FeedSource(name=n, url=f"https://news.example/{n}.xml") for n in "abc")
+    settings = StreamSettings(poll_interval_seconds=300,
+                              poll_overrides=(PollOverride("b", 60), PollOverride(c.url, 3600)))
+    assert poll_schedule([a, b, c], settings) == [(60.0, (b,)), (300.0, (a,)), (3600.0, (c,))]
+    assert poll_schedule([a, b], StreamSettings()) == [(300.0, (a, b))]
+    with pytest.raises(ValueError, match="'d'"):
+        poll_schedule([a], StreamSettings(poll_overrides=(PollOverride("d", 60),)))
+    with pytest.raises(ValueError):
+        PollOverride("a", 0)
+
+
+def test_window_bounds_and_the_lateness_deadline():
+    assert window_bounds(at(59.99), 3600) == (T0, at(60))
+    assert window_bounds(at(60), 3600) == (at(60), at(120))
+    assert lateness_deadline(at(30), HOURLY) == at(60) + dt.timedelta(days=1)
+
+
+def test_too_late_once_fetched_at_or_after_window_end_plus_lateness():
+    deadline = at(60) + dt.timedelta(days=1)
+    article = art("x", 30, 0)
+    tick = dt.timedelta(microseconds=1)
+    assert not is_too_late(dataclasses.replace(article, fetched_at=deadline - tick), HOURLY)
+    assert is_too_late(dataclasses.replace(article, fetched_at=deadline), HOURLY)
+    assert not is_too_late(art("y", 30, 90), HOURLY)  # late for its window, but by far less than a day
+
+
+def test_forget_at_counts_from_the_later_of_publication_and_fetch():
+    assert forget_at(art("x", 0, 10), 3600) == ts(70)
+    assert forget_at(art("x", 30, 10), 3600) == ts(90)  # dated ahead of the fetch
+    undated = Article(article_id="u", feed_url="f", source="s")
+    assert forget_at(undated, 3600) == GlobalWindow().max_timestamp()
+    assert forget_at(art("x", 0, 0), 1e13) == GlobalWindow().max_timestamp()
+
+
+# Composites on a TestStream.
+
+def _pane(keyed, pane=beam.DoFn.PaneInfoParam):
+    yield PaneInfoTiming.to_string(pane.timing), sorted(keyed[1])
+
+
+def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_too_late_ones_in_dead_letters():
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        # One poll at 13:10, entries out of order: 12:50, 12:10, 13:05, 12:40.
+        .add_elements([art("c", 50, 70), art("a", 10, 70), art("d", 65, 70), art("b", 40, 70)], event_timestamp=ts(70))
+        .advance_watermark_to(ts(60))  # the 12:00 window fires: a, b, c
+        # The next poll, at 13:20: one more entry for 12:00 (late, well within a day) and one from two days ago.
+        .add_elements([art("e", 20, 80), art("z", -2 * 1440, 80)], event_timestamp=ts(80))
+        .advance_watermark_to_infinity()
+    )
+    with streaming() as p:
+        routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY, "r1")
+        windowed = routed.articles | WindowByEventTime(HOURLY, streaming=True)
+        assert_that(windowed | "Ids" >> beam.Map(lambda a: a.article_id), equal_to_per_window({
+            hour(0): ["id-a", "id-b", "id-c", "id-e"],
+            hour(60): ["id-d"],
+        }), label="Windows")
+        panes = (windowed
+                 | "Key" >> beam.Map(lambda a: ("all", a.article_id))
+                 | beam.GroupByKey()
+                 | beam.ParDo(_pane))
+        assert_that(panes, equal_to_per_window({
+            hour(0): [("ON_TIME", ["id-a", "id-b", "id-c"]), ("LATE", ["id-e"])],  # discarding: the late pane is new
+            hour(60): [("ON_TIME", ["id-d"])],
+        }), label="Panes")
+        bounds = windowed | "Bounds" >> beam.Map(lambda a: (a.article_id, a.window_start, a.window_end))
+        assert_that(bounds, equal_to([("id-a", at(0), at(60)), ("id-b", at(0), at(60)), ("id-c", at(0), at(60)),
+                                      ("id-e", at(0), at(60)), ("id-d", at(60), at(120))]), label="Bounds")
+        letters = routed.dead_letters | "Letters" >> beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
+        assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "r1")]), label="TooLate")
+
+
+def test_an_entry_in_every_poll_is_kept_once_and_counts_as_new_after_the_lookback():
+    # Lookback one hour. x is in every poll until 13:05; y is polled twice, and y2 is y's text under another URL.
+    y_text = "The same wire story, syndicated."
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements([art("x", -10, 0), art("y", -5, 0, y_text)], event_timestamp=ts(0))
+        .add_elements([art("x", -10, 10), art("y", -5, 10, y_text), art("y2", -5, 10, y_text)], event_timestamp=ts(10))
+        # Past an hour after x was first seen, but not after it was last seen: x is still known.
+        .advance_watermark_to(ts(65))
+        .add_elements([art("x", -10, 65)], event_timestamp=ts(65))
+        # Past an hour after the last copy of each: both are forgotten, and come back as new.
+        .advance_watermark_to(ts(130))
+        .add_elements([art("x", -10, 131), art("y", -5, 131, y_text)], event_timestamp=ts(131))
+        .advance_watermark_to_infinity()
+    )
+    with streaming() as p:
+        unique = p | polls | beam.Map(at_fetch_time) | DeduplicateWithState(DedupSettings(lookback_seconds=3600))
+        kept = unique | beam.Map(lambda a: (a.article_id, a.fetched_at))
+        assert_that(kept, equal_to([("id-x", at(0)), ("id-y", at(0)), ("id-x", at(131)), ("id-y", at(131))]))
+
+
+def test_dead_letters_are_windowed_by_rejection_time():
+    def letter(key, minute):
+        return DeadLetter(stage="fetch", reason="timeout", feed_url=key, time=at(minute))
+
+    letters = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements([letter("a", 1), letter("b", 7), letter("c", 2)], event_timestamp=ts(8))
+        .advance_watermark_to_infinity()
+    )
+    with streaming() as p:
+        windowed = p | letters | WindowDeadLetters(StreamSettings(dead_letter_window_seconds=300), HOURLY)
+        assert_that(windowed | beam.Map(lambda d: d.feed_url), equal_to_per_window({
+            IntervalWindow(ts(0), ts(5)): ["a", "c"],
+            IntervalWindow(ts(5), ts(10)): ["b"],
+        }))
+
+
+# Counters, in batch.
+
+def test_every_outcome_is_counted():
+    articles = [art("x", 0, 10), art("x", 0, 20), art("x", 0, 30),  # two duplicates by id
+                art("y", 0, 10, "Shared text."), art("y2", 0, 10, "Shared text."),  # one by content
+                art("old", -3 * 1440, 10)]  # too late
+    p = TestPipeline()
+    unique = p | beam.Create(articles) | beam.Map(at_fetch_time) | DeduplicateWithState(DedupSettings())
+    routed = unique | RouteTooLate(HOURLY)
+    assert_that(routed.articles | beam.Map(lambda a: a.article_id), equal_to(["id-x", "id-y"]))
+    result = p.run()
+    result.wait_until_finish()
+    counts: dict[tuple[str, str], int] = {}
+    for counter in result.metrics().query()["counters"]:
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        counts[key] = counts.get(key, 0) + counter.committed
+    assert counts["dedup", "duplicates"] == 3
+    assert counts["dedup", "duplicates_by_id"] == 2
+    assert counts["dedup", "duplicates_by_content"] == 1
+    assert counts["stream", "in_time"] == 2
+    assert counts["stream", "too_late"] == 1
+    # articles in = kept + duplicates + too late
+    assert len(articles) == counts["stream", "in_time"] + counts["dedup", "duplicates"] + counts["stream", "too_late"]

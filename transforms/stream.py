@@ -1,0 +1,329 @@
+"""The stages only the streaming graph has: poll the feeds forever, drop what was already seen, send articles too late
+for their window to the dead letters, and window the dead letters so they can be written while the job runs.
+
+    polls = p | "Poll" >> PollFeeds(config.feeds, StreamSettings())             # FeedSource, once per poll
+    ...FetchFeeds, ParseEntries, CleanArticles, ClassifyArticles, as in batch...
+    timed = articles | "PollTime" >> beam.Map(at_fetch_time)                    # element timestamp := fetched_at
+    unique = timed | "Deduplicate" >> DeduplicateWithState(DedupSettings())
+    routed = unique | "TooLate" >> RouteTooLate(WindowSettings(), run_id)        # Routed(articles, dead_letters)
+    routed.articles | WindowByEventTime(WindowSettings(), streaming=True) | WriteParquetPartitions(...)
+
+PollFeeds: one PeriodicImpulse per distinct poll interval (`poll_interval_seconds`, overridden per feed by name or
+URL in `poll_overrides`); each tick emits that interval's feeds, timestamped with the tick.
+
+DeduplicateWithState: two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by content hash.
+Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
+`max(published_at, fetched_at) + lookback` of the last copy seen (an event-time timer clears it): an entry seen in
+every poll is written once, and one that comes back after that long away counts as new. The first copy to arrive is the one kept (batch keeps the earliest published; a stream cannot
+wait for the others) and `duplicate_count` stays 0 (the copy is written before its duplicates arrive).
+
+RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end plus the
+allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article carries:
+it is too late when `window_end + allowed_lateness <= fetched_at` (see `is_too_late`). The source's watermark
+follows its ticks, which are never after the fetch, so an article this rule lets through is one Beam accepts, as long
+as it takes less than `late_margin_seconds` from its fetch to the window (the windows stay open that much longer).
+
+    python -m pytest tests/transforms/test_stream.py -q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger as beam_trigger
+from apache_beam.transforms import userstate
+from apache_beam.transforms import window as beam_window
+from apache_beam.transforms.periodicsequence import PeriodicImpulse, RebaseMode
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
+
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
+from transforms.dedup import DedupSettings, content_hash
+from transforms.fetch import FeedSource
+from transforms.window import WindowSettings, lateness_deadline, window_bounds
+
+STAGE = "stream"
+TOO_LATE = "too_late"
+
+
+@dataclasses.dataclass(frozen=True)
+class PollOverride:
+    """A feed (by its name or URL in the config) polled at its own interval."""
+
+    feed: str
+    interval_seconds: float = dataclasses.field(default=300.0, metadata={"unit": "seconds"})
+
+    def __post_init__(self) -> None:
+        if self.interval_seconds <= 0:
+            raise ValueError("interval_seconds must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSettings:
+    """Tunables of the streaming graph (the `streaming:` section of the config).
+
+    `poll_interval_seconds`: how often each feed is fetched, unless `poll_overrides` names it.
+    `dead_letter_window_seconds`: dead letters are written once per window of this size (by rejection time).
+    `stop_after_seconds`: 0 polls forever; more stops polling after that long (a trial run that ends by itself).
+    """
+
+    poll_interval_seconds: float = dataclasses.field(default=300.0, metadata={"unit": "seconds"})
+    poll_overrides: tuple[PollOverride, ...] = ()
+    dead_letter_window_seconds: int = dataclasses.field(default=300, metadata={"unit": "seconds"})
+    stop_after_seconds: float = dataclasses.field(default=0.0, metadata={"unit": "seconds"})
+
+    def __post_init__(self) -> None:
+        if self.poll_interval_seconds <= 0:
+            raise ValueError("poll_interval_seconds must be positive")
+        if self.dead_letter_window_seconds <= 0:
+            raise ValueError("dead_letter_window_seconds must be positive")
+        if self.stop_after_seconds < 0:
+            raise ValueError("stop_after_seconds must not be negative")
+
+
+def poll_schedule(
+    feeds: Sequence[FeedSource], settings: StreamSettings
+) -> list[tuple[float, tuple[FeedSource, ...]]]:
+    """The feeds grouped by poll interval, shortest interval first. Raises ValueError for an override that names no
+    configured feed (a typo would otherwise leave the feed at the default interval without a word)."""
+    overrides = {o.feed: o.interval_seconds for o in settings.poll_overrides}
+    known = {f.name for f in feeds} | {f.url for f in feeds}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"poll_overrides: no configured feed is named {', '.join(map(repr, unknown))}")
+    groups: dict[float, list[FeedSource]] = {}
+    for feed in feeds:
+        interval = overrides.get(feed.name, overrides.get(feed.url, settings.poll_interval_seconds))
+        groups.setdefault(float(interval), []).append(feed)
+    return [(interval, tuple(groups[interval])) for interval in sorted(groups)]
+
+
+def _feeds_at_tick(_tick: Timestamp, feeds: tuple[FeedSource, ...]) -> Iterable[FeedSource]:
+    Metrics.counter(STAGE, "polls").inc()
+    yield from feeds
+
+
+class PollFeeds(beam.PTransform):
+    """Root transform: each configured feed as a FeedSource, every poll interval, timestamped with the poll."""
+
+    def __init__(self, feeds: Sequence[FeedSource], settings: StreamSettings = StreamSettings()):
+        super().__init__()
+        self._schedule = poll_schedule(feeds, settings)
+        self._stop_after = settings.stop_after_seconds
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        branches = []
+        for interval, feeds in self._schedule:
+            label = f"Every{interval:g}s"
+            # Rebased: the first poll happens when the job starts, not when this graph was built (on Dataflow that
+            # can be minutes apart, and PeriodicImpulse would fire every missed tick at once). And the start is
+            # always given: PeriodicImpulse's default is the time its module was imported.
+            if self._stop_after:
+                stop, rebase = Timestamp.now() + self._stop_after, RebaseMode.REBASE_ALL
+            else:
+                stop, rebase = MAX_TIMESTAMP, RebaseMode.REBASE_START
+            ticks = pbegin | f"{label}/PeriodicImpulse" >> PeriodicImpulse(
+                start_timestamp=Timestamp.now(), stop_timestamp=stop, fire_interval=interval, rebase=rebase
+            )
+            branches.append(ticks | f"{label}/Feeds" >> beam.FlatMap(_feeds_at_tick, feeds))
+        if len(branches) == 1:
+            return branches[0]
+        return tuple(branches) | "AllPolls" >> beam.Flatten()
+
+
+def at_fetch_time(article: Article) -> beam_window.TimestampedValue:
+    """The article timestamped with its fetch time: the poll's moment, whatever the stages before did to the
+    element's timestamp (RunInference's batching moves it to the end of the global window)."""
+    return beam_window.TimestampedValue(article, Timestamp.from_utc_datetime(article.fetched_at))
+
+
+_END_OF_GLOBAL_WINDOW = beam_window.GlobalWindow().max_timestamp()
+
+
+def forget_at(article: Article, lookback_seconds: float) -> Timestamp:
+    """When a key last seen with this article may be forgotten: `max(published_at, fetched_at) + lookback`, in event
+    time. Counted from the fetch too, so an old entry still in its feed is not re-admitted at every poll."""
+    times = [t for t in (article.published_at, article.fetched_at) if t is not None]
+    if not times:
+        return _END_OF_GLOBAL_WINDOW
+    return min(Timestamp.from_utc_datetime(max(times)) + Duration(seconds=lookback_seconds), _END_OF_GLOBAL_WINDOW)
+
+
+class _FirstSeenFn(beam.DoFn):
+    """Keyed (key, article) -> the article the first time its key is seen; later copies are counted and dropped.
+
+    Each copy pushes the key's expiry (`forget_at`) later, so an entry that stays in its feed stays known; the key
+    is forgotten once the watermark passes the lookback after the last copy.
+    """
+
+    # The expiry, in microseconds: timers cannot be read back, and a copy must only ever push it later.
+    FORGET_AT = userstate.ReadModifyWriteStateSpec("forget_at", VarIntCoder())
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, kind: str, lookback_seconds: float):
+        self._lookback_seconds = lookback_seconds
+        self._duplicates = Metrics.counter("dedup", "duplicates")
+        self._duplicates_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
+        self._forgotten = Metrics.counter("dedup", f"forgotten_{kind}_keys")
+
+    def process(
+        self,
+        keyed: tuple[str, Article],
+        forget_state=beam.DoFn.StateParam(FORGET_AT),
+        forget_timer=beam.DoFn.TimerParam(FORGET),
+    ) -> Iterable[Article]:
+        article = keyed[1]
+        known_until = forget_state.read()
+        expiry = forget_at(article, self._lookback_seconds)
+        if known_until is None or expiry.micros > known_until:
+            forget_state.write(expiry.micros)
+            forget_timer.set(expiry)
+        if known_until is not None:
+            self._duplicates.inc()
+            self._duplicates_kind.inc()
+            return
+        yield article
+
+    @userstate.on_timer(FORGET)
+    def on_forget(self, forget_state=beam.DoFn.StateParam(FORGET_AT)) -> Iterable[Article]:
+        forget_state.clear()
+        self._forgotten.inc()
+        return ()
+
+
+class _DropSeen(beam.PTransform):
+    """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
+
+    def __init__(self, kind: str, key_fn, lookback_seconds: float):
+        super().__init__()
+        self._kind = kind
+        self._key_fn = key_fn
+        self._lookback_seconds = lookback_seconds
+
+    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        key_fn = self._key_fn
+        keyed, keyless = articles | "SplitOnKey" >> beam.Partition(lambda a, _: 0 if key_fn(a) else 1, 2)
+        first = (
+            keyed
+            # A str key gets a deterministic coder, which keyed state needs.
+            | "Key" >> beam.Map(lambda a: (key_fn(a), a)).with_output_types(tuple[str, Article])
+            | "FirstSeen" >> beam.ParDo(_FirstSeenFn(self._kind, self._lookback_seconds))
+        )
+        return (first, keyless) | "Rejoin" >> beam.Flatten()
+
+
+def _content_key(article: Article) -> str:
+    # Two articles with neither title nor text share a hash without sharing anything else.
+    return article.content_hash if (article.title or article.text) else ""
+
+
+class DeduplicateWithState(beam.PTransform):
+    """Articles (in the global window) -> each article once: by id, then by content hash (`by_content`), each key
+    remembered until the watermark passes `forget_at` (the dedup lookback)."""
+
+    def __init__(self, settings: DedupSettings = DedupSettings()):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        lookback = self._settings.lookback_seconds
+        hashed = articles | "ContentHash" >> beam.Map(
+            lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
+        )
+        unique = hashed | "ById" >> _DropSeen("id", lambda a: a.article_id, lookback)
+        if self._settings.by_content:
+            unique = unique | "ByContent" >> _DropSeen("content", _content_key, lookback)
+        return unique
+
+
+def is_too_late(article: Article, settings: WindowSettings) -> bool:
+    """True when the article was fetched at or after its window's end plus the allowed lateness."""
+    if article.fetched_at is None:  # ParseEntries always sets it; without it there is no "now" to judge by
+        return False
+    return lateness_deadline(article.published_at, settings) <= article.fetched_at
+
+
+class _RouteTooLateFn(beam.DoFn):
+    def __init__(self, settings: WindowSettings, run_id: str):
+        self._settings = settings
+        self._run_id = run_id
+        self._in_time = Metrics.counter(STAGE, "in_time")
+        self._too_late = Metrics.counter(STAGE, TOO_LATE)
+
+    def process(self, article: Article) -> Iterable:
+        if not is_too_late(article, self._settings):
+            self._in_time.inc()
+            yield article
+            return
+        self._too_late.inc()
+        start, end = window_bounds(article.published_at, self._settings.size_seconds)
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG,
+            DeadLetter(
+                stage="window",
+                reason=TOO_LATE,
+                feed_url=article.feed_url,
+                entry_key=article.url or article.guid or article.article_id,
+                message=(
+                    f"published {article.published_at.isoformat()}, fetched {article.fetched_at.isoformat()}: "
+                    f"window {start.isoformat()}..{end.isoformat()} took late articles for "
+                    f"{self._settings.allowed_lateness_seconds}s after its end"
+                ),
+                raw_excerpt=excerpt(f"{article.title}\n\n{article.text}"),
+                time=utcnow(),
+                run_id=self._run_id,
+            ),
+        )
+
+
+class RouteTooLate(beam.PTransform):
+    """Articles -> Routed(articles still in time for their window, dead letters `too_late` for the others)."""
+
+    def __init__(self, settings: WindowSettings = WindowSettings(), run_id: str = ""):
+        super().__init__()
+        self._settings = settings
+        self._run_id = run_id
+
+    def expand(self, articles: beam.PCollection) -> Routed:
+        routed = articles | "Route" >> beam.ParDo(_RouteTooLateFn(self._settings, self._run_id)).with_outputs(
+            DEAD_LETTER_TAG, main="articles"
+        )
+        return Routed(routed.articles, routed[DEAD_LETTER_TAG])
+
+
+def _at_rejection_time(letter: DeadLetter, timestamp=beam.DoFn.TimestampParam) -> Iterable:
+    yield beam_window.TimestampedValue(
+        letter, Timestamp.from_utc_datetime(letter.time) if letter.time is not None else timestamp
+    )
+
+
+class WindowDeadLetters(beam.PTransform):
+    """DeadLetters -> the same, in fixed windows of their rejection time, ready for a windowed write.
+
+    Fixed windows rather than the global window with a processing-time trigger: they close as the watermark passes,
+    which TestStream drives in tests and a drained job completes, and a dead letter is rejected after its poll, so it
+    is on time. Should one arrive late all the same, it gets a late pane of its own (allowed lateness as articles').
+    """
+
+    def __init__(self, settings: StreamSettings = StreamSettings(), window: WindowSettings = WindowSettings()):
+        super().__init__()
+        self._size = settings.dead_letter_window_seconds
+        self._lateness = window.allowed_lateness_seconds + window.late_margin_seconds
+
+    def expand(self, letters: beam.PCollection) -> beam.PCollection:
+        return (
+            letters
+            | "RejectionTime" >> beam.FlatMap(_at_rejection_time)
+            | "FixedWindows"
+            >> beam.WindowInto(
+                beam_window.FixedWindows(self._size),
+                trigger=beam_trigger.AfterWatermark(late=beam_trigger.AfterCount(1)),
+                accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=Duration(seconds=self._lateness),
+            )
+        )
