@@ -27,9 +27,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import gc
 import json
 import math
 import os
+import pickle
 import re
 import resource
 import subprocess
@@ -47,10 +49,10 @@ from transforms.neardup import (  # noqa: E402
     NearDedupSettings,
     SignatureRecord,
     band_key_matrix,
+    bucket_bounds,
     bucket_pairs,
     cluster_verdicts,
     connected_components,
-    group_buckets,
     is_near_copy,
     language_salt,
     member_of,
@@ -302,6 +304,18 @@ class Corpus:
     hard_pairs: list  # (a, b, kind) that must stay apart
 
 
+def cached_corpus(n: int, seed: int = 7) -> Corpus:
+    """make_corpus(n, seed), kept in a pickle under $TMPDIR: generating 200,000 articles takes minutes."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"neardup-corpus-{n}-{seed}-v1.pickle"
+    if path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    corpus = make_corpus(n, seed)
+    with path.open("wb") as f:
+        pickle.dump(corpus, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return corpus
+
+
 def make_corpus(n: int, seed: int = 7, copy_share: float = 0.10, hard_share: float = 0.10) -> Corpus:
     """`n` articles: originals, copies (`copy_share`) and hard negatives (`hard_share`), shuffled."""
     rng = np.random.default_rng(seed)
@@ -378,71 +392,93 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def run_pure(articles: list, settings: NearDedupSettings, batch: int = 256) -> dict:
-    """Signatures, banding, verification and clusters over `articles`, timed step by step."""
+    """Signatures, banding, verification and clusters over `articles`, timed step by step (CPU seconds).
+
+    The steps are the composite's, on the same pure functions; numpy stands in for the shuffles: a sort per band
+    for the GroupByKey on band keys, pair codes for the Distinct, row indices for the joins with the signatures.
+    """
     timings = {}
     n = len(articles)
     t = time.process_time()
     sigs = np.empty((n, settings.num_perm), dtype=np.uint32)
     counts = np.empty(n, dtype=np.int64)
-    numbers = [None] * n
+    facts = [b""] * n
     for start in range(0, n, batch):
         chunk = articles[start : start + batch]
         shingles = shingle_hashes([(a.title, a.text) for a in chunk], settings.shingle_size, settings.max_chars)
         sigs[start : start + len(chunk)] = minhash_from_shingles(shingles, settings.num_perm, settings.seed)
         counts[start : start + len(chunk)] = shingles.word_counts
-        numbers[start : start + len(chunk)] = [shingles.facts_of(i).tobytes() for i in range(len(chunk))]
+        facts[start : start + len(chunk)] = [shingles.facts_of(i).tobytes() for i in range(len(chunk))]
     timings["signatures"] = time.process_time() - t
 
     t = time.process_time()
-    records = [
-        SignatureRecord(a.article_id, a.language, sigs[i].tobytes(), a.published_at, len(a.title) + len(a.text),
-                        int(counts[i]), numbers[i], outlet_of(a))
-        for i, a in enumerate(articles)
-    ]
-    timings["records"] = time.process_time() - t
-
-    t = time.process_time()
-    salt_of = {}
+    salt_of: dict[str, int] = {}
     salts = np.array([salt_of.setdefault(a.language, language_salt(a.language)) for a in articles], dtype=np.uint64)
-    keys = band_key_matrix(sigs, salts, settings.bands)
-    pairs = set()
-    capped = 0
-    largest = 0
-    ids = [a.article_id for a in articles]
-    for bucket in group_buckets(keys):
-        members = [(ids[i], False) for i in bucket.tolist()]
-        largest = max(largest, len(members))
-        found, was_capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
-        capped += was_capped
-        pairs.update(found)
-    del keys
+    signed = counts > 0
+    codes = []  # candidate pairs as i * n + j, i < j
+    capped = largest = 0
+    for band in range(settings.bands):
+        keys = band_key_matrix(sigs, salts, settings.bands, only=band)
+        keys[~signed] = np.arange(int((~signed).sum()), dtype=np.uint64)  # unsigned articles are in no bucket
+        order, starts, sizes = bucket_bounds(keys)
+        # Buckets of two (most of them) give their one pair, all at once; larger ones go through bucket_pairs.
+        two = starts[sizes == 2]
+        first, second = order[two], order[two + 1]
+        codes.append(np.minimum(first, second) * n + np.maximum(first, second))
+        for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
+            bucket = order[start : start + size]
+            largest = max(largest, size)
+            members = [(articles[i].article_id, False) for i in bucket.tolist()]
+            found, was_capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
+            capped += was_capped
+            position = {articles[i].article_id: i for i in bucket.tolist()}
+            found = np.array([(position[a], position[b]) for a, b in found], dtype=np.int64).reshape(-1, 2)
+            found.sort(axis=1)
+            codes.append(found[:, 0] * n + found[:, 1])
+    candidates = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+    del codes
     timings["banding"] = time.process_time() - t
 
     t = time.process_time()
-    index = {aid: i for i, aid in enumerate(ids)}
-    pair_list = sorted(pairs)
+    left, right = candidates // n, candidates % n
+    scores = np.empty(len(candidates))
+    for s in range(0, len(candidates), 50_000):
+        scores[s : s + 50_000] = (sigs[left[s : s + 50_000]] == sigs[right[s : s + 50_000]]).mean(axis=1)
+    records = {}
+
+    def record(i: int) -> SignatureRecord:
+        if i not in records:
+            a = articles[i]
+            records[i] = SignatureRecord(a.article_id, a.language, sigs[i].tobytes(), a.published_at,
+                                         len(a.title) + len(a.text), int(counts[i]), facts[i], outlet_of(a))
+        return records[i]
+
+    # The full rule (is_near_copy) on the pairs that pass the lowest threshold; the rest fail it anyway.
+    low = min(settings.threshold, settings.short_threshold, settings.same_outlet_threshold)
     edges = []
-    if pair_list:
-        left = np.fromiter((index[a] for a, _ in pair_list), dtype=np.int64, count=len(pair_list))
-        right = np.fromiter((index[b] for _, b in pair_list), dtype=np.int64, count=len(pair_list))
-        # Vectorised pre-filter on the plain threshold, then the full rule on the survivors.
-        scores = np.empty(len(pair_list))
-        for s in range(0, len(pair_list), 100_000):
-            scores[s : s + 100_000] = (sigs[left[s : s + 100_000]] == sigs[right[s : s + 100_000]]).mean(axis=1)
-        low = min(settings.threshold, settings.short_threshold)
-        for k in np.flatnonzero(scores >= low).tolist():
-            if is_near_copy(records[left[k]], records[right[k]], settings)[0]:
-                edges.append(pair_list[k])
+    for k in np.flatnonzero(scores >= low).tolist():
+        a, b = record(int(left[k])), record(int(right[k]))
+        if is_near_copy(a, b, settings)[0]:
+            edges.append((a.article_id, b.article_id))
     timings["verification"] = time.process_time() - t
 
     t = time.process_time()
+    by_id = {r.article_id: r for r in records.values()}
     verdicts = {}
     for component in connected_components(edges):
-        verdicts.update(cluster_verdicts([member_of(records[index[x]]) for x in component]))
+        verdicts.update(cluster_verdicts([member_of(by_id[x]) for x in component]))
     timings["clusters"] = time.process_time() - t
-    return {"verdicts": verdicts, "timings": timings, "candidate_pairs": len(pair_list), "verified": len(edges),
-            "buckets_capped": capped, "largest_bucket": largest, "records": records}
+    return {"verdicts": verdicts, "timings": timings, "candidate_pairs": len(candidates), "verified": len(edges),
+            "buckets_capped": capped, "largest_bucket": largest, "records": list(records.values())}
 
 
 def evaluate(corpus: Corpus, verdicts: dict) -> dict:
@@ -493,10 +529,13 @@ def evaluate(corpus: Corpus, verdicts: dict) -> dict:
 
 def cmd_quality(args) -> dict:
     settings = NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
-    t = time.process_time()
-    corpus = make_corpus(args.articles, seed=args.seed)
-    made = time.process_time() - t
-    rss_corpus = peak_rss_mib()
+    t = time.perf_counter()
+    corpus = cached_corpus(args.articles, seed=args.seed)
+    made = time.perf_counter() - t
+    rss_corpus = current_rss_mib()
+    # The corpus' millions of objects live to the end: keep the cyclic collector from walking them again and again.
+    gc.collect()
+    gc.freeze()
     words = sum(len(a.title.split()) + len(a.text.split()) for a in corpus.articles) / len(corpus.articles)
     result = run_pure(corpus.articles, settings)
     n = len(corpus.articles)
@@ -504,7 +543,7 @@ def cmd_quality(args) -> dict:
     out = {
         "articles": n,
         "mean_words": round(words, 1),
-        "corpus_seconds": round(made, 1),
+        "corpus_load_seconds": round(made, 1),
         "settings": dataclasses.asdict(settings),
         "quality": evaluate(corpus, result["verdicts"]),
         "candidate_pairs": result["candidate_pairs"],
@@ -520,7 +559,7 @@ def cmd_quality(args) -> dict:
         },
         "us_per_article": round(1e6 * (tm["signatures"] + tm["banding"] + tm["verification"] + tm["clusters"]) / n, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "rss_after_corpus_mib": round(rss_corpus, 1),
+        "rss_with_corpus_loaded_mib": round(rss_corpus, 1),
     }
     print(json.dumps(out, indent=2))
     return out
@@ -540,7 +579,7 @@ def cmd_scaling(args) -> None:
         q = out["quality"]
         print(f"{size:>7} articles: {out['us_per_article']:7.1f} us/article  signatures {out['articles_per_s']['signatures']:>6}/s  "
               f"recall {q['recall']:.4f}  pair precision {q['pair_precision']:.4f}  copy precision {q['copy_precision']:.4f}  "
-              f"candidates {out['candidate_pairs']:>8}  peak RSS {out['peak_rss_mib']:.0f} MiB (corpus {out['rss_after_corpus_mib']:.0f})",
+              f"candidates {out['candidate_pairs']:>8}  peak RSS {out['peak_rss_mib']:.0f} MiB (with the corpus loaded {out['rss_with_corpus_loaded_mib']:.0f})",
               flush=True)
     base = rows[0]["us_per_article"]
     for r in rows[1:]:

@@ -22,13 +22,14 @@ from typing import Sequence
 logging.getLogger().addHandler(logging.NullHandler())
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
 from pipeline import state
 from pipeline.build import build
 from pipeline.compact import compact, recover_compactions
 from pipeline.config import Config, ConfigError, load_config, parse_duration
 from pipeline.options import NewsbeamOptions
+from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
@@ -163,6 +164,8 @@ def run(argv: Sequence[str]) -> int:
     run_id = ours.run_id or new_run_id()
     try:
         with state.OutputLock(config.output, f"run {run_id}"):
+            if options.view_as(StandardOptions).streaming:
+                return run_streaming(config, options, run_id)
             return _run_locked(config, options, run_id, poll_all=args.all)
     except state.LockHeld as err:
         print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
@@ -213,6 +216,29 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
         print("newsbeam: error: the counts do not reconcile (see the run record)", file=sys.stderr)
         return 1
     return 0
+
+
+def run_streaming(config: Config, options: PipelineOptions, run_id: str) -> int:
+    """`newsbeam run --streaming`: run the streaming graph until it is drained or cancelled. No staging, commit or
+    summary: windows are written as they fire. On a remote runner the job keeps running if this process stops."""
+    pipeline = beam.Pipeline(options=options)
+    try:
+        build_streaming(pipeline, config, run_id)
+    except ValueError as err:  # e.g. streaming.poll_overrides naming no feed
+        print(f"newsbeam: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = pipeline.run()
+        print(f"newsbeam: streaming run {run_id} started, writing to {config.output}", file=sys.stderr)
+        final = str(result.wait_until_finish())
+    except KeyboardInterrupt:
+        print(f"newsbeam: stopped waiting for run {run_id} (a job on a remote runner keeps running)", file=sys.stderr)
+        return 130
+    except Exception as err:  # the runner's own error: one line, detail in the log
+        _LOG.debug("pipeline failed", exc_info=True)
+        print(f"newsbeam: run {run_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0 if final.rsplit(".", 1)[-1] in ("DONE", "DRAINED", "CANCELLED") else 1
 
 
 def check_models(config: Config) -> None:

@@ -23,6 +23,7 @@ from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource, FetchSettings
 from transforms.health import HealthSettings
+from transforms.stream import StreamSettings
 from transforms.parse import ParseSettings
 from transforms.window import WindowSettings
 
@@ -52,6 +53,7 @@ class Config:
     dedup: DedupSettings = DedupSettings()
     window: WindowSettings = WindowSettings()
     schedule: HealthSettings = HealthSettings()
+    streaming: StreamSettings = StreamSettings()
 
 
 # YAML names that read better than the field names they set.
@@ -62,6 +64,12 @@ _ALIASES = {
     "schedule.poll": "poll_seconds",
     "schedule.failure_backoff": "failure_backoff_seconds",
     "schedule.validator_check": "validator_check_seconds",
+    "window.allowed_lateness": "allowed_lateness_seconds",
+    "window.late_margin": "late_margin_seconds",
+    "streaming.poll_interval": "poll_interval_seconds",
+    "streaming.poll_overrides.interval": "interval_seconds",
+    "streaming.dead_letter_window": "dead_letter_window_seconds",
+    "streaming.stop_after": "stop_after_seconds",
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

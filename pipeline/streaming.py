@@ -5,7 +5,7 @@
 `build_streaming()` is the assembly, beside `pipeline.build.build()` (batch): the same FetchFeeds, ParseEntries,
 CleanArticles and ClassifyArticles stages, then the streaming-only ones of transforms.stream. Files go straight into
 `<output>/articles/` and `<output>/dead_letter/` (there is no end of run to stage a commit for); every firing of a
-window writes new files, never over an earlier one.
+window writes new files, never over an earlier one. Feed health, conditional GET and the run summary are batch-only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
 from transforms.classify import ClassifyArticles
@@ -29,6 +30,10 @@ from transforms.stream import (
     at_fetch_time,
 )
 from transforms.window import WindowByEventTime
+
+
+# Where WriteToFiles writes files before renaming them into place: <output>/_streaming/<run_id>/<kind>/.
+STREAMING_TEMP_DIR = "_streaming"
 
 
 class StreamingGraph(NamedTuple):
@@ -70,7 +75,9 @@ def build_streaming(
     timely = unique | "TooLate" >> RouteTooLate(config.window, run_id)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 
-    sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=f"{config.output}/_temp")
+    # Not under _temp/: a batch run's clean-up removes every other run's directory there.
+    temp = FileSystems.join(config.output, STREAMING_TEMP_DIR)
+    sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (
         (fetched.dead_letters, parsed.dead_letters, cleaned.dead_letters, classified.dead_letters, timely.dead_letters)

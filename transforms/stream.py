@@ -14,8 +14,10 @@ URL in `poll_overrides`); each tick emits that interval's feeds, timestamped wit
 DeduplicateWithState: two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by content hash.
 Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
 `max(published_at, fetched_at) + lookback` of the last copy seen (an event-time timer clears it): an entry seen in
-every poll is written once, and one that comes back after that long away counts as new. The first copy to arrive is the one kept (batch keeps the earliest published; a stream cannot
-wait for the others) and `duplicate_count` stays 0 (the copy is written before its duplicates arrive).
+every poll is written once, and one that comes back after that long away counts as new. The first copy to arrive is
+the one kept (batch keeps the earliest published; a stream cannot wait for the others), and `duplicate_count` stays 0
+(the copy is written before its duplicates arrive). It runs before RouteTooLate, so an old entry that stays in its
+feed is one dead letter, not one per poll.
 
 RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end plus the
 allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article carries:
@@ -29,8 +31,7 @@ as it takes less than `late_margin_seconds` from its fetch to the window (the wi
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -199,7 +200,7 @@ class _FirstSeenFn(beam.DoFn):
 class _DropSeen(beam.PTransform):
     """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
 
-    def __init__(self, kind: str, key_fn, lookback_seconds: float):
+    def __init__(self, kind: str, key_fn: Callable[[Article], str], lookback_seconds: float):
         super().__init__()
         self._kind = kind
         self._key_fn = key_fn

@@ -29,8 +29,8 @@ window: {size: 30m}
 parse: {max_future: 2d}
 fetch: {read_timeout: 3, retries: 1}
 classify:
-  topic_rules:
-    - {topic: Climate, keywords: [climate, emissions]}
+  label_rules:
+    - {label: climate, keywords: [climate, emissions]}
 """)
     config = load_config(path)
     assert config.feeds[0].url == str(tmp_path / "feeds" / "a.xml")
@@ -38,7 +38,7 @@ classify:
     assert config.window.size_seconds == 1800
     assert config.parse.max_future_seconds == 172800
     assert config.fetch.read_timeout == 3.0 and config.fetch.retries == 1
-    assert config.classify.topic_rules[0].keywords == ("climate", "emissions")
+    assert config.classify.label_rules[0].keywords == ("climate", "emissions")
 
 
 @pytest.mark.parametrize(

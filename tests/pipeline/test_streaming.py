@@ -124,6 +124,7 @@ def test_polls_become_windows_late_panes_too_late_dead_letters_and_one_copy(tmp_
     assert {r["run_id"] for r in rows} == {"stream-test"}
     letters = ds.dataset(str(output / "dead_letter"), format="parquet").to_table().to_pylist()
     assert [(r["reason"], r["entry_key"]) for r in letters] == [("too_late", "https://news.example/stale")]
+    assert not (output / "_temp").exists()  # batch clean-up removes what it finds there
 
     # No counter assertions here: Beam 2.77's streaming DirectRunner keeps only the first bundle's counts per step
     # and thread (its StateSampler caches the first bundle's MetricsContainer). test_stream.py checks the dedup and
