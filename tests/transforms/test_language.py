@@ -16,7 +16,6 @@ from transforms.language import (
     LanguageSettings,
     normalize_code,
     script_profile,
-    shared_detector,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +39,7 @@ CHEROKEE = "ᎣᏍᏛ ᏌᎳᏓᏅ ᏂᎦᏓ ᏣᎳᎩ ᎠᏂᏴᏫᏯ ᎤᏂᏣ
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
     """The default detector, built once per process (as a DoFn's setup() gets it)."""
-    return shared_detector()
+    return LanguageDetector(LanguageSettings())
 
 
 def test_defaults_are_the_ensemble_with_plain_settings():
@@ -48,12 +47,6 @@ def test_defaults_are_the_ensemble_with_plain_settings():
     assert settings.backend == "ensemble"
     assert 0.0 <= settings.threshold <= 1.0
     assert len(DEFAULT_LANGUAGES) == 75
-
-
-def test_shared_detector_is_one_per_settings(detector):
-    assert shared_detector(LanguageSettings()) is detector
-    strict = shared_detector(LanguageSettings(threshold=1.0))
-    assert strict is not detector and shared_detector(LanguageSettings(threshold=1.0)) is strict
 
 
 def test_module_import_is_light():
@@ -144,7 +137,7 @@ def test_mixed_language_text_gets_one_of_them_with_a_lower_score(detector):
 
 
 def test_low_score_becomes_und():
-    strict = shared_detector(LanguageSettings(threshold=1.0))
+    strict = LanguageDetector(LanguageSettings(threshold=1.0))
     mixed = "The government announced new measures today. Die Regierung hat heute neue Maßnahmen angekündigt."
     code, score = strict.detect(mixed)
     assert code == UND and 0.0 < score < 1.0
