@@ -1,4 +1,5 @@
-"""The pipeline graph: feeds in, Parquet partitions, dead letters and feed reports out. `build()` is the assembly."""
+"""The batch pipeline graph: feeds in; Parquet partitions, dead letters, feed reports and near-duplicate
+signatures out (into the run's staging directory, which the driver commits). `build()` is the whole assembly."""
 
 from __future__ import annotations
 
@@ -6,31 +7,44 @@ import datetime as dt
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
-from pipeline.state import REPORTS_DIR, report_to_json, staging_path
+from pipeline.state import REPORTS_DIR, SIGNATURES_DIR, STATE_DIR, report_to_json, staging_path
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
 from transforms.dedup import DeduplicateArticles
 from transforms.fetch import FetchFeeds
 from transforms.health import ReportFeedHealth
-from transforms.history import ReadWrittenKeys
+from transforms.history import ReadPriorSignatures, ReadWrittenKeys
+from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
 from transforms.parse import ParseEntries
-from transforms.sink import ARTICLES_DIR, SinkSettings, WriteDeadLetters, WriteParquetPartitions
+from transforms.sink import (
+    ARTICLES_DIR,
+    ParquetSink,
+    SinkSettings,
+    WriteDeadLetters,
+    WriteParquet,
+    WriteParquetPartitions,
+)
 from transforms.window import WindowByEventTime
 
 
 def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime) -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards."""
+    lookback = config.dedup.lookback_seconds
     fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch, run_id)
     parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
     cleaned = parsed.articles | "Clean" >> CleanArticles(config.clean, run_id)
     classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
-    written = p | "WrittenKeys" >> ReadWrittenKeys(
-        beam.io.filesystems.FileSystems.join(config.output, ARTICLES_DIR), now, config.dedup.lookback_seconds
-    )
+    written = p | "WrittenKeys" >> ReadWrittenKeys(FileSystems.join(config.output, ARTICLES_DIR), now, lookback)
     unique = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
-    windowed = unique | "Window" >> WindowByEventTime(config.window)
+    prior = p | "PriorSignatures" >> ReadPriorSignatures(
+        FileSystems.join(config.output, STATE_DIR, SIGNATURES_DIR), now, lookback
+    )
+    near = unique | "NearDuplicates" >> DeduplicateNearCopies(config.neardup, prior)
+    windowed = near.articles | "Window" >> WindowByEventTime(config.window)
 
     staging = staging_path(config.output, run_id)
     sink = SinkSettings(staging, run_id, config.window.size_seconds, temp_path=f"{config.output}/_temp")
@@ -43,16 +57,27 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime) -> No
     ) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
     (
+        near.signatures
+        # What later runs match against: the articles written (in drop mode the copies point at them anyway).
+        | "WrittenSignatures" >> beam.Filter(lambda r, mark: mark or r.canonical_id in ("", r.article_id),
+                                              config.neardup.mode == "mark")
+        | "WriteSignatures"
+        >> WriteParquet(
+            sink,
+            SIGNATURES_DIR,
+            lambda _: ParquetSink(SIGNATURE_SCHEMA, signature_row, ("article_id",)),
+            lambda r: f"date={r.published_at:%Y-%m-%d}",
+        )
+    )
+    (
         parsed.reports
-        | "FeedHealth" >> ReportFeedHealth(fetched.dead_letters, unique)
+        | "FeedHealth" >> ReportFeedHealth(fetched.dead_letters, near.articles)
         | "ReportLines" >> beam.Map(report_to_json)
         | "WriteReports"
         >> fileio.WriteToFiles(
             path=f"{staging}/{REPORTS_DIR}",
             file_naming=fileio.default_file_naming("reports", ".jsonl"),
-            temp_directory=beam.options.value_provider.StaticValueProvider(
-                str, f"{config.output}/_temp/{run_id}/{REPORTS_DIR}"
-            ),
+            temp_directory=StaticValueProvider(str, f"{config.output}/_temp/{run_id}/{REPORTS_DIR}"),
             shards=1,
         )
     )

@@ -1,10 +1,13 @@
 """The `newsbeam` command.
 
-    newsbeam run [--config FILE] [--output DIR] [any Beam pipeline option]
+    newsbeam run [--config FILE] [--output DIR] [--all] [--streaming] [any Beam pipeline option]
+    newsbeam compact OUTPUT [--older-than 1d]
+    newsbeam train-topics --data CSV --out MODEL
 
-runs the pipeline (the bundled sample feeds by default, written to ./output), prints the run summary and writes it
-to `<output>/_runs/<run_id>.json`. Exit status: 0 when the run finished and its counts reconcile, 1 when the run
-failed or the counts do not reconcile, 2 for a bad command line or config (one line on stderr, no traceback).
+`run` runs the pipeline (the bundled sample feeds by default, written to ./output), commits its files, updates the
+feed state, prints the run summary and writes it to `<output>/_runs/<run_id>.json`. Exit status: 0 when the run
+finished and its counts reconcile, 1 when the run failed or the counts do not reconcile, 2 for a bad command line,
+config or model file (one line on stderr, no traceback).
 """
 
 from __future__ import annotations

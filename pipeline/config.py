@@ -23,6 +23,7 @@ from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource, FetchSettings
 from transforms.health import HealthSettings
+from transforms.neardup import NearDedupSettings
 from transforms.stream import StreamSettings
 from transforms.parse import ParseSettings
 from transforms.window import WindowSettings
@@ -51,6 +52,7 @@ class Config:
     clean: CleanSettings = CleanSettings()
     classify: ClassifySettings = ClassifySettings()
     dedup: DedupSettings = DedupSettings()
+    neardup: NearDedupSettings = NearDedupSettings()
     window: WindowSettings = WindowSettings()
     schedule: HealthSettings = HealthSettings()
     streaming: StreamSettings = StreamSettings()

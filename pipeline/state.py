@@ -4,6 +4,7 @@
     <output>/_staging/<run_id>/        where a run's pipeline writes; moved into place only after it succeeded
     <output>/_runs/<run_id>.json       the run record, written last: which files the run committed, every count
     <output>/_state/feeds.parquet      feed health and conditional-GET validators (transforms.health.FeedHealth)
+    <output>/_state/signatures/        near-duplicate signatures of written articles, by published date
     <output>/_state/lock               held while a run or a compaction changes the output
 
 Crash safety: every file becomes visible through one atomic rename, and only after the pipeline has finished. A
@@ -36,6 +37,7 @@ STAGING_DIR = "_staging"
 RUNS_DIR = "_runs"
 STATE_DIR = "_state"
 REPORTS_DIR = "feed_reports"
+SIGNATURES_DIR = "signatures"
 FEED_STATE_FILE = "feeds.parquet"
 
 
@@ -153,18 +155,22 @@ def staged_files(output: str, run_id: str, kind: str) -> list[str]:
 
 
 def commit(output: str, run_id: str) -> tuple[list[str], list[str]]:
-    """Move the run's staged article and dead-letter files into place, one atomic rename each.
-
-    Returns the committed paths. Files keep their relative path (the partition directory) and their run-unique name.
-    """
+    """Move the run's staged files into place, one atomic rename each: the run state's signatures first, then the
+    dead letters, then the articles. Returns the committed article and dead-letter paths. Files keep their relative
+    path (the partition directory) and their run-unique name."""
     committed: dict[str, list[str]] = {}
     stage = staging_path(output, run_id)
-    for kind in (ARTICLES_DIR, DEAD_LETTER_DIR):
+    destinations = {
+        SIGNATURES_DIR: FileSystems.join(output, STATE_DIR, SIGNATURES_DIR),
+        DEAD_LETTER_DIR: FileSystems.join(output, DEAD_LETTER_DIR),
+        ARTICLES_DIR: FileSystems.join(output, ARTICLES_DIR),
+    }
+    for kind, destination in destinations.items():
         moved = []
         source_root = FileSystems.join(stage, kind)
         for source in staged_files(output, run_id, kind):
             relative = source[len(source_root):].lstrip("/")
-            target = FileSystems.join(output, kind, relative)
+            target = FileSystems.join(destination, relative)
             _mkdirs(target.rsplit("/", 1)[0])
             FileSystems.rename([source], [target])
             moved.append(target)

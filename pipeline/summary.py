@@ -36,6 +36,11 @@ class RunSummary:
     rows_in_files: int = 0
     duplicates: int = 0
     already_written: int = 0
+    near_duplicates_dropped: int = 0
+    near_duplicates_marked: int = 0
+    near_duplicate_clusters: int = 0
+    near_duplicates_of_earlier_runs: int = 0
+    revisions: int = 0
     entry_dead_letters: int = 0
     feed_dead_letters: int = 0
     dead_letters_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -99,6 +104,11 @@ def summarise(summary: RunSummary, counters: dict[str, int], article_files: list
     summary.articles_written = c["sink/articles"]
     summary.duplicates = c["dedup/duplicates"]
     summary.already_written = c["dedup/already_written"]
+    summary.near_duplicates_dropped = c["neardup/copies_dropped"]
+    summary.near_duplicates_marked = c["neardup/copies_marked"]
+    summary.near_duplicate_clusters = c["neardup/clusters"]
+    summary.near_duplicates_of_earlier_runs = c["neardup/matched_prior"]
+    summary.revisions = c["neardup/revisions"]
     summary.feeds_not_modified = c["parse/not_modified"]
     summary.entry_dead_letters = c["sink/dead_letter_entries"]
     summary.feed_dead_letters = c["sink/dead_letter_feeds"]
@@ -151,7 +161,12 @@ def format_table(summary: RunSummary) -> str:
         ("feeds malformed (entries salvaged)", summary.feeds_malformed),
         ("entries read", summary.entries_read),
         ("articles written", summary.articles_written),
-        ("duplicates dropped", summary.duplicates),
+        ("duplicates dropped (exact + near)", summary.duplicates),
+        ("  near-duplicates dropped", summary.near_duplicates_dropped),
+        ("  near-duplicates marked", summary.near_duplicates_marked),
+        ("  near-duplicate clusters", summary.near_duplicate_clusters),
+        ("  copies of earlier runs' articles", summary.near_duplicates_of_earlier_runs),
+        ("  revisions", summary.revisions),
         ("already written earlier", summary.already_written),
         ("dead letters (entries)", summary.entry_dead_letters),
         ("dead letters (feeds)", summary.feed_dead_letters),

@@ -195,8 +195,9 @@ def identity_keys(article: Article) -> list[str]:
     return [prefix + value for (prefix, _), value in zip(_KEY_COLUMNS, values) if value]
 
 
-class _CachedSideInput:
-    """Converts a side input once per worker rather than once per element (Beam hands the same list each time)."""
+class CachedSideInput:
+    """Converts a side input once per DoFn instance rather than once per element (Beam hands the same list each
+    time): `CachedSideInput(set).get(side_input)`."""
 
     def __init__(self, convert: Callable):
         self._convert = convert
@@ -220,7 +221,7 @@ class _MatchWrittenFn(beam.DoFn):
     """Emits the keys of this run that also appear in a batch of already-written rows."""
 
     def __init__(self):
-        self._wanted = _CachedSideInput(_keys_by_column)
+        self._wanted = CachedSideInput(_keys_by_column)
 
     def process(self, written: pa.Table, run_keys: list[str]) -> Iterable[str]:
         wanted = self._wanted.get(run_keys)
@@ -233,7 +234,7 @@ class _MatchWrittenFn(beam.DoFn):
 
 class _DropWrittenFn(beam.DoFn):
     def __init__(self):
-        self._known = _CachedSideInput(set)
+        self._known = CachedSideInput(set)
         self._dropped = Metrics.counter("dedup", "already_written")
 
     def process(self, article: Article, written_keys: list[str]) -> Iterable[Article]:

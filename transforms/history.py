@@ -1,9 +1,14 @@
-"""ReadWrittenKeys: the identity columns of what earlier runs wrote, read from the output dataset itself.
+"""ReadWrittenKeys and ReadPriorSignatures: what earlier runs wrote, for deduplication across runs.
+
+ReadWrittenKeys reads the identity columns of the output dataset itself.
 
 The dataset is the source of truth for cross-run deduplication: there is no index beside it that could disagree
 with it after a crash. Only the partitions inside the lookback (by event-time date) are read, and only three columns
 (`article_id`, `url`, `content_hash`), as Arrow record batches streamed file by file: no step ever holds the whole
 history in memory. DeduplicateArticles then matches them against the (much smaller) set of this run's keys.
+
+ReadPriorSignatures reads the near-duplicate signatures earlier runs kept in the run state
+(`_state/signatures/date=<published date>/`), for DeduplicateNearCopies to match copies against yesterday's originals.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import datetime as dt
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquetBatched
+from apache_beam.io.parquetio import ReadAllFromParquet, ReadAllFromParquetBatched
+
+from transforms.neardup import signature_from_row
 
 KEY_COLUMNS = ("article_id", "url", "content_hash")
 
@@ -43,4 +50,20 @@ class ReadWrittenKeys(beam.PTransform):
             pbegin
             | "Partitions" >> beam.Create(self._patterns)
             | "ReadKeyColumns" >> ReadAllFromParquetBatched(columns=list(KEY_COLUMNS))
+        )
+
+
+class ReadPriorSignatures(beam.PTransform):
+    """Root transform: the SignatureRecords (prior) kept by earlier runs for articles inside the lookback."""
+
+    def __init__(self, signatures_path: str, now: dt.datetime, lookback_seconds: float):
+        super().__init__()
+        self._patterns = lookback_patterns(signatures_path, now, lookback_seconds)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Partitions" >> beam.Create(self._patterns)
+            | "ReadSignatures" >> ReadAllFromParquet()
+            | "Records" >> beam.Map(signature_from_row)
         )

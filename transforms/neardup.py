@@ -47,6 +47,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from transforms.article import UTC, Article, stable_id
+from transforms.dedup import CachedSideInput
 
 MODES = ("drop", "mark")
 
@@ -103,6 +104,12 @@ class NearDedupSettings:
     def rows(self) -> int:
         """Signature values per band."""
         return self.num_perm // self.bands
+
+    @property
+    def scheme(self) -> str:
+        """What makes two signatures comparable: records of another scheme (say, from a run state written with
+        other settings) are never compared."""
+        return f"minhash-oph1-p{self.num_perm}-w{self.shingle_size}-c{self.max_chars}-s{self.seed}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,7 +272,9 @@ class ShingleBatch(NamedTuple):
         return self.facts[self.fact_bounds[i] : self.fact_bounds[i + 1]]
 
 
-def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = NearDedupSettings.max_chars) -> ShingleBatch:
+def shingle_hashes(
+    docs: Sequence[tuple[str, str]], size: int, max_chars: int = NearDedupSettings.max_chars
+) -> ShingleBatch:
     """64-bit hashes of the word shingles of each (title, text), for a whole batch in a few numpy passes.
 
     A word's hash is a polynomial over its code points (prefix sums, so every word of the batch costs the same few
@@ -278,7 +287,9 @@ def shingle_hashes(docs: Sequence[tuple[str, str]], size: int, max_chars: int = 
         return _concatenate(shingle_hashes(docs[:half], size, max_chars), shingle_hashes(docs[half:], size, max_chars))
     if not originals:
         empty = np.zeros(0, dtype=np.int64)
-        return ShingleBatch(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
+        return ShingleBatch(
+            np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64)
+        )
     texts = [original.casefold() for original in originals]
     cps, _, starts, ends = _tokens("\n" + "\n".join(texts) + "\n")
     # Capitals are read from the text before case folding, where folding kept every character in place.
@@ -453,7 +464,9 @@ def _densify(sig: np.ndarray, filled: np.ndarray, table: np.ndarray) -> None:
         sig[row, col] = sig[row, order[filled[row, order]][0]]
 
 
-def minhash_signatures(docs: Sequence[tuple[str, str]], settings: NearDedupSettings = NearDedupSettings()) -> np.ndarray:
+def minhash_signatures(
+    docs: Sequence[tuple[str, str]], settings: NearDedupSettings = NearDedupSettings()
+) -> np.ndarray:
     """The (n, num_perm) uint32 signatures of a batch of (title, text)."""
     batch = shingle_hashes(docs, settings.shingle_size, settings.max_chars)
     return minhash_from_shingles(batch, settings.num_perm, settings.seed)
@@ -554,6 +567,7 @@ class SignatureRecord:
     outlet: str = ""
     prior: bool = False
     canonical_id: str = ""
+    scheme: str = NearDedupSettings().scheme
 
     def values(self) -> np.ndarray:
         """The signature as a uint32 array."""
@@ -571,6 +585,7 @@ SIGNATURE_SCHEMA = pa.schema(
         pa.field("facts", pa.binary()),
         pa.field("outlet", pa.string()),
         pa.field("canonical_id", pa.string()),
+        pa.field("scheme", pa.string()),
     ]
 )
 
@@ -597,6 +612,7 @@ def signature_from_row(row: dict) -> SignatureRecord:
         outlet=fields["outlet"] or "",
         prior=True,
         canonical_id=fields["canonical_id"] or fields["article_id"],
+        scheme=fields["scheme"] or "",
     )
 
 
@@ -612,7 +628,9 @@ def outlet_of(article: Article) -> str:
     return ""
 
 
-def signature_records(articles: Sequence[Article], settings: NearDedupSettings = NearDedupSettings()) -> list[SignatureRecord | None]:
+def signature_records(
+    articles: Sequence[Article], settings: NearDedupSettings = NearDedupSettings()
+) -> list[SignatureRecord | None]:
     """One record per article (None for an article without words), signed as one vectorised batch."""
     batch = shingle_hashes([(a.title, a.text) for a in articles], settings.shingle_size, settings.max_chars)
     sigs = minhash_from_shingles(batch, settings.num_perm, settings.seed)
@@ -631,6 +649,7 @@ def signature_records(articles: Sequence[Article], settings: NearDedupSettings =
                 word_count=count,
                 facts=batch.facts_of(i).astype("<u4").tobytes(),
                 outlet=outlet_of(article),
+                scheme=settings.scheme,
             )
         )
     return out
@@ -652,13 +671,15 @@ def facts_agree(a: bytes, b: bytes, overlap: float, minimum: int) -> bool:
     return shared >= overlap * min(len(na), len(nb))
 
 
-def is_near_copy(a: SignatureRecord, b: SignatureRecord, settings: NearDedupSettings = NearDedupSettings()) -> tuple[bool, float]:
+def is_near_copy(
+    a: SignatureRecord, b: SignatureRecord, settings: NearDedupSettings = NearDedupSettings()
+) -> tuple[bool, float]:
     """Whether two records are copies of one story, and their estimated similarity.
 
-    Never across languages; stricter for short texts, whose few shingles make the estimate coarse and a shared
+    Never across languages (nor signature schemes); stricter for short texts, whose few shingles make the estimate coarse and a shared
     headline formula common, and for two articles of one outlet; never when the facts they state disagree.
     """
-    if a.language != b.language:
+    if a.language != b.language or a.scheme != b.scheme:
         return False, 0.0
     score = similarity(a.values(), b.values())
     needed = settings.threshold
@@ -688,8 +709,14 @@ class Member(NamedTuple):
 
 def member_of(record: SignatureRecord) -> Member:
     """The Member of a signature record."""
-    return Member(record.article_id, record.prior, record.published_at, record.text_length, record.outlet,
-                  record.canonical_id or record.article_id)
+    return Member(
+        record.article_id,
+        record.prior,
+        record.published_at,
+        record.text_length,
+        record.outlet,
+        record.canonical_id or record.article_id,
+    )
 
 
 _FAR_FUTURE = dt.datetime.max.replace(tzinfo=UTC)
@@ -1006,8 +1033,33 @@ def _with_canonical(record: SignatureRecord, verdicts: dict[str, Verdict]) -> Si
     return dataclasses.replace(record, canonical_id=verdict.canonical_id if verdict else record.article_id)
 
 
-def _as_prior(record: SignatureRecord) -> SignatureRecord:
-    return record if record.prior else dataclasses.replace(record, prior=True)
+class _PriorFn(beam.DoFn):
+    """Records of earlier runs -> the ones comparable with this run's (same scheme), marked prior."""
+
+    def __init__(self, scheme: str):
+        self._scheme = scheme
+        self._kept = Metrics.counter("neardup", "prior_signatures")
+        self._other = Metrics.counter("neardup", "prior_signatures_other_scheme")
+
+    def process(self, record: SignatureRecord) -> Iterable[SignatureRecord]:
+        if record.scheme != self._scheme:
+            self._other.inc()
+            return
+        self._kept.inc()
+        yield record if record.prior else dataclasses.replace(record, prior=True)
+
+
+class _SharesBandFn(beam.DoFn):
+    """Prior records that share at least one band key with this run's records."""
+
+    def __init__(self, bands: int):
+        self._bands = bands
+        self._run_keys = CachedSideInput(set)
+
+    def process(self, record: SignatureRecord, run_bands: list[int]) -> Iterable[SignatureRecord]:
+        keys = self._run_keys.get(run_bands)
+        if any(key in keys for key, _ in _band_members(record, self._bands)):
+            yield record
 
 
 class DeduplicateNearCopies(beam.PTransform):
@@ -1018,7 +1070,9 @@ class DeduplicateNearCopies(beam.PTransform):
     windowing): the verdicts reach the articles as a side input.
     """
 
-    def __init__(self, settings: NearDedupSettings = NearDedupSettings(), prior_signatures: beam.PCollection | None = None):
+    def __init__(
+        self, settings: NearDedupSettings = NearDedupSettings(), prior_signatures: beam.PCollection | None = None
+    ):
         super().__init__()
         self._settings = settings
         self._prior = prior_signatures
@@ -1034,7 +1088,16 @@ class DeduplicateNearCopies(beam.PTransform):
         )
         records = signed
         if self._prior is not None:
-            prior = self._prior | "MarkPrior" >> beam.Map(_as_prior)
+            # Only priors that share a band with this run can match: filtering them first keeps the shuffle as
+            # small as the run, however long the history.
+            run_bands = beam.pvalue.AsList(
+                signed | "RunBandKeys" >> beam.FlatMap(lambda r: [k for k, _ in _band_members(r, settings.bands)])
+            )
+            prior = (
+                self._prior
+                | "MarkPrior" >> beam.ParDo(_PriorFn(settings.scheme))
+                | "PriorsSharingABand" >> beam.ParDo(_SharesBandFn(settings.bands), run_bands)
+            )
             records = (signed, prior) | "WithPrior" >> beam.Flatten()
         keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
         pairs = (

@@ -122,7 +122,7 @@ class _CheckWrittenFn(beam.DoFn):
 
     def __init__(self, base_path: str, kind: str):
         self._base_path = base_path
-        self._files = Metrics.counter("sink", f"{kind}_files")
+        self._files = Metrics.counter("sink", f"files_{kind}")
 
     def process(self, result: fileio.FileResult) -> Iterable[str]:
         path = FileSystems.join(self._base_path, result.file_name)
@@ -164,6 +164,44 @@ class SinkSettings:
     temp_path: str = ""
 
 
+class WriteParquet(beam.PTransform):
+    """Records -> Parquet files under `<output>/<kind>/<destination(record)>/`, with the sink's workarounds.
+
+    The building block of the writers below; also used for the near-duplicate signatures of the run state.
+    Returns the written paths.
+    """
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        kind: str,
+        sink: Callable[[str], ParquetSink],
+        destination: Callable[[Any], str] = lambda _: "",
+    ):
+        super().__init__()
+        self._settings = settings
+        self._kind = kind
+        self._sink = sink
+        self._destination = destination
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        s = self._settings
+        base = FileSystems.join(s.output_path, self._kind)
+        return (
+            records
+            | "Write"
+            >> fileio.WriteToFiles(
+                path=base,
+                destination=self._destination,
+                sink=self._sink,
+                file_naming=PartitionFileNaming(base, s.run_id),
+                temp_directory=_temp_dir(s, self._kind),
+                shards=1,
+            )
+            | "CheckWritten" >> beam.ParDo(_CheckWrittenFn(base, self._kind))
+        )
+
+
 class WriteParquetPartitions(beam.PTransform):
     """Windowed Articles -> Parquet files under `<output>/articles/<partition>/`. Returns the written paths."""
 
@@ -172,22 +210,14 @@ class WriteParquetPartitions(beam.PTransform):
         self._settings = settings
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        s = self._settings
-        base = FileSystems.join(s.output_path, ARTICLES_DIR)
-        window_seconds = s.window_seconds
+        window_seconds = self._settings.window_seconds
         return (
             articles
             | "Count" >> beam.ParDo(_CountArticlesFn())
-            | "Write"
-            >> fileio.WriteToFiles(
-                path=base,
-                destination=lambda a: partition_path(a.window_start, window_seconds),
-                sink=_article_sink,
-                file_naming=PartitionFileNaming(base, s.run_id),
-                temp_directory=_temp_dir(s, ARTICLES_DIR),
-                shards=1,
+            | "Files"
+            >> WriteParquet(
+                self._settings, ARTICLES_DIR, _article_sink, lambda a: partition_path(a.window_start, window_seconds)
             )
-            | "CheckWritten" >> beam.ParDo(_CheckWrittenFn(base, "article"))
         )
 
 
@@ -199,21 +229,10 @@ class WriteDeadLetters(beam.PTransform):
         self._settings = settings
 
     def expand(self, letters: beam.PCollection) -> beam.PCollection:
-        s = self._settings
-        base = FileSystems.join(s.output_path, DEAD_LETTER_DIR)
         return (
             letters
             | "Count" >> beam.ParDo(_CountDeadLettersFn())
-            | "Write"
-            >> fileio.WriteToFiles(
-                path=base,
-                destination=lambda _: "",
-                sink=_dead_letter_sink,
-                file_naming=PartitionFileNaming(base, s.run_id),
-                temp_directory=_temp_dir(s, DEAD_LETTER_DIR),
-                shards=1,
-            )
-            | "CheckWritten" >> beam.ParDo(_CheckWrittenFn(base, "dead_letter"))
+            | "Files" >> WriteParquet(self._settings, DEAD_LETTER_DIR, _dead_letter_sink)
         )
 
 

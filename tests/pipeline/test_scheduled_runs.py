@@ -271,3 +271,31 @@ def test_sigkill_at_any_point_then_rerun_is_exactly_once(tmp_path):
             subprocess.run([*command, "--output", str(out)], check=True, capture_output=True, cwd=REPO)
             assert exactly_once(out) == (40, 40), fraction
             assert not list((out / "_staging").glob("*")), fraction
+
+
+STORY = (
+    "Rescue teams in the northern port of Vianna evacuated 1,240 residents on Tuesday after Storm Halvard pushed "
+    "waves over the sea wall, the regional civil protection agency said. Mayor Ines Carvalho said 14 streets near "
+    "the harbour were flooded and the fish market would stay closed until Friday. Forecasters expect winds of 130 "
+    "km/h overnight, and the agency asked drivers to avoid the coastal road between Vianna and Esposende. Schools "
+    "in three districts will remain shut, and the national rail operator cancelled 22 regional trains. Engineers "
+    "will inspect the breakwater once the sea calms, the agency said, adding that no injuries had been reported."
+)
+
+
+def test_a_syndicated_copy_arriving_later_is_matched_to_the_earlier_original(tmp_path):
+    copy = STORY.replace("Rescue teams", "Emergency crews").replace("on Tuesday", "on Tuesday morning").replace(
+        "the agency said, adding that no injuries had been reported.", "officials said.")
+    first = {"id": 1, "title": "Storm Halvard floods Vianna harbour", "text": STORY, "published": NOW - dt.timedelta(hours=3)}
+    later = {"id": 2, "title": "Thousands evacuated as Storm Halvard hits Vianna", "text": copy,
+             "published": NOW - dt.timedelta(hours=1)}
+    with FeedServer() as server:
+        server.add("/wire.xml", rss([first]), content_type="application/rss+xml")
+        server.add("/paper.xml", rss([]), content_type="application/rss+xml")
+        config = write_config(tmp_path, [server.url("/wire.xml"), server.url("/paper.xml")])
+        out = tmp_path / "out"
+        assert run(config, out)["articles_written"] == 1
+        server.add("/paper.xml", rss([later]), content_type="application/rss+xml")
+        second = run(config, out)
+    assert second["articles_written"] == 0
+    assert second["near_duplicates_dropped"] == 1 and second["near_duplicates_of_earlier_runs"] == 1

@@ -1,4 +1,4 @@
-"""DeduplicateNearCopies: shingles, signatures, similarity, the canonical choice, and the composite on small clusters."""
+"""DeduplicateNearCopies: shingles, signatures, similarity, the canonical choice, the composite on small clusters."""
 
 import dataclasses
 import datetime as dt
@@ -96,20 +96,41 @@ def story(paragraphs, edits=()):
 
 def art(article_id, text, title="Northbridge approves budget", minutes=0, language="en", host="ledger.test", **kw):
     return Article(
-        article_id=article_id, feed_url=f"https://{host}/rss", source=host, url=f"https://{host}/{article_id}",
-        title=title, text=text, language=language, published_at=T0 + dt.timedelta(minutes=minutes), **kw,
+        article_id=article_id,
+        feed_url=f"https://{host}/rss",
+        source=host,
+        url=f"https://{host}/{article_id}",
+        title=title,
+        text=text,
+        language=language,
+        published_at=T0 + dt.timedelta(minutes=minutes),
+        **kw,
     )
 
 
 ORIGINAL = art("wire", story(BUDGET), title="Northbridge council approves 48 million euro budget", host="wire.test")
 SYNDICATED = art(
     "syndicated",
-    story(BUDGET[:5], [(1, "Mayor Helen Carter said", "According to Mayor Helen Carter,"), (2, "hurt small shops", "hit small businesses")])
-    + "\n\n" + LEDGER_FURNITURE,
-    title="Council backs budget after four-hour debate", minutes=45, host="ledger.test",
+    story(
+        BUDGET[:5],
+        [
+            (1, "Mayor Helen Carter said", "According to Mayor Helen Carter,"),
+            (2, "hurt small shops", "hit small businesses"),
+        ],
+    )
+    + "\n\n"
+    + LEDGER_FURNITURE,
+    title="Council backs budget after four-hour debate",
+    minutes=45,
+    host="ledger.test",
 )
-OTHER_STORY = art("other-story", story(BUDGET_OTHER_STORY), title="Northbridge council delays depot sale", minutes=30,
-                  host="post.test")
+OTHER_STORY = art(
+    "other-story",
+    story(BUDGET_OTHER_STORY),
+    title="Northbridge council delays depot sale",
+    minutes=30,
+    host="post.test",
+)
 
 
 def record(article, settings=NearDedupSettings()):
@@ -147,7 +168,11 @@ def test_signature_does_not_depend_on_the_batch_or_the_process():
     for i, doc in enumerate(docs):
         assert np.array_equal(batch[i], minhash_signature(*doc))
     # Python's own str hash changes with PYTHONHASHSEED; these signatures must not (workers and runs must agree).
-    code = "from tests.transforms.test_neardup import ORIGINAL as a; from transforms.neardup import minhash_signature as m; print(m(a.title, a.text)[:8].tolist())"
+    code = (
+        "from tests.transforms.test_neardup import ORIGINAL as a\n"
+        "from transforms.neardup import minhash_signature as m\n"
+        "print(m(a.title, a.text)[:8].tolist())"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == str(batch[0][:8].tolist())
@@ -171,6 +196,8 @@ def test_is_near_copy_rules():
     original, syndicated, other = record(ORIGINAL), record(SYNDICATED), record(OTHER_STORY)
     assert is_near_copy(original, syndicated, settings)[0]
     assert not is_near_copy(original, other, settings)[0]  # same event and names, other facts
+    # Signatures made with other settings (a run state from before a change) are never compared.
+    assert not is_near_copy(original, dataclasses.replace(syndicated, scheme="minhash-oph1-p256"), settings)[0]
     # Another language never matches, whatever the text.
     assert not is_near_copy(original, dataclasses.replace(original, article_id="de", language="de"), settings)[0]
     # Short texts need more: the same similarity that makes two articles copies is not enough for two titles.
@@ -179,17 +206,42 @@ def test_is_near_copy_rules():
     assert not is_near_copy(original, short, dataclasses.replace(settings, short_threshold=min(1.0, score + 0.01)))[0]
     # Two articles of one outlet share its furniture: they need more too.
     same_outlet = dataclasses.replace(syndicated, outlet=original.outlet)
-    assert not is_near_copy(original, same_outlet, dataclasses.replace(settings, same_outlet_threshold=min(1.0, score + 0.01)))[0]
+    assert not is_near_copy(
+        original, same_outlet, dataclasses.replace(settings, same_outlet_threshold=min(1.0, score + 0.01))
+    )[0]
     # The same template about another town: other names, other figures.
-    swaps = {"Northbridge": "Southport", "Helen Carter": "Ann Moss", "Tom Reyes": "Ian Wu", "Lark": "Tame",
-             "Market Street": "High Street", "48": "51", "120": "80", "35": "12", "6 million": "9 million",
-             "200": "90", "7 to 2": "5 to 4", "3 percent": "2 percent", "four": "three"}
+    swaps = {
+        "Northbridge": "Southport",
+        "Helen Carter": "Ann Moss",
+        "Tom Reyes": "Ian Wu",
+        "Lark": "Tame",
+        "Market Street": "High Street",
+        "48": "51",
+        "120": "80",
+        "35": "12",
+        "6 million": "9 million",
+        "200": "90",
+        "7 to 2": "5 to 4",
+        "3 percent": "2 percent",
+        "four": "three",
+    }
     template = story(BUDGET)
     for old, new in swaps.items():
         template = template.replace(old, new)
-    templated = record(art("template", template, title=ORIGINAL.title.replace("Northbridge", "Southport"), host="x.test"))
+    templated = record(
+        art("template", template, title=ORIGINAL.title.replace("Northbridge", "Southport"), host="x.test")
+    )
     assert similarity(original.values(), templated.values()) >= settings.threshold
     assert not is_near_copy(original, templated, settings)[0]
+
+
+def test_title_only_entries_need_nearly_the_same_words():
+    one = record(art("t1", "", title="Northbridge council approves 48 million euro budget after long debate"))
+    other = record(art("t2", "", title="Northbridge council approves 48 million euro budget after short debate"))
+    same = record(art("t3", "", title="Northbridge council approves 48 million euro budget after long debate!"))
+    assert one.word_count < NearDedupSettings().min_words
+    assert similarity(one.values(), other.values()) >= NearDedupSettings().threshold
+    assert not is_near_copy(one, other)[0] and is_near_copy(one, same)[0]
 
 
 def test_bucket_pairs_all_pairs_or_capped_neighbours():
@@ -197,7 +249,15 @@ def test_bucket_pairs_all_pairs_or_capped_neighbours():
     pairs, capped = bucket_pairs(members, max_bucket_size=5, window=1)
     assert len(pairs) == 10 and not capped
     pairs, capped = bucket_pairs(members * 2, max_bucket_size=4, window=2)  # duplicates count once
-    assert capped and pairs == [("a0", "a1"), ("a0", "a2"), ("a1", "a2"), ("a1", "a3"), ("a2", "a3"), ("a2", "a4"), ("a3", "a4")]
+    assert capped and pairs == [
+        ("a0", "a1"),
+        ("a0", "a2"),
+        ("a1", "a2"),
+        ("a1", "a3"),
+        ("a2", "a3"),
+        ("a2", "a4"),
+        ("a3", "a4"),
+    ]
     big = [(f"b{i:05d}", False) for i in range(10_000)]
     pairs, capped = bucket_pairs(big, max_bucket_size=64, window=4)
     assert capped and len(pairs) < 4 * len(big)  # linear, never quadratic
@@ -222,7 +282,9 @@ def member(article_id, minutes, length=100, prior=False, outlet="o.test", canoni
 
 
 def test_canonical_is_earliest_then_longest_then_smallest_id():
-    verdicts = cluster_verdicts([member("b", 5), member("a", 10), member("c", 5, length=200), member("d", 5, length=200)])
+    verdicts = cluster_verdicts(
+        [member("b", 5), member("a", 10), member("c", 5, length=200), member("d", 5, length=200)]
+    )
     assert {v.canonical_id for v in verdicts.values()} == {"c"}
     assert verdicts["c"].is_canonical and not verdicts["d"].is_canonical
     assert verdicts["a"].cluster_size == 4 and verdicts["a"].cluster_id == stable_id("neardup", "c")
@@ -230,10 +292,13 @@ def test_canonical_is_earliest_then_longest_then_smallest_id():
 
 
 def test_a_prior_member_is_canonical_and_never_given_a_verdict():
-    verdicts = cluster_verdicts([member("new", -60, outlet="a.test"), member("old", 0, prior=True, outlet="b.test", canonical="first")])
-    assert set(verdicts) == {"new"}
-    assert verdicts["new"] == verdicts["new"]._replace(canonical_id="first", is_canonical=False, matched_prior=True, revision=False)
-    assert verdicts["new"].cluster_id == stable_id("neardup", "first")  # the cluster id of the earlier run
+    verdicts = cluster_verdicts(
+        [member("new", -60, outlet="a.test"), member("old", 0, prior=True, outlet="b.test", canonical="first")]
+    )
+    assert set(verdicts) == {"new"}  # published earlier, but the prior one was already written
+    new = verdicts["new"]
+    assert new.canonical_id == "first" and not new.is_canonical and new.matched_prior and not new.revision
+    assert new.cluster_id == stable_id("neardup", "first")  # the cluster id of the earlier run
 
 
 def test_settings_are_validated():
@@ -302,10 +367,15 @@ def run_all(cases):
         prior = case.get("prior")
         prior_pc = p | f"Prior{i}" >> beam.Create(prior) if prior is not None else None
         settings = case.get("settings") or NearDedupSettings()
-        result = (p | f"Articles{i}" >> beam.Create(case["articles"])
-                  | f"NearDuplicates{i}" >> DeduplicateNearCopies(settings, prior_signatures=prior_pc))
+        result = (
+            p
+            | f"Articles{i}" >> beam.Create(case["articles"])
+            | f"NearDuplicates{i}" >> DeduplicateNearCopies(settings, prior_signatures=prior_pc)
+        )
         if case.get("rows") is not None:
-            written = result.articles | f"Rows{i}" >> beam.Map(lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of))
+            written = result.articles | f"Rows{i}" >> beam.Map(
+                lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of)
+            )
             assert_that(written, equal_to(case["rows"]), label=f"CheckRows{i}")
         if case.get("signatures") is not None:
             canonical = result.signatures | f"Canonical{i}" >> beam.Map(lambda r: (r.article_id, r.canonical_id))
@@ -341,8 +411,13 @@ def test_mark_mode_writes_all_with_duplicate_of():
 def test_same_canonical_whatever_the_input_order():
     articles = [ORIGINAL, SYNDICATED, OTHER_STORY, CHAIN_B, CHAIN_C]
     wire = cluster("wire")
-    rows = [("wire", wire, 4, ""), ("syndicated", wire, 4, "wire"), ("chain-b", wire, 4, "wire"),
-            ("chain-c", wire, 4, "wire"), ("other-story", "", 1, "")]
+    rows = [
+        ("wire", wire, 4, ""),
+        ("syndicated", wire, 4, "wire"),
+        ("chain-b", wire, 4, "wire"),
+        ("chain-c", wire, 4, "wire"),
+        ("other-story", "", 1, ""),
+    ]
     orders = [random.Random(seed).sample(articles, len(articles)) for seed in range(3)] + [articles[::-1]]
     run_all([dict(articles=order, settings=NearDedupSettings(mode="mark"), rows=rows) for order in orders])
 
@@ -350,23 +425,42 @@ def test_same_canonical_whatever_the_input_order():
 def test_ties_go_to_the_longer_text_then_the_smaller_id():
     shorter = dataclasses.replace(SYNDICATED, published_at=ORIGINAL.published_at)
     same = dataclasses.replace(ORIGINAL, article_id="wire-0")
-    run_all([
-        dict(articles=[shorter, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]),  # same time: the longer text
-        dict(articles=[same, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]),  # same time and length: smaller id
-    ])
+    run_all(
+        [
+            dict(articles=[shorter, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]),  # same time: the longer text
+            dict(
+                articles=[same, ORIGINAL], rows=[("wire", cluster("wire"), 2, "")]
+            ),  # same time and length: smaller id
+        ]
+    )
 
 
 def test_revision_from_the_same_outlet_is_counted():
-    revised = art("wire-v2", story(BUDGET, [(0, "more than four hours", "more than 4 hours")]),
-                  title=ORIGINAL.title, minutes=90, host="wire.test")
+    revised = art(
+        "wire-v2",
+        story(BUDGET, [(0, "more than four hours", "more than 4 hours")]),
+        title=ORIGINAL.title,
+        minutes=90,
+        host="wire.test",
+    )
     near, dedup = run([ORIGINAL, revised], rows=[("wire", cluster("wire"), 2, "")])
     assert near["revisions"] == 1 and dedup["duplicates"] == 1
 
 
 def test_huge_buckets_are_capped_and_copies_still_cluster():
-    copies = [dataclasses.replace(SYNDICATED, article_id=f"copy{i}", url=f"https://c{i}.test/x", feed_url=f"https://c{i}.test/rss",
-                                  published_at=T0 + dt.timedelta(minutes=i)) for i in range(6)]
-    near, _ = run(copies, NearDedupSettings(max_bucket_size=3, bucket_window=1), rows=[("copy0", cluster("copy0"), 6, "")])
+    copies = [
+        dataclasses.replace(
+            SYNDICATED,
+            article_id=f"copy{i}",
+            url=f"https://c{i}.test/x",
+            feed_url=f"https://c{i}.test/rss",
+            published_at=T0 + dt.timedelta(minutes=i),
+        )
+        for i in range(6)
+    ]
+    near, _ = run(
+        copies, NearDedupSettings(max_bucket_size=3, bucket_window=1), rows=[("copy0", cluster("copy0"), 6, "")]
+    )
     assert near["buckets_capped"] > 0
 
 
@@ -374,19 +468,37 @@ def test_a_copy_of_an_article_from_an_earlier_run_is_dropped():
     # The first run's signatures, as the run state keeps them.
     first_run = signature_records([ORIGINAL])
     state = [signature_from_row(signature_row(dataclasses.replace(r, canonical_id=r.article_id))) for r in first_run]
-    near, dedup = run_all([
-        # The prior article itself is never written again, and its copy is dropped...
-        dict(articles=[SYNDICATED, OTHER_STORY], prior=state, rows=[("other-story", "", 1, "")],
-             signatures=[("syndicated", "wire"), ("other-story", "other-story")]),
-        # ... or, in mark mode, points at the earlier article.
-        dict(articles=[SYNDICATED], settings=NearDedupSettings(mode="mark"), prior=state,
-             rows=[("syndicated", cluster("wire"), 2, "wire")]),
-    ])
+    near, dedup = run_all(
+        [
+            # The prior article itself is never written again, and its copy is dropped...
+            dict(
+                articles=[SYNDICATED, OTHER_STORY],
+                prior=state,
+                rows=[("other-story", "", 1, "")],
+                signatures=[("syndicated", "wire"), ("other-story", "other-story")],
+            ),
+            # ... or, in mark mode, points at the earlier article.
+            dict(
+                articles=[SYNDICATED],
+                settings=NearDedupSettings(mode="mark"),
+                prior=state,
+                rows=[("syndicated", cluster("wire"), 2, "wire")],
+            ),
+        ]
+    )
     assert near["matched_prior"] == 2 and near["copies_dropped"] == 1 and near["copies_marked"] == 1
+    # A state written under other settings is not compared: the copy is written.
+    other_scheme = [dataclasses.replace(r, scheme="minhash-oph1-p64-w5") for r in state]
+    near, _ = run([SYNDICATED], prior=other_scheme, rows=[("syndicated", "", 1, "")])
+    assert near["prior_signatures_other_scheme"] == 1 and "matched_prior" not in near
     assert dedup["duplicates"] == 1  # drops only
 
 
 def test_disabled_passes_articles_through():
-    near, _ = run([ORIGINAL, SYNDICATED], NearDedupSettings(enabled=False),
-                  rows=[("syndicated", "", 1, ""), ("wire", "", 1, "")], signatures=[])
+    near, _ = run(
+        [ORIGINAL, SYNDICATED],
+        NearDedupSettings(enabled=False),
+        rows=[("syndicated", "", 1, ""), ("wire", "", 1, "")],
+        signatures=[],
+    )
     assert not near

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import zipfile
@@ -106,18 +107,59 @@ def test_training_is_reproducible_to_the_byte(trained, tmp_path):
 def test_exported_model_reproduces_the_sklearn_pipeline(trained):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.naive_bayes import ComplementNB
+    from sklearn.svm import LinearSVC
 
     model, _, path = trained
     labels, texts = read_training_csv(path)
-    vectorizer = TfidfVectorizer(token_pattern=topic_model.TOKEN_RE.pattern, ngram_range=(1, 2), sublinear_tf=True)
-    classifier = ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(vectorizer.fit_transform(texts), labels)
-    probe = list(OBVIOUS.values()) + texts[:20] + ["shares of the team fell", "Team team TEAM coach!"]
-    scores = vectorizer.transform(probe) @ classifier.feature_log_prob_.T / model.temperature
+    # Plain scikit-learn, built here rather than through the module's own training code.
+    words = TfidfVectorizer(token_pattern=topic_model.TOKEN_RE.pattern, ngram_range=(1, 2), sublinear_tf=True)
+    chars = TfidfVectorizer(analyzer=lambda text: [ngram for word in topic_model.TOKEN_RE.findall(text.lower())
+                                                   for ngram in topic_model.char_ngrams(word)], norm="l1")
+    x_words, x_chars = words.fit_transform(texts), chars.fit_transform(texts)
+    scale = 1 / np.sqrt(x_chars.multiply(x_chars).sum(axis=1)).mean()
+    classifiers = {
+        "word_nb": ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(x_words, labels),
+        "word_svm": LinearSVC(random_state=0).fit(x_words, labels),
+        "char_nb": ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(x_chars * scale, labels),
+        "char_svm": LinearSVC(random_state=0).fit(x_chars * scale, labels),
+    }
+    probe = list(OBVIOUS.values()) + texts[:20] + ["shares of the team fell", "Team team TEAM coach!",
+                                                   "The championships and coaches"]
+    views = {"word": words.transform(probe), "char": chars.transform(probe) * scale}
+    scores = 0
+    for name, classifier in classifiers.items():
+        view = views[name.split("_")[0]]
+        raw = view @ classifier.feature_log_prob_.T if name.endswith("nb") else classifier.decision_function(view)
+        scores = scores + raw / model.info["part_temperatures"][name]
+    scores = scores / model.temperature
     expected = np.exp(scores - scores.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
-    order = [list(classifier.classes_).index(label) for label in model.labels]
+    order = [list(classifiers["word_nb"].classes_).index(label) for label in model.labels]
     # float32 weights: agreement to ~1e-7, the precision topic_score is stored at.
     np.testing.assert_allclose(model.probabilities(probe), expected[:, order], atol=1e-6)
+
+
+def test_unseen_words_count_through_their_character_ngrams(trained):
+    model, _, _ = trained
+    # None of these words is in the training data; their stems are ("championship", "investors", "processor").
+    unseen = {"the championships": "sports", "the investor": "business", "the processors": "tech"}
+    assert all(word not in model.unigrams for text in unseen for word in text.split()[1:])
+    assert model.predict_proba(list(unseen))[0] == list(unseen.values())
+
+
+def test_predictions_do_not_depend_on_batching_threads_or_the_unseen_word_memo(trained, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, _, path = trained
+    _, texts = read_training_csv(path)
+    texts = [f"{text} novelword{i % 7} zzgadget{i % 5}" for i, text in enumerate(texts)]
+    expected = model.probabilities(texts)
+    for i in range(0, len(texts), 5):
+        np.testing.assert_array_equal(model.probabilities(texts[i:i + 5]), expected[i:i + 5])
+    monkeypatch.setattr(topic_model, "_OOV_MEMO_SIZE", 3)  # forces the memo to be cleared under other threads
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: model.probabilities(texts[i:i + 3]), range(0, len(texts), 3)))
+    np.testing.assert_array_equal(np.vstack(results), expected)
 
 
 def test_text_without_known_words_gets_no_label(trained):
@@ -249,10 +291,37 @@ def test_corrupt_model_files_are_rejected(trained, tmp_path):
 
     assert_rejected(rewrite("edited.npz", zero_last_weight), "checksum mismatch")
 
+    def drop(member):
+        target = tmp_path / f"without-{member}"
+        with zipfile.ZipFile(tmp_path / "good.npz") as source, zipfile.ZipFile(target, "w") as out:
+            for item in source.namelist():
+                if item != member:
+                    out.writestr(item, source.read(item))
+        return target
+
+    assert_rejected(drop("char_coef.npy"), "missing char_coef.npy")
+    assert_rejected(rewrite("v1.npz", edit_meta(version=1)), "unsupported model version 1 / features")
+
     empty = tmp_path / "empty.npz"
     with zipfile.ZipFile(empty, "w"):
         pass
     assert_rejected(empty, "missing meta.json")
+
+
+def test_version_1_files_words_only_still_load(trained, tmp_path):
+    model, _, path = trained
+    words_only = dataclasses.replace(model, char_ngrams=(), char_idf=None, char_coef=None)
+    saved = save_model(words_only, tmp_path / "v1.npz")
+    with zipfile.ZipFile(saved) as archive:
+        meta = json.loads(archive.read("meta.json"))
+        assert (meta["version"], meta["features"]) == (1, "tfidf-word-1-2gram-sublinear-l2")
+        assert not any(name.startswith("char_") for name in archive.namelist())
+    loaded = load_model(saved)
+    assert loaded.char_ngrams == () and loaded.n_features == len(model.unigrams) + len(model.bigrams)
+    _, texts = read_training_csv(path)
+    raw = loaded.features(texts) @ model.coef.T.astype(np.float64) + model.intercept
+    np.testing.assert_allclose(loaded.scores(texts)[0], raw)
+    assert loaded.predict_proba(list(OBVIOUS.values()))[0] == list(OBVIOUS)
 
 
 # --------------------------------------------------------------------------------------------- RunInference
@@ -318,8 +387,15 @@ def test_default_model_ships_and_classifies_obvious_sentences():
 
 @pytest.mark.skipif(not AGNEWS_CSV.is_file(), reason="shared AG News data absent")
 def test_ag_news_training_matches_the_shipped_model():
-    model, accuracy = train_from_csv(AGNEWS_CSV)
-    assert accuracy >= 0.87
+    # The full train_from_csv (5-fold CV, then the final fit) takes half a minute; benchmarks/topics.py runs it
+    # and checks the file byte for byte. Here: the final fit, with the temperatures the shipped model records.
     shipped = load_model(DEFAULT_MODEL_PATH)
-    _, texts = read_training_csv(AGNEWS_CSV)
+    assert shipped.info["cv_accuracy"] >= 0.89
+    labels, texts = read_training_csv(AGNEWS_CSV)
+    model = topic_model.fit(texts, labels, temperature=shipped.temperature,
+                            part_temperatures=shipped.info["part_temperatures"])
     np.testing.assert_allclose(model.probabilities(texts[:500]), shipped.probabilities(texts[:500]), atol=1e-6)
+    for name in ("unigrams", "char_ngrams"):
+        assert getattr(model, name) == getattr(shipped, name)
+    for name in ("bigrams", "idf", "coef", "intercept", "char_idf", "char_coef"):
+        np.testing.assert_array_equal(getattr(model, name), getattr(shipped, name))
