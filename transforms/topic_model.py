@@ -5,8 +5,8 @@ The model reads an article two ways and adds up what four linear classifiers mak
 - its words: tf-idf of word 1-2-grams (sublinear tf, l2 norm);
 - the character 2-5-grams of its words (each word padded with a space either side, so prefixes and
   suffixes are n-grams of their own): tf-idf of raw counts, l1 norm. This lets a word never seen in
-  training ("Zapatero's", "outsourcers") count through the parts it shares with words that were, and lets
-  "stock" lend evidence to "stocks".
+  training (a new name, an unseen inflection) count through the parts it shares with words that were, and
+  lets "stock" lend evidence to "stocks".
 
 Each view feeds a Complement Naive Bayes and a linear SVM (one-vs-rest). Each of the four classifiers' scores
 is divided by its own softmax temperature, fitted on cross-validated predictions, so each becomes a calibrated
@@ -155,13 +155,18 @@ class TopicModel:
         object.__setattr__(self, "_idf64", self.idf.astype(np.float64))
         object.__setattr__(self, "_coef_t", np.ascontiguousarray(self.coef.T, dtype=np.float64))
         if self.char_ngrams:
+            known = np.array(self.char_ngrams)
+            # Sorted (hence distinct), as the vectorised lookup in _vocabulary_char_rows needs; numpy orders str
+            # as Python does, except that it drops trailing NULs, which no n-gram may hold.
+            if "" in self.char_ngrams or "\0" in "".join(self.char_ngrams) or not np.all(known[1:] > known[:-1]):
+                raise TopicModelError("character n-grams must be distinct, sorted, non-empty strings")
             # One row per n-gram: its weighted votes for each class, then its weight in the l1 norm.
             char_idf = self.char_idf.astype(np.float64)
             table = np.column_stack([self.char_coef.T.astype(np.float64) * char_idf[:, None], char_idf])
             char_vocabulary = {ngram: i for i, ngram in enumerate(self.char_ngrams)}
             object.__setattr__(self, "_char_vocabulary", char_vocabulary)
             object.__setattr__(self, "_char_table", table)
-            object.__setattr__(self, "_word_char", self._char_rows(self.unigrams))
+            object.__setattr__(self, "_word_char", self._vocabulary_char_rows(known))
             object.__setattr__(self, "_oov_memo", {})
 
     @property
@@ -182,6 +187,28 @@ class TopicModel:
             indptr.append(len(indices))
         counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
                                shape=(len(words), len(self.char_ngrams)))
+        return np.asarray(counts @ self._char_table)
+
+    def _vocabulary_char_rows(self, known: np.ndarray) -> np.ndarray:
+        """`_char_rows(self.unigrams)`, vectorised (it runs at every load): for each n and offset, the n-grams of
+        all the words long enough are cut from one array and looked up at once in `known`, the n-grams sorted."""
+        if not self.unigrams:
+            return np.zeros((0, self._char_table.shape[1]))
+        padded = np.array([f" {word} " for word in self.unigrams])
+        width = padded.dtype.itemsize // 4
+        chars = padded.view("U1").reshape(len(padded), width)
+        lengths = np.fromiter((len(word) + 2 for word in self.unigrams), dtype=np.int64, count=len(self.unigrams))
+        rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        for n in range(CHAR_NGRAMS[0], CHAR_NGRAMS[1] + 1):
+            for start in range(width - n + 1):
+                words = np.flatnonzero(lengths >= start + n)
+                grams = np.ascontiguousarray(chars[words, start: start + n]).view(f"U{n}").ravel()
+                pos = np.minimum(np.searchsorted(known, grams), len(known) - 1)
+                hit = known[pos] == grams
+                rows.append(words[hit])
+                cols.append(pos[hit])
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(padded), len(known)))
         return np.asarray(counts @ self._char_table)
 
     def _tokens(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -534,7 +561,7 @@ def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0
         for name, scores in parts.scores([word_docs[i] for i in test], [char_docs[i] for i in test]).items():
             part_scores[name][test] = scores[:, order]
         fitted.append((parts, test))
-    part_temperatures = {name: _fit_temperature(part_scores[name], truth) for name in COMPONENTS}
+    part_temperatures = {name: fit_temperature(part_scores[name], truth) for name in COMPONENTS}
     part_accuracy = {name: round(float(np.mean(part_scores[name].argmax(axis=1) == truth)), 6)
                      for name in COMPONENTS}
 
@@ -547,11 +574,12 @@ def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0
         scores[test] = fold_scores[:, order]
         evidence[test] = fold_evidence
     accuracy = float(np.mean((scores.argmax(axis=1) == truth) & evidence))
-    return CrossValidation(accuracy=accuracy, temperature=_fit_temperature(scores[evidence], truth[evidence]),
+    return CrossValidation(accuracy=accuracy, temperature=fit_temperature(scores[evidence], truth[evidence]),
                            part_temperatures=part_temperatures, part_accuracy=part_accuracy)
 
 
-def _fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
+def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The softmax temperature that minimises the log loss of `scores` (texts x classes) for class ids `truth`."""
     from scipy.optimize import minimize_scalar
 
     if not len(truth):
@@ -746,8 +774,8 @@ def _read(path: Path) -> TopicModel:
     keys = bigrams[:, 0].astype(np.int64) * len(unigrams) + bigrams[:, 1]
     if len(keys) > 1 and not np.all(keys[1:] > keys[:-1]):
         raise TopicModelError("bigrams are not sorted")
-    if version >= 2 and (not ngrams or len(set(ngrams)) != len(ngrams) or "" in ngrams):
-        raise TopicModelError("character n-grams must be distinct non-empty strings")
+    if version >= 2 and not ngrams:
+        raise TopicModelError("no character n-grams")
     weights = [idf, coef, intercept] + ([char_idf, char_coef] if version >= 2 else [])
     if not all(np.isfinite(array).all() for array in weights):
         raise TopicModelError("non-finite weights")

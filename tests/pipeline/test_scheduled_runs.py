@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,22 +25,21 @@ from tests.feed_server import FeedServer
 REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
-PARAGRAPHS = [
-    "The regional council approved the new budget after a long debate about transport, housing and schools.",
-    "Engineers said the bridge repairs would take most of the winter and cost more than first estimated.",
-    "Farmers in the valley reported an early harvest, helped by a warm autumn and steady rain in September.",
-    "The museum will open a new wing next spring with a collection of maps donated by a local family.",
-]
+WORDS = (
+    "council budget bridge harbour museum festival school hospital railway airport market farmers harvest river "
+    "storm police court mayor minister election union strike factory energy prices housing library stadium "
+    "tram ferry tunnel forest bakery orchestra theatre pharmacy clinic students teachers nurses drivers"
+).split()
 
 
 def entry(i: int, published: dt.datetime | None = None) -> dict:
+    """A story of its own: distinct words, so neither exact nor near-duplicate detection merges two entries."""
     published = published or NOW - dt.timedelta(hours=i % 30, minutes=i)
-    return {
-        "id": i,
-        "title": f"Local story number {i} about the council and the bridge",
-        "text": " ".join(PARAGRAPHS[(i + k) % 4] for k in range(3)) + f" Story reference {i}.",
-        "published": published,
-    }
+    rng = random.Random(i)
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + f" {rng.randint(10, 9999)}."
+                 for _ in range(6)]
+    return {"id": i, "title": f"Local story {i}: " + " ".join(rng.choice(WORDS) for _ in range(5)),
+            "text": " ".join(sentences), "published": published}
 
 
 def rss(entries: list[dict], ttl: int | None = None) -> bytes:

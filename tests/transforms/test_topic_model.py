@@ -308,6 +308,12 @@ def test_corrupt_model_files_are_rejected(trained, tmp_path):
     assert_rejected(empty, "missing meta.json")
 
 
+def test_character_ngrams_must_be_sorted(trained):
+    model, _, _ = trained
+    with pytest.raises(TopicModelError, match="character n-grams must be distinct, sorted"):
+        dataclasses.replace(model, char_ngrams=tuple(reversed(model.char_ngrams)))
+
+
 def test_version_1_files_words_only_still_load(trained, tmp_path):
     model, _, path = trained
     words_only = dataclasses.replace(model, char_ngrams=(), char_idf=None, char_coef=None)
