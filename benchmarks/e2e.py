@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config-extra", default="", help="YAML appended to the generated config, e.g. 'neardup: {enabled: false}'")
     args, beam_args = parser.parse_known_args()
 
     rng = random.Random(args.seed)
@@ -99,7 +100,7 @@ def main() -> None:
             server.add(f"/feed{index}.xml", make_feed(index, count, rng, start), content_type="application/rss+xml")
             lines.append(f'  - {{name: bench{index}, url: "{server.url(f"/feed{index}.xml")}"}}')
         config = tmp_path / "bench.yaml"
-        config.write_text("feeds:\n" + "\n".join(lines) + "\n")
+        config.write_text("feeds:\n" + "\n".join(lines) + "\n" + args.config_extra + "\n")
         times, peaks = [], []
         for run in range(args.runs):
             elapsed, peak_kib, record = run_once(config, tmp_path / f"out{run}", beam_args)
@@ -112,7 +113,7 @@ def main() -> None:
             )
         median = statistics.median(times)
         print(
-            f"N={args.articles} M={args.feeds} {' '.join(beam_args) or '(DirectRunner defaults)'}: "
+            f"N={args.articles} M={args.feeds} {' '.join(beam_args) or '(DirectRunner defaults)'} {args.config_extra}: "
             f"median {median:.1f} s = {args.articles / median:,.0f} articles/s; peak RSS {max(peaks) / 1024:,.0f} MiB"
         )
 

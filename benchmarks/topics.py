@@ -5,7 +5,7 @@ four classifiers' own accuracy and a tf-idf + naive Bayes baseline, whether retr
 model file byte for byte, inference speed on one core (median of 3) both bare (on the training texts, and on
 rows a model fit without them has never seen, so that unseen words take the character n-gram path) and
 through RunInference in a DirectRunner pipeline, and the model file's size. `--compare` adds the other
-models that were tried and the ensemble's ablations (slow: about 8 minutes).
+models that were tried and the ensemble's ablations (slow: about 4 minutes).
 
     python benchmarks/topics.py [TRAIN_CSV] [--model MODEL] [--articles N] [--compare]
 
@@ -31,6 +31,7 @@ import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 
 from transforms import topic_model  # noqa: E402
 from transforms.topic_model import (  # noqa: E402
@@ -64,20 +65,12 @@ def title_twice(texts):
     return [f"{title}\n{title}\n{body}" if body else title for title, _, body in (t.partition("\n") for t in texts)]
 
 
-class NBSVM:
+class NBSVM(ClassifierMixin, BaseEstimator):
     """NB-SVM / NB-LR (Wang and Manning 2012) for several classes: one-vs-rest, each class with its own
     log-count ratio r scaling binarised features; the SVM's weights interpolated towards their mean (beta)."""
 
     def __init__(self, C=1.0, beta=0.25, alpha=1.0, logistic=False):
         self.C, self.beta, self.alpha, self.logistic = C, beta, alpha, logistic
-
-    def get_params(self, deep=True):
-        return {"C": self.C, "beta": self.beta, "alpha": self.alpha, "logistic": self.logistic}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
 
     def fit(self, x, y):
         from sklearn.linear_model import LogisticRegression
@@ -101,9 +94,6 @@ class NBSVM:
         x = (x > 0).astype(np.float64).tocsr()
         scores = np.column_stack([x.multiply(r).tocsr() @ w + b for r, w, b in self.parts_])
         return self.classes_[scores.argmax(axis=1)]
-
-    def score(self, x, y):
-        return float(np.mean(self.predict(x) == np.asarray(y)))
 
 
 def comparisons():
