@@ -152,24 +152,32 @@ class _KeepFirstCombineFn(beam.CombineFn):
         return accumulator
 
 
-class _DropDuplicatesBy(beam.PTransform):
-    """One pass: articles with the same non-empty key collapse into one; articles without a key pass through."""
+class ByKey(beam.PTransform):
+    """Applies `keyed_step` to the (key, article) pairs of the articles whose key is not empty; the others pass
+    through unchanged. `keyed_step` must give Articles back. Keys are str, so they get a deterministic coder (keyed
+    state needs one)."""
 
-    def __init__(self, kind: str, key_fn: Callable[[Article], str]):
+    def __init__(self, key_fn: Callable[[Article], str], step_label: str, keyed_step: beam.PTransform):
         super().__init__()
-        self._kind = kind
         self._key_fn = key_fn
+        self._step_label = step_label
+        self._keyed_step = keyed_step
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
         key_fn = self._key_fn
         keyed, keyless = articles | "SplitOnKey" >> beam.Partition(lambda a, _: 0 if key_fn(a) else 1, 2)
-        kept = (
+        done = (
             keyed
-            | "Key" >> beam.Map(lambda a: (key_fn(a), a))
-            | "KeepOne" >> beam.CombinePerKey(_KeepFirstCombineFn())
-            | "Count" >> beam.ParDo(_CountDropped(self._kind))
+            | "Key" >> beam.Map(lambda a: (key_fn(a), a)).with_output_types(tuple[str, Article])
+            | self._step_label >> self._keyed_step
         )
-        return (kept, keyless) | "Rejoin" >> beam.Flatten()
+        return (done, keyless) | "Rejoin" >> beam.Flatten()
+
+
+def _drop_duplicates_by(kind: str, key_fn: Callable[[Article], str]) -> ByKey:
+    """One pass: articles with the same non-empty key collapse into one (counted); keyless ones pass through."""
+    keep_one = beam.CombinePerKey(_KeepFirstCombineFn()) | beam.ParDo(_CountDropped(kind))
+    return ByKey(key_fn, "KeepOne", keep_one)
 
 
 class _CountDropped(beam.DoFn):
@@ -267,7 +275,7 @@ class DeduplicateArticles(beam.PTransform):
         result = hashed
         for kind, enabled, key_fn in passes:
             if enabled:
-                result = result | f"By{kind.title()}" >> _DropDuplicatesBy(kind, key_fn)
+                result = result | f"By{kind.title()}" >> _drop_duplicates_by(kind, key_fn)
         if self._written is None:
             return result
         run_keys = beam.pvalue.AsList(result | "RunKeys" >> beam.FlatMap(identity_keys))

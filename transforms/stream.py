@@ -44,7 +44,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
-from transforms.dedup import DedupSettings, content_hash
+from transforms.dedup import ByKey, DedupSettings, content_hash
 from transforms.fetch import FeedSource
 from transforms.window import WindowSettings, lateness_deadline, window_bounds
 
@@ -197,25 +197,9 @@ class _FirstSeenFn(beam.DoFn):
         return ()
 
 
-class _DropSeen(beam.PTransform):
+def _drop_seen(kind: str, key_fn: Callable[[Article], str], lookback_seconds: float) -> ByKey:
     """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
-
-    def __init__(self, kind: str, key_fn: Callable[[Article], str], lookback_seconds: float):
-        super().__init__()
-        self._kind = kind
-        self._key_fn = key_fn
-        self._lookback_seconds = lookback_seconds
-
-    def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        key_fn = self._key_fn
-        keyed, keyless = articles | "SplitOnKey" >> beam.Partition(lambda a, _: 0 if key_fn(a) else 1, 2)
-        first = (
-            keyed
-            # A str key gets a deterministic coder, which keyed state needs.
-            | "Key" >> beam.Map(lambda a: (key_fn(a), a)).with_output_types(tuple[str, Article])
-            | "FirstSeen" >> beam.ParDo(_FirstSeenFn(self._kind, self._lookback_seconds))
-        )
-        return (first, keyless) | "Rejoin" >> beam.Flatten()
+    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, lookback_seconds)))
 
 
 def _content_key(article: Article) -> str:
@@ -236,9 +220,9 @@ class DeduplicateWithState(beam.PTransform):
         hashed = articles | "ContentHash" >> beam.Map(
             lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
         )
-        unique = hashed | "ById" >> _DropSeen("id", lambda a: a.article_id, lookback)
+        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, lookback)
         if self._settings.by_content:
-            unique = unique | "ByContent" >> _DropSeen("content", _content_key, lookback)
+            unique = unique | "ByContent" >> _drop_seen("content", _content_key, lookback)
         return unique
 
 

@@ -141,7 +141,7 @@ def test_exported_model_reproduces_the_sklearn_pipeline(trained):
 
 def test_unseen_words_count_through_their_character_ngrams(trained):
     model, _, _ = trained
-    # None of these words is in the training data; their stems are ("championship", "investors", "processor").
+    # None of these words is in the training data; "championship", "investors" and "processor" are.
     unseen = {"the championships": "sports", "the investor": "business", "the processors": "tech"}
     assert all(word not in model.unigrams for text in unseen for word in text.split()[1:])
     assert model.predict_proba(list(unseen))[0] == list(unseen.values())
@@ -400,8 +400,7 @@ def test_ag_news_training_matches_the_shipped_model():
     labels, texts = read_training_csv(AGNEWS_CSV)
     model = topic_model.fit(texts, labels, temperature=shipped.temperature,
                             part_temperatures=shipped.info["part_temperatures"])
+    assert (model.unigrams, model.char_ngrams) == (shipped.unigrams, shipped.char_ngrams)
+    np.testing.assert_array_equal(model.bigrams, shipped.bigrams)
+    # Weights are compared through probabilities: another scikit-learn version may differ in the last bits.
     np.testing.assert_allclose(model.probabilities(texts[:500]), shipped.probabilities(texts[:500]), atol=1e-6)
-    for name in ("unigrams", "char_ngrams"):
-        assert getattr(model, name) == getattr(shipped, name)
-    for name in ("bigrams", "idf", "coef", "intercept", "char_idf", "char_coef"):
-        np.testing.assert_array_equal(getattr(model, name), getattr(shipped, name))
