@@ -188,3 +188,27 @@ def test_every_shared_feed_goes_through_reconciled(tmp_path):
     record = json.loads((output / "_runs" / "shared.json").read_text())
     assert record["reconciled"] and record["feeds_configured"] == len(files)
     assert record["articles_written"] > 200
+
+
+def test_train_topics_then_run_with_the_model(tmp_path):
+    """`newsbeam train-topics` on a small CSV writes a model a config can point at; a bad CSV is exit 2."""
+    from tests.transforms.test_topic_model import synthetic_rows, write_csv
+
+    data = write_csv(tmp_path / "train.csv", synthetic_rows())
+    model = tmp_path / "topics.npz"
+    done = cli("train-topics", "--data", str(data), "--out", str(model), "--folds", "3")
+    assert done.returncode == 0, done.stderr
+    assert "3-fold cross-validated accuracy: " in done.stdout and model.is_file()
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "feeds:\n" + "".join(f'  - {{name: {p.stem}, url: "{p}"}}\n' for p in sorted(SAMPLES.iterdir()))
+        + f'classify: {{topic_model: "{model}"}}\n'
+    )
+    output = tmp_path / "out"
+    assert main(["run", "--config", str(config), "--output", str(output), "--run_id", "own-model"]) == 0
+    topics = set(ds.dataset(str(output / "articles"), partitioning="hive").to_table().column("topic").to_pylist())
+    assert topics & {"sports", "business", "world", "tech"}  # the labels of the trained model
+
+    done = cli("train-topics", "--data", str(tmp_path / "absent.csv"), "--out", str(model))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
