@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_duration
+from pipeline.config import ConfigError, load_config, parse_duration
 
 
 def write(tmp_path, text):

@@ -12,7 +12,6 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline.cli import main
-from pipeline.config import DEFAULT_CONFIG, load_config
 from tests.feed_server import FeedServer
 from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import duckdb
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline.cli import main
 from pipeline.compact import recover_compactions

@@ -1,6 +1,5 @@
 """ClassifyArticles: language, topic (rules, model via RunInference, feed default) and free labels."""
 
-import dataclasses
 import datetime as dt
 
 import apache_beam as beam

@@ -1,6 +1,5 @@
 """DeduplicateArticles: canonical URLs, content hashes and the keep-one choice."""
 
-import dataclasses
 import datetime as dt
 import random
 
