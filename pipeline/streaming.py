@@ -23,6 +23,7 @@ from transforms.parse import ParseEntries
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions
 from transforms.stream import (
     DeduplicateWithState,
+    DropNearCopiesWithState,
     PollFeeds,
     RouteTooLate,
     StreamSettings,
@@ -72,6 +73,8 @@ def build_streaming(
         | "PollTime" >> beam.Map(at_fetch_time)
         | "Deduplicate" >> DeduplicateWithState(config.dedup)
     )
+    if config.neardup.enabled and stream.near_duplicates:
+        unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
     timely = unique | "TooLate" >> RouteTooLate(config.window, run_id)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 

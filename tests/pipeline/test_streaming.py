@@ -2,6 +2,7 @@
 PeriodicImpulse (which the Python DirectRunner cannot run): real feed files fetched at every poll, real Parquet read
 back. And the graph itself: `--streaming` builds the polling source and the stateful dedup, batch has neither."""
 
+import dataclasses
 import datetime as dt
 from email.utils import format_datetime
 from pathlib import Path
@@ -157,6 +158,11 @@ def test_streaming_graph_has_the_polling_source_and_stateful_dedup_batch_has_nei
     stateful = sorted(name for name, t in _transforms(streaming) if _is_stateful(t))
     assert "Deduplicate/ById/FirstSeen" in stateful
     assert "Deduplicate/ByContent/FirstSeen" in stateful
+    assert not any(n.startswith("NearDuplicates") for n in stateful)  # off unless asked for
+
+    with_near = beam.Pipeline(options=streaming_options())
+    build_streaming(with_near, config, "graph-test", stream=dataclasses.replace(stream, near_duplicates=True))
+    assert any(n.startswith("NearDuplicates") for n, t in _transforms(with_near) if _is_stateful(t))
 
     batch = beam.Pipeline()
     build(batch, config, "graph-test", NOW)

@@ -1,6 +1,7 @@
-"""The streaming-only stages: the poll schedule, DeduplicateWithState, RouteTooLate, WindowByEventTime(streaming=True)
-and WindowDeadLetters. Pure functions first, then the composites on a TestStream in streaming mode (the watermark
-driven by hand), then the counters in batch (Beam 2.77's streaming DirectRunner keeps only the first bundle's)."""
+"""The streaming-only stages: the poll schedule, DeduplicateWithState, DropNearCopiesWithState, RouteTooLate,
+WindowByEventTime(streaming=True) and WindowDeadLetters. Pure functions first, then the composites on a TestStream in
+streaming mode (the watermark driven by hand), then the counters in batch (Beam 2.77's streaming DirectRunner keeps
+only the first bundle's)."""
 
 import dataclasses
 import datetime as dt
@@ -18,8 +19,10 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from transforms.article import UTC, Article, DeadLetter
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource
+from transforms.neardup import NearDedupSettings
 from transforms.stream import (
     DeduplicateWithState,
+    DropNearCopiesWithState,
     PollOverride,
     RouteTooLate,
     StreamSettings,
@@ -176,7 +179,138 @@ def test_dead_letters_are_windowed_by_rejection_time():
         }))
 
 
+# Near copies on a TestStream.
+
+PORT_STORY = (
+    "The harbour authority of Port Alden said on Monday that 14 container ships were stuck outside the port after "
+    "a crane failure at the north terminal. Director Maria Okafor told reporters that repairs would take at least "
+    "3 days and that the authority had asked the Dunmore terminal to take 6 of the ships. Shipping agents said "
+    "the delay could cost importers about 2 million dollars a day, and the union of dock workers called for an "
+    "inquiry into the maintenance of the cranes, which were installed in 1998. The port handles about 40 percent "
+    "of the country's imports of grain and fuel."
+)
+# The same event three days on: the same names and much of the wording, other figures. Another story.
+PORT_STRIKE = (
+    "The harbour authority of Port Alden said on Thursday that 22 container ships were waiting outside the port after "
+    "a strike at the south terminal. Director Maria Okafor told reporters that talks would take at least "
+    "5 days and that the authority had asked the Keelby terminal to take 9 of the ships. Shipping agents said "
+    "the strike could cost exporters about 4 million dollars a day, and the union of dock workers called for a "
+    "pay rise of 8 percent, the first since 2019. The port handles about 40 percent "
+    "of the country's exports of timber and steel."
+)
+
+
+def syndicated(text: str) -> str:
+    """The wire text as an outlet runs it: about one word in ten edited."""
+    for old, new in [("said on Monday", "announced on Monday"), ("told reporters", "said"),
+                     ("asked the Dunmore", "requested the Dunmore"), ("could cost", "might cost"),
+                     ("called for an", "demanded an")]:
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def story(key: str, fetched: float, text: str, title: str, language: str = "en") -> Article:
+    """Article `key` from outlet `key`.test, published five minutes before its fetch."""
+    host = f"{key}.test"
+    return Article(article_id=f"id-{key}", feed_url=f"https://{host}/rss", source=host, url=f"https://{host}/{key}",
+                   title=title, text=text, language=language, published_at=at(fetched - 5), fetched_at=at(fetched))
+
+
+def wire(fetched: float) -> Article:
+    return story("wire", fetched, PORT_STORY, "Crane failure strands 14 ships at Port Alden")
+
+
+def copy_of_wire(key: str, fetched: float, language: str = "en",
+                 title: str = "Ships wait outside Port Alden after crane breaks") -> Article:
+    return story(key, fetched, syndicated(PORT_STORY), title, language)
+
+
+class Collected:
+    """What a streaming pipeline's last step saw, by test. DropNearCopiesWithState emits from event-time timers, and
+    the Python DirectRunner holds no watermark for them: what they emit as the TestStream ends reaches assert_that's
+    GroupByKey after its window has closed, and is dropped. So the tests collect as Beam's userstate_test does."""
+
+    rows: dict[str, list] = {}
+
+
+def _collect(element, test: str) -> None:
+    Collected.rows.setdefault(test, []).append(element)
+
+
+def run_collecting(build, test: str) -> list:
+    """Run the streaming pipeline `build(p)` gives the output of; the elements that output saw."""
+    Collected.rows[test] = []
+    with streaming() as p:
+        build(p) | "Collect" >> beam.Map(_collect, test)
+    return sorted(Collected.rows.pop(test))
+
+
+def test_a_syndicated_copy_in_a_later_poll_is_dropped_another_story_and_another_language_are_kept():
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements([wire(0)], event_timestamp=ts(0))
+        .advance_watermark_to(ts(5))
+        .add_elements([wire(10),  # the same entry again: the exact dedup drops it first
+                       copy_of_wire("daily", 10),
+                       story("post", 10, PORT_STRIKE, "Strike leaves 22 ships waiting at Port Alden"),
+                       # Labelled German (and titled so: the exact dedup would drop the same title and text).
+                       copy_of_wire("zeitung", 10, language="de", title="Kranausfall in Port Alden")],
+                      event_timestamp=ts(10))
+        .advance_watermark_to_infinity()
+    )
+    kept = run_collecting(lambda p: (
+        p | polls | beam.Map(at_fetch_time)
+        | DeduplicateWithState(DedupSettings(lookback_seconds=3600))
+        | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
+        | beam.Map(lambda a: (a.article_id, a.fetched_at, a.duplicate_of))
+    ), "syndicated")
+    assert kept == [("id-post", at(10), ""), ("id-wire", at(0), ""), ("id-zeitung", at(10), "")]
+
+
+def test_mark_mode_same_poll_copies_keep_the_smaller_id_and_buckets_forget_after_the_lookback():
+    # Copies fetched together are judged in id order in every band, so exactly one of them is kept.
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements([wire(0), copy_of_wire("daily", 0)], event_timestamp=ts(0))
+        .advance_watermark_to(ts(15))
+        .add_elements([copy_of_wire("gazette", 20)], event_timestamp=ts(20))
+        # More than the hour's lookback after the last of them: the buckets are empty again.
+        .advance_watermark_to(ts(90))
+        .add_elements([copy_of_wire("herald", 95)], event_timestamp=ts(95))
+        .advance_watermark_to_infinity()
+    )
+    marked = run_collecting(lambda p: (
+        p | polls | beam.Map(at_fetch_time)
+        | DropNearCopiesWithState(NearDedupSettings(mode="mark"), lookback_seconds=3600)
+        | beam.Map(lambda a: (a.article_id, a.duplicate_of))
+    ), "mark")
+    assert marked == [("id-daily", ""), ("id-gazette", "id-daily"), ("id-herald", ""), ("id-wire", "id-daily")]
+
+
 # Counters, in batch.
+
+def test_near_copies_are_counted_as_duplicates():
+    articles = [wire(0), copy_of_wire("daily", 10), story("post", 10, PORT_STRIKE, "Strike at Port Alden"),
+                art("nowords", 0, 10, text="...")]
+    articles[-1] = dataclasses.replace(articles[-1], title="")
+    p = TestPipeline()
+    kept = p | beam.Create(articles) | beam.Map(at_fetch_time) | DropNearCopiesWithState(NearDedupSettings())
+    assert_that(kept | beam.Map(lambda a: a.article_id), equal_to(["id-wire", "id-post", "id-nowords"]))
+    result = p.run()
+    result.wait_until_finish()
+    counts: dict[tuple[str, str], int] = {}
+    for counter in result.metrics().query()["counters"]:
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        counts[key] = counts.get(key, 0) + counter.committed
+    assert counts["neardup", "signed"] == 3
+    assert counts["neardup", "unsigned"] == 1
+    assert counts["neardup", "copies_dropped"] == 1
+    assert counts["dedup", "duplicates"] == 1
+    assert counts["neardup", "kept"] == 2
+
 
 def test_every_outcome_is_counted():
     articles = [art("x", 0, 10), art("x", 0, 20), art("x", 0, 30),  # two duplicates by id
