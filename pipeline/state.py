@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any, Iterable
@@ -123,29 +124,38 @@ class OutputLock:
 
 
 def clean_leftovers(output: str, keep: str = "") -> list[str]:
-    """Remove staging and temporary directories of runs that did not finish (never the run `keep`)."""
-    removed = []
+    """Remove what runs that did not finish left in `_staging/` and `_temp/` (never the run `keep`).
+
+    Works on files, so object stores (which have no directories) are cleaned too; on a local disk the emptied
+    directories are removed as well. Returns the removed run directories.
+    """
+    removed: set[str] = set()
     for parent in (STAGING_DIR, "_temp"):
         root = FileSystems.join(output, parent)
-        if _is_local(output) and not Path(root).is_dir():
-            continue
         try:
-            matched = FileSystems.match([FileSystems.join(root, "*")])[0].metadata_list
-        except Exception:  # nothing there
-            continue
-        for path in sorted({m.path for m in matched} | set(_local_children(root))):
-            if Path(path).name != keep:
-                _delete([path])
-                removed.append(path)
+            files = [m.path for m in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list]
+        except Exception:  # nothing there yet
+            files = []
+        stale = {}
+        for path in files:
+            run_dir = path[len(root):].lstrip("/").split("/", 1)[0]
+            if run_dir != keep:
+                stale.setdefault(FileSystems.join(root, run_dir), []).append(path)
+        for files_of_run in stale.values():
+            _delete(files_of_run)
+        removed.update(stale)
+        if _is_local(output) and Path(root).is_dir():
+            for child in Path(root).iterdir():
+                if child.name == keep:
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+                removed.add(str(child))
     if removed:
-        _LOG.warning("removed leftovers of unfinished runs: %s", removed)
-    return removed
-
-
-def _local_children(root: str) -> list[str]:
-    # FileSystems.match lists files; on a local disk a leftover directory can be empty of files but still there.
-    path = Path(root)
-    return [str(p) for p in path.iterdir()] if path.is_dir() else []
+        _LOG.warning("removed leftovers of unfinished runs: %s", sorted(removed))
+    return sorted(removed)
 
 
 def staged_files(output: str, run_id: str, kind: str) -> list[str]:
