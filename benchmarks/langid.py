@@ -22,13 +22,23 @@ import multiprocessing as mp
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from transforms.language import LANGUAGE_SCRIPTS, LanguageDetector, LanguageSettings, normalize_code  # noqa: E402
+from transforms.language import (  # noqa: E402
+    LANGUAGE_SCRIPTS,
+    LanguageDetector,
+    LanguageSettings,
+    load_pair_model,
+    normalize_code,
+    read_sentences,
+    train_pair_model,
+)
+from transforms.topic_model import save_model  # noqa: E402
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
 # Single detectors are measured raw (threshold 0: every best guess counts), since their own probabilities are not
@@ -58,6 +68,16 @@ def load_data(directory: Path, limit: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def _line_numbers(gold: list[str]) -> list[int]:
+    """Each sentence's position among the sentences of its language."""
+    seen: dict[str, int] = {}
+    numbers = []
+    for lang in gold:
+        numbers.append(seen.get(lang, 0))
+        seen[lang] = numbers[-1] + 1
+    return numbers
+
+
 def langdetect_languages() -> set[str]:
     """The languages langdetect has profiles for, as ISO 639-1 codes."""
     import os
@@ -78,10 +98,29 @@ def _speed(detector: LanguageDetector, texts: list[str], runs: int) -> float:
     return len(texts) / statistics.median(timings)
 
 
+def train_fold_pair_models(directory: Path, settings: LanguageSettings, folds: int, out: Path) -> list[list[str]]:
+    """For each fold k, the pair models of `settings` retrained without the sentences of fold k (a sentence's fold
+    is its line number among its file's sentences modulo `folds`); returns the model files, one list per fold."""
+    files: list[list[str]] = [[] for _ in range(folds)]
+    for name in settings.pair_models:
+        languages = load_pair_model(name).labels
+        texts, labels = read_sentences(directory, languages)
+        index = [i for code in languages for i in range(labels.count(code))]
+        for k in range(folds):
+            keep = [j for j, i in enumerate(index) if i % folds != k]
+            model, _ = train_pair_model([texts[j] for j in keep], [labels[j] for j in keep])
+            files[k].append(str(save_model(model, out / f"fold{k}-{Path(name).name}")))
+    return files
+
+
 def run_backend(
-    settings: LanguageSettings, texts: list[str], timing_texts: list[str], latin_texts: list[str], runs: int
+    settings: LanguageSettings, texts: list[str], timing_texts: list[str], latin_texts: list[str], runs: int,
+    folds: list[int] | None = None, fold_models: list[list[str]] | None = None,
 ) -> dict:
-    """Builds a detector in this (fresh) process; returns its answers, load time, speed and peak RSS."""
+    """Builds a detector in this (fresh) process; returns its answers, load time, speed and peak RSS.
+
+    With `fold_models`, text i is judged with the pair models of fold `folds[i]`, which never saw it; the timed
+    runs use the shipped models."""
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     # Threshold 0 keeps the best guess for the reliability table; the real threshold is applied afterwards.
@@ -89,7 +128,16 @@ def run_backend(
     load = time.perf_counter() - start
     # The first pass is cold: Lingua loads a language's models the first time it weighs that language.
     start = time.process_time()
-    answers = [detector.detect(text) for text in texts]
+    if fold_models:
+        shipped = [load_pair_model(name) for name in settings.pair_models]
+        answers: list = [None] * len(texts)
+        for k, files in enumerate(fold_models):
+            detector.use_pair_models([load_pair_model(f) for f in files])
+            for i in (i for i, fold in enumerate(folds) if fold == k):
+                answers[i] = detector.detect(texts[i])
+        detector.use_pair_models(shipped)
+    else:
+        answers = [detector.detect(text) for text in texts]
     first_pass = len(texts) / max(time.process_time() - start, 1e-9)
     speed, latin_speed = _speed(detector, timing_texts, runs), _speed(detector, latin_texts, runs)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -136,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed runs (the median counts)")
     parser.add_argument("--per-language", action="store_true", help="print accuracy per language and backend")
     parser.add_argument(
+        "--pair-folds", type=int, default=5,
+        help="cross-validate the ensemble's pair models with this many folds (1: judge with the shipped models, "
+        "which were trained on this data)",
+    )
+    parser.add_argument(
         "--backends", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
     )
     args = parser.parse_args(argv)
@@ -156,13 +209,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown backends: {', '.join(unknown)}")
     print(f"{len(texts)} sentences in {len(all_languages)} languages ({len(ld_languages)} known to langdetect); "
           f"timing on {len(timing_texts)} sentences ({len(latin_texts)} in Latin script for latin/s), "
-          f"median of {args.runs} runs of CPU time\n")
+          f"median of {args.runs} runs of CPU time")
+
+    # The pair models were trained on these very sentences: judging a sentence with a model that saw it would
+    # flatter them, so each sentence is judged by models retrained without its fold.
+    folds = [i % args.pair_folds if args.pair_folds > 1 else 0 for i in _line_numbers(gold)]
+    workdir = tempfile.TemporaryDirectory(prefix="langid-folds-")
+    fold_models = {}
+    for name in names:
+        settings = VARIANTS[name]
+        if args.pair_folds > 1 and settings.backend == "ensemble" and settings.pair_models:
+            key = settings.pair_models
+            if key not in fold_models:
+                start = time.perf_counter()
+                fold_models[key] = train_fold_pair_models(args.data, settings, args.pair_folds, Path(workdir.name))
+                print(f"(pair models retrained for {args.pair_folds}-fold cross-validation in "
+                      f"{time.perf_counter() - start:.0f} s)")
+    print()
 
     results = {}
     ctx = mp.get_context("spawn")
     for name in names:
+        settings = VARIANTS[name]
+        models = fold_models.get(settings.pair_models) if settings.backend == "ensemble" else None
         with ctx.Pool(1) as pool:  # a fresh process per backend: its own load time and memory
-            results[name] = pool.apply(_in_child, ((VARIANTS[name], texts, timing_texts, latin_texts, args.runs),))
+            results[name] = pool.apply(
+                _in_child, ((settings, texts, timing_texts, latin_texts, args.runs, folds, models),)
+            )
         r = results[name]
         threshold = VARIANTS[name].threshold
         r["predicted"] = [code if score >= threshold else "und" for code, score in r["answers"]]

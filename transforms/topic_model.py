@@ -697,21 +697,22 @@ def save_model(model: TopicModel, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike = DEFAULT_MODEL_PATH) -> TopicModel:
-    """Read and validate a model file; raises TopicModelError (one line, naming the file) if unusable."""
+def load_model(path: str | os.PathLike = DEFAULT_MODEL_PATH, kind: str = "topic model") -> TopicModel:
+    """Read and validate a model file; raises TopicModelError (one line, naming the `kind` of model and the file)
+    if unusable. The language detector's pair models are files of this format too."""
     path = Path(path)
     if not path.exists():
-        raise TopicModelError(f"topic model file not found: {path}")
+        raise TopicModelError(f"{kind} file not found: {path}")
     if not path.is_file():
-        raise TopicModelError(f"topic model {path} is not a file")
+        raise TopicModelError(f"{kind} {path} is not a file")
     try:
         return _read(path)
     except TopicModelError as err:
-        raise TopicModelError(f"topic model {path} is unusable: {err}") from None
+        raise TopicModelError(f"{kind} {path} is unusable: {err}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise TopicModelError(f"topic model {path} is unusable: damaged archive ({_one_line(err)})") from None
+        raise TopicModelError(f"{kind} {path} is unusable: damaged archive ({_one_line(err)})") from None
     except (OSError, ValueError, KeyError) as err:
-        raise TopicModelError(f"topic model {path} is unusable: {_one_line(err)}") from None
+        raise TopicModelError(f"{kind} {path} is unusable: {_one_line(err)}") from None
 
 
 def _read(path: Path) -> TopicModel:
