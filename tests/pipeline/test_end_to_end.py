@@ -211,3 +211,28 @@ def test_train_topics_then_run_with_the_model(tmp_path):
 
     done = cli("train-topics", "--data", str(tmp_path / "absent.csv"), "--out", str(model))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_train_language_pair_then_a_bad_pair_model_stops_the_run_at_start(tmp_path):
+    """`newsbeam train-language-pair` writes a model the config can list; a corrupt one is exit 2 before any fetch."""
+    from tests.transforms.test_language import _pair_sentences
+
+    data = _pair_sentences(tmp_path)
+    model = tmp_path / "bs-hr.npz"
+    done = cli("train-language-pair", "--data", str(data), "--languages", "bs,hr", "--out", str(model))
+    assert done.returncode == 0, done.stderr
+    assert "5-fold cross-validated accuracy between bs, hr: 1.0000" in done.stdout and model.is_file()
+    done = cli("train-language-pair", "--data", str(data), "--languages", "bs,xx", "--out", str(model))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+    feeds = "feeds:\n" + "".join(f'  - {{name: {p.stem}, url: "{p}"}}\n' for p in sorted(SAMPLES.iterdir()))
+    config = tmp_path / "c.yaml"
+    config.write_text(feeds + f'classify: {{language: {{pair_models: [langid-st-tn.npz, "{model}"]}}}}\n')
+    assert main(["run", "--config", str(config), "--output", str(tmp_path / "out"), "--run_id", "pairs"]) == 0
+
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(model.read_bytes()[:1000])
+    config.write_text(feeds + f'classify: {{language: {{pair_models: ["{corrupt}"]}}}}\n')
+    done = cli("run", "--config", str(config), "--output", str(tmp_path / "out2"))
+    assert done.returncode == 2 and "language pair model" in done.stderr and "corrupt.npz" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out2" / "articles").exists()
