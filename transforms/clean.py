@@ -477,10 +477,14 @@ def _compile(patterns: tuple[str, ...], suffix: str) -> tuple[re.Pattern[str], .
     return tuple(compiled)
 
 
+# Runs of characters that are not alphanumeric (re's \W is "not isalnum() and not _").
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _comparable(line: str) -> str:
     """A line reduced for title comparison: case, punctuation and quote styles ignored."""
     folded = unicodedata.normalize("NFKC", line).casefold()
-    return " ".join("".join(ch if ch.isalnum() else " " for ch in folded).split())
+    return " ".join(_NOT_ALNUM.sub(" ", folded).split())
 
 
 def _breadcrumbs(lines: list[str], head: list[int], words: frozenset[str]) -> tuple[list[int], str]:

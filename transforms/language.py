@@ -43,6 +43,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -97,6 +98,8 @@ _SCRIPT_BLOCKS = sorted([
     (0x20000, 0x3FFFF, "Han"),
 ])
 _BLOCK_STARTS = [block[0] for block in _SCRIPT_BLOCKS]
+_ASCII_LETTERS = re.compile(r"[A-Za-z]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # A CJK character carries about as much as a short word, so it counts as several letters towards `min_chars`.
 _CJK_WEIGHT = 3
 _CJK = frozenset({"Han", "Kana", "Hangul"})
@@ -179,7 +182,12 @@ def normalize_code(code: str) -> tuple[str, ...]:
 def script_profile(text: str) -> tuple[dict[str, float], float]:
     """Letters per script in `text` (CJK characters weighted), and the weighted total."""
     counts: dict[str, float] = {}
-    for ch in text:
+    # ASCII letters are counted by the regex engine; only the other characters take the per-character path
+    # (for most news, a few accented letters).
+    ascii_letters = sum(map(len, _ASCII_LETTERS.findall(text)))
+    if ascii_letters:
+        counts["Latin"] = float(ascii_letters)
+    for ch in _NON_ASCII.findall(text):
         o = ord(ch)
         # Vowel signs of Indic scripts are marks, not letters, but they are half the writing.
         if not ch.isalpha() and (o < 0x370 or not unicodedata.category(ch).startswith("M")):
