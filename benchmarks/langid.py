@@ -191,7 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
     )
+    parser.add_argument(
+        "--pair-models", default=None,
+        help="comma-separated pair model files (or shipped names) for the ensembles, instead of the default's",
+    )
     args = parser.parse_args(argv)
+    if args.pair_models is not None:
+        models = tuple(name for name in args.pair_models.split(",") if name)
+        for name, settings in VARIANTS.items():
+            if settings.backend == "ensemble":
+                VARIANTS[name] = dataclasses.replace(settings, pair_models=models)
     if not args.data.is_dir():
         parser.error(f"no data directory at {args.data}")
     data = load_data(args.data, args.limit)

@@ -22,9 +22,10 @@ Backends (`LanguageSettings.backend`):
   5. Close siblings that the data shows cannot be told apart reliably (id/ms, hr/bs/sr, nb/nn/da, st/tn,
      zu/xh): a detector that lacks one sibling votes for it as for its closest sibling it knows, rather than
      against it; and the larger language of each of the three hardest pairs gets a small prior (`_MAJOR`).
-  6. Pair models: when the best candidate is one of a pair that a pair model knows (shipped: Sesotho and
-     Setswana, which py3langid and fastText do not know), that model, a small text classifier trained on
-     sentences of the two languages, adds its log-probabilities (times `_PAIR_WEIGHT`) to both members' scores.
+  6. Pair models: when the best candidate is one of the close languages a pair model knows (shipped: Sesotho
+     and Setswana, Zulu and Xhosa, which py3langid and fastText do not know; Bokmål, Nynorsk and Danish), that
+     model, a small text classifier trained on sentences of just those languages, adds its log-probabilities
+     (times `_PAIR_WEIGHT`) to their scores.
   7. The declared language (from the feed) is a prior on texts shorter than `prior_max_chars` letters.
   The score is the softmax of the combined log score over the candidates at temperature `_TEMPERATURE`,
   one number fitted so that scores match accuracy on the development set (see the reliability table that
@@ -121,10 +122,10 @@ _MAJOR = {"id": 2.0, "hr": 2.0, "nb": 2.0}
 # The shipped pair models (transforms/models/langid-*.npz, trained by `newsbeam train-language-pair` on the
 # development sentences). A bare file name in `LanguageSettings.pair_models` names one of these.
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-# Only Sesotho/Setswana ships: pair models for Indonesian/Malay and Croatian/Bosnian trained on the development
-# set raise its figures but learn its mislabelled sentences, and get real Malay and Bosnian news wrong more often
-# than the detectors alone (see transforms/models/README.md).
-DEFAULT_PAIR_MODELS = ("langid-st-tn.npz",)
+# Sesotho/Setswana, Zulu/Xhosa and Bokmål/Nynorsk/Danish ship. Pair models for Indonesian/Malay and
+# Croatian/Bosnian trained on the development set raise its figures but learn its mislabelled sentences, and get
+# real Malay and Bosnian news wrong more often than the detectors alone (see transforms/models/README.md).
+DEFAULT_PAIR_MODELS = ("langid-st-tn.npz", "langid-zu-xh.npz", "langid-nb-nn-da.npz")
 # How much a pair model's log-probability counts against the detectors' combined score (log units); 2 and 4
 # measured the same on the development set (benchmarks/langid.py).
 _PAIR_WEIGHT = 2.0
