@@ -16,6 +16,7 @@ from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
+from pipeline.summary import counter_values
 from transforms.article import UTC, Article, DeadLetter
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource
@@ -301,15 +302,12 @@ def test_near_copies_are_counted_as_duplicates():
     assert_that(kept | beam.Map(lambda a: a.article_id), equal_to(["id-wire", "id-post", "id-nowords"]))
     result = p.run()
     result.wait_until_finish()
-    counts: dict[tuple[str, str], int] = {}
-    for counter in result.metrics().query()["counters"]:
-        key = (counter.key.metric.namespace, counter.key.metric.name)
-        counts[key] = counts.get(key, 0) + counter.committed
-    assert counts["neardup", "signed"] == 3
-    assert counts["neardup", "unsigned"] == 1
-    assert counts["neardup", "copies_dropped"] == 1
-    assert counts["dedup", "duplicates"] == 1
-    assert counts["neardup", "kept"] == 2
+    counts = counter_values(result.metrics())
+    assert counts["neardup/signed"] == 3
+    assert counts["neardup/unsigned"] == 1
+    assert counts["neardup/copies_dropped"] == 1
+    assert counts["dedup/duplicates"] == 1
+    assert counts["neardup/kept"] == 2
 
 
 def test_every_outcome_is_counted():
@@ -322,14 +320,11 @@ def test_every_outcome_is_counted():
     assert_that(routed.articles | beam.Map(lambda a: a.article_id), equal_to(["id-x", "id-y"]))
     result = p.run()
     result.wait_until_finish()
-    counts: dict[tuple[str, str], int] = {}
-    for counter in result.metrics().query()["counters"]:
-        key = (counter.key.metric.namespace, counter.key.metric.name)
-        counts[key] = counts.get(key, 0) + counter.committed
-    assert counts["dedup", "duplicates"] == 3
-    assert counts["dedup", "duplicates_by_id"] == 2
-    assert counts["dedup", "duplicates_by_content"] == 1
-    assert counts["stream", "in_time"] == 2
-    assert counts["stream", "too_late"] == 1
+    counts = counter_values(result.metrics())
+    assert counts["dedup/duplicates"] == 3
+    assert counts["dedup/duplicates_by_id"] == 2
+    assert counts["dedup/duplicates_by_content"] == 1
+    assert counts["stream/in_time"] == 2
+    assert counts["stream/too_late"] == 1
     # articles in = kept + duplicates + too late
-    assert len(articles) == counts["stream", "in_time"] + counts["dedup", "duplicates"] + counts["stream", "too_late"]
+    assert len(articles) == counts["stream/in_time"] + counts["dedup/duplicates"] + counts["stream/too_late"]
