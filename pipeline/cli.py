@@ -114,14 +114,15 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def train_topics_command(args: argparse.Namespace) -> int:
     """`newsbeam train-topics`: train, report cross-validated accuracy, save. Returns the exit status."""
-    from transforms.topic_model import TopicModelError, save_model, train_from_csv
+    from transforms.topic_model import train_from_csv
 
-    try:
-        model, accuracy = train_from_csv(args.data, seed=args.seed, folds=args.folds, languages=tuple(args.language or ["en"]))
-    except (OSError, ValueError, TopicModelError) as err:
-        print(f"newsbeam: error: {args.data}: {err}", file=sys.stderr)
+    trained = _train_and_save(
+        args, lambda: train_from_csv(args.data, seed=args.seed, folds=args.folds,
+                                     languages=tuple(args.language or ["en"]))
+    )
+    if trained is None:
         return 2
-    path = save_model(model, args.out)
+    model, accuracy, path = trained
     print(f"{args.folds}-fold cross-validated accuracy: {accuracy:.4f}")
     print(f"wrote {path} (labels: {', '.join(model.labels)}; languages: {', '.join(model.languages)})")
     return 0
@@ -130,19 +131,31 @@ def train_topics_command(args: argparse.Namespace) -> int:
 def train_language_pair_command(args: argparse.Namespace) -> int:
     """`newsbeam train-language-pair`: train, report cross-validated accuracy, save. Returns the exit status."""
     from transforms.language import read_sentences, train_pair_model
-    from transforms.topic_model import TopicModelError, save_model
 
-    try:
+    def train():
         texts, labels = read_sentences(args.data, args.languages.split(","))
-        model, accuracy = train_pair_model(texts, labels, seed=args.seed, folds=args.folds,
-                                           source=Path(args.data).name)
-    except (OSError, ValueError, TopicModelError) as err:
-        print(f"newsbeam: error: {args.data}: {err}", file=sys.stderr)
+        return train_pair_model(texts, labels, seed=args.seed, folds=args.folds, source=Path(args.data).name)
+
+    trained = _train_and_save(args, train)
+    if trained is None:
         return 2
-    path = save_model(model, args.out)
+    model, accuracy, path = trained
     print(f"{args.folds}-fold cross-validated accuracy between {', '.join(model.labels)}: {accuracy:.4f}")
     print(f"wrote {path}")
     return 0
+
+
+def _train_and_save(args: argparse.Namespace, train):
+    """(model, cross-validated accuracy, path written) from `train()` saved to `args.out`; None after printing a
+    one-line error when the training data is unusable."""
+    from transforms.topic_model import TopicModelError, save_model
+
+    try:
+        model, accuracy = train()
+    except (OSError, ValueError, TopicModelError) as err:
+        print(f"newsbeam: error: {args.data}: {err}", file=sys.stderr)
+        return None
+    return model, accuracy, save_model(model, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
