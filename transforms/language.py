@@ -239,28 +239,13 @@ def train_pair_model(texts: Sequence[str], labels: Sequence[str], *, seed: int =
     recipe (word and character n-grams, naive Bayes and linear SVM; see transforms/topic_model.py) with the
     language codes as labels; deterministic for the same data, seed and library versions.
     """
-    import sklearn
-
-    from transforms.topic_model import cross_validate, fit
+    from transforms.topic_model import train
 
     languages = sorted(set(labels))
     unknown = set(languages) - set(DEFAULT_LANGUAGES)
     if len(languages) < 2 or unknown:
         raise ValueError(f"a pair model needs at least two of the 75 language codes; got {', '.join(languages)}")
-    validation = cross_validate(texts, labels, seed=seed, folds=folds)
-    info = {
-        "source": source,
-        "rows_per_label": {code: list(labels).count(code) for code in languages},
-        "purpose": "language pair model for transforms.language",
-        "part_temperatures": validation.part_temperatures,
-        "cv_accuracy": round(validation.accuracy, 6),
-        "cv_folds": folds,
-        "seed": seed,
-        "sklearn_version": sklearn.__version__,
-    }
-    model = fit(texts, labels, languages=languages, temperature=validation.temperature,
-                part_temperatures=validation.part_temperatures, info=info)
-    return model, validation.accuracy
+    return train(texts, labels, seed=seed, folds=folds, languages=languages, source=source)
 
 
 def _prepare(text: str, max_chars: int) -> str:

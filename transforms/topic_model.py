@@ -601,12 +601,20 @@ def train_from_csv(path: str | os.PathLike, seed: int = 0, folds: int = 5, *,
 
     Deterministic: the same CSV, seed and library versions give the same model file, byte for byte.
     """
+    labels, texts = read_training_csv(path)
+    return train(texts, labels, seed=seed, folds=folds, languages=languages, alpha=alpha, source=Path(path).name)
+
+
+def train(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: int = 5,
+          languages: Sequence[str] = ("en",), alpha: float = DEFAULT_ALPHA, source: str = "") -> tuple[TopicModel, float]:
+    """Cross-validate, then fit on all of `texts`; returns the model (its `info` saying how it was trained) and its
+    `folds`-fold cross-validated accuracy. Deterministic for the same data, seed and library versions."""
     import sklearn
 
-    labels, texts = read_training_csv(path)
+    labels = list(labels)
     validation = cross_validate(texts, labels, seed=seed, folds=folds, alpha=alpha)
     info = {
-        "source": Path(path).name,
+        "source": source,
         "rows": len(labels),
         "rows_per_label": {label: labels.count(label) for label in sorted(set(labels))},
         "classifier": (f"ComplementNB(alpha={alpha}) + LinearSVC(C={SVM_C}) on word 1-2-gram tf-idf and on "
