@@ -58,14 +58,11 @@ BINS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
 
 
 def load_data(directory: Path, limit: int) -> list[tuple[str, str]]:
-    """(language, sentence) pairs, `limit` per language at most (0: all)."""
-    pairs = []
-    for path in sorted(directory.glob("*.txt")):
-        if len(path.stem) != 2:
-            continue  # LICENSE.txt and the like
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        pairs.extend((path.stem, line) for line in (lines[:limit] if limit else lines))
-    return pairs
+    """(language, sentence) pairs, `limit` per language at most (0: all), read as the pair models' training reads
+    them, so that a sentence's line number (its cross-validation fold) is the same for both."""
+    codes = sorted(path.stem for path in directory.glob("??.txt"))  # not LICENSE.txt and the like
+    texts, labels = read_sentences(directory, codes)
+    return [(lang, text) for lang, text, i in zip(labels, texts, _line_numbers(labels)) if not limit or i < limit]
 
 
 def _line_numbers(gold: list[str]) -> list[int]:
@@ -105,9 +102,9 @@ def train_fold_pair_models(directory: Path, settings: LanguageSettings, folds: i
     for name in settings.pair_models:
         languages = load_pair_model(name).labels
         texts, labels = read_sentences(directory, languages)
-        index = [i for code in languages for i in range(labels.count(code))]
+        line_numbers = _line_numbers(labels)
         for k in range(folds):
-            keep = [j for j, i in enumerate(index) if i % folds != k]
+            keep = [j for j, i in enumerate(line_numbers) if i % folds != k]
             model, _ = train_pair_model([texts[j] for j in keep], [labels[j] for j in keep])
             files[k].append(str(save_model(model, out / f"fold{k}-{Path(name).name}")))
     return files
