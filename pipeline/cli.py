@@ -2,6 +2,7 @@
 
     newsbeam run [--config FILE] [--output DIR] [--all] [--streaming] [any Beam pipeline option]
     newsbeam compact OUTPUT [--older-than 1d]
+    newsbeam report OUTPUT [--out FILE] [--since 7d]
     newsbeam train-topics --data CSV --out MODEL
 
 `run` runs the pipeline (the bundled sample feeds by default, written to ./output), commits its files, updates the
@@ -26,9 +27,10 @@ from typing import Sequence
 logging.getLogger().addHandler(logging.NullHandler())
 
 import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from pipeline import state
+from pipeline import progress, state
 from pipeline.build import build
 from pipeline.compact import compact, recover_compactions
 from pipeline.config import Config, ConfigError, load_config, parse_duration
@@ -59,6 +61,8 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
     parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
+    parser.add_argument("--report", action="store_true", help="write the HTML report to OUTPUT/_report/index.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr while the run works")
     NewsbeamOptions._add_argparse_args(parser)
     seen = {str(NewsbeamOptions)}
     for cls in PipelineOptions.__subclasses__():
@@ -82,6 +86,13 @@ def _main_parser() -> argparse.ArgumentParser:
         default="1d",
         help="only partitions whose window ended at least this long ago (default 1d: late articles have arrived)",
     )
+    report = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page about an output: runs, feed health, articles, dead letters",
+    )
+    report.add_argument("output", help="the output directory of earlier runs")
+    report.add_argument("--out", default=None, help="HTML file to write (default OUTPUT/_report/index.html)")
+    report.add_argument("--since", default="7d", help="the period shown, e.g. 24h, 7d, 30d; 0 for everything (default 7d)")
     train = commands.add_parser(
         "train-topics",
         help="train a topic model from a CSV of label,title,text (AG News' format included)",
@@ -166,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _main_parser().parse_args(argv)  # exits 2 on an unknown command, 0 after --help
     if args.command == "compact":
         return compact_command(args.output, args.older_than)
+    if args.command == "report":
+        return report_command(args.output, args.out, args.since)
     if args.command == "train-topics":
         return train_topics_command(args)
     if args.command == "train-language-pair":
@@ -193,11 +206,28 @@ def compact_command(output: str, older_than: str) -> int:
     return 0
 
 
+def report_command(output: str, out: str | None, since: str) -> int:
+    """`newsbeam report`: write the HTML report of an output. Returns the exit status."""
+    from pipeline.report import write_report
+
+    _configure_logging(False)
+    try:
+        since_seconds = parse_duration(since)
+    except ValueError as err:
+        print(f"newsbeam: error: --since: {err}", file=sys.stderr)
+        return 2
+    if not FileSystems.exists(output):
+        print(f"newsbeam: error: {output}: no such output", file=sys.stderr)
+        return 2
+    print(f"wrote {write_report(output, out, since_seconds)}")
+    return 0
+
+
 def run(argv: Sequence[str]) -> int:
     """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status."""
     args = _run_parser().parse_args(argv)  # exits 2 with a one-line error on an unknown option
     _configure_logging(args.verbose)
-    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all")])
+    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
     ours = options.view_as(NewsbeamOptions)
     try:
         config = load_config(ours.config)
@@ -216,13 +246,14 @@ def run(argv: Sequence[str]) -> int:
         with state.OutputLock(config.output, f"run {run_id}"):
             if options.view_as(StandardOptions).streaming:
                 return run_streaming(config, options, run_id)
-            return _run_locked(config, options, run_id, poll_all=args.all)
+            return _run_locked(config, options, run_id, poll_all=args.all, report=args.report, quiet=args.quiet)
     except state.LockHeld as err:
         print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
         return 1
 
 
-def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool) -> int:
+def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool, report: bool = False,
+                quiet: bool = False) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
@@ -238,9 +269,12 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     if due:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now)
+        token = progress.tap(pipeline)
         try:
-            result = pipeline.run()
-            summary.state = str(result.wait_until_finish())
+            with progress.Progress(len(due), lambda: progress.local_counts(token), quiet=quiet) as shown:
+                result = pipeline.run()
+                shown.follow(result)
+                summary.state = str(result.wait_until_finish())
         except Exception as err:  # the runner's own error: say it in one line, keep the detail in the log
             _LOG.debug("pipeline failed", exc_info=True)
             print(f"newsbeam: run {run_id} failed: {type(err).__name__}: {err}", file=sys.stderr)
@@ -262,6 +296,14 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     state.write_json(state.run_record_path(config.output, run_id), summary.record())  # last: the commit point
     state.finish(config.output, run_id)
     print(format_table(summary))
+    if report:
+        from pipeline.report import write_report
+
+        try:
+            print(f"report: {write_report(config.output)}")
+        except Exception as err:  # the run itself is done and recorded: a report that fails is not a failed run
+            _LOG.debug("report failed", exc_info=True)
+            print(f"newsbeam: warning: could not write the report: {type(err).__name__}: {err}", file=sys.stderr)
     if not summary.reconciled:
         print("newsbeam: error: the counts do not reconcile (see the run record)", file=sys.stderr)
         return 1
