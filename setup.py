@@ -36,9 +36,11 @@ setup(
         # The topic model's inference is numpy/scipy; scikit-learn is what `newsbeam train-topics` trains with.
         "scikit-learn>=1.2,<2",
         "scipy>=1.9,<2",
+        "tqdm>=4.60,<5",  # the progress bar of `newsbeam run` on a terminal
     ],
     extras_require={
-        "test": ["pytest>=8", "duckdb>=1.0"],
+        # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
+        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
 )

@@ -86,6 +86,10 @@ def beam_counts(result: Any) -> dict[str, int]:
         counters = counter_values(result.metrics())
     except Exception:  # a runner that cannot report metrics while running
         return {}
+    finally:
+        if getattr(result, "_metrics", None) is not None:
+            # The portable runner's result keeps its first answer for good; the run summary must get the final one.
+            result._metrics = None
     return {key: sum(counters.get(name, 0) for name in names) for key, names in _COUNTERS.items()}
 
 
@@ -115,6 +119,8 @@ class Progress:
         self._last_line = self._start
         self._bar: tqdm | None = None
         self._result: Any = None
+        self._beam: dict[str, int] = {}
+        self._beam_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,7 +132,11 @@ class Progress:
         """The counts to show: the taps', or the runner's counters when the taps saw nothing."""
         counts = self._counts()
         if self._result is not None and not any(counts.values()):
-            counts = beam_counts(self._result) or counts
+            now = self._clock()
+            if now - self._beam_at >= 10:  # a remote runner's metrics are an API call: every 10 s is enough
+                self._beam_at = now
+                self._beam = beam_counts(self._result) or self._beam
+            counts = self._beam or counts
         return counts
 
     def poll(self) -> None:

@@ -109,6 +109,23 @@ def _time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def _run_row(record: dict[str, Any], started: dt.datetime) -> dict[str, Any]:
+    finished = _time(record.get("finished_at"))
+    return {
+        "run_id": str(record.get("run_id", "")),
+        "started": started,
+        "entries_read": _num(record, "entries_read"),
+        "articles_written": _num(record, "articles_written"),
+        "duplicates": _num(record, "duplicates"),
+        "near_duplicates": _num(record, "near_duplicates_dropped") + _num(record, "near_duplicates_marked"),
+        "already_written": _num(record, "already_written"),
+        "dead_letters": _num(record, "entry_dead_letters") + _num(record, "feed_dead_letters"),
+        "duration": (finished - started).total_seconds() if finished else None,
+        "reconciled": record.get("reconciled"),
+        "state": str(record.get("state", "")),
+    }
+
+
 def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
     """The run records started at or after `cutoff`, oldest first."""
     pattern = FileSystems.join(output, state.RUNS_DIR, "*.json")
@@ -116,8 +133,9 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
         paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     except Exception:  # no _runs yet
         paths = []
-    records, unreadable = [], []
-    for path in paths:
+    rows, unreadable, feed_entries, names = [], [], collections.defaultdict(list), {}
+    latest, latest_key = None, None
+    for path in paths:  # each record is reduced to what the page needs at once: a thousand whole ones are large
         try:
             with FileSystems.open(path, compression_type="uncompressed") as handle:
                 record = json.loads(handle.read())
@@ -128,26 +146,12 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
         if started is None:
             unreadable.append(f"{path}: no started_at")
             continue
-        if cutoff is None or started >= cutoff:
-            records.append((started, record))
-    records.sort(key=lambda r: (r[0], str(r[1].get("run_id", ""))))
-    rows, feed_entries, names = [], collections.defaultdict(list), {}
-    for started, record in records:
-        finished = _time(record.get("finished_at"))
-        near = _num(record, "near_duplicates_dropped") + _num(record, "near_duplicates_marked")
-        rows.append({
-            "run_id": str(record.get("run_id", "")),
-            "started": started,
-            "entries_read": _num(record, "entries_read"),
-            "articles_written": _num(record, "articles_written"),
-            "duplicates": _num(record, "duplicates"),
-            "near_duplicates": near,
-            "already_written": _num(record, "already_written"),
-            "dead_letters": _num(record, "entry_dead_letters") + _num(record, "feed_dead_letters"),
-            "duration": (finished - started).total_seconds() if finished else None,
-            "reconciled": record.get("reconciled"),
-            "state": str(record.get("state", "")),
-        })
+        if cutoff is not None and started < cutoff:
+            continue
+        key = (started, str(record.get("run_id", "")))
+        if latest_key is None or key > latest_key:
+            latest, latest_key = record, key
+        rows.append(_run_row(record, started))
         for feed in record.get("feeds") or []:
             if not isinstance(feed, dict) or not feed.get("feed_url"):
                 continue
@@ -156,7 +160,9 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
                 names[url] = str(feed["name"])
             if feed.get("polled", True):
                 feed_entries[url].append((started, int(_num(feed, "new_entries"))))
-    latest = records[-1][1] if records else None
+    rows.sort(key=lambda r: (r["started"], r["run_id"]))
+    for polls in feed_entries.values():
+        polls.sort(key=lambda p: p[0])
     return Runs(rows, latest, dict(feed_entries), names, unreadable)
 
 
@@ -193,31 +199,23 @@ class ArticleCounts:
 
 
 def scan_articles(output: str, cutoff: dt.datetime | None, now: dt.datetime) -> ArticleCounts:
-    """Count the articles fetched since `cutoff` per hour (per day over long periods), by language and by topic.
-
-    Only three columns are read, batch by batch, and each batch is aggregated before the next is read."""
+    """Count the articles fetched since `cutoff` per hour (per day over periods longer than two weeks), by
+    language and by topic. Only three columns are read, batch by batch, and each batch is aggregated before the
+    next is read, so memory stays flat however many articles the output holds."""
     empty = ArticleCounts(3600, {}, {}, 0, None, None)
     dataset = _dataset(output, ARTICLES_DIR)
     if dataset is None or "fetched_at" not in dataset.schema.names:
         return empty
     columns = [c for c in ("fetched_at", "language", "topic") if c in dataset.schema.names]
     where = (ds.field("fetched_at") >= pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))) if cutoff else None
-    if cutoff is None:  # the period is the data's own span: find it first (one column, footers' statistics aside)
-        span = dataset.to_table(columns=["fetched_at"])
-        if span.num_rows == 0:
-            return empty
-        lo = pc.min(span["fetched_at"]).as_py()
-        del span
-    else:
-        lo = cutoff
-    unit = "hour" if (now - lo).total_seconds() <= HOURLY_UP_TO else "day"
     counts = {"language": collections.Counter(), "topic": collections.Counter()}
     total, first, last = 0, None, None
-    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=65536):
+    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=65536,
+                                    batch_readahead=2, fragment_readahead=1):
         if batch.num_rows == 0:
             continue
         fetched = batch.column("fetched_at")
-        bucket = pc.floor_temporal(fetched, multiple=1, unit=unit)
+        hour = pc.floor_temporal(fetched, multiple=1, unit="hour")
         total += batch.num_rows
         lo_b, hi_b = pc.min(fetched).as_py(), pc.max(fetched).as_py()
         first = lo_b if first is None or (lo_b and lo_b < first) else first
@@ -225,10 +223,20 @@ def scan_articles(output: str, cutoff: dt.datetime | None, now: dt.datetime) -> 
         for key in ("language", "topic"):
             values = batch.column(key) if key in batch.schema.names else pa.nulls(batch.num_rows, pa.string())
             values = pc.fill_null(values, "und" if key == "language" else "unknown")
-            grouped = pa.table({"b": bucket, "k": values}).group_by(["b", "k"]).aggregate([("k", "count")])
+            grouped = pa.table({"b": hour, "k": values}).group_by(["b", "k"]).aggregate([("k", "count")])
             for b, k, n in zip(grouped["b"].to_pylist(), grouped["k"].to_pylist(), grouped["k_count"].to_pylist()):
-                counts[key][(b, k or "")] += n
-    size = 3600 if unit == "hour" else 86400
+                if b is not None:
+                    counts[key][(b, k or "")] += n
+    lo = cutoff or first
+    if lo is None:
+        return empty
+    size = 3600 if (now - lo).total_seconds() <= HOURLY_UP_TO else 86400
+    if size == 86400:  # a long period: hours add up to days (the counts are small: buckets x values)
+        for key, counter in counts.items():
+            days = collections.Counter()
+            for (b, k), n in counter.items():
+                days[(b.replace(hour=0), k)] += n
+            counts[key] = days
     span = (lo.timestamp() // size * size, (now.timestamp() // size + 1) * size)
     return ArticleCounts(size, dict(counts["language"]), dict(counts["topic"]), total, first, last, span)
 
@@ -251,7 +259,8 @@ def scan_dead_letters(output: str, cutoff: dt.datetime | None) -> dict[tuple[str
     where = None
     if cutoff is not None and "time" in names:
         where = ds.field("time") >= pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))
-    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=_BATCH_ROWS):
+    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=_BATCH_ROWS,
+                                    batch_readahead=2, fragment_readahead=1):
         stages = batch.column("stage").to_pylist() if "stage" in columns else [""] * batch.num_rows
         reasons = batch.column("reason").to_pylist() if "reason" in columns else [""] * batch.num_rows
         wanted_rows = []
@@ -312,6 +321,11 @@ def _time_ticks(t0: float, t1: float) -> list[tuple[float, str]]:
     return ticks
 
 
+def _anchor(x: float) -> str:
+    """Tick labels near the chart's edges are aligned inwards, so they are not cut off."""
+    return "start" if x < _L + 30 else "end" if x > _W - _R - 30 else "middle"
+
+
 def _frame(t0: float, t1: float, y_max: float, y_fmt, label: str) -> tuple[list[str], Any, Any]:
     """Axes and grid of a time chart; returns the SVG parts and the x and y scales."""
     x = lambda t: _L + (t - t0) / (t1 - t0) * (_W - _L - _R)  # noqa: E731
@@ -323,7 +337,7 @@ def _frame(t0: float, t1: float, y_max: float, y_fmt, label: str) -> tuple[list[
                      f'<text class="tick" x="{_L - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{e(y_fmt(v))}</text>')
     for t, text in _time_ticks(t0, t1):
         parts.append(f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{_T}" y2="{_H - _B}"/>'
-                     f'<text class="tick" x="{x(t):.1f}" y="{_H - 8}" text-anchor="middle">{e(text)}</text>')
+                     f'<text class="tick" x="{x(t):.1f}" y="{_H - 8}" text-anchor="{_anchor(x(t))}">{e(text)}</text>')
     return parts, x, y
 
 
@@ -421,7 +435,7 @@ section{background:#fff;border:1px solid var(--line);border-radius:6px;padding:1
 .line{fill:none;stroke-width:1.8}.spark{width:100px;height:22px}
 .legend{margin:.2rem 0;font-size:.85rem}.legend span{margin-right:12px;white-space:nowrap}
 .key{width:10px;height:10px;margin-right:4px;vertical-align:-1px}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto}.solo{max-width:560px}table.wide{min-width:860px}
 table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid var(--line);vertical-align:top}
 th{background:#eef1f5;position:sticky;top:0}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -557,16 +571,15 @@ def _rates_section(runs: Runs) -> str:
     near = [(_epoch(r["started"]), 100 * r["near_duplicates"] / r["entries_read"]) for r in rows]
     earlier = [(_epoch(r["started"]), 100 * r["already_written"] / r["entries_read"]) for r in rows]
     top = _nice_max(max(max(v for _, v in exact + near + earlier), 1))
-    digits = 1 if top < 10 else 0
     chart = line_chart("Duplicate rates", [("exact duplicates", 1, exact), ("near duplicates", 3, near),
                                            ("already written earlier", 2, earlier)],
-                       y_fmt=lambda v: f"{v:.{digits}f}%", y_max=top)
+                       y_fmt=lambda v: f"{v:.3g}%", y_max=top)
     read = sum(r["entries_read"] for r in rows)
     summary = (f'<p class="note">Share of the entries each run read. Over the period: exact '
                f'{100 * sum(r["duplicates"] - r["near_duplicates"] for r in rows) / read:.1f}%, near '
                f'{100 * sum(r["near_duplicates"] for r in rows) / read:.1f}%, already written '
                f'{100 * sum(r["already_written"] for r in rows) / read:.1f}% of {int(read):,} entries read.</p>')
-    return _section("Duplicate and near-duplicate rates", chart + summary, "rates")
+    return _section("Duplicate and near-duplicate rates", f'<div class="solo">{chart}</div>' + summary, "rates")
 
 
 def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datetime) -> str:
@@ -628,7 +641,8 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
     intro = (f'<p class="note">{len(urls)} feeds: <span class="bad">{failing} failing</span>, '
              f'<span class="warn">{silent} silent</span> (polled at least twice in the period, nothing new). '
              "Click a column header to sort.</p>")
-    table = f'<div class="scroll"><table class="sortable"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table></div>'
+    table = (f'<div class="scroll"><table class="sortable wide"><thead>{head}</thead>'
+             f'<tbody>{"".join(lines)}</tbody></table></div>')
     return _section("Feed health", intro + table, "feeds")
 
 
@@ -638,16 +652,19 @@ def _articles_section(articles: ArticleCounts | str) -> str:
     per = "hour" if articles.bucket_seconds == 3600 else "day"
     body = (f'<p class="note">{articles.total:,} articles fetched in the period, per {per} of their fetch time '
             "(when they arrived).</p>")
+    charts = []
     for key, counts, other in (("language", articles.by_language, "other languages"),
                                ("topic", articles.by_topic, "other topics")):
         title = f"Articles per {per} by {key}"
-        body += f"<h3>{e(title)}</h3>" + stacked_bars(title, articles.bucket_seconds, _series_by(counts, other), articles.span)
+        chart = stacked_bars(title, articles.bucket_seconds, _series_by(counts, other), articles.span)
         totals = collections.Counter()
         for (_, value), n in counts.items():
             totals[value] += n
         if len(totals) > MAX_SERIES:
             every = ", ".join(f"{e(k)} {n:,}" for k, n in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
-            body += f'<p class="note">Every {key}: {every}.</p>'
+            chart += f'<p class="note">Every {key}: {every}.</p>'
+        charts.append(f"<div><h3>{e(title)}</h3>{chart}</div>")
+    body += f'<div class="grid2">{"".join(charts)}</div>'
 
     return _section(f"Articles per {per}", body, "articles")
 

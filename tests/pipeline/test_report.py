@@ -256,3 +256,22 @@ def test_progress_is_quiet_with_quiet_even_on_a_terminal():
         progress.poll()
         time.sleep(0.05)
     assert terminal.getvalue() == ""
+
+
+def test_progress_reads_a_finished_pipelines_beam_counters():
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+
+    from pipeline.progress import beam_counts
+
+    def count(x):
+        Metrics.counter("parse", "articles").inc()
+        Metrics.counter("fetch", "feeds_ok" if x % 2 else "feeds_failed").inc()
+        return x
+
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create(range(5)) | beam.Map(count)
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert beam_counts(result) == {"feeds": 5, "parsed": 5, "cleaned": 0, "classified": 0, "kept": 0,
+                                   "dead letters": 0}
