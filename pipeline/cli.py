@@ -1,6 +1,6 @@
 """The `newsbeam` command.
 
-    newsbeam run [--config FILE] [--output DIR] [--all] [--streaming] [any Beam pipeline option]
+    newsbeam run [--config FILE] [--output DIR] [--all] [--report] [--quiet] [--streaming] [any Beam pipeline option]
     newsbeam compact OUTPUT [--older-than 1d]
     newsbeam report OUTPUT [--out FILE] [--since 7d]
     newsbeam train-topics --data CSV --out MODEL
@@ -92,7 +92,7 @@ def _main_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("output", help="the output directory of earlier runs")
     report.add_argument("--out", default=None, help="HTML file to write (default OUTPUT/_report/index.html)")
-    report.add_argument("--since", default="7d", help="the period shown, e.g. 24h, 7d, 30d; 0 for everything (default 7d)")
+    report.add_argument("--since", default="7d", help="the period shown: 24h, 7d, 30d, ...; 0 for all (default 7d)")
     train = commands.add_parser(
         "train-topics",
         help="train a topic model from a CSV of label,title,text (AG News' format included)",
@@ -269,7 +269,7 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     if due:
         pipeline = beam.Pipeline(options=options)
         build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now)
-        token = progress.tap(pipeline)
+        token = None if quiet else progress.tap(pipeline)
         try:
             with progress.Progress(len(due), lambda: progress.local_counts(token), quiet=quiet) as shown:
                 result = pipeline.run()

@@ -435,7 +435,7 @@ section{background:#fff;border:1px solid var(--line);border-radius:6px;padding:1
 .line{fill:none;stroke-width:1.8}.spark{width:100px;height:22px}
 .legend{margin:.2rem 0;font-size:.85rem}.legend span{margin-right:12px;white-space:nowrap}
 .key{width:10px;height:10px;margin-right:4px;vertical-align:-1px}
-.scroll{overflow-x:auto}.solo{max-width:560px}table.wide{min-width:860px}
+.scroll{overflow-x:auto}table.wide td:first-child{min-width:13em}table.wide td:nth-child(2){min-width:9em}.solo{max-width:560px}table.wide{min-width:860px}
 table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid var(--line);vertical-align:top}
 th{background:#eef1f5;position:sticky;top:0}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -607,7 +607,7 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
             status, cls, rank = "ok (304)", "ok", 3
         else:
             status, cls, rank = "ok", "ok", 3
-        if status_code and status_code != 304:
+        if status_code and (failures or status_code not in (200, 304)):
             status += f" · HTTP {status_code}"
         last_new = next((when for when, n in reversed(polls) if n), None)
         success, success_key = _ago(h.get("last_success_at"), now)
@@ -622,7 +622,7 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
         error = h.get("last_error") or ""
         name = runs.feed_names.get(url, "")
         values = [n for _, n in polls[-SPARK_RUNS:]]
-        lines.append(
+        lines.append(((rank, (name or url).lower()),
             f'<tr><td data-v="{e((name or url).lower())}">{e(name) or "-"}<div class="url">{e(url)}</div></td>'
             f'<td data-v="{rank}"><span class="{cls}">{e(status)}</span>'
             + (f'<div class="url">{e(error[:300])}</div>' if error and failures else "")
@@ -634,7 +634,8 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
             f'<td data-v="{new_key}">{e(new_text)}</td>'
             f'<td class="n">{int(h.get("total_new_entries") or 0):,}</td>'
             f'<td data-v="{sum(values)}">{sparkline(values)}</td></tr>'
-        )
+        ))
+    lines.sort(key=lambda line: line[0])  # failing first, then by name: the order a reader wants without the script
     head = ("<tr><th>feed</th><th>status</th><th>last success</th><th class=\"n\">consecutive failures</th>"
             "<th>next due</th><th>validators</th><th>last new entries</th><th class=\"n\">new entries (all time)</th>"
             f"<th>new entries per run (last {SPARK_RUNS} polls)</th></tr>")
@@ -642,7 +643,7 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
              f'<span class="warn">{silent} silent</span> (polled at least twice in the period, nothing new). '
              "Click a column header to sort.</p>")
     table = (f'<div class="scroll"><table class="sortable wide"><thead>{head}</thead>'
-             f'<tbody>{"".join(lines)}</tbody></table></div>')
+             f'<tbody>{"".join(row for _, row in lines)}</tbody></table></div>')
     return _section("Feed health", intro + table, "feeds")
 
 
@@ -714,7 +715,8 @@ def _reconciliation_section(latest: dict[str, Any] | None) -> str:
     rows = [f'<tr><td>entries read</td><td class="n">{_fmt(read)}</td></tr>']
     rows += [f'<tr><td>= {e(name)}</td><td class="n">{_fmt(v)}</td></tr>' for name, v in terms]
     if rest:
-        rows.append(f'<tr><td class="warn">not accounted for by the counts above</td><td class="n">{_fmt(rest)}</td></tr>')
+        rows.append(f'<tr><td class="warn">not accounted for by the counts above</td>'
+                    f'<td class="n">{_fmt(rest)}</td></tr>')
     rows.append(f'<tr><td>rows in the files written</td><td class="n">{_fmt(_num(latest, "rows_in_files"))}</td></tr>')
     shown = {"entries_read", "rows_in_files", *_ACCOUNTED}
     other = [(k, v) for k, v in sorted(latest.items())

@@ -21,14 +21,15 @@ from transforms.health import FeedHealth
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium driven by playwright (never a browser playwright downloads)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e '.[test]')")
     if not CHROMIUM:
         pytest.skip("chromium not found: apt-get install -y chromium (.ci/run installs it)")
     with sync_api.sync_playwright() as p:
@@ -275,3 +276,10 @@ def test_progress_reads_a_finished_pipelines_beam_counters():
     result.wait_until_finish()
     assert beam_counts(result) == {"feeds": 5, "parsed": 5, "cleaned": 0, "classified": 0, "kept": 0,
                                    "dead letters": 0}
+
+
+def test_report_command_line_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path), "--since", "a week"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such output" in err[0] and "--since" in err[1]
