@@ -9,7 +9,14 @@ Pure functions, usable without Beam:
   comments, on a tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date,
   the authors and a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
 
-The stage itself (fetching, politeness, SSRF guard, dead letters) is further down, under "The stage".
+- `PageFetcher.fetch(url)`: one page through the SSRF guard (transforms/netguard.py: every hop checked, and again
+  at connect time), politely: per-host connection limit and delay (`HostLimiter`), robots.txt cached per origin,
+  Retry-After on 429/503, a hard wall-clock deadline, a size cap, HTML content types only. Never raises: a
+  `PageResult` carries the page or the dead-letter reason.
+- `apply_page(article, result)`: the article with its page's text and metadata, or unchanged plus a dead letter.
+
+`FetchArticlePages` (under "The stage") selects the entries whose page is wanted (per-feed mode, not written by an
+earlier run), groups them by URL, fetches in parallel within each worker and merges the pages back.
 """
 
 from __future__ import annotations
@@ -216,8 +223,8 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
             break
         published = parse_datetime(meta.get(key, ""))
     if published is None:
-        for time in tree.iter("time"):
-            published = parse_datetime(time.get("datetime", ""))
+        for element in tree.iter("time"):
+            published = parse_datetime(element.get("datetime", ""))
             if published:
                 break
 
@@ -502,7 +509,10 @@ class PageFetcher:
                         if media not in HTML_TYPES:
                             raise PageError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
                         body, truncated = _read_capped(response, s.max_bytes)
-                        page = extract_page(body, current, content_type)
+                        try:
+                            page = extract_page(body, current, content_type)
+                        except Exception as err:  # noqa: BLE001 - a page no parser copes with is a dead letter
+                            raise PageError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
                         if not page.text:
                             raise PageError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
                         return PageResult(url, current, status, page, truncated=truncated)
