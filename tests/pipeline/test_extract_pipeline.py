@@ -8,7 +8,9 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline.build import extraction_on
 from pipeline.cli import main
+from pipeline.config import ConfigError, load_config
 from tests.feed_server import FeedServer
 
 PARAGRAPHS = [
@@ -98,3 +100,20 @@ def test_loopback_not_allow_listed_is_never_contacted_and_second_run_fetches_not
     second = records[1]
     assert second["reconciled"] is True and second["articles_written"] == 0
     assert second["already_written"] + second["duplicates"] == 5
+
+
+def test_extract_config_section_and_feed_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("feeds:\n  - {name: a, url: a.xml, extract: always}\n  - {name: b, url: b.xml, extract: off}\n"
+                      "extract: {mode: off, min_chars: 50, per_host_delay: 2s, allow_hosts: [10.0.0.0/8, intranet]}\n")
+    loaded = load_config(config)
+    assert [f.extract for f in loaded.feeds] == ["always", "off"]  # YAML's bare off is the mode, not false
+    assert (loaded.extract.mode, loaded.extract.min_chars, loaded.extract.per_host_delay) == ("off", 50, 2.0)
+    assert extraction_on(loaded) and not extraction_on(load_config())
+    for bad, key in (("extract: {mode: sometimes}", "extract"), ("extract: {allow_hosts: ['not a host!']}", "extract")):
+        config.write_text("feeds:\n  - {name: a, url: a.xml}\n" + bad + "\n")
+        with pytest.raises(ConfigError, match=key):
+            load_config(config)
+    config.write_text("feeds:\n  - {name: a, url: a.xml, extract: maybe}\n")
+    with pytest.raises(ConfigError, match=r"feeds\[0\]\.extract"):
+        load_config(config)
