@@ -297,11 +297,12 @@ def extract_page(html: bytes, url: str = "", content_type: str = "") -> Extracte
 # ---------------------------------------------------------------------------------------------------------------
 # The stage
 #
-# What holds where: every limit below (connections and delay per host, the robots.txt cache, the page cache) lives
-# in one FetchArticlePages DoFn instance, that is one per worker thread of a worker process. With several worker
-# processes (Dataflow workers, DirectRunner multi_processing) each keeps its own: two workers may each open
-# `per_host_connections` to a host. In batch runs pages are grouped by URL before fetching, so a URL is fetched
-# once per run whatever the worker count; in streaming a page is remembered by the instance that fetched it.
+# What holds where: the per-host limits (connections and delay) and the robots.txt cache live in one PageFetcher per
+# worker process and run (`shared_fetcher`), which every DoFn instance (one per SDK worker thread) of that process
+# uses. With several worker processes (Dataflow workers, DirectRunner multi_processing) each keeps its own: two
+# workers may each open `per_host_connections` to a host. In batch runs pages are grouped by URL before fetching, so
+# a URL is fetched once per run whatever the worker count; in streaming a page is remembered by the DoFn instance
+# that fetched it.
 
 MODES = ("off", "when_short", "always")
 USER_AGENT = "newsbeam/0.1 (+https://github.com/newsbeam/newsbeam)"
@@ -607,6 +608,21 @@ def apply_page(article: Article, result: PageResult, run_id: str = "") -> tuple[
     return dataclasses.replace(article, **changes), None
 
 
+_FETCHERS: dict[tuple[ExtractSettings, str], PageFetcher] = {}
+_FETCHERS_LOCK = threading.Lock()
+
+
+def shared_fetcher(settings: ExtractSettings, run_id: str) -> PageFetcher:
+    """The PageFetcher of this process for one run: its host limits and robots.txt cache hold process-wide."""
+    with _FETCHERS_LOCK:
+        key = (settings, run_id)
+        if key not in _FETCHERS:
+            if len(_FETCHERS) >= 8:  # a long-lived process (tests, a notebook) running run after run
+                _FETCHERS.pop(next(iter(_FETCHERS))).close()
+            _FETCHERS[key] = PageFetcher(settings)
+        return _FETCHERS[key]
+
+
 class _SetOnce:
     """A side input converted to a set once per DoFn instance, not once per element."""
 
@@ -654,13 +670,12 @@ class _FetchPagesFn(beam.DoFn):
             "pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")}
 
     def setup(self):
-        self._fetcher = PageFetcher(self._settings)
+        self._fetcher = shared_fetcher(self._settings, self._run_id)
         self._pool = concurrent.futures.ThreadPoolExecutor(self._settings.threads, thread_name_prefix="page")
         self._cache: dict[str, PageResult] = {}  # streaming: a URL seen again by this instance is not refetched
 
     def teardown(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._fetcher.close()
 
     def start_bundle(self):
         self._batch: list[tuple[str, list[Article], WindowedValue]] = []
