@@ -269,3 +269,15 @@ def test_stage_fetches_each_url_once_skips_written_entries_and_honours_feed_mode
                     equal_to([("a", "page"), ("a-copy", "page"), ("b", "-"), ("c", "-"), ("d", "page")]))
         assert_that(routed.dead_letters, equal_to([]), label="letters")
     assert [feed_server.hits(f"/{n}") for n in "abcd"] == [1, 0, 0, 1]
+
+
+def test_the_connect_time_check_holds_when_the_first_check_is_passed(feed_server, monkeypatch):
+    # As if DNS answered a public address to the check and a loopback one to the connect: the session still refuses.
+    import transforms.extract as extract
+
+    feed_server.add("/a", page(BODY), content_type="text/html")
+    monkeypatch.setattr(extract, "check_url", lambda url, allow: None)
+    unguarded_check = PageFetcher(ExtractSettings(per_host_delay=0.0, robots=False))
+    result = unguarded_check.fetch(feed_server.url("/a"))
+    unguarded_check.close()
+    assert result.reason == "blocked_address" and feed_server.hits("/a") == 0
