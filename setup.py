@@ -22,6 +22,12 @@ setup(
     install_requires=[
         "apache-beam>=2.60,<3",
         "feedparser>=6.0.10,<7",
+        # Full article text (transforms/extract.py): trafilatura extracts the body; with lxml 6 its import needs
+        # lxml_html_clean; charset_normalizer detects undeclared page charsets.
+        "trafilatura>=2.0,<3",
+        "lxml_html_clean>=0.4",
+        "lxml>=5",
+        "charset-normalizer>=3",
         # Language identification: langdetect stays selectable; the default ensemble uses the others (each ships
         # its model inside the package: nothing is downloaded at run time).
         "langdetect>=1.0.9,<2",

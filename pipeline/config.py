@@ -21,6 +21,7 @@ import yaml
 from transforms.classify import ClassifySettings
 from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
+from transforms.extract import MODES as EXTRACT_MODES, ExtractSettings
 from transforms.fetch import FeedSource, FetchSettings
 from transforms.health import HealthSettings
 from transforms.neardup import NearDedupSettings
@@ -49,6 +50,7 @@ class Config:
     output: str = "./output"
     fetch: FetchSettings = FetchSettings()
     parse: ParseSettings = ParseSettings()
+    extract: ExtractSettings = ExtractSettings()
     clean: CleanSettings = CleanSettings()
     classify: ClassifySettings = ClassifySettings()
     dedup: DedupSettings = DedupSettings()
@@ -105,13 +107,29 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
     if raw is None:
         raw = {}
+    _extract_off_as_string(raw)
     try:
         config = _build(Config, raw, "")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     if not config.feeds:
         raise ConfigError(f"{path}: key 'feeds': at least one feed is needed")
+    for i, feed in enumerate(config.feeds):
+        if feed.extract and feed.extract not in EXTRACT_MODES:
+            raise ConfigError(f"{path}: key 'feeds[{i}].extract': expected one of {', '.join(EXTRACT_MODES)}, "
+                              f"got {feed.extract!r}")
     return dataclasses.replace(config, feeds=tuple(_resolve_feed(f, path.parent) for f in config.feeds))
+
+
+def _extract_off_as_string(raw: Any) -> None:
+    """YAML 1.1 reads a bare `off` as false: `extract: {mode: off}` and a feed's `extract: off` mean the mode."""
+    if not isinstance(raw, dict):
+        return
+    if isinstance(raw.get("extract"), dict) and raw["extract"].get("mode") is False:
+        raw["extract"]["mode"] = "off"
+    for feed in raw.get("feeds") or ():
+        if isinstance(feed, dict) and feed.get("extract") is False:
+            feed["extract"] = "off"
 
 
 def _resolve_feed(feed: FeedSource, base: Path) -> FeedSource:

@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.config import Config
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
+from transforms.extract import FetchArticlePages
 from transforms.fetch import FetchFeeds
 from transforms.parse import ParseEntries
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions
@@ -66,7 +67,14 @@ def build_streaming(
 
     fetched = polls | "Fetch" >> FetchFeeds(config.fetch, run_id)
     parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
-    cleaned = parsed.articles | "Clean" >> CleanArticles(config.clean, run_id)
+    entries, page_dead_letters = parsed.articles, ()
+    if any((feed.extract or config.extract.mode) != "off" for feed in config.feeds):
+        # No written keys here: the streaming job's own state deduplicates after classify, so an entry seen in
+        # every poll has its page fetched once per worker instance (the stage's cache), not once per poll.
+        pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
+            config.extract, config.feeds, run_id, group_by_url=False)
+        entries, page_dead_letters = pages.articles, (pages.dead_letters,)
+    cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
     classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
     unique = (
         classified.articles
@@ -83,7 +91,8 @@ def build_streaming(
     sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (
-        (fetched.dead_letters, parsed.dead_letters, cleaned.dead_letters, classified.dead_letters, timely.dead_letters)
+        (fetched.dead_letters, parsed.dead_letters, *page_dead_letters, cleaned.dead_letters, classified.dead_letters,
+         timely.dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterWindows" >> WindowDeadLetters(stream, config.window)
     )

@@ -43,6 +43,7 @@ class RunSummary:
     revisions: int = 0
     entry_dead_letters: int = 0
     feed_dead_letters: int = 0
+    page_dead_letters: int = 0  # pages not fetched or extracted; their articles were kept with the feed's text
     dead_letters_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
     articles_by_language: dict[str, int] = dataclasses.field(default_factory=dict)
     articles_by_topic: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -112,6 +113,7 @@ def summarise(summary: RunSummary, counters: dict[str, int], article_files: list
     summary.feeds_not_modified = c["parse/not_modified"]
     summary.entry_dead_letters = c["sink/dead_letter_entries"]
     summary.feed_dead_letters = c["sink/dead_letter_feeds"]
+    summary.page_dead_letters = c["sink/dead_letter_pages"]
     summary.dead_letters_by_reason = _with_prefix(counters, "sink.dead_letter")
     summary.articles_by_language = _with_prefix(counters, "sink.language")
     summary.articles_by_topic = _with_prefix(counters, "sink.topic")
@@ -170,6 +172,7 @@ def format_table(summary: RunSummary) -> str:
         ("already written earlier", summary.already_written),
         ("dead letters (entries)", summary.entry_dead_letters),
         ("dead letters (feeds)", summary.feed_dead_letters),
+        ("dead letters (pages)", summary.page_dead_letters),
         ("article files", len(summary.article_files)),
         ("reconciled", "yes" if summary.reconciled else "NO"),
     ]

@@ -36,6 +36,9 @@ class Article:
     guid: str = ""
     title: str = ""
     text: str = ""
+    summary: str = ""
+    text_source: str = ""
+    canonical_url: str = ""
     authors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     published_at: dt.datetime | None = None
@@ -75,9 +78,15 @@ class DeadLetter:
     run_id: str = ""
 
     @property
+    def is_page(self) -> bool:
+        """True for a page that could not be fetched or extracted: its article was kept with the feed's text, so
+        it is not a lost entry and does not count in the reconciliation."""
+        return self.stage == PAGE_STAGE
+
+    @property
     def is_entry(self) -> bool:
-        """True when this rejects one entry (it counts in the reconciliation), False for a whole feed."""
-        return bool(self.entry_key)
+        """True when this rejects one entry (it counts in the reconciliation), False for a whole feed or a page."""
+        return bool(self.entry_key) and not self.is_page
 
 
 class Routed(NamedTuple):
@@ -88,6 +97,8 @@ class Routed(NamedTuple):
 
 
 DEAD_LETTER_TAG = "dead_letters"
+# The stage of dead letters about an article's page (FetchArticlePages): the article itself went on.
+PAGE_STAGE = "extract"
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -100,6 +111,9 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("source", pa.string()),
         pa.field("title", pa.string()),
         pa.field("text", pa.string()),
+        pa.field("summary", pa.string()),
+        pa.field("text_source", pa.string()),
+        pa.field("canonical_url", pa.string()),
         pa.field("authors", pa.list_(pa.string())),
         pa.field("tags", pa.list_(pa.string())),
         pa.field("published_at", _TS, nullable=False),

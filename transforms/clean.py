@@ -10,8 +10,9 @@ Two pure steps, usable without Beam:
   "Further reading:" block) by rules held in `CleanSettings`. Rules only ever match whole, short lines, so a
   body sentence that merely contains "by" or "follow" is never touched.
 
-`CleanArticles` applies both to every Article (title and text); an article left with no text becomes a dead
-letter with reason `empty_after_cleaning`. Try it on one document:
+`CleanArticles` applies both to every Article (title, text and the feed's `summary`); it keeps a title-only
+article (a headline with a link is news) and makes one left with neither title nor text a dead letter with reason
+`empty_after_cleaning`. Try it on one document:
 
     python -c "import sys; from transforms.clean import clean_text; print(clean_text(sys.stdin.read()))" < page.html
 """
@@ -425,9 +426,10 @@ class CleanSettings:
     """Rules of CleanArticles. Patterns are Python regexes matched case-insensitively against a whole line.
 
     Add site-specific rules with the `extra_*` fields, which keep the defaults; set the main fields to replace them.
-    `min_chars`: an article whose cleaned text is shorter is a dead letter ("empty_after_cleaning"). The default 1
-    follows the rule "an article left with no text": any text at all counts, because a one-sentence brief is
-    still news and length filtering is a policy choice for the user. 0 keeps even articles with no text.
+    `min_chars`: an article whose cleaned text is not empty but shorter is a dead letter ("empty_after_cleaning").
+    An article with a title and no text at all is kept whatever `min_chars` says (a headline with a link is news);
+    one with neither title nor text is always a dead letter. With the default 1 any text counts, because a
+    one-sentence brief is still news and length filtering is a policy choice for the user.
     """
 
     drop_line_patterns: tuple[str, ...] = DEFAULT_DROP_LINE_PATTERNS
@@ -610,6 +612,7 @@ class _CleanArticleFn(beam.DoFn):
         self._cleaned = Metrics.counter(STAGE, "articles_cleaned")
         self._empty = Metrics.counter(STAGE, "empty_after_cleaning")
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
+        self._title_only = Metrics.counter(STAGE, "title_only")
 
     def process(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
         title = clean_title(article.title)
@@ -617,15 +620,26 @@ class _CleanArticleFn(beam.DoFn):
         text, removed = _remove_furniture_counted(plain, title, self._settings)
         if removed:
             self._furniture.inc(removed)
-        if len(text) < self._settings.min_chars:
+        title_only = bool(title) and not text
+        if title_only:
+            self._title_only.inc()
+        elif len(text) < self._settings.min_chars or not (title or text):
             self._empty.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(article, plain, text, removed))
             return
         self._cleaned.inc()
-        yield dataclasses.replace(article, title=title, text=text)
+        if article.text_source == "page":
+            # The text came from the article's page (FetchArticlePages); the feed's own text is the summary.
+            summary = remove_furniture(html_to_text(article.summary), title, self._settings)
+        else:
+            summary = text
+        source = "page" if article.text_source == "page" and text else "feed" if text else "none"
+        yield dataclasses.replace(article, title=title, text=text, summary=summary, text_source=source)
 
     def _dead_letter(self, article: Article, plain: str, text: str, removed: int) -> DeadLetter:
-        if not plain:
+        if not (plain or clean_title(article.title)):
+            why = "the entry has neither title nor text (markup only or empty)"
+        elif not plain:
             why = "the entry has no text (markup only or empty)"
         elif not text:
             why = f"all {removed} line(s) of text were page furniture or repeated the title"
@@ -644,10 +658,10 @@ class _CleanArticleFn(beam.DoFn):
 
 
 class CleanArticles(beam.PTransform):
-    """Articles with raw markup in, Articles with plain title and text out; empty ones become dead letters.
+    """Articles with raw markup in, Articles with plain title, text and summary out, with `text_source` set.
 
-    The title counts as no text: an entry whose text is empty, or only repeats its title, is a dead letter even
-    though it has a title (the rule is "an article left with no text"; set min_chars=0 to keep such entries).
+    A title-only article (empty text, or text that only repeated its title) is kept with `text_source` "none";
+    an article with neither title nor text, or with text shorter than `min_chars`, becomes a dead letter.
     """
 
     def __init__(self, settings: CleanSettings = CleanSettings(), run_id: str = "") -> None:

@@ -64,6 +64,8 @@ class FeedSource:
     url: str
     language: str = ""
     topic: str = ""
+    # Full article text for this feed's entries: "off", "when_short" or "always"; "" follows the config's extract.mode.
+    extract: str = ""
     etag: str = ""
     last_modified: str = ""
 

@@ -147,9 +147,10 @@ class _CountDeadLettersFn(beam.DoFn):
     def __init__(self):
         self._entries = Metrics.counter("sink", "dead_letter_entries")
         self._feeds = Metrics.counter("sink", "dead_letter_feeds")
+        self._pages = Metrics.counter("sink", "dead_letter_pages")
 
     def process(self, letter: DeadLetter) -> Iterable[DeadLetter]:
-        (self._entries if letter.is_entry else self._feeds).inc()
+        (self._pages if letter.is_page else self._entries if letter.is_entry else self._feeds).inc()
         Metrics.counter("sink.dead_letter", f"{letter.stage}/{letter.reason}").inc()
         yield letter
 

@@ -1,5 +1,6 @@
 """CleanArticles: markup to text, furniture rules one by one, the seed article, the Beam stage, real feeds."""
 
+import dataclasses
 from pathlib import Path
 
 import feedparser
@@ -271,41 +272,56 @@ def article(article_id: str, title: str, text: str) -> Article:
 GOOD = article("a1", "<b>Council</b> approves budget", f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
 EMPTY = article("a2", "Title only", "<p>&nbsp;</p><script>track()</script>")
 FURNITURE_ONLY = article("a3", "Budget", "<p>Budget</p><p>Read more</p>")
+NOTHING = article("a4", "<b></b>", "<p>&nbsp;</p><script>track()</script>")
 
 
 def test_dofn_cleans_title_and_text_and_routes_empty_articles():
     fn = _CleanArticleFn(CleanSettings(), run_id="r1")
     [cleaned] = fn.process(GOOD)
     assert (cleaned.title, cleaned.text, cleaned.article_id) == ("Council approves budget", BODY, "a1")
-    [routed] = fn.process(EMPTY)
+    assert (cleaned.summary, cleaned.text_source) == (BODY, "feed")
+    # A headline with a link is news: title-only entries (no text, or text that only repeated the title) are kept.
+    [title_only] = fn.process(EMPTY)
+    assert (title_only.title, title_only.text, title_only.text_source) == ("Title only", "", "none")
+    [title_only] = fn.process(FURNITURE_ONLY)
+    assert (title_only.title, title_only.text, title_only.text_source) == ("Budget", "", "none")
+    [routed] = fn.process(NOTHING)
     assert routed.tag == DEAD_LETTER_TAG
     letter = routed.value
     assert isinstance(letter, DeadLetter)
     assert (letter.stage, letter.reason, letter.entry_key, letter.feed_url, letter.run_id) == (
-        "clean", "empty_after_cleaning", "a2", "https://daily.test/feed", "r1")
-    assert letter.raw_excerpt == EMPTY.text and letter.time is not None
-    assert "no text" in letter.message
-    [routed] = fn.process(FURNITURE_ONLY)
-    assert "furniture" in routed.value.message
-    # min_chars=0 keeps even an article with no text; a high min_chars rejects short ones.
-    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=0), "").process(EMPTY))).text == ""
+        "clean", "empty_after_cleaning", "a4", "https://daily.test/feed", "r1")
+    assert letter.raw_excerpt == NOTHING.text and letter.time is not None
+    assert "neither title nor text" in letter.message
+    # min_chars=0 still drops an entry with nothing in it; a high min_chars rejects short texts, not title-only ones.
+    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=0), "").process(NOTHING))).tag == DEAD_LETTER_TAG
     [short] = _CleanArticleFn(CleanSettings(min_chars=500), "").process(GOOD)
     assert short.tag == DEAD_LETTER_TAG and "min_chars=500" in short.value.message
+    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=500), "").process(EMPTY))).text_source == "none"
+
+
+def test_page_text_keeps_the_feed_text_as_summary():
+    page = dataclasses.replace(GOOD, text=f"Council approves budget\n\n{BODY}", summary="<p>A short teaser.</p>",
+                               text_source="page")
+    [cleaned] = _CleanArticleFn(CleanSettings(), "").process(page)
+    assert (cleaned.text, cleaned.summary, cleaned.text_source) == (BODY, "A short teaser.", "page")
 
 
 def test_clean_articles_routes_outputs_and_counts():
     pipeline = TestPipeline()
-    routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY]) | CleanArticles(run_id="r1")
-    expected = Article(**{**GOOD.__dict__, "title": "Council approves budget", "text": BODY})
-    assert_that(routed.articles, equal_to([expected]), label="articles")
+    routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY, NOTHING]) | CleanArticles(run_id="r1")
+    expected = Article(**{**GOOD.__dict__, "title": "Council approves budget", "text": BODY, "summary": BODY,
+                          "text_source": "feed"})
+    kept = routed.articles | beam.Map(lambda a: a if a.article_id == "a1" else (a.article_id, a.text_source))
+    assert_that(kept, equal_to([expected, ("a2", "none"), ("a3", "none")]), label="articles")
     letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
-    assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a2", "r1"),
-                                   ("clean", "empty_after_cleaning", "a3", "r1")]), label="dead_letters")
+    assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a4", "r1")]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
     query = result.metrics().query(MetricsFilter().with_namespace("clean"))
     counters = {c.key.metric.name: c.committed for c in query["counters"]}
-    assert counters == {"articles_cleaned": 1, "empty_after_cleaning": 2, "furniture_lines_removed": 4}
+    assert counters == {"articles_cleaned": 3, "title_only": 2, "empty_after_cleaning": 1,
+                        "furniture_lines_removed": 4}
 
 
 # --- real feeds --------------------------------------------------------------------------------------------
