@@ -651,8 +651,9 @@ def _articles_section(articles: ArticleCounts | str) -> str:
     if isinstance(articles, str):
         return _section("Articles", f'<p class="bad">Could not read the articles: {e(articles)}</p>', "articles")
     per = "hour" if articles.bucket_seconds == 3600 else "day"
-    body = (f'<p class="note">{articles.total:,} articles fetched in the period, per {per} of their fetch time '
-            "(when they arrived).</p>")
+    span = f" (the first at {_iso(articles.first)}, the last at {_iso(articles.last)})" if articles.total else ""
+    body = (f'<p class="note">{articles.total:,} articles fetched in the period{e(span)}, per {per} of their '
+            "fetch time (when they arrived).</p>")
     charts = []
     for key, counts, other in (("language", articles.by_language, "other languages"),
                                ("topic", articles.by_topic, "other topics")):
