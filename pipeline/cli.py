@@ -2,6 +2,7 @@
 
     newsbeam run [--config FILE] [--output DIR] [--all] [--streaming] [any Beam pipeline option]
     newsbeam compact OUTPUT [--older-than 1d]
+    newsbeam reindex OUTPUT
     newsbeam train-topics --data CSV --out MODEL
 
 `run` runs the pipeline (the bundled sample feeds by default, written to ./output), commits its files, updates the
@@ -16,6 +17,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -38,6 +40,7 @@ from pipeline.summary import RunSummary, counter_values, feed_table, format_tabl
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
 from transforms.language import LanguageDetector
+from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
 
@@ -46,7 +49,7 @@ _LOG = logging.getLogger("newsbeam")
 
 def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time to the second plus a random suffix, e.g. 20261125T231500Z-3f9a1c."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -59,6 +62,7 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
     parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
+    parser.add_argument("--now", help=argparse.SUPPRESS)  # the run's clock, for tests (as NEWSBEAM_NOW)
     NewsbeamOptions._add_argparse_args(parser)
     seen = {str(NewsbeamOptions)}
     for cls in PipelineOptions.__subclasses__():
@@ -77,6 +81,10 @@ def _main_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the pipeline (see `newsbeam run --help` for every option)", add_help=False)
     compact_parser = commands.add_parser("compact", help="merge the small files of each partition into one")
     compact_parser.add_argument("output", help="the output directory of earlier runs")
+    reindex_parser = commands.add_parser(
+        "reindex", help="rebuild the key index of what was written (_state/seen/) from the output's articles"
+    )
+    reindex_parser.add_argument("output", help="the output directory of earlier runs")
     compact_parser.add_argument(
         "--older-than",
         default="1d",
@@ -166,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _main_parser().parse_args(argv)  # exits 2 on an unknown command, 0 after --help
     if args.command == "compact":
         return compact_command(args.output, args.older_than)
+    if args.command == "reindex":
+        return reindex_command(args.output)
     if args.command == "train-topics":
         return train_topics_command(args)
     if args.command == "train-language-pair":
@@ -193,9 +203,59 @@ def compact_command(output: str, older_than: str) -> int:
     return 0
 
 
+def reindex_command(output: str) -> int:
+    """`newsbeam reindex`: rebuild the key index from the dataset. Returns the exit status."""
+    _configure_logging(False)
+    if not Path(output).is_dir() and "://" not in output:
+        print(f"newsbeam: error: {output}: no such output directory", file=sys.stderr)
+        return 2
+    try:
+        with state.OutputLock(output, "reindex"):
+            name, rows = state.reindex(output, utcnow())
+    except state.LockHeld as err:
+        print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
+        return 1
+    print(f"reindexed {rows} article(s) into {state.seen_path(output, name)}")
+    return 0
+
+
+def _without_option(argv: Sequence[str], name: str) -> list[str]:
+    """`argv` without `name VALUE` / `name=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
+
+
 def run(argv: Sequence[str]) -> int:
-    """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status."""
+    """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status.
+
+    The hidden `--now INSTANT` runs with the clock fixed at INSTANT (as NEWSBEAM_NOW does), for tests."""
     args = _run_parser().parse_args(argv)  # exits 2 with a one-line error on an unknown option
+    if args.now is None:
+        return _run(argv, args)
+    try:
+        parse_instant(args.now)
+    except ValueError:
+        print(f"newsbeam: error: --now: not an ISO 8601 instant: {args.now!r}", file=sys.stderr)
+        return 2
+    before = os.environ.get(NOW_ENV)
+    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
+    try:
+        return _run(_without_option(argv, "--now"), args)
+    finally:
+        if before is None:
+            os.environ.pop(NOW_ENV, None)
+        else:
+            os.environ[NOW_ENV] = before
+
+
+def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all")])
     ours = options.view_as(NewsbeamOptions)
@@ -223,9 +283,14 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool) -> int:
-    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        now = utcnow()
+    except ValueError as err:
+        print(f"newsbeam: error: {NOW_ENV}: {err}", file=sys.stderr)
+        return 2
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
+    seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = state.load_feed_health(config.output)
     due, skipped = schedule_feeds(config, health, now, poll_all)
     summary = RunSummary(
@@ -237,7 +302,7 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     )
     if due:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now)
+        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path)
         try:
             result = pipeline.run()
             summary.state = str(result.wait_until_finish())
@@ -251,15 +316,19 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
         counters = {}
     staged = state.staged_files(config.output, run_id, ARTICLES_DIR)
     summarise(summary, counters, staged)
-    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     reports = state.read_reports(config.output, run_id)
+    read = {r.feed_url for r in reports if r.ok and not r.not_modified}
+    seen_index = state.write_seen_index(config.output, run_id, seen, now, {f.url for f in config.feeds} - read)
+    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     new_health = dict(health)
     for report in reports:
         new_health[report.feed_url] = next_health(health.get(report.feed_url), report, now, config.schedule)
     state.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
-    state.write_json(state.run_record_path(config.output, run_id), summary.record())  # last: the commit point
+    record = {**summary.record(), "seen_index": seen_index}
+    state.write_json(state.run_record_path(config.output, run_id), record)  # last: the commit point
+    state.settle_seen_index(config.output, seen_index)
     state.finish(config.output, run_id)
     print(format_table(summary))
     if not summary.reconciled:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -170,6 +171,17 @@ def excerpt(raw: bytes | str | None, limit: int = RAW_EXCERPT_BYTES) -> str:
     return data[:limit].decode("utf-8", "ignore")
 
 
+# Fixes the clock (ISO 8601, e.g. 2027-01-10T00:00:00Z) for tests: `newsbeam run --now` sets it for its run.
+NOW_ENV = "NEWSBEAM_NOW"
+
+
+def parse_instant(value: str) -> dt.datetime:
+    """An ISO 8601 instant as an aware UTC datetime (UTC when it names no zone); ValueError when it is not one."""
+    instant = dt.datetime.fromisoformat(value.strip())
+    return (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def utcnow() -> dt.datetime:
-    """Now, in UTC, to the microsecond (Parquet's resolution)."""
-    return dt.datetime.now(UTC)
+    """Now, in UTC, to the microsecond (Parquet's resolution); the instant in NEWSBEAM_NOW when it is set."""
+    fixed = os.environ.get(NOW_ENV)
+    return parse_instant(fixed) if fixed else dt.datetime.now(UTC)
