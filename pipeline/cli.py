@@ -37,10 +37,10 @@ from pipeline.config import Config, ConfigError, load_config, parse_duration
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
+from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
 from transforms.language import LanguageDetector
-from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
 
@@ -81,15 +81,15 @@ def _main_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the pipeline (see `newsbeam run --help` for every option)", add_help=False)
     compact_parser = commands.add_parser("compact", help="merge the small files of each partition into one")
     compact_parser.add_argument("output", help="the output directory of earlier runs")
-    reindex_parser = commands.add_parser(
-        "reindex", help="rebuild the key index of what was written (_state/seen/) from the output's articles"
-    )
-    reindex_parser.add_argument("output", help="the output directory of earlier runs")
     compact_parser.add_argument(
         "--older-than",
         default="1d",
         help="only partitions whose window ended at least this long ago (default 1d: late articles have arrived)",
     )
+    reindex_parser = commands.add_parser(
+        "reindex", help="rebuild the key index of what was written (_state/seen/) from the output's articles"
+    )
+    reindex_parser.add_argument("output", help="the output directory of earlier runs")
     train = commands.add_parser(
         "train-topics",
         help="train a topic model from a CSV of label,title,text (AG News' format included)",
@@ -237,13 +237,15 @@ def run(argv: Sequence[str]) -> int:
 
     The hidden `--now INSTANT` runs with the clock fixed at INSTANT (as NEWSBEAM_NOW does), for tests."""
     args = _run_parser().parse_args(argv)  # exits 2 with a one-line error on an unknown option
+    for name, value in (("--now", args.now), (NOW_ENV, os.environ.get(NOW_ENV))):
+        try:
+            if value is not None:
+                parse_instant(value)
+        except ValueError:
+            print(f"newsbeam: error: {name}: not an ISO 8601 instant: {value!r}", file=sys.stderr)
+            return 2
     if args.now is None:
         return _run(argv, args)
-    try:
-        parse_instant(args.now)
-    except ValueError:
-        print(f"newsbeam: error: --now: not an ISO 8601 instant: {args.now!r}", file=sys.stderr)
-        return 2
     before = os.environ.get(NOW_ENV)
     os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
     try:
@@ -283,11 +285,7 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
 
 
 def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool) -> int:
-    try:
-        now = utcnow()
-    except ValueError as err:
-        print(f"newsbeam: error: {NOW_ENV}: {err}", file=sys.stderr)
-        return 2
+    now = utcnow()
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
     seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)

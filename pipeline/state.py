@@ -5,12 +5,14 @@
     <output>/_runs/<run_id>.json       the run record, written last: which files the run committed, every count
     <output>/_state/feeds.parquet      feed health and conditional-GET validators (transforms.health.FeedHealth)
     <output>/_state/signatures/        near-duplicate signatures of written articles, by published date
+    <output>/_state/seen/              the key index of what was written and is still seen in feeds (below)
     <output>/_state/lock               held while a run or a compaction changes the output
 
 Crash safety: every file becomes visible through one atomic rename, and only after the pipeline has finished. A
-run killed at any point leaves at most a `_staging/<run_id>` directory (removed by the next run) and some of its
-files already committed; the next run reads those as part of the dataset and writes only what is missing, so every
-article ends up present exactly once. Readers skip directories whose names start with `_` or `.`.
+run killed at any point leaves at most a `_staging/<run_id>` directory (removed by the next run), a journal of the
+articles it was committing and some of its files already committed; the next run adds the committed ones to the key
+index (from the journal) and writes only what is missing, so every article ends up present exactly once. Readers
+skip directories whose names start with `_` or `.`.
 """
 
 from __future__ import annotations
