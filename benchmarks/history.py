@@ -77,7 +77,7 @@ def put_index(output: Path, full: pa.Table, rows: int, label: str) -> None:
         path.unlink()
     for path in (output / "_runs").glob("*"):
         path.unlink()
-    table = full.slice(full.num_rows - rows) if rows else full.slice(0, 0)
+    table = full.slice(full.num_rows - min(rows, full.num_rows))
     name = f"gen-000000000001-{label}.parquet"
     state._write_parquet(state.seen_path(str(output), name),
                          table.replace_schema_metadata({b"newsbeam.written_at": NOW.isoformat().encode()}))
@@ -156,12 +156,13 @@ def main() -> None:
                   f"{time.process_time() - cpu:.1f} s CPU")
             [generation] = (output / "_state" / "seen").glob("gen-*.parquet")
             full = pq.read_table(generation)
-            steady = total * 30 // DAYS
-            for label, rows in (("empty", 0), ("steady", steady), ("worst", total)):
+            written = full.num_rows  # whole days' worth: a few short of `total`
+            steady = written * 30 // DAYS
+            for label, rows in (("empty", 0), ("steady", steady), ("worst", written)):
                 put_index(output, full, rows, label)
                 walls, cpus, peaks = [], [], []
                 for _ in range(args.runs):
-                    wall, cpu, peak, matched, index_rows = run_child(str(output), args.new, total if rows else 0)
+                    wall, cpu, peak, matched, index_rows = run_child(str(output), args.new, written if rows else 0)
                     walls.append(wall), cpus.append(cpu), peaks.append(peak)
                     put_index(output, full, rows, label)  # every run starts from the same index
                     for leftover in ("_staging", "_temp"):

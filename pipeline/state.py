@@ -302,7 +302,6 @@ def save_feed_health(output: str, health: Iterable[FeedHealth]) -> None:
 # index never says "written" for a file not committed, and never misses one that was.
 SEEN_DIR = "seen"
 REINDEX_PREFIX = "reindex-"
-_INDEX_COLUMNS = INDEX_KEY_COLUMNS
 SEEN_SCHEMA = pa.schema(
     [
         pa.field("id_key", pa.int64(), nullable=False),
@@ -501,7 +500,7 @@ def next_seen_index(
     table = index.table
     touched = pc.is_in(table.column("feed_url"), value_set=pa.array(sorted(set(unread_feeds)), pa.string()))
     touched = pc.fill_null(touched, False)
-    for column in _INDEX_COLUMNS:
+    for column in INDEX_KEY_COLUMNS:
         keys = seen_keys.filter(pc.equal(seen_keys.column("column"), column)).column("key")
         if len(keys):
             touched = pc.or_(touched, pc.fill_null(pc.is_in(table.column(column), value_set=keys), False))
@@ -526,8 +525,6 @@ def write_seen_index(
     seen_keys = pa.concat_tables([_read_parquet(p) for p in seen_files]) if seen_files else SEEN_KEYS_SCHEMA.empty_table()
     root = FileSystems.join(staging_path(output, run_id), ARTICLES_DIR)
     written = _rows_of_files(staged_files(output, run_id, ARTICLES_DIR), now, root=root)
-    written = written.set_column(written.schema.get_field_index("first_seen"), "first_seen",
-                                 pa.array([now] * written.num_rows, _TS))
     if written.num_rows:
         _write_parquet(seen_path(output, f"pending-{run_id}.parquet"), written)
     table = next_seen_index(index, now, seen_keys, written, unread_feeds)
