@@ -21,20 +21,22 @@ from tests.pipeline.test_scheduled_runs import REPO, entry, exactly_once, write_
 
 START = dt.datetime(2027, 1, 10, 6, tzinfo=dt.timezone.utc)
 DAYS = 90
-RUN_EVERY = 9  # days: 11 runs across the 90 days, as each run costs seconds of Beam
+# Days between runs: 7 runs across the 90 days (each run costs seconds of Beam; daily runs would take minutes). The
+# entries' lifetimes are chosen so that runs still see entries stay for weeks, leave and come back.
+RUN_EVERY = 15
 # Run day -> the file whose appearance gets the run SIGKILLed: its pipeline has staged its articles (nothing
 # committed); its journal is written (the commit begins); one of its article files is renamed into place.
 KILLED = {
-    27: "_staging/{run_id}/articles/**/*.parquet",
-    54: "_state/seen/pending-{run_id}.parquet",
-    81: "articles/**/part-{run_id}-*.parquet",
+    30: "_staging/{run_id}/articles/**/*.parquet",
+    60: "_state/seen/pending-{run_id}.parquet",
+    75: "articles/**/part-{run_id}-*.parquet",
 }
 LONG_LIVED, COME_AND_GO, OTHER = range(3)
 
 
 def schedule(day: int) -> dict[str, list[dict]]:
     """The feeds' entries on `day`. Three entries are born each day: one stays 60 days; one stays 8 days, leaves for
-    12 (less than dedup.forget_after) and comes back for 6; one is, in turn, undated (10 days), backdated by a year
+    12 (less than dedup.forget_after) and comes back for 6; one is, in turn, undated (20 days), backdated by a year
     (40 days) or an ordinary short-lived entry (5 days)."""
     feeds: dict[str, list[dict]] = {"/long.xml": [], "/mixed.xml": []}
     for born in range(max(0, day - 60), day + 1):
@@ -44,7 +46,7 @@ def schedule(day: int) -> dict[str, list[dict]]:
             feeds["/long.xml"].append(entry(3 * born + LONG_LIVED, published))
         if age < 8 or 20 <= age < 26:
             feeds["/mixed.xml"].append(entry(3 * born + COME_AND_GO, published))
-        kind, stays = [("undated", 10), ("backdated", 40), ("short", 5)][born % 3]
+        kind, stays = [("undated", 20), ("backdated", 40), ("short", 5)][born % 3]
         if age < stays:
             story = entry(3 * born + OTHER, published - dt.timedelta(days=365) if kind == "backdated" else published)
             if kind == "undated":
