@@ -9,8 +9,8 @@ the columns the index reads filled in; the keys are synthetic: this measures the
 - the cross-run part of a run of `--new` new entries, half of them already written, in a fresh subprocess each time:
   load the index generation in force, expire it, stage it (pipeline.state.load_seen_index); the Beam step
   (ReadWrittenKeys + DeduplicateArticles, writing the kept articles and the seen keys as a run does); and the next
-  generation with its journal (pipeline.state.write_seen_index). Printed: median wall and CPU seconds, and the
-  subprocess's own peak RSS (os.wait4), for three indexes over the same output:
+  generation with its journal (pipeline.state.write_seen_index). Printed: median wall and CPU seconds of that part,
+  and the subprocess's own peak RSS (VmHWM, Linux), for three indexes over the same output:
     empty     - the baseline (a first run);
     steady    - what `dedup.forget_after: 30d` leaves: the articles seen in the last 30 days (N * 30 / 700);
     worst     - every article ever written still in some feed, the whole history in the index.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
 import subprocess
 import sys
@@ -89,7 +88,6 @@ CHILD = r"""
 import datetime as dt, sys, time
 sys.path.insert(0, {repo!r})
 import apache_beam as beam
-import numpy as np, pyarrow.compute as pc
 from pipeline import state
 from pipeline.state import SEEN_KEYS_DIR, SEEN_KEYS_SCHEMA
 from transforms.article import Article
@@ -118,22 +116,21 @@ result.seen_keys | WriteParquet(sink, SEEN_KEYS_DIR, lambda _: ParquetSink(SEEN_
 run = p.run(); run.wait_until_finish()
 name = state.write_seen_index(output, run_id, index, now, [])
 counters = {{c.key.metric.name: c.committed for c in run.metrics().query()["counters"]}}
-print(counters.get("already_written", 0), index.table.num_rows, time.perf_counter() - wall, time.process_time() - cpu)
+# VmHWM: this program's own peak (ru_maxrss would also count the parent's pages between fork and exec).
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(counters.get("already_written", 0), index.table.num_rows, time.perf_counter() - wall, time.process_time() - cpu,
+      peak)
 """
 
 
 def run_child(output: str, new: int, history: int) -> tuple[float, float, float, int, int]:
     """(wall s, cpu s, peak RSS MiB, already written, index rows) of one run in a fresh process."""
     code = CHILD.format(repo=str(REPO), output=output, new=new, history=history)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not the largest of all children
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if process.returncode:
-            sys.exit(err.read()[-3000:])
-        matched, rows, wall, cpu = out.read().strip().splitlines()[-1].split()
-    return float(wall), float(cpu), usage.ru_maxrss / 1024, int(matched), int(rows)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr[-3000:])
+    matched, rows, wall, cpu, peak_kib = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu), int(peak_kib) / 1024, int(matched), int(rows)
 
 
 def main() -> None:
