@@ -11,10 +11,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
-from pipeline.state import REPORTS_DIR, SIGNATURES_DIR, STATE_DIR, report_to_json, staging_path
+from pipeline.state import (
+    REPORTS_DIR,
+    SEEN_KEYS_DIR,
+    SEEN_KEYS_SCHEMA,
+    SIGNATURES_DIR,
+    STATE_DIR,
+    report_to_json,
+    staging_path,
+)
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
-from transforms.dedup import DeduplicateArticles, _MatchWrittenFn
+from transforms.dedup import DeduplicateArticles, MatchWrittenFn
 from transforms.extract import FetchArticlePages, page_keys
 from transforms.fetch import FetchFeeds
 from transforms.health import ReportFeedHealth
@@ -22,7 +30,6 @@ from transforms.history import ReadPriorSignatures, ReadWrittenKeys
 from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
 from transforms.parse import ParseEntries
 from transforms.sink import (
-    ARTICLES_DIR,
     ParquetSink,
     SinkSettings,
     WriteDeadLetters,
@@ -37,24 +44,25 @@ def extraction_on(config: Config) -> bool:
     return any((feed.extract or config.extract.mode) != "off" for feed in config.feeds)
 
 
-def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime) -> None:
-    """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards."""
+def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
+    """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
+    `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
     lookback = config.dedup.lookback_seconds
     fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch, run_id)
     parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
-    written = p | "WrittenKeys" >> ReadWrittenKeys(FileSystems.join(config.output, ARTICLES_DIR), now, lookback)
+    written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
     entries, page_dead_letters = parsed.articles, ()
     if extraction_on(config):
-        # Entries already written are not fetched again: their identity keys found among the written ones.
-        # TODO(lead): feed this from the cross-run key index once it lands; the stage only needs the keys.
+        # Entries already written are not fetched again: their id and URL keys found in the key index.
         run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(page_keys))
-        written_keys = written | "WrittenPageKeys" >> beam.ParDo(_MatchWrittenFn(), run_keys)
+        written_keys = written | "WrittenPageKeys" >> beam.ParDo(MatchWrittenFn(), run_keys)
         pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
             config.extract, config.feeds, run_id, written_keys=written_keys)
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
     cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
     classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
-    unique = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
+    deduplicated = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
+    unique = deduplicated.articles
     prior = p | "PriorSignatures" >> ReadPriorSignatures(
         FileSystems.join(config.output, STATE_DIR, SIGNATURES_DIR), now, lookback
     )
@@ -64,6 +72,10 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime) -> No
     staging = staging_path(config.output, run_id)
     sink = SinkSettings(staging, run_id, config.window.size_seconds, temp_path=f"{config.output}/_temp")
     windowed | "WriteArticles" >> WriteParquetPartitions(sink)
+    # The index keys this run saw again: the driver moves their `last_seen` (pipeline.state.write_seen_index).
+    deduplicated.seen_keys | "WriteSeenKeys" >> WriteParquet(
+        sink, SEEN_KEYS_DIR, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {"column": k[0], "key": k[1]}, ())
+    )
     dead_letters = (
         fetched.dead_letters,
         parsed.dead_letters,

@@ -3,6 +3,7 @@
     newsbeam run [--config FILE] [--output DIR] [--all] [--report] [--quiet] [--streaming] [any Beam pipeline option]
     newsbeam compact OUTPUT [--older-than 1d]
     newsbeam report OUTPUT [--out FILE] [--since 7d]
+    newsbeam reindex OUTPUT
     newsbeam train-topics --data CSV --out MODEL
 
 `run` runs the pipeline (the bundled sample feeds by default, written to ./output), commits its files, updates the
@@ -17,6 +18,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ from pipeline.config import Config, ConfigError, load_config, parse_duration
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
+from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
 from transforms.language import LanguageDetector
@@ -48,7 +51,7 @@ _LOG = logging.getLogger("newsbeam")
 
 def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time to the second plus a random suffix, e.g. 20261125T231500Z-3f9a1c."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -63,6 +66,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
     parser.add_argument("--report", action="store_true", help="write the HTML report to OUTPUT/_report/index.html")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr while the run works")
+    parser.add_argument("--now", help=argparse.SUPPRESS)  # the run's clock, for tests (as NEWSBEAM_NOW)
     NewsbeamOptions._add_argparse_args(parser)
     seen = {str(NewsbeamOptions)}
     for cls in PipelineOptions.__subclasses__():
@@ -93,6 +97,10 @@ def _main_parser() -> argparse.ArgumentParser:
     report.add_argument("output", help="the output directory of earlier runs")
     report.add_argument("--out", default=None, help="HTML file to write (default OUTPUT/_report/index.html)")
     report.add_argument("--since", default="7d", help="the period shown: 24h, 7d, 30d, ...; 0 for all (default 7d)")
+    reindex_parser = commands.add_parser(
+        "reindex", help="rebuild the key index of what was written (_state/seen/) from the output's articles"
+    )
+    reindex_parser.add_argument("output", help="the output directory of earlier runs")
     train = commands.add_parser(
         "train-topics",
         help="train a topic model from a CSV of label,title,text (AG News' format included)",
@@ -179,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return compact_command(args.output, args.older_than)
     if args.command == "report":
         return report_command(args.output, args.out, args.since)
+    if args.command == "reindex":
+        return reindex_command(args.output)
     if args.command == "train-topics":
         return train_topics_command(args)
     if args.command == "train-language-pair":
@@ -223,9 +233,61 @@ def report_command(output: str, out: str | None, since: str) -> int:
     return 0
 
 
+def reindex_command(output: str) -> int:
+    """`newsbeam reindex`: rebuild the key index from the dataset. Returns the exit status."""
+    _configure_logging(False)
+    if not Path(output).is_dir() and "://" not in output:
+        print(f"newsbeam: error: {output}: no such output directory", file=sys.stderr)
+        return 2
+    try:
+        with state.OutputLock(output, "reindex"):
+            name, rows = state.reindex(output, utcnow())
+    except state.LockHeld as err:
+        print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
+        return 1
+    print(f"reindexed {rows} article(s) into {state.seen_path(output, name)}")
+    return 0
+
+
+def _without_option(argv: Sequence[str], name: str) -> list[str]:
+    """`argv` without `name VALUE` / `name=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
+
+
 def run(argv: Sequence[str]) -> int:
-    """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status."""
+    """`newsbeam run`: parse options, load the config, run the pipeline, commit, report. Returns the exit status.
+
+    The hidden `--now INSTANT` runs with the clock fixed at INSTANT (as NEWSBEAM_NOW does), for tests."""
     args = _run_parser().parse_args(argv)  # exits 2 with a one-line error on an unknown option
+    for name, value in (("--now", args.now), (NOW_ENV, os.environ.get(NOW_ENV))):
+        try:
+            if value is not None:
+                parse_instant(value)
+        except ValueError:
+            print(f"newsbeam: error: {name}: not an ISO 8601 instant: {value!r}", file=sys.stderr)
+            return 2
+    if args.now is None:
+        return _run(argv, args)
+    before = os.environ.get(NOW_ENV)
+    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
+    try:
+        return _run(_without_option(argv, "--now"), args)
+    finally:
+        if before is None:
+            os.environ.pop(NOW_ENV, None)
+        else:
+            os.environ[NOW_ENV] = before
+
+
+def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
     _configure_logging(args.verbose)
     options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
     ours = options.view_as(NewsbeamOptions)
@@ -254,9 +316,10 @@ def run(argv: Sequence[str]) -> int:
 
 def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool, report: bool = False,
                 quiet: bool = False) -> int:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = utcnow()
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
+    seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = state.load_feed_health(config.output)
     due, skipped = schedule_feeds(config, health, now, poll_all)
     summary = RunSummary(
@@ -268,7 +331,7 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     )
     if due:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now)
+        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path)
         token = None if quiet else progress.tap(pipeline)
         try:
             with progress.Progress(len(due), lambda: progress.local_counts(token), quiet=quiet) as shown:
@@ -285,15 +348,19 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
         counters = {}
     staged = state.staged_files(config.output, run_id, ARTICLES_DIR)
     summarise(summary, counters, staged)
-    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     reports = state.read_reports(config.output, run_id)
+    read = {r.feed_url for r in reports if r.ok and not r.not_modified}
+    seen_index = state.write_seen_index(config.output, run_id, seen, now, {f.url for f in config.feeds} - read)
+    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     new_health = dict(health)
     for report in reports:
         new_health[report.feed_url] = next_health(health.get(report.feed_url), report, now, config.schedule)
     state.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
-    state.write_json(state.run_record_path(config.output, run_id), summary.record())  # last: the commit point
+    record = {**summary.record(), "seen_index": seen_index}
+    state.write_json(state.run_record_path(config.output, run_id), record)  # last: the commit point
+    state.settle_seen_index(config.output, seen_index)
     state.finish(config.output, run_id)
     print(format_table(summary))
     if report:

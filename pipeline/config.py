@@ -65,6 +65,7 @@ _ALIASES = {
     "window.size": "size_seconds",
     "parse.max_future": "max_future_seconds",
     "dedup.lookback": "lookback_seconds",
+    "dedup.forget_after": "forget_after_seconds",
     "schedule.poll": "poll_seconds",
     "schedule.failure_backoff": "failure_backoff_seconds",
     "schedule.validator_check": "validator_check_seconds",

@@ -7,9 +7,11 @@ text) collapse as well, as long as the survivor of the first pass carries the li
 deterministically, whatever the bundle order: earliest `published_at`, then smallest `article_id`. It carries
 `duplicate_count`, the number of copies it stands for. No pass is quadratic: each is one keyed combine.
 
-Across runs: given the key columns of what is already written (transforms.history.ReadWrittenKeys, Arrow batches),
-an article whose id, URL or content hash is among them is dropped and counted as `dedup/already_written`. The
-history is streamed past the set of this run's keys (a side input, as small as the run), never the other way round.
+Across runs: given the rows of the key index (transforms.history.ReadWrittenKeys, Arrow batches of 64-bit hashes
+of the id, canonical URL and content hash of every article written and still seen in a feed), an article whose id,
+URL or content hash is among them is dropped and counted as `dedup/already_written`, and the keys it matched are
+emitted so the index can note they were seen again. The index is streamed past the set of this run's keys (a side
+input, as small as the run), never the other way round.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam
@@ -27,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from transforms.article import Article
+from transforms.article import INDEX_KEY_COLUMNS, Article, key_hash  # noqa: F401 (re-exported)
 
 DEFAULT_TRACKING_PARAMETERS = (
     "utm_*",
@@ -64,8 +66,10 @@ class DedupSettings:
     by_guid: bool = True
     by_content: bool = True
     tracking_parameters: tuple[str, ...] = DEFAULT_TRACKING_PARAMETERS
-    # How far back (in event time) earlier runs' output is read to drop what is already written.
+    # How far back (in event time) earlier runs' near-duplicate signatures are read.
     lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
+    # How long an article written is remembered after it was last seen in a feed (batch key index, streaming state).
+    forget_after_seconds: int = dataclasses.field(default=30 * 86400, metadata={"unit": "seconds"})
 
 
 def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
@@ -193,14 +197,11 @@ class _CountDropped(beam.DoFn):
         yield article
 
 
-# Prefixes of the identity keys, one per column of the written dataset.
-_KEY_COLUMNS = (("i:", "article_id"), ("u:", "url"), ("h:", "content_hash"))
-
-
-def identity_keys(article: Article) -> list[str]:
-    """The keys under which an article is looked up among those already written."""
+def identity_keys(article: Article) -> list[tuple[str, int]]:
+    """The (index column, key hash) pairs under which an article is looked up among those already written: its id,
+    canonical URL and content hash, each when not empty."""
     values = (article.article_id, article.url, article.content_hash)
-    return [prefix + value for (prefix, _), value in zip(_KEY_COLUMNS, values) if value]
+    return [(column, key_hash(value)) for column, value in zip(INDEX_KEY_COLUMNS, values) if value]
 
 
 class CachedSideInput:
@@ -218,44 +219,62 @@ class CachedSideInput:
         return self._value
 
 
-def _keys_by_column(keys: Iterable[str]) -> dict[str, pa.Array]:
-    by_prefix: dict[str, set[str]] = {prefix: set() for prefix, _ in _KEY_COLUMNS}
-    for key in keys:
-        by_prefix[key[:2]].add(key[2:])
-    return {column: pa.array(sorted(by_prefix[prefix]), pa.string()) for prefix, column in _KEY_COLUMNS}
+def _keys_by_column(keys: Iterable[tuple[str, int]]) -> dict[str, pa.Array]:
+    by_column: dict[str, set[int]] = {column: set() for column in INDEX_KEY_COLUMNS}
+    for column, value in keys:
+        by_column[column].add(value)
+    return {column: pa.array(sorted(values), pa.int64()) for column, values in by_column.items()}
 
 
-class _MatchWrittenFn(beam.DoFn):
-    """Emits the keys of this run that also appear in a batch of already-written rows."""
+class MatchWrittenFn(beam.DoFn):
+    """Emits the (column, key hash) pairs of this run that also appear in a batch of index rows."""
 
     def __init__(self):
         self._wanted = CachedSideInput(_keys_by_column)
 
-    def process(self, written: pa.Table, run_keys: list[str]) -> Iterable[str]:
+    def process(self, written: pa.Table, run_keys: list[tuple[str, int]]) -> Iterable[tuple[str, int]]:
         wanted = self._wanted.get(run_keys)
-        for prefix, column in _KEY_COLUMNS:
+        for column in INDEX_KEY_COLUMNS:
             if column in written.column_names and len(wanted[column]):
                 values = written.column(column)
                 for value in pc.filter(values, pc.is_in(values, value_set=wanted[column])).to_pylist():
-                    yield prefix + value
+                    yield column, value
+
+
+SEEN_TAG = "seen"
 
 
 class _DropWrittenFn(beam.DoFn):
+    """Drops the articles already written; emits their matched keys under SEEN_TAG (they were seen again)."""
+
     def __init__(self):
         self._known = CachedSideInput(set)
         self._dropped = Metrics.counter("dedup", "already_written")
 
-    def process(self, article: Article, written_keys: list[str]) -> Iterable[Article]:
+    def process(self, article: Article, written_keys: list[tuple[str, int]]) -> Iterable:
         known = self._known.get(written_keys)
-        if any(key in known for key in identity_keys(article)):
-            self._dropped.inc()
-        else:
+        matched = [key for key in identity_keys(article) if key in known]
+        if not matched:
             yield article
+            return
+        self._dropped.inc()
+        for key in matched:
+            yield beam.pvalue.TaggedOutput(SEEN_TAG, key)
+
+
+class Deduplicated(NamedTuple):
+    """What DeduplicateArticles returns when given the index: the articles to write, and the (column, key hash)
+    pairs of index rows seen again in this run (for their `last_seen`)."""
+
+    articles: beam.PCollection
+    seen_keys: beam.PCollection
 
 
 class DeduplicateArticles(beam.PTransform):
-    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`,
-    minus those already written (when `written` — Arrow batches of the written key columns — is given)."""
+    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`.
+
+    Given `written` (Arrow batches of key index rows, transforms.history.ReadWrittenKeys), it also drops the
+    articles already written and returns `Deduplicated(articles, seen_keys)` instead of the articles alone."""
 
     def __init__(self, settings: DedupSettings = DedupSettings(), written: beam.PCollection | None = None):
         super().__init__()
@@ -279,5 +298,8 @@ class DeduplicateArticles(beam.PTransform):
         if self._written is None:
             return result
         run_keys = beam.pvalue.AsList(result | "RunKeys" >> beam.FlatMap(identity_keys))
-        matched = self._written | "MatchWritten" >> beam.ParDo(_MatchWrittenFn(), run_keys)
-        return result | "DropWritten" >> beam.ParDo(_DropWrittenFn(), beam.pvalue.AsList(matched))
+        matched = self._written | "MatchWritten" >> beam.ParDo(MatchWrittenFn(), run_keys)
+        dropped = result | "DropWritten" >> beam.ParDo(_DropWrittenFn(), beam.pvalue.AsList(matched)).with_outputs(
+            SEEN_TAG, main="articles"
+        )
+        return Deduplicated(dropped.articles, dropped[SEEN_TAG])

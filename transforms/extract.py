@@ -44,7 +44,17 @@ import requests
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.article import DEAD_LETTER_TAG, PAGE_STAGE, UTC, Article, DeadLetter, Routed, utcnow
+from transforms.article import (
+    DEAD_LETTER_TAG,
+    INDEX_KEY_COLUMNS,
+    PAGE_STAGE,
+    UTC,
+    Article,
+    DeadLetter,
+    Routed,
+    key_hash,
+    utcnow,
+)
 from transforms.netguard import AllowList, BlockedAddress, Deadline, DeadlineExceeded, check_url, guarded_session
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,10 +381,10 @@ def wants_page(article: Article, mode: str, min_chars: int) -> bool:
     return mode == "always" or feed_text_chars(article.text) < min_chars
 
 
-def page_keys(article: Article) -> list[str]:
-    """The identity keys (as transforms.dedup.identity_keys writes them) that say an entry was written before."""
-    return [key for key in (f"i:{article.article_id}" if article.article_id else "",
-                            f"u:{article.url}" if article.url else "") if key]
+def page_keys(article: Article) -> list[tuple[str, int]]:
+    """The key index entries (column, key hash) that say an entry was written before: its id and canonical URL."""
+    return [(column, key_hash(value))
+            for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url)) if value]
 
 
 @dataclasses.dataclass(frozen=True)

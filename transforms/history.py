@@ -1,11 +1,10 @@
 """ReadWrittenKeys and ReadPriorSignatures: what earlier runs wrote, for deduplication across runs.
 
-ReadWrittenKeys reads the identity columns of the output dataset itself.
-
-The dataset is the source of truth for cross-run deduplication: there is no index beside it that could disagree
-with it after a crash. Only the partitions inside the lookback (by event-time date) are read, and only three columns
-(`article_id`, `url`, `content_hash`), as Arrow record batches streamed file by file: no step ever holds the whole
-history in memory. DeduplicateArticles then matches them against the (much smaller) set of this run's keys.
+ReadWrittenKeys reads the key index the driver prepared for this run (pipeline.state: `_state/seen/`, expired rows
+dropped, crashed runs reconciled): one row per article written and still seen in a feed, with 64-bit hashes of its
+id, canonical URL and content hash. Its size follows what the feeds carry, not the age of the output, and it is
+streamed as Arrow record batches: no step holds it whole. DeduplicateArticles matches the batches against the (much
+smaller) set of this run's keys.
 
 ReadPriorSignatures reads the near-duplicate signatures earlier runs kept in the run state
 (`_state/signatures/date=<published date>/`), for DeduplicateNearCopies to match copies against yesterday's originals.
@@ -21,7 +20,8 @@ from apache_beam.io.parquetio import ReadAllFromParquet, ReadAllFromParquetBatch
 
 from transforms.neardup import signature_from_row
 
-KEY_COLUMNS = ("article_id", "url", "content_hash")
+# The index columns DeduplicateArticles matches on (transforms.dedup.INDEX_KEY_COLUMNS).
+KEY_COLUMNS = ("id_key", "url_key", "content_key")
 
 
 def lookback_patterns(articles_path: str, now: dt.datetime, lookback_seconds: float, future_days: int = 2) -> list[str]:
@@ -39,16 +39,16 @@ def lookback_patterns(articles_path: str, now: dt.datetime, lookback_seconds: fl
 
 
 class ReadWrittenKeys(beam.PTransform):
-    """Root transform: Arrow tables with KEY_COLUMNS of every article file in the lookback partitions."""
+    """Root transform: Arrow tables with KEY_COLUMNS of the key index file `index_path` (none when it is empty)."""
 
-    def __init__(self, articles_path: str, now: dt.datetime, lookback_seconds: float):
+    def __init__(self, index_path: str):
         super().__init__()
-        self._patterns = lookback_patterns(articles_path, now, lookback_seconds)
+        self._paths = [index_path] if index_path else []
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
-            | "Partitions" >> beam.Create(self._patterns)
+            | "Index" >> beam.Create(self._paths)
             | "ReadKeyColumns" >> ReadAllFromParquetBatched(columns=list(KEY_COLUMNS))
         )
 

@@ -14,8 +14,9 @@ URL in `poll_overrides`); each tick emits that interval's feeds, timestamped wit
 
 DeduplicateWithState: two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by content hash.
 Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
-`max(published_at, fetched_at) + lookback` of the last copy seen (an event-time timer clears it): an entry seen in
-every poll is written once, and one that comes back after that long away counts as new. The first copy to arrive is
+`max(published_at, fetched_at) + dedup.forget_after` of the last copy seen (an event-time timer clears it): an entry
+seen in every poll is written once, and one that comes back after that long away counts as new (the batch key index
+follows the same rule). The first copy to arrive is
 the one kept (batch keeps the earliest published; a stream cannot wait for the others), and `duplicate_count` stays 0
 (the copy is written before its duplicates arrive). It runs before RouteTooLate, so an old entry that stays in its
 feed is one dead letter, not one per poll.
@@ -221,14 +222,14 @@ def _content_key(article: Article) -> str:
 
 class DeduplicateWithState(beam.PTransform):
     """Articles (in the global window) -> each article once: by id, then by content hash (`by_content`), each key
-    remembered until the watermark passes `forget_at` (the dedup lookback)."""
+    remembered until the watermark passes `forget_at` (`dedup.forget_after` after the last copy)."""
 
     def __init__(self, settings: DedupSettings = DedupSettings()):
         super().__init__()
         self._settings = settings
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        lookback = self._settings.lookback_seconds
+        lookback = self._settings.forget_after_seconds
         hashed = articles | "ContentHash" >> beam.Map(
             lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
         )

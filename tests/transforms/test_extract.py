@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.feed_server import FeedServer
-from transforms.article import Article
+from transforms.article import Article, key_hash
 from transforms.clean import clean_text
 from transforms.extract import (
     ExtractSettings,
@@ -263,7 +263,7 @@ def test_stage_fetches_each_url_once_skips_written_entries_and_honours_feed_mode
         article(d, text=""),  # a title-only entry has its page fetched
     ]
     with TestPipeline() as p:
-        written = p | "Written" >> beam.Create([f"u:{b}", "i:unrelated"])
+        written = p | "Written" >> beam.Create([("url_key", key_hash(b)), ("id_key", key_hash("unrelated"))])
         routed = p | beam.Create(inputs) | FetchArticlePages(SETTINGS, feeds, "r1", written_keys=written)
         assert_that(routed.articles | beam.Map(lambda x: (x.article_id, x.text_source or "-")),
                     equal_to([("a", "page"), ("a-copy", "page"), ("b", "-"), ("c", "-"), ("d", "page")]))

@@ -157,7 +157,7 @@ def test_an_entry_in_every_poll_is_kept_once_and_counts_as_new_after_the_lookbac
         .advance_watermark_to_infinity()
     )
     with streaming() as p:
-        unique = p | polls | beam.Map(at_fetch_time) | DeduplicateWithState(DedupSettings(lookback_seconds=3600))
+        unique = p | polls | beam.Map(at_fetch_time) | DeduplicateWithState(DedupSettings(forget_after_seconds=3600))
         kept = unique | beam.Map(lambda a: (a.article_id, a.fetched_at))
         assert_that(kept, equal_to([("id-x", at(0)), ("id-y", at(0)), ("id-x", at(131)), ("id-y", at(131))]))
 
@@ -263,7 +263,7 @@ def test_a_syndicated_copy_in_a_later_poll_is_dropped_another_story_and_another_
     )
     kept = run_collecting(lambda p: (
         p | polls | beam.Map(at_fetch_time)
-        | DeduplicateWithState(DedupSettings(lookback_seconds=3600))
+        | DeduplicateWithState(DedupSettings(forget_after_seconds=3600))
         | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
         | beam.Map(lambda a: (a.article_id, a.fetched_at, a.duplicate_of))
     ), "syndicated")
