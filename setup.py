@@ -39,6 +39,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "duckdb>=1.0"],
+        # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
+        "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },
     entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
 )
