@@ -37,7 +37,7 @@ from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
-from transforms.language import LanguageDetector
+from transforms.language import shared_detector
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
 
@@ -296,7 +296,7 @@ def check_models(config: Config) -> None:
     package that is not installed) is a clear error before any feed is fetched."""
     if config.classify.model_path:
         load_model(config.classify.model_path)
-    LanguageDetector(config.classify.language)
+    shared_detector(config.classify.language)
 
 
 def schedule_feeds(

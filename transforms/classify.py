@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils.shared import Shared
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
-from transforms.language import LanguageDetector, LanguageSettings
+from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.topic_model import DEFAULT_MODEL_PATH, NO_LABEL, TopicModelHandler, load_model, topic_text
 
 
@@ -132,7 +132,7 @@ class _DetectLanguageFn(beam.DoFn):
 
     def setup(self) -> None:
         # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
-        self._detector = self._shared.acquire(lambda: LanguageDetector(self._settings), tag=repr(self._settings))
+        self._detector = self._shared.acquire(lambda: shared_detector(self._settings), tag=repr(self._settings))
 
     def process(self, article: Article) -> Iterable[Article]:
         try:
