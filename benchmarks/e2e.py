@@ -3,12 +3,14 @@
     python benchmarks/e2e.py --articles 10000 --runs 3 [beam options...]     # newsbeam vs plain script, A B A B
     python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 multi-processing workers
     python benchmarks/e2e.py --sizes 10000,100000 --runs 1 --no-plain        # cost per article against corpus size
+    python benchmarks/e2e.py --baseline ../main                              # + another checkout's newsbeam (before)
 
 The corpus (benchmarks/corpus.py: AG News, extraction-dev bodies and langid-dev sentences, 11 languages, about 10%
 syndicated copies, seeded) is served as `--feeds` RSS feeds by the loopback server the tests use. Each run is a fresh
 subprocess; its wall time, CPU time (user + system, its worker processes included) and peak RSS (of its largest
 process) come from os.wait4. Start-up is the time from launching the command to the first feed request reaching the
-server. Runs alternate between the contenders, so a change in machine load hits both; figures are medians.
+server, and the command's own CPU seconds until then (less sensitive to machine load). Runs alternate between the
+contenders, so a change in machine load hits both; figures are medians.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,15 +33,30 @@ from benchmarks.corpus import build_corpus, feed_documents  # noqa: E402
 from tests.feed_server import FeedServer  # noqa: E402  (the same loopback server the tests use)
 
 
-def measure(command: list[str], server: FeedServer) -> dict:
+def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     """Run `command`; its wall and CPU seconds, peak RSS (MiB), start-up seconds and exit status."""
     seen = len(server.requests)
     started_wall = time.time()
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Another checkout's bytecode is cached outside it (the checkout stays untouched, and still starts warm).
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    startup_cpu = []
+
+    def watch() -> None:  # the command's own CPU seconds when the first feed request arrives (load-insensitive)
+        while process.poll() is None and len(server.requests) == seen:
+            time.sleep(0.01)
+        try:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            startup_cpu.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     # os.wait4 gives this child's own rusage (its waited-for descendants included), so each run is measured alone.
-    out, err = b"", b""
     _, status, usage = os.wait4(process.pid, 0)
+    watcher.join()
     wall = time.perf_counter() - started
     out, err = process.stdout.read(), process.stderr.read()
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -50,11 +68,13 @@ def measure(command: list[str], server: FeedServer) -> dict:
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mib": usage.ru_maxrss / 1024,
         "startup": first - started_wall,
+        "startup_cpu": startup_cpu[0] if startup_cpu else float("nan"),
         "stdout": out.decode(),
     }
 
 
 def newsbeam_command(config: Path, output: Path, beam_args: list[str]) -> list[str]:
+    # `python -m pipeline` run from a checkout imports that checkout's code (the current directory comes first).
     return [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output", str(output),
             "--run_id", "bench", *beam_args]
 
@@ -87,7 +107,8 @@ def summary(name: str, runs: list[dict], articles: int) -> str:
     cpu = statistics.median(r["cpu"] for r in runs)
     return (
         f"{name:<34} wall {wall:7.1f} s  {articles / wall:7,.0f} art/s  CPU {1000 * cpu / articles:6.2f} ms/art  "
-        f"start-up {statistics.median(r['startup'] for r in runs):5.2f} s  peak RSS {max(r['rss_mib'] for r in runs):6,.0f} MiB"
+        f"start-up {statistics.median(r['startup'] for r in runs):5.2f} s "
+        f"({statistics.median(r['startup_cpu'] for r in runs):4.2f} s CPU)  peak RSS {max(r['rss_mib'] for r in runs):6,.0f} MiB"
     )
 
 
@@ -101,11 +122,15 @@ def main() -> None:
     parser.add_argument("--workers", action="store_true",
                         help="also run multi-processing with 1 and with 2 workers (scaling)")
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
     parser.add_argument("--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'")
     args, beam_args = parser.parse_known_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] or [args.articles]
 
     contenders = [("newsbeam " + (" ".join(beam_args) or "(defaults)"), "newsbeam", beam_args)]
+    if args.baseline:
+        contenders.append((f"baseline {args.baseline.name} " + (" ".join(beam_args) or "(defaults)"), "baseline",
+                           beam_args))
     if args.workers:
         contenders += [(f"newsbeam multi_processing x{n}", "newsbeam",
                         ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"]) for n in (1, 2)]
@@ -120,13 +145,14 @@ def main() -> None:
             for run in range(args.runs):
                 for name, kind, extra_args in contenders:  # A B A B: load changes hit every contender
                     out = tmp_path / "out"
-                    command = (newsbeam_command(config, out, extra_args) if kind == "newsbeam"
-                               else plain_command(urls, out))
-                    result = measure(command, server)
+                    command = (plain_command(urls, out) if kind == "plain"
+                               else newsbeam_command(config, out, extra_args))
+                    cwd = args.baseline.resolve() if kind == "baseline" else REPO
+                    result = measure(command, server, cwd)
                     shutil.rmtree(out, ignore_errors=True)
                     results.setdefault((name, size), []).append(result)
                     print(f"  N={size} run {run + 1} {name}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
-                          f"start-up {result['startup']:.2f} s, {result['rss_mib']:,.0f} MiB", flush=True)
+                          f"start-up {result['startup']:.2f} s ({result['startup_cpu']:.2f} s CPU), {result['rss_mib']:,.0f} MiB", flush=True)
 
     print(f"\nmedians of {args.runs} ({os.cpu_count()} cores; figures are load-sensitive, compare within one run):")
     for size in sizes:
@@ -140,6 +166,11 @@ def main() -> None:
     main_name = contenders[0][0]
     if not args.no_plain:
         print(f"newsbeam / plain script speed (N={size}): {wall('plain script') / wall(main_name):.2f}x")
+    if args.baseline:
+        base_name = contenders[1][0]
+        cpu = {n: statistics.median(r["cpu"] for r in results[(n, size)]) for n in (main_name, base_name)}
+        print(f"newsbeam / baseline speed (N={size}): {wall(base_name) / wall(main_name):.2f}x wall, "
+              f"{cpu[base_name] / cpu[main_name]:.2f}x CPU")
     if args.workers:
         print(f"2 workers / 1 worker speed (N={size}): "
               f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x")
