@@ -468,6 +468,8 @@ def shared_detector(settings: LanguageSettings) -> "LanguageDetector":
     MB (its models), so the CLI's start-up check and the pipeline's workers in the same process share it."""
     detector = _DETECTORS.get(settings)
     if detector is None:
+        if len(_DETECTORS) >= 2:  # a long-lived process (a test session) must not keep every detector it built
+            _DETECTORS.clear()
         detector = _DETECTORS[settings] = LanguageDetector(settings)
     return detector
 
