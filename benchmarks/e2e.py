@@ -119,8 +119,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain script")
-    parser.add_argument("--workers", action="store_true",
-                        help="also run multi-processing with 1 and with 2 workers (scaling)")
+    parser.add_argument("--workers", nargs="?", const="1,2", default="",
+                        help="also run multi-processing with these worker counts (default 1,2: scaling)")
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
     parser.add_argument("--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'")
@@ -133,7 +133,8 @@ def main() -> None:
                            beam_args))
     if args.workers:
         contenders += [(f"newsbeam multi_processing x{n}", "newsbeam",
-                        ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"]) for n in (1, 2)]
+                        ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"])
+                       for n in map(int, args.workers.split(","))]
     if not args.no_plain:
         contenders.append(("plain script", "plain", []))
 
@@ -171,7 +172,7 @@ def main() -> None:
         cpu = {n: statistics.median(r["cpu"] for r in results[(n, size)]) for n in (main_name, base_name)}
         print(f"newsbeam / baseline speed (N={size}): {wall(base_name) / wall(main_name):.2f}x wall, "
               f"{cpu[base_name] / cpu[main_name]:.2f}x CPU")
-    if args.workers:
+    if args.workers == "1,2":
         print(f"2 workers / 1 worker speed (N={size}): "
               f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x")
     if len(sizes) > 1:
