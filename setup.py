@@ -47,6 +47,8 @@ setup(
     extras_require={
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
         "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40"],
+        # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
+        "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },
     entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
 )

@@ -1,121 +1,186 @@
-"""End-to-end throughput and memory: N synthetic articles over M feeds, served over loopback HTTP.
+"""End to end, as a user runs it: `newsbeam run` against the plain script (benchmarks/plain_script.py), on real text.
 
-    python benchmarks/e2e.py --articles 10000 --feeds 20 --runs 3 [beam options...]
+    python benchmarks/e2e.py --articles 10000 --runs 3 [beam options...]     # newsbeam vs plain script, A B A B
+    python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 multi-processing workers
+    python benchmarks/e2e.py --sizes 10000,100000 --runs 1 --no-plain        # cost per article against corpus size
+    python benchmarks/e2e.py --baseline ../main                              # + another checkout's newsbeam (before)
 
-Each run is `newsbeam run` in a fresh subprocess (so its peak RSS is its own), against feeds served by a local
-HTTP server; prints wall time, articles/s and peak RSS per run, then the medians.
+The corpus (benchmarks/corpus.py: AG News, extraction-dev bodies and langid-dev sentences, 11 languages, about 10%
+syndicated copies, seeded) is served as `--feeds` RSS feeds by the loopback server the tests use. Each run is a fresh
+subprocess; its wall time, CPU time (user + system, its worker processes included) and peak RSS (of its largest
+process) come from os.wait4. Start-up is the time from launching the command to the first feed request reaching the
+server, and the command's own CPU seconds until then (less sensitive to machine load). Runs alternate between the
+contenders, so a change in machine load hits both; figures are medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import random
-import resource
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from email.utils import format_datetime
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.corpus import build_corpus, feed_documents  # noqa: E402
 from tests.feed_server import FeedServer  # noqa: E402  (the same loopback server the tests use)
 
-WORDS = (
-    "government minister election market shares company city council police report season team match league "
-    "coach players researchers study data climate energy prices inflation bank rates court judge ruling law "
-    "hospital health patients school students teachers university technology software users phone network "
-    "company profits quarter growth workers union strike weather storm flood rain wind road traffic rail "
-    "airport flights border talks agreement summit leaders president parliament vote budget tax spending "
-    "museum festival film music artist book prize award science space mission satellite launch rocket planet "
-    "water river farmers harvest food supply chain factory plant jobs unemployment housing rent homes prices "
-    "the a of and to in on for with at by from after before during over under about against between"
-).split()
 
-
-def sentence(rng: random.Random) -> str:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(8, 20))]
-    return " ".join(words).capitalize() + "."
-
-
-def make_feed(feed_index: int, count: int, rng: random.Random, start: dt.datetime) -> bytes:
-    items = []
-    for i in range(count):
-        published = start + dt.timedelta(minutes=rng.randint(0, 72 * 60))
-        paragraphs = "".join(f"<p>{escape(' '.join(sentence(rng) for _ in range(3)))}</p>" for _ in range(3))
-        items.append(
-            f"<item><title>{escape(sentence(rng))}</title>"
-            f"<link>https://bench{feed_index}.test/story/{i}?utm_source=rss</link><guid>b{feed_index}-{i}</guid>"
-            f"<pubDate>{format_datetime(published)}</pubDate><category>News</category>"
-            f"<description>{escape(paragraphs)}</description></item>"
-        )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
-        f"<title>Bench {feed_index}</title><link>https://bench{feed_index}.test/</link><language>en</language>"
-        + "".join(items)
-        + "</channel></rss>"
-    ).encode("utf-8")
-
-
-def run_once(config: Path, output: Path, beam_args: list[str]) -> tuple[float, int, dict]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
+    """Run `command`; its wall and CPU seconds, peak RSS (MiB), start-up seconds and exit status."""
+    seen = len(server.requests)
+    started_wall = time.time()
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output", str(output),
-         "--run_id", "bench", *beam_args],
-        cwd=REPO, capture_output=True, text=True,
+    # Another checkout's bytecode is cached outside it (the checkout stays untouched, and still starts warm).
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    startup_cpu = []
+
+    def watch() -> None:  # the command's own CPU seconds when the first feed request arrives (load-insensitive)
+        while process.poll() is None and len(server.requests) == seen:
+            time.sleep(0.01)
+        try:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            startup_cpu.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    # os.wait4 gives this child's own rusage (its waited-for descendants included), so each run is measured alone.
+    _, status, usage = os.wait4(process.pid, 0)
+    watcher.join()
+    wall = time.perf_counter() - started
+    out, err = process.stdout.read(), process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit(f"{command[:4]} failed ({process.returncode}):\n{err.decode()[-3000:]}\n{out.decode()[-2000:]}")
+    first = min((r.time for r in server.requests[seen:]), default=float("nan"))
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mib": usage.ru_maxrss / 1024,
+        "startup": first - started_wall,
+        "startup_cpu": startup_cpu[0] if startup_cpu else float("nan"),
+        "stdout": out.decode(),
+    }
+
+
+def newsbeam_command(config: Path, output: Path, beam_args: list[str]) -> list[str]:
+    # `python -m pipeline` run from a checkout imports that checkout's code (the current directory comes first).
+    return [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output", str(output),
+            "--run_id", "bench", *beam_args]
+
+
+def plain_command(urls: Path, output: Path) -> list[str]:
+    return [sys.executable, str(REPO / "benchmarks" / "plain_script.py"), str(urls), str(output)]
+
+
+def serve(server: FeedServer, tmp: Path, articles: int, feeds: int, seed: int, extra: str) -> tuple[Path, Path]:
+    """Serve the corpus; the newsbeam config and the plain script's URL list."""
+    documents = feed_documents(build_corpus(articles, seed=seed, feeds=feeds), feeds=feeds)
+    urls = []
+    for index, body in enumerate(documents):
+        path = f"/n{articles}/feed{index}.xml"
+        server.add(path, body, content_type="application/rss+xml; charset=utf-8")
+        urls.append(server.url(path))
+    config = tmp / f"bench-{articles}.yaml"
+    # A feed of 10,000 entries is about 15 MB: raise the fetch cap so large corpora are not cut.
+    config.write_text(
+        "fetch: {max_bytes: 1000000000, read_timeout: 120}\nfeeds:\n"
+        + "".join(f'  - {{name: outlet{i}, url: "{u}"}}\n' for i, u in enumerate(urls)) + extra + "\n"
     )
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    # ru_maxrss of children is the largest of any child so far; each run's child is measured in a fresh process
-    # and runs only grow the maximum, so report the value after this run when it rose, else "<= previous".
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    record = json.loads((output / "_runs" / "bench.json").read_text())
-    return elapsed, max(peak_kib, before), record
+    url_list = tmp / f"urls-{articles}.txt"
+    url_list.write_text("\n".join(urls) + "\n")
+    return config, url_list
+
+
+def summary(name: str, runs: list[dict], articles: int) -> str:
+    wall = statistics.median(r["wall"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
+    return (
+        f"{name:<34} wall {wall:7.1f} s  {articles / wall:7,.0f} art/s  CPU {1000 * cpu / articles:6.2f} ms/art  "
+        f"start-up {statistics.median(r['startup'] for r in runs):5.2f} s "
+        f"({statistics.median(r['startup_cpu'] for r in runs):4.2f} s CPU)  peak RSS {max(r['rss_mib'] for r in runs):6,.0f} MiB"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=10000)
-    parser.add_argument("--feeds", type=int, default=20)
+    parser.add_argument("--feeds", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config-extra", default="", help="YAML appended to the generated config, e.g. 'neardup: {enabled: false}'")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain script")
+    parser.add_argument("--workers", nargs="?", const="1,2", default="",
+                        help="also run multi-processing with these worker counts (default 1,2: scaling)")
+    parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
+    parser.add_argument("--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'")
     args, beam_args = parser.parse_known_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s] or [args.articles]
 
-    rng = random.Random(args.seed)
-    start = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
-    per_feed = [args.articles // args.feeds + (1 if i < args.articles % args.feeds else 0) for i in range(args.feeds)]
+    contenders = [("newsbeam " + (" ".join(beam_args) or "(defaults)"), "newsbeam", beam_args)]
+    if args.baseline:
+        contenders.append((f"baseline {args.baseline.name} " + (" ".join(beam_args) or "(defaults)"), "baseline",
+                           beam_args))
+    if args.workers:
+        contenders += [(f"newsbeam multi_processing x{n}", "newsbeam",
+                        ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"])
+                       for n in map(int, args.workers.split(","))]
+    if not args.no_plain:
+        contenders.append(("plain script", "plain", []))
+
+    results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
         tmp_path = Path(tmp)
-        lines = []
-        for index, count in enumerate(per_feed):
-            server.add(f"/feed{index}.xml", make_feed(index, count, rng, start), content_type="application/rss+xml")
-            lines.append(f'  - {{name: bench{index}, url: "{server.url(f"/feed{index}.xml")}"}}')
-        config = tmp_path / "bench.yaml"
-        config.write_text("feeds:\n" + "\n".join(lines) + "\n" + args.config_extra + "\n")
-        times, peaks = [], []
-        for run in range(args.runs):
-            elapsed, peak_kib, record = run_once(config, tmp_path / f"out{run}", beam_args)
-            times.append(elapsed)
-            peaks.append(peak_kib)
-            print(
-                f"run {run + 1}: {elapsed:.1f} s, {args.articles / elapsed:,.0f} articles/s, "
-                f"written {record['articles_written']}, duplicates {record['duplicates']}, "
-                f"peak RSS so far {peak_kib / 1024:,.0f} MiB, reconciled {record['reconciled']}"
-            )
-        median = statistics.median(times)
-        print(
-            f"N={args.articles} M={args.feeds} {' '.join(beam_args) or '(DirectRunner defaults)'} {args.config_extra}: "
-            f"median {median:.1f} s = {args.articles / median:,.0f} articles/s; peak RSS {max(peaks) / 1024:,.0f} MiB"
-        )
+        for size in sizes:
+            config, urls = serve(server, tmp_path, size, args.feeds, args.seed, args.config_extra)
+            for run in range(args.runs):
+                for name, kind, extra_args in contenders:  # A B A B: load changes hit every contender
+                    out = tmp_path / "out"
+                    command = (plain_command(urls, out) if kind == "plain"
+                               else newsbeam_command(config, out, extra_args))
+                    cwd = args.baseline.resolve() if kind == "baseline" else REPO
+                    result = measure(command, server, cwd)
+                    shutil.rmtree(out, ignore_errors=True)
+                    results.setdefault((name, size), []).append(result)
+                    print(f"  N={size} run {run + 1} {name}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
+                          f"start-up {result['startup']:.2f} s ({result['startup_cpu']:.2f} s CPU), {result['rss_mib']:,.0f} MiB", flush=True)
+
+    print(f"\nmedians of {args.runs} ({os.cpu_count()} cores; figures are load-sensitive, compare within one run):")
+    for size in sizes:
+        for name, _, _ in contenders:
+            print(f"N={size:<8}" + summary(name, results[(name, size)], size))
+    size = sizes[0]
+
+    def wall(name: str, n: int = size) -> float:
+        return statistics.median(r["wall"] for r in results[(name, n)])
+
+    main_name = contenders[0][0]
+    if not args.no_plain:
+        print(f"newsbeam / plain script speed (N={size}): {wall('plain script') / wall(main_name):.2f}x")
+    if args.baseline:
+        base_name = contenders[1][0]
+        cpu = {n: statistics.median(r["cpu"] for r in results[(n, size)]) for n in (main_name, base_name)}
+        print(f"newsbeam / baseline speed (N={size}): {wall(base_name) / wall(main_name):.2f}x wall, "
+              f"{cpu[base_name] / cpu[main_name]:.2f}x CPU")
+    if args.workers == "1,2":
+        print(f"2 workers / 1 worker speed (N={size}): "
+              f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x")
+    if len(sizes) > 1:
+        base = statistics.median(r["cpu"] for r in results[(main_name, sizes[0])]) / sizes[0]
+        for n in sizes[1:]:
+            per = statistics.median(r["cpu"] for r in results[(main_name, n)]) / n
+            print(f"CPU per article at N={n} / at N={sizes[0]}: {per / base:.2f}x; "
+                  f"wall per article: {(wall(main_name, n) / n) / (wall(main_name) / sizes[0]):.2f}x")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pipeline.summary import RunSummary, counter_values, feed_table, format_tabl
 from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.fetch import FeedSource
 from transforms.health import FeedHealth, next_health, use_validators
-from transforms.language import LanguageDetector
+from transforms.language import check_detector
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
 
@@ -401,11 +401,12 @@ def run_streaming(config: Config, options: PipelineOptions, run_id: str) -> int:
 
 
 def check_models(config: Config) -> None:
-    """Load the topic model and the language detector once, so a missing or corrupt model file (or a detector
-    package that is not installed) is a clear error before any feed is fetched."""
+    """Load the topic model and check the language detector's settings, packages and pair models, so a missing or
+    corrupt model file (or a detector package that is not installed) is a clear error before any feed is fetched.
+    The detector itself (seconds to load) is built by the workers that use it."""
     if config.classify.model_path:
         load_model(config.classify.model_path)
-    LanguageDetector(config.classify.language)
+    check_detector(config.classify.language)
 
 
 def schedule_feeds(

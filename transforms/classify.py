@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils.shared import Shared
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
-from transforms.language import LanguageDetector, LanguageSettings
+from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.topic_model import DEFAULT_MODEL_PATH, NO_LABEL, TopicModelHandler, load_model, topic_text
 
 
@@ -122,17 +122,25 @@ def choose_topic(rule_topic: str, model_label: str, model_score: float, default_
     return "unknown", 0.0
 
 
+_FOR_MODEL_TAG = "for_model"
+
+
 class _DetectLanguageFn(beam.DoFn):
-    def __init__(self, settings: LanguageSettings, run_id: str):
+    """Sets language and language_score; an article in one of `model_languages` goes out on the `for_model` output
+    as (article, the model's input text), the others on the main output. One step instead of three (detect,
+    partition, prepare): each step costs every element a pass through Beam, and each ParDo a fixed cost per run."""
+
+    def __init__(self, settings: LanguageSettings, run_id: str, model_languages: frozenset[str] = frozenset()):
         self._settings = settings
         self._run_id = run_id
+        self._model_languages = model_languages
         self._failed = Metrics.counter("classify", "failed")
         self._shared = Shared()
         self._detector: LanguageDetector | None = None
 
     def setup(self) -> None:
         # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
-        self._detector = self._shared.acquire(lambda: LanguageDetector(self._settings), tag=repr(self._settings))
+        self._detector = self._shared.acquire(lambda: shared_detector(self._settings), tag=repr(self._settings))
 
     def process(self, article: Article) -> Iterable[Article]:
         try:
@@ -153,7 +161,11 @@ class _DetectLanguageFn(beam.DoFn):
                 ),
             )
             return
-        yield dataclasses.replace(article, language=language, language_score=score)
+        article = dataclasses.replace(article, language=language, language_score=score)
+        if language in self._model_languages:
+            yield beam.pvalue.TaggedOutput(_FOR_MODEL_TAG, (article, topic_text(article.title, article.text)))
+        else:
+            yield article
 
 
 class _ApplyTopicFn(beam.DoFn):
@@ -200,19 +212,13 @@ class ClassifyArticles(beam.PTransform):
 
     def expand(self, articles: beam.PCollection) -> Routed:
         detected = articles | "DetectLanguage" >> beam.ParDo(
-            _DetectLanguageFn(self._settings.language, self._run_id)
-        ).with_outputs(DEAD_LETTER_TAG, main="articles")
-        languages = self._model_languages
-        for_model, without_model = detected.articles | "ModelApplies" >> beam.Partition(
-            lambda a, _: 0 if a.language in languages else 1, 2
-        )
-        predicted = (
-            for_model
-            | "ModelInput" >> beam.Map(lambda a: (a, topic_text(a.title, a.text)))
-            | "TopicModel" >> RunInference(KeyedModelHandler(TopicModelHandler(self._settings.model_path or DEFAULT_MODEL_PATH)))
+            _DetectLanguageFn(self._settings.language, self._run_id, self._model_languages)
+        ).with_outputs(DEAD_LETTER_TAG, _FOR_MODEL_TAG, main="articles")
+        predicted = detected[_FOR_MODEL_TAG] | "TopicModel" >> RunInference(
+            KeyedModelHandler(TopicModelHandler(self._settings.model_path or DEFAULT_MODEL_PATH))
         )
         classified = (
-            (predicted, without_model)
+            (predicted, detected.articles)
             | "Rejoin" >> beam.Flatten()
             | "ApplyTopic" >> beam.ParDo(_ApplyTopicFn(self._settings))
         )

@@ -705,6 +705,9 @@ def save_model(model: TopicModel, path: str | os.PathLike) -> Path:
     return path
 
 
+_LOADED: dict[tuple[str, int, int], TopicModel] = {}
+
+
 def load_model(path: str | os.PathLike = DEFAULT_MODEL_PATH, kind: str = "topic model") -> TopicModel:
     """Read and validate a model file; raises TopicModelError (one line, naming the `kind` of model and the file)
     if unusable. The language detector's pair models are files of this format too."""
@@ -713,8 +716,16 @@ def load_model(path: str | os.PathLike = DEFAULT_MODEL_PATH, kind: str = "topic 
         raise TopicModelError(f"{kind} file not found: {path}")
     if not path.is_file():
         raise TopicModelError(f"{kind} {path} is not a file")
+    # One read per file and process: the CLI's start-up check, the transform, RunInference and each language
+    # detector all ask for the same files (a read with its checks costs about 0.3 s). A changed file is read again.
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    cached = _LOADED.get(key)
+    if cached is not None:
+        return cached
     try:
-        return _read(path)
+        model = _LOADED[key] = _read(path)
+        return model
     except TopicModelError as err:
         raise TopicModelError(f"{kind} {path} is unusable: {err}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:

@@ -1,8 +1,8 @@
 """WindowByEventTime: put each article in the fixed event-time window of its `published_at`.
 
 The event time itself is settled by ParseEntries (published, else updated, else fetch time; see `date_source`).
-Here each article is timestamped with it, assigned to a FixedWindows window of the configured size, and stamped
-with the window's bounds (`window_start`, `window_end`), which name its output partition.
+Here each article is timestamped with it, stamped with the bounds (`window_start`, `window_end`) of the FixedWindows
+window of the configured size that holds it, which name its output partition, and assigned to that window.
 
 In streaming (`WindowByEventTime(settings, streaming=True)`) a window fires when the watermark passes its end, then
 once more for each bundle of late articles (discarding mode: a late pane holds only the new articles), until the
@@ -82,11 +82,17 @@ def streaming_windows(settings: WindowSettings) -> beam.WindowInto:
     )
 
 
-class _StampWindowFn(beam.DoFn):
-    def process(self, article: Article, window=beam.DoFn.WindowParam) -> Iterable[Article]:
-        start = dt.datetime.fromtimestamp(float(window.start), UTC)
-        end = dt.datetime.fromtimestamp(float(window.end), UTC)
-        yield dataclasses.replace(article, window_start=start, window_end=end)
+class _StampFn(beam.DoFn):
+    """Timestamps an article with its event time and stamps it with the bounds of the fixed window that
+    FixedWindows assigns it (computed here, so one step does both before WindowInto)."""
+
+    def __init__(self, size_seconds: int):
+        self._size = size_seconds
+
+    def process(self, article: Article) -> Iterable[beam_window.TimestampedValue]:
+        start, end = window_bounds(article.published_at, self._size)
+        stamped = dataclasses.replace(article, window_start=start, window_end=end)
+        yield beam_window.TimestampedValue(stamped, event_timestamp(article))
 
 
 class WindowByEventTime(beam.PTransform):
@@ -106,9 +112,4 @@ class WindowByEventTime(beam.PTransform):
         windows = streaming_windows(self._settings) if self._streaming else beam.WindowInto(
             beam_window.FixedWindows(size)
         )
-        return (
-            articles
-            | "Timestamp" >> beam.Map(lambda a: beam_window.TimestampedValue(a, event_timestamp(a)))
-            | "FixedWindows" >> windows
-            | "StampWindow" >> beam.ParDo(_StampWindowFn())
-        )
+        return articles | "Stamp" >> beam.ParDo(_StampFn(size)) | "FixedWindows" >> windows

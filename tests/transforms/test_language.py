@@ -14,6 +14,7 @@ from transforms.language import (
     UND,
     LanguageDetector,
     LanguageSettings,
+    check_detector,
     normalize_code,
     script_profile,
 )
@@ -151,13 +152,15 @@ def test_languages_restrict_the_answers():
     assert narrow.detect(SCRIPTS["el"]) == (UND, 0.0)
 
 
-def test_bad_settings_are_rejected():
+# check_detector (the CLI's start-up check, which loads no detector model) must reject what building one rejects.
+@pytest.mark.parametrize("build", [LanguageDetector, check_detector])
+def test_bad_settings_are_rejected(build):
     with pytest.raises(ValueError, match="backend"):
-        LanguageDetector(LanguageSettings(backend="cld9"))
+        build(LanguageSettings(backend="cld9"))
     with pytest.raises(ValueError, match="not supported"):
-        LanguageDetector(LanguageSettings(languages=("en", "am")))
+        build(LanguageSettings(languages=("en", "am")))
     with pytest.raises(ValueError, match="ensemble"):
-        LanguageDetector(LanguageSettings(ensemble=("lingua",)))
+        build(LanguageSettings(ensemble=("lingua",)))
 
 
 @pytest.mark.parametrize(
@@ -330,20 +333,21 @@ def test_a_pair_model_has_its_say_between_its_two_languages(tmp_path):
     assert paired.detect(GERMAN) == plain.detect(GERMAN)
 
 
-def test_pair_models_that_cannot_serve_are_rejected_at_start(tmp_path):
+@pytest.mark.parametrize("build", [LanguageDetector, check_detector])
+def test_pair_models_that_cannot_serve_are_rejected_at_start(build, tmp_path):
     from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelError
 
     with pytest.raises(TopicModelError, match="language pair model file not found"):
-        LanguageDetector(LanguageSettings(pair_models=(str(tmp_path / "absent.npz"),)))
+        build(LanguageSettings(pair_models=(str(tmp_path / "absent.npz"),)))
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(TopicModelError, match=r"language pair model .*corrupt\.npz is unusable"):
-        LanguageDetector(LanguageSettings(pair_models=(str(corrupt),)))
+        build(LanguageSettings(pair_models=(str(corrupt),)))
     # A topic model's labels are not languages.
     with pytest.raises(ValueError, match="not language codes"):
-        LanguageDetector(LanguageSettings(pair_models=(str(DEFAULT_MODEL_PATH),)))
+        build(LanguageSettings(pair_models=(str(DEFAULT_MODEL_PATH),)))
     with pytest.raises(ValueError, match="two pair models decide for st"):
-        LanguageDetector(LanguageSettings(pair_models=("langid-st-tn.npz", "langid-st-tn.npz")))
+        build(LanguageSettings(pair_models=("langid-st-tn.npz", "langid-st-tn.npz")))
 
 
 def test_pair_model_training_needs_two_known_languages(tmp_path):
