@@ -13,14 +13,18 @@ steps:
 2. GroupByKey on the band key gives buckets; each bucket gives candidate pairs. A bucket larger than
    `max_bucket_size` (shared furniture, boilerplate, a story syndicated hundreds of times) is capped: its members,
    sorted by id, are paired only with their next `bucket_window` neighbours, so a bucket costs O(n), never O(n^2).
-3. Candidate pairs are joined with both signatures and verified: same language, estimated Jaccard similarity at or
-   above `threshold` (higher for short texts and for two articles of one outlet), and the facts the two texts state
-   (their numbers and capitalised names) must largely agree (`fact_overlap`): two stories on the same event share
-   names but not figures, two reports from one template share words but neither names nor figures.
-4. Verified pairs are clustered by connected components (a union-find combine, see `_UnionFindFn`), and each
-   cluster keeps one canonical article: a prior (already written) article if the cluster has one, else the earliest
-   published, then the longer text, then the smaller id. The choice depends only on the set of pairs, never on the
-   bundle order.
+3. Candidate pairs are joined with both signatures and verified (`is_near_copy`), the later article (canonical
+   order, see 4) as the possible copy of the earlier: same language, and either an estimated Jaccard similarity at
+   or above `threshold` (higher for short texts and for two articles of one outlet) or, for a later text no longer
+   than the earlier, an estimated containment (the share of the later's shingles that the earlier has) at or above
+   `containment`: a wire story cut to its first paragraphs with a local paragraph added. The facts the two texts
+   state must agree about as much as their words do (`facts_agree`): the names (capitalised words inside
+   sentences) and, separately, the numbers. Two stories on the same event share names but not text; two reports
+   from one template share text but not figures.
+4. Verified pairs form star clusters (`star_clusters`, one combine): in canonical order (a prior, already written
+   article first, else the earliest published, then the longer text, then the smaller id) each article joins the
+   canonical article it copies best (highest score), never a copy, so clusters do not chain through a paragraph
+   that two stories share. The clusters depend only on the set of pairs, never on the bundle order.
 
 `mode="drop"` writes only the canonical article, with `cluster_id` and `cluster_size`; every dropped copy counts
 once in `dedup/duplicates` (the run summary reconciles entries read = written + duplicates + dead letters).
@@ -66,6 +70,10 @@ class NearDedupSettings:
     bands: int = 64
     # Estimated Jaccard similarity of the shingle sets at or above which two articles are copies.
     threshold: float = 0.25
+    # Or: the share of the later article's shingles that the earlier one has (estimated from the Jaccard estimate and
+    # the two word counts) at or above which the later is a copy: a wire story cut to a third still qualifies.
+    # 1 turns containment off.
+    containment: float = 0.4
     # Articles with fewer words than this (title only, a one-line brief) need `short_threshold` instead.
     min_words: int = 30
     short_threshold: float = 0.7
@@ -73,9 +81,16 @@ class NearDedupSettings:
     # similarity; a true same-outlet copy is a revision, nearly identical. So they need this much.
     same_outlet_threshold: float = 0.6
     # Facts are the numbers and the capitalised words inside sentences (names) of a text. When both texts state at
-    # least `fact_min`, this share of the shorter list must appear in the other. 0 turns the check off.
+    # least `fact_min` names, this share of the shorter list of names must appear in the other; likewise numbers with
+    # `number_overlap`: template stories (weather, market closes, results) differ in their figures only. 0 turns a
+    # check off.
     fact_overlap: float = 0.6
+    number_overlap: float = 0.6
     fact_min: int = 3
+    number_min: int = 2
+    # Clusters are stars around a canonical article: a copy joins the cluster of another copy only when it holds
+    # this much of it (nearly the same text), never through a paragraph two stories share.
+    follow_copies: float = 0.7
     # Buckets with more members are capped: each member is paired only with its next `bucket_window` neighbours.
     # Buckets grow with the number of articles that share furniture; at 100,000 synthetic articles a cap of 16
     # instead of 64 cuts the candidate pairs by 37% and loses no copy.
@@ -94,7 +109,15 @@ class NearDedupSettings:
             raise ValueError("bands must divide num_perm")
         if self.shingle_size < 1:
             raise ValueError("shingle_size must be at least 1")
-        for name in ("threshold", "short_threshold", "same_outlet_threshold", "fact_overlap"):
+        for name in (
+            "threshold",
+            "containment",
+            "short_threshold",
+            "same_outlet_threshold",
+            "fact_overlap",
+            "number_overlap",
+            "follow_copies",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.max_bucket_size < 2 or self.bucket_window < 1:
@@ -109,7 +132,7 @@ class NearDedupSettings:
     def scheme(self) -> str:
         """What makes two signatures comparable: records of another scheme (say, from a run state written with
         other settings) are never compared."""
-        return f"minhash-oph1-p{self.num_perm}-w{self.shingle_size}-c{self.max_chars}-s{self.seed}"
+        return f"minhash-oph2-p{self.num_perm}-w{self.shingle_size}-c{self.max_chars}-s{self.seed}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,6 +357,7 @@ def _is_upper(text: str, positions: np.ndarray) -> np.ndarray:
     return _UPPER[chars if cps.dtype == np.uint8 else np.minimum(chars, 0xFFFF)]
 
 
+_DIGIT = np.array([unicodedata.decimal(chr(cp), None) is not None for cp in range(0x10000)], dtype=bool)
 _SENTENCE_END = np.zeros(0x10000, dtype=bool)
 _SENTENCE_END[[ord(c) for c in ".!?:;\n\"'\u201c\u2018\u00ab"]] = True
 
@@ -341,28 +365,24 @@ _SENTENCE_END[[ord(c) for c in ".!?:;\n\"'\u201c\u2018\u00ab"]] = True
 def _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, n_docs) -> tuple[np.ndarray, np.ndarray]:
     """The distinct hashes (32 bits) of each document's facts, concatenated, with each document's bounds.
 
-    Facts are the tokens made only of ASCII digits and the capitalised tokens that do not open a sentence (names,
-    places, organisations: in German every noun, which does no harm).
+    Facts are the tokens that start with a digit and the capitalised tokens that do not open a sentence (names,
+    places, organisations: in German every noun, which does no harm). A fact's hash is odd for a number, even for a
+    name.
     """
     first = cps[starts]
-    candidate = np.flatnonzero((first >= 48) & (first <= 57))
-    # Candidates start with a digit (few of them); each is checked character by character, all at once.
-    c_starts, c_lengths = starts[candidate], (ends - starts)[candidate]
-    numeric = np.ones(len(candidate), dtype=bool)
-    for j in range(1, int(c_lengths.max()) if len(candidate) else 0):
-        inside = c_lengths > j
-        chars = cps[np.where(inside, c_starts + j, 0)]
-        numeric &= ~inside | ((chars >= 48) & (chars <= 57))
+    # A token that starts with a digit of any script is a figure: "30", "۳۰", "2km" (a changed figure changes it).
+    number = _DIGIT[first if cps.dtype == np.uint8 else np.minimum(first, 0xFFFF)]
     # A token opens a sentence when the last non-space character before it ends one (or it opens a line).
     before = cps[starts - 1].astype(np.int64)
     two_before = cps[np.maximum(starts - 2, 0)].astype(np.int64)
     before[before > 0xFFFF] = 0
     two_before[two_before > 0xFFFF] = 0
     opens = _SENTENCE_END[before] | ((before == 32) & _SENTENCE_END[two_before])
-    is_fact = capital & ~opens
-    is_fact[candidate[numeric]] = True
+    is_fact = (capital & ~opens) | number
     picked = np.flatnonzero(is_fact)
-    keys = np.sort((token_doc[picked].astype(np.uint64) << np.uint64(32)) | (word_hash[picked] >> np.uint64(32)))
+    # The lowest bit of a fact's hash tells a number (1) from a name (0).
+    value = ((word_hash[picked] >> np.uint64(32)) & np.uint64(0xFFFFFFFE)) | number[picked].astype(np.uint64)
+    keys = np.sort((token_doc[picked].astype(np.uint64) << np.uint64(32)) | value)
     if len(keys):  # distinct (np.unique costs four times the sort)
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
     bounds = np.searchsorted(keys >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64))
@@ -659,37 +679,77 @@ def signature_records(
 # Verification.
 
 
-def facts_agree(a: bytes, b: bytes, overlap: float, minimum: int) -> bool:
-    """False when both texts state at least `minimum` facts and fewer than `overlap` of the shorter list appear in
-    the other: the same words around other figures or other names are another story."""
-    if overlap <= 0:
-        return True
-    na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
-    if len(na) < minimum or len(nb) < minimum:
+def _share_agrees(na: np.ndarray, nb: np.ndarray, overlap: float, minimum: int) -> bool:
+    if overlap <= 0 or len(na) < minimum or len(nb) < minimum:
         return True
     shared = len(np.intersect1d(na, nb, assume_unique=True))
     return shared >= overlap * min(len(na), len(nb))
 
 
-def is_near_copy(
-    a: SignatureRecord, b: SignatureRecord, settings: NearDedupSettings = NearDedupSettings()
-) -> tuple[bool, float]:
-    """Whether two records are copies of one story, and their estimated similarity.
+def facts_agree(
+    a: bytes, b: bytes, overlap: float, minimum: int, number_overlap: float = 0.0, number_minimum: int = 2
+) -> bool:
+    """False when both texts state at least `minimum` names and fewer than `overlap` of the shorter list of names
+    appear in the other, or likewise for numbers (`number_overlap`, `number_minimum`): the same words around other
+    figures or other names are another story."""
+    na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
+    a_number, b_number = (na & 1).astype(bool), (nb & 1).astype(bool)
+    return _share_agrees(na[~a_number], nb[~b_number], overlap, minimum) and _share_agrees(
+        na[a_number], nb[b_number], number_overlap, number_minimum
+    )
 
-    Never across languages (nor signature schemes); stricter for short texts, whose few shingles make the estimate coarse and a shared
-    headline formula common, and for two articles of one outlet; never when the facts they state disagree.
+
+def _shingle_count(record: SignatureRecord, size: int) -> int:
+    # Distinct shingles, nearly: news text seldom repeats a run of words.
+    return max(1, record.word_count - size + 1)
+
+
+def containment(earlier: SignatureRecord, later: SignatureRecord, jaccard: float, size: int) -> float:
+    """The estimated share of `later`'s shingles that `earlier` has: |A and B| = J (|A| + |B|) / (1 + J)."""
+    na, nb = _shingle_count(earlier, size), _shingle_count(later, size)
+    return min(1.0, jaccard * (na + nb) / (1.0 + jaccard) / nb)
+
+
+def is_near_copy(
+    earlier: SignatureRecord, later: SignatureRecord, settings: NearDedupSettings = NearDedupSettings()
+) -> tuple[bool, float]:
+    """Whether `later` is a copy of `earlier`, and how much of it `earlier` holds (the estimated containment, at
+    least the estimated Jaccard similarity): the score a copy picks its canonical by.
+
+    A copy either resembles the earlier text as a whole (Jaccard at or above `threshold`: edited, re-headlined,
+    with furniture) or is mostly made of it (containment at or above `containment`: cut to its first paragraphs,
+    with a local paragraph added). Never across languages (nor signature schemes); stricter for short texts, whose
+    few shingles make the estimate coarse and a shared headline formula common, and for two articles of one outlet;
+    never when the facts they state disagree.
     """
-    if a.language != b.language or a.scheme != b.scheme:
+    if earlier.language != later.language or earlier.scheme != later.scheme:
         return False, 0.0
-    score = similarity(a.values(), b.values())
+    jaccard = similarity(earlier.values(), later.values())
+    score = max(jaccard, containment(earlier, later, jaccard, settings.shingle_size))
     needed = settings.threshold
-    if min(a.word_count, b.word_count) < settings.min_words:
+    if min(earlier.word_count, later.word_count) < settings.min_words:
         needed = max(needed, settings.short_threshold)
-    if a.outlet and a.outlet == b.outlet:
+    if earlier.outlet and earlier.outlet == later.outlet:
         needed = max(needed, settings.same_outlet_threshold)
-    if score < needed:
+    # Containment counts for a later text no longer than the earlier one (a cut copy), never for a short text or
+    # two articles of one outlet: otherwise a short story whose paragraph a regional copy carries would become a
+    # copy of that copy.
+    contained = (
+        score >= settings.containment and needed == settings.threshold and later.word_count <= earlier.word_count
+    )
+    if jaccard < needed and not contained:
         return False, score
-    return facts_agree(a.facts, b.facts, settings.fact_overlap, settings.fact_min), score
+    # Facts must agree about as much as the words do: a copy cut to its lead plus a local paragraph shares the
+    # names of the lead, not all of its own.
+    agree = facts_agree(
+        earlier.facts,
+        later.facts,
+        settings.fact_overlap * min(1.0, score),
+        settings.fact_min,
+        settings.number_overlap * min(1.0, score),
+        settings.number_min,
+    )
+    return agree, score
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -739,40 +799,60 @@ class Verdict(NamedTuple):
     matched_prior: bool  # a copy of an article written in an earlier run
 
 
-def connected_components(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
-    """Connected components of an undirected graph given by its edges, each sorted, sorted by their first id."""
-    finder = _UnionFind()
-    for a, b in pairs:
-        finder.union(a, b)
-    return finder.components()
+def orient(a: SignatureRecord, b: SignatureRecord) -> tuple[SignatureRecord, SignatureRecord]:
+    """(earlier, later) of a candidate pair: the later one is the possible copy, the earlier its canonical (a prior
+    record first, then the earliest published, then the longer text, then the smaller id)."""
+    return (a, b) if canonical_order(member_of(a)) <= canonical_order(member_of(b)) else (b, a)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
+class Link(NamedTuple):
+    """A verified pair: `copy` is a near copy of `canonical`, which holds `score` of it."""
 
-    def find(self, x: str) -> str:
-        parent = self.parent
-        root = parent.setdefault(x, x)
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
+    canonical: Member
+    copy: Member
+    score: float
 
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # The smaller id becomes the root: deterministic, and merging two finders gives the same partition.
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
 
-    def components(self) -> list[list[str]]:
-        groups: dict[str, list[str]] = {}
-        for x in self.parent:
-            groups.setdefault(self.find(x), []).append(x)
-        return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+def _link_rank(link: Link) -> tuple:
+    return (-link.score, canonical_order(link.canonical))
+
+
+def star_clusters(links: Iterable[Link], follow_copies: float = 1.0) -> list[list[Member]]:
+    """Clusters of verified links, each sorted by id, sorted by their first id: stars around a canonical article.
+
+    Articles are taken in canonical order; each joins the cluster of the article it copies best among the canonical
+    ones (not copies themselves) and the copies it holds at least `follow_copies` of, else starts its own. So a
+    regional copy that carries a paragraph of another story is no bridge: that story's original, published after
+    it, is not made a copy of a copy and merged with the copy's story, as connected components did. A near-identical
+    copy of a copy still joins (a story syndicated so widely that its buckets were capped is paired with a few
+    neighbours only). A prior (earlier run) copy counts as a copy; a prior canonical article as canonical.
+    """
+    by_copy: dict[str, list[Link]] = {}
+    members: dict[str, Member] = {}
+    for link in links:
+        by_copy.setdefault(link.copy.article_id, []).append(link)
+        members.setdefault(link.canonical.article_id, link.canonical)
+        members.setdefault(link.copy.article_id, link.copy)
+    root_of: dict[str, str] = {}
+    for m in sorted(members.values(), key=canonical_order):
+        if m.prior:  # settled in its own run; a prior copy belongs to its canonical, which may not be here
+            if m.canonical_id == m.article_id:
+                root_of[m.article_id] = m.article_id
+            continue
+        eligible = [
+            link
+            for link in by_copy.get(m.article_id, ())
+            if link.canonical.article_id in root_of
+            and (root_of[link.canonical.article_id] == link.canonical.article_id or link.score >= follow_copies)
+        ]
+        best = min(eligible, key=_link_rank, default=None)
+        root_of[m.article_id] = root_of[best.canonical.article_id] if best else m.article_id
+    groups: dict[str, list[Member]] = {}
+    for x, root in root_of.items():
+        groups.setdefault(root, []).append(members[x])
+    return sorted(
+        (sorted(g, key=lambda m: m.article_id) for g in groups.values() if len(g) > 1), key=lambda g: g[0].article_id
+    )
 
 
 def cluster_verdicts(members: Sequence[Member]) -> dict[str, Verdict]:
@@ -825,16 +905,17 @@ def find_near_copies(
             counts["buckets_capped"] += capped
             pairs.update(found)
     by_id = {r.article_id: r for r in everything}
-    edges = []
+    links = []
     for a, b in sorted(pairs):
-        ra, rb = by_id[a], by_id[b]
         counts["candidate_pairs"] += 1
-        if is_near_copy(ra, rb, settings)[0]:
-            edges.append((a, b))
-    counts["pairs_verified"] = len(edges)
+        earlier, later = orient(by_id[a], by_id[b])
+        verified, score = is_near_copy(earlier, later, settings)
+        if verified:
+            links.append(Link(member_of(earlier), member_of(later), score))
+    counts["pairs_verified"] = len(links)
     verdicts: dict[str, Verdict] = {}
-    for component in connected_components(edges):
-        verdicts.update(cluster_verdicts([member_of(by_id[x]) for x in component]))
+    for cluster in star_clusters(links, settings.follow_copies):
+        verdicts.update(cluster_verdicts(cluster))
     if stats is not None:
         stats.update(counts)
     return verdicts
@@ -933,7 +1014,7 @@ def _attach_first(joined: tuple[str, dict]) -> Iterator[tuple[str, SignatureReco
 
 
 class _VerifyFn(beam.DoFn):
-    """(second id, {first records, second record}) -> the verified pairs, as Members."""
+    """(second id, {first records, second record}) -> the verified pairs, as Links from the earlier to the copy."""
 
     def __init__(self, settings: NearDedupSettings):
         self._settings = settings
@@ -941,57 +1022,48 @@ class _VerifyFn(beam.DoFn):
         self._verified = Metrics.counter("neardup", "pairs_verified")
         self._rejected = Metrics.counter("neardup", "pairs_rejected")
 
-    def process(self, joined: tuple[str, dict]) -> Iterable[tuple[Member, Member]]:
+    def process(self, joined: tuple[str, dict]) -> Iterable[Link]:
         second = _pick(joined[1]["record"])
         if second is None:
             return
         for first in joined[1]["first"]:
             self._candidates.inc()
-            if is_near_copy(first, second, self._settings)[0]:
+            earlier, later = orient(first, second)
+            verified, score = is_near_copy(earlier, later, self._settings)
+            if verified:
                 self._verified.inc()
-                yield member_of(first), member_of(second)
+                yield Link(member_of(earlier), member_of(later), score)
             else:
                 self._rejected.inc()
 
 
-class _UnionFindFn(beam.CombineFn):
-    """Verified pairs -> connected components, each a list of Members sorted by id.
+class _StarClustersFn(beam.CombineFn):
+    """Verified links -> star clusters (`star_clusters`), each a list of Members sorted by id.
 
-    A union-find whose accumulators merge by replaying each other's (member, parent) links, so partial results
-    from any bundles combine to the same partition. It holds only articles with at least one verified copy (about
-    the copy share of a run, plus their prior matches), not every article: that is what has to fit one worker.
+    The accumulator is the list of links; partial lists from any bundles concatenate, and the clusters depend only
+    on the set of links. It holds only articles with at least one verified copy (about the copy share of a run,
+    plus their prior matches), not every article: that is what has to fit one worker.
     """
 
-    def create_accumulator(self) -> tuple[_UnionFind, dict[str, Member]]:
-        return _UnionFind(), {}
+    def __init__(self, follow_copies: float):
+        self._follow_copies = follow_copies
 
-    def add_input(self, accumulator, pair: tuple[Member, Member]):
-        finder, members = accumulator
-        for member in pair:
-            _keep_member(members, member)
-        finder.union(pair[0].article_id, pair[1].article_id)
+    def create_accumulator(self) -> list[Link]:
+        return []
+
+    def add_input(self, accumulator: list[Link], link: Link) -> list[Link]:
+        accumulator.append(link)
         return accumulator
 
-    def merge_accumulators(self, accumulators):
+    def merge_accumulators(self, accumulators) -> list[Link]:
         accumulators = iter(accumulators)
-        finder, members = next(accumulators)
-        for other_finder, other_members in accumulators:
-            for x, parent in other_finder.parent.items():
-                finder.union(x, parent)
-            for member in other_members.values():
-                _keep_member(members, member)
-        return finder, members
+        merged = next(accumulators)
+        for other in accumulators:
+            merged.extend(other)
+        return merged
 
-    def extract_output(self, accumulator) -> list[list[Member]]:
-        finder, members = accumulator
-        return [[members[x] for x in component] for component in finder.components()]
-
-
-def _keep_member(members: dict[str, Member], member: Member) -> None:
-    # One id seen as this run's in one pair and as a prior in another: this run's counts.
-    known = members.get(member.article_id)
-    if known is None or (known.prior and not member.prior):
-        members[member.article_id] = member
+    def extract_output(self, accumulator: list[Link]) -> list[list[Member]]:
+        return star_clusters(accumulator, self._follow_copies)
 
 
 class _VerdictsFn(beam.DoFn):
@@ -1116,7 +1188,7 @@ class DeduplicateNearCopies(beam.PTransform):
             {"first": halves, "record": keyed}
             | "JoinSecond" >> beam.CoGroupByKey()
             | "Verify" >> beam.ParDo(_VerifyFn(settings))
-            | "Components" >> beam.CombineGlobally(_UnionFindFn())
+            | "Components" >> beam.CombineGlobally(_StarClustersFn(settings.follow_copies))
             | "EachComponent" >> beam.FlatMap(lambda components: components)
             | "Verdicts" >> beam.ParDo(_VerdictsFn())
         )

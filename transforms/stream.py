@@ -394,7 +394,8 @@ class _BucketFn(beam.DoFn):
             forget_timer.set(Timestamp(micros=known_until))
 
     def _judge(self, fetched: int, record: SignatureRecord, kept: list[tuple[int, SignatureRecord, str]]) -> str:
-        """What the earliest kept record that `record` is a verified copy of copies (or its own id); "" for none."""
+        """What the earliest kept record that `record` is a verified copy of copies (or its own id); "" for none. A
+        kept copy counts only when `record` holds at least `follow_copies` of it."""
         for earlier_fetched, earlier, copies in kept:
             if earlier.article_id == record.article_id:  # the same entry back after the exact dedup forgot it
                 continue
@@ -403,7 +404,9 @@ class _BucketFn(beam.DoFn):
                 # could find each the copy of the other and both be dropped. This way the worst is both kept.
                 continue
             self._candidates.inc()
-            if is_near_copy(earlier, record, self._settings)[0]:
+            verified, score = is_near_copy(earlier, record, self._settings)
+            # Star clusters, as batch: a copy joins another copy's canonical only when it is nearly that copy.
+            if verified and (copies == earlier.article_id or score >= self._settings.follow_copies):
                 self._verified.inc()
                 return copies
         return ""

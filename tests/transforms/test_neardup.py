@@ -23,11 +23,13 @@ from transforms.neardup import (
     SIGNATURE_SCHEMA,
     bucket_pairs,
     cluster_verdicts,
-    connected_components,
     facts_agree,
     find_near_copies,
     has_signature,
     is_near_copy,
+    Link,
+    orient,
+    star_clusters,
     minhash_signature,
     minhash_signatures,
     outlet_of,
@@ -185,10 +187,15 @@ def test_text_without_words_has_no_signature():
 
 
 def test_facts_agree_on_shared_figures_and_names():
-    a = np.array([1, 2, 3, 4, 5], dtype="<u4").tobytes()
-    assert facts_agree(a, np.array([1, 2, 3, 9], dtype="<u4").tobytes(), 0.6, 3)
-    assert not facts_agree(a, np.array([1, 7, 8, 9], dtype="<u4").tobytes(), 0.6, 3)
-    assert facts_agree(a, np.array([7, 8], dtype="<u4").tobytes(), 0.6, 3)  # too few to judge
+    names = lambda *xs: [2 * x for x in xs]  # noqa: E731 (a name's fact hash is even, a number's odd)
+    numbers = lambda *xs: [2 * x + 1 for x in xs]  # noqa: E731
+    facts = lambda *xs: np.array(sorted(sum(xs, [])), dtype="<u4").tobytes()  # noqa: E731
+    a = facts(names(1, 2, 3, 4, 5), numbers(1, 2, 3))
+    assert facts_agree(a, facts(names(1, 2, 3, 9), numbers(1, 2)), 0.6, 3, 0.6, 2)
+    assert not facts_agree(a, facts(names(1, 7, 8, 9), numbers(1, 2)), 0.6, 3, 0.6, 2)  # other names
+    assert not facts_agree(a, facts(names(1, 2, 3, 4), numbers(7, 8)), 0.6, 3, 0.6, 2)  # other figures
+    assert facts_agree(a, facts(names(7, 8), numbers(9)), 0.6, 3, 0.6, 2)  # too few of either to judge
+    assert facts_agree(a, facts(names(1, 2, 3, 4), numbers(7, 8)), 0.6, 3, 0.0, 2)  # the figures check is off
 
 
 def test_is_near_copy_rules():
@@ -268,13 +275,25 @@ def test_bucket_pairs_all_pairs_or_capped_neighbours():
     assert pairs == [("c", "p1"), ("c", "p2")]
 
 
-def test_connected_components_chain_and_order_independence():
-    edges = [("a", "b"), ("b", "c"), ("x", "y"), ("d", "c")]
-    expected = [["a", "b", "c", "d"], ["x", "y"]]
+def test_star_clusters_do_not_chain_through_a_partial_match_and_ignore_the_order():
+    y, copy_of_y, x, x_copy = member("y", 0), member("yc", 30), member("x", 60), member("xc", 90)
+    links = [
+        Link(y, copy_of_y, 0.8),
+        Link(copy_of_y, x, 0.5),  # x, published later, shares a paragraph with y's copy
+        Link(x, x_copy, 0.9),
+        Link(y, x_copy, 0.3),  # a weaker match: the copy joins the canonical it copies best
+        Link(copy_of_y, member("ycc", 40), 0.95),  # a copy of the copy, nearly the same text: y's cluster
+    ]
+    expected = [[x, x_copy], [y, copy_of_y, member("ycc", 40)]]
     for seed in range(4):
-        shuffled = [tuple(random.Random(seed).sample(e, 2)) for e in edges]
+        shuffled = list(links)
         random.Random(seed).shuffle(shuffled)
-        assert connected_components(shuffled) == expected
+        assert star_clusters(shuffled, follow_copies=0.7) == expected
+    # A prior copy is no canonical: a partial copy of it stays apart; a prior canonical is one.
+    old_copy = member("old-copy", -60, prior=True, canonical="old")
+    assert star_clusters([Link(old_copy, member("new", 0), 0.5)], follow_copies=0.7) == []
+    old = member("old", -90, prior=True)
+    assert star_clusters([Link(old, member("new", 0), 0.5)], follow_copies=0.7) == [[member("new", 0), old]]
 
 
 def member(article_id, minutes, length=100, prior=False, outlet="o.test", canonical=""):
