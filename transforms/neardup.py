@@ -81,13 +81,14 @@ class NearDedupSettings:
     # similarity; a true same-outlet copy is a revision, nearly identical. So they need this much.
     same_outlet_threshold: float = 0.6
     # Facts are the numbers and the capitalised words inside sentences (names) of a text. When both texts state at
-    # least `fact_min` names, this share of the shorter list of names must appear in the other; likewise numbers with
-    # `number_overlap`: template stories (weather, market closes, results) differ in their figures only. 0 turns a
-    # check off.
-    fact_overlap: float = 0.6
-    number_overlap: float = 0.6
+    # least `fact_min` names, this share of the shorter list of names, times the estimated containment, must appear
+    # in the other. When at least `number_min` words are followed by a number in both texts, the number must be the
+    # same after `number_overlap` of them: template stories (weather, market closes, results) differ in their
+    # figures only. 0 turns a check off.
+    fact_overlap: float = 0.5
+    number_overlap: float = 0.5
     fact_min: int = 3
-    number_min: int = 2
+    number_min: int = 1
     # Clusters are stars around a canonical article: a copy joins the cluster of another copy only when it holds
     # this much of it (nearly the same text), never through a paragraph two stories share.
     follow_copies: float = 0.7
@@ -380,8 +381,17 @@ def _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, n_docs) -> tu
     opens = _SENTENCE_END[before] | ((before == 32) & _SENTENCE_END[two_before])
     is_fact = (capital & ~opens) | number
     picked = np.flatnonzero(is_fact)
-    # The lowest bit of a fact's hash tells a number (1) from a name (0).
-    value = ((word_hash[picked] >> np.uint64(32)) & np.uint64(0xFFFFFFFE)) | number[picked].astype(np.uint64)
+    # The lowest bit of a fact's hash tells a number (1) from a name (0). A number keeps the word before it in its
+    # top 16 bits: "rose 3" and "rose 5" are one context with two figures, which is how templates differ.
+    value = (word_hash[picked] >> np.uint64(32)) & np.uint64(0xFFFFFFFE)
+    numbers = np.flatnonzero(number[picked])
+    if len(numbers):
+        at = picked[numbers]
+        before = np.where(at > 0, at - 1, 0)
+        context = np.where(
+            (at > 0) & (token_doc[before] == token_doc[at]), word_hash[before] >> np.uint64(48), np.uint64(0)
+        )
+        value[numbers] = (context << np.uint64(16)) | ((word_hash[at] >> np.uint64(48)) & np.uint64(0xFFFE)) | 1
     keys = np.sort((token_doc[picked].astype(np.uint64) << np.uint64(32)) | value)
     if len(keys):  # distinct (np.unique costs four times the sort)
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
@@ -583,7 +593,7 @@ class SignatureRecord:
     published_at: dt.datetime | None = None
     text_length: int = 0
     word_count: int = 0
-    facts: bytes = b""  # sorted distinct uint32 hashes of the numbers and names in the text
+    facts: bytes = b""  # sorted distinct uint32 hashes of the names (even) and numbers in context (odd) of the text
     outlet: str = ""
     prior: bool = False
     canonical_id: str = ""
@@ -687,16 +697,24 @@ def _share_agrees(na: np.ndarray, nb: np.ndarray, overlap: float, minimum: int) 
 
 
 def facts_agree(
-    a: bytes, b: bytes, overlap: float, minimum: int, number_overlap: float = 0.0, number_minimum: int = 2
+    a: bytes, b: bytes, overlap: float, minimum: int, number_overlap: float = 0.0, number_minimum: int = 1
 ) -> bool:
-    """False when both texts state at least `minimum` names and fewer than `overlap` of the shorter list of names
-    appear in the other, or likewise for numbers (`number_overlap`, `number_minimum`): the same words around other
-    figures or other names are another story."""
+    """False when the facts of two texts disagree: both state at least `minimum` names and fewer than `overlap` of
+    the shorter list of names appear in the other, or at least `number_minimum` of the words that precede a number
+    in one text precede one in the other too, and the figure is the same after fewer than `number_overlap` of them
+    (a template story: "rose 3" against "rose 5"). Figures in words only one text has say nothing either way."""
     na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
     a_number, b_number = (na & 1).astype(bool), (nb & 1).astype(bool)
-    return _share_agrees(na[~a_number], nb[~b_number], overlap, minimum) and _share_agrees(
-        na[a_number], nb[b_number], number_overlap, number_minimum
-    )
+    if not _share_agrees(na[~a_number], nb[~b_number], overlap, minimum):
+        return False
+    if number_overlap <= 0:
+        return True
+    figures_a, figures_b = na[a_number], nb[b_number]
+    contexts = np.intersect1d(figures_a >> 16, figures_b >> 16)
+    if len(contexts) < number_minimum:
+        return True
+    agreeing = np.unique(np.intersect1d(figures_a, figures_b, assume_unique=True) >> 16)
+    return len(agreeing) >= number_overlap * len(contexts)
 
 
 def _shingle_count(record: SignatureRecord, size: int) -> int:
@@ -739,14 +757,14 @@ def is_near_copy(
     )
     if jaccard < needed and not contained:
         return False, score
-    # Facts must agree about as much as the words do: a copy cut to its lead plus a local paragraph shares the
-    # names of the lead, not all of its own.
+    # Names must agree about as much as the words do: a copy cut to its lead plus a local paragraph shares the
+    # names of the lead, not all of its own. Figures are compared where both texts give one after the same word.
     agree = facts_agree(
         earlier.facts,
         later.facts,
         settings.fact_overlap * min(1.0, score),
         settings.fact_min,
-        settings.number_overlap * min(1.0, score),
+        settings.number_overlap,
         settings.number_min,
     )
     return agree, score

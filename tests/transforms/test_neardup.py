@@ -186,16 +186,20 @@ def test_text_without_words_has_no_signature():
     assert has_signature(minhash_signature("One", ""))
 
 
-def test_facts_agree_on_shared_figures_and_names():
-    names = lambda *xs: [2 * x for x in xs]  # noqa: E731 (a name's fact hash is even, a number's odd)
-    numbers = lambda *xs: [2 * x + 1 for x in xs]  # noqa: E731
+def test_facts_agree_on_shared_names_and_on_figures_after_the_same_words():
+    names = lambda *xs: [2 * x for x in xs]  # noqa: E731 (a name's fact hash is even)
+    # A figure's hash is odd, with the word before it in the top 16 bits.
+    figures = lambda *pairs: [(word << 16) | (value << 1) | 1 for word, value in pairs]  # noqa: E731
     facts = lambda *xs: np.array(sorted(sum(xs, [])), dtype="<u4").tobytes()  # noqa: E731
-    a = facts(names(1, 2, 3, 4, 5), numbers(1, 2, 3))
-    assert facts_agree(a, facts(names(1, 2, 3, 9), numbers(1, 2)), 0.6, 3, 0.6, 2)
-    assert not facts_agree(a, facts(names(1, 7, 8, 9), numbers(1, 2)), 0.6, 3, 0.6, 2)  # other names
-    assert not facts_agree(a, facts(names(1, 2, 3, 4), numbers(7, 8)), 0.6, 3, 0.6, 2)  # other figures
-    assert facts_agree(a, facts(names(7, 8), numbers(9)), 0.6, 3, 0.6, 2)  # too few of either to judge
-    assert facts_agree(a, facts(names(1, 2, 3, 4), numbers(7, 8)), 0.6, 3, 0.0, 2)  # the figures check is off
+    a = facts(names(1, 2, 3, 4, 5), figures((1, 10), (2, 20), (3, 30)))
+    assert facts_agree(a, facts(names(1, 2, 3, 9), figures((1, 10), (2, 20))), 0.6, 3, 0.5, 1)
+    assert not facts_agree(a, facts(names(1, 7, 8, 9), figures((1, 10))), 0.6, 3, 0.5, 1)  # other names
+    # The same words before other figures: a template story.
+    assert not facts_agree(a, facts(names(1, 2, 3, 4), figures((1, 11), (2, 21))), 0.6, 3, 0.5, 1)
+    # Figures after words the other text does not have (a local paragraph) say nothing either way.
+    assert facts_agree(a, facts(names(1, 2, 3, 4), figures((1, 10), (7, 70), (8, 80))), 0.6, 3, 0.5, 1)
+    assert facts_agree(a, facts(names(7, 8), figures((9, 90))), 0.6, 3, 0.5, 1)  # too few of either to judge
+    assert facts_agree(a, facts(names(1, 2, 3, 4), figures((1, 11))), 0.6, 3, 0.0, 1)  # the figures check is off
 
 
 def test_is_near_copy_rules():
