@@ -15,6 +15,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.transforms import neardup_texts as texts
 from transforms.article import UTC, Article, stable_id
 from transforms.neardup import (
     DeduplicateNearCopies,
@@ -525,3 +526,73 @@ def test_disabled_passes_articles_through():
         signatures=[],
     )
     assert not near
+
+
+# --- syndication as issue 13 describes it: heavy edits, heavy cuts, and stories that must stay apart -------------
+FLOOD = art("flood-wire", texts.text(texts.WIRE), title=texts.WIRE_TITLE, host="wire.test")
+FLOOD_EDITED = art("flood-edited", texts.heavy_edit()[1], title=texts.heavy_edit()[0], minutes=40, host="daily.test")
+FLOOD_REGIONAL = art("flood-regional", texts.heavy_cut()[1], title=texts.heavy_cut()[0], minutes=90, host="region.test")
+FLOOD_SAME_EVENT = art(
+    "flood-same-event", texts.text(texts.SAME_EVENT), title=texts.SAME_EVENT_TITLE, minutes=300, host="post.test"
+)
+MARKET_FRIDAY = art("market-fri", texts.text(texts.MARKET), title=texts.MARKET_TITLE, host="agency.test")
+MARKET_MONDAY = art(
+    "market-mon", texts.text(texts.MARKET_NEXT_DAY), title=texts.MARKET_TITLE, minutes=3 * 1440, host="markets.test"
+)
+QUOTE_A = art("quote-a", texts.text(texts.QUOTE_STORY_A), title=texts.QUOTE_STORY_A_TITLE, minutes=200, host="a.test")
+QUOTE_B = art("quote-b", texts.text(texts.QUOTE_STORY_B), title=texts.QUOTE_STORY_B_TITLE, minutes=260, host="b.test")
+SYNDICATION = [FLOOD, FLOOD_EDITED, FLOOD_REGIONAL, FLOOD_SAME_EVENT, MARKET_FRIDAY, MARKET_MONDAY, QUOTE_A, QUOTE_B]
+
+
+def test_heavy_copies_are_found_and_same_event_template_and_shared_quote_stories_kept_apart():
+    records = {r.article_id: r for r in signature_records(SYNDICATION)}
+    wire = records["flood-wire"]
+    # Edited at 20% with its last paragraph cut: the whole-text similarity (Jaccard) carries it.
+    edited_jaccard = similarity(wire.values(), records["flood-edited"].values())
+    assert edited_jaccard >= NearDedupSettings().threshold and is_near_copy(wire, records["flood-edited"])[0]
+    # Two of seven paragraphs and a local one: too little alike as a whole, mostly made of the wire story.
+    regional = records["flood-regional"]
+    assert similarity(wire.values(), regional.values()) < NearDedupSettings().threshold
+    verified, contained = is_near_copy(wire, regional)
+    assert verified and contained >= NearDedupSettings().containment
+    assert not is_near_copy(regional, wire)[0]  # containment counts for the later, shorter text only
+    # The same words around other figures: the figures check keeps the template apart.
+    friday, monday = records["market-fri"], records["market-mon"]
+    assert similarity(friday.values(), monday.values()) >= NearDedupSettings().threshold
+    assert not is_near_copy(friday, monday)[0]
+    assert is_near_copy(friday, monday, NearDedupSettings(number_overlap=0))[0]
+    assert not is_near_copy(wire, records["flood-same-event"])[0]
+    assert not is_near_copy(records["quote-a"], records["quote-b"])[0]
+    verdicts = find_near_copies(list(records.values()))
+    assert {k: (v.canonical_id, v.is_canonical) for k, v in verdicts.items()} == {
+        "flood-wire": ("flood-wire", True),
+        "flood-edited": ("flood-wire", False),
+        "flood-regional": ("flood-wire", False),
+    }
+
+
+def test_heavy_copies_in_one_run_and_in_a_later_run_are_dropped_the_other_stories_kept():
+    first_run = [FLOOD, MARKET_FRIDAY, QUOTE_A]
+    state = [
+        signature_from_row(signature_row(dataclasses.replace(r, canonical_id=r.article_id)))
+        for r in signature_records(first_run)
+    ]
+    kept_apart = [FLOOD_SAME_EVENT, MARKET_MONDAY, QUOTE_B]
+    near, dedup = run_all(
+        [
+            dict(
+                articles=SYNDICATION,
+                rows=[("flood-wire", cluster("flood-wire"), 3, "")]
+                + [(a.article_id, "", 1, "") for a in first_run[1:] + kept_apart],
+            ),
+            # The copies arrive in the next run: matched to the state, dropped; the others are written.
+            dict(
+                articles=[FLOOD_EDITED, FLOOD_REGIONAL] + kept_apart,
+                prior=state,
+                rows=[(a.article_id, "", 1, "") for a in kept_apart],
+                signatures=[("flood-edited", "flood-wire"), ("flood-regional", "flood-wire")]
+                + [(a.article_id, a.article_id) for a in kept_apart],
+            ),
+        ]
+    )
+    assert near["copies_dropped"] == 4 and dedup["duplicates"] == 4 and near["matched_prior"] == 2
