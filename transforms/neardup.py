@@ -17,14 +17,18 @@ steps:
    order, see 4) as the possible copy of the earlier: same language, and either an estimated Jaccard similarity at
    or above `threshold` (higher for short texts and for two articles of one outlet) or, for a later text no longer
    than the earlier, an estimated containment (the share of the later's shingles that the earlier has) at or above
-   `containment`: a wire story cut to its first paragraphs with a local paragraph added. The facts the two texts
-   state must agree about as much as their words do (`facts_agree`): the names (capitalised words inside
-   sentences) and, separately, the numbers. Two stories on the same event share names but not text; two reports
-   from one template share text but not figures.
+   `containment`: a wire story cut to its first paragraphs with a local paragraph added. Unless the two are alike
+   as a whole, the later must keep the top of the earlier (`leads_agree`: a quarter of the earlier's first
+   `lead_words` words' shingles among the later's first words), which two stories that share only a quotation or a
+   boilerplate paragraph do not. And the facts must agree (`facts_agree`): where both texts give a figure after the
+   same word, mostly the same figure (two reports from one template share text, not figures); a share of the names
+   (capitalised words inside sentences), in proportion to the text shared. Two stories on the same event share
+   names and figures, not text.
 4. Verified pairs form star clusters (`star_clusters`, one combine): in canonical order (a prior, already written
    article first, else the earliest published, then the longer text, then the smaller id) each article joins the
-   canonical article it copies best (highest score), never a copy, so clusters do not chain through a paragraph
-   that two stories share. The clusters depend only on the set of pairs, never on the bundle order.
+   canonical article it copies best (highest score), or a copy it nearly equals (`follow_copies`), so clusters do
+   not chain through a paragraph that two stories share. The clusters depend only on the set of pairs, never on
+   the bundle order.
 
 `mode="drop"` writes only the canonical article, with `cluster_id` and `cluster_size`; every dropped copy counts
 once in `dedup/duplicates` (the run summary reconciles entries read = written + duplicates + dead letters).
@@ -73,7 +77,7 @@ class NearDedupSettings:
     # Or: the share of the later article's shingles that the earlier one has (estimated from the Jaccard estimate and
     # the two word counts) at or above which the later is a copy: a wire story cut to a third still qualifies.
     # 1 turns containment off.
-    containment: float = 0.4
+    containment: float = 0.3
     # Articles with fewer words than this (title only, a one-line brief) need `short_threshold` instead.
     min_words: int = 30
     short_threshold: float = 0.7
@@ -85,10 +89,16 @@ class NearDedupSettings:
     # in the other. When at least `number_min` words are followed by a number in both texts, the number must be the
     # same after `number_overlap` of them: template stories (weather, market closes, results) differ in their
     # figures only. 0 turns a check off.
-    fact_overlap: float = 0.5
+    fact_overlap: float = 0.2
     number_overlap: float = 0.5
     fact_min: int = 3
     number_min: int = 1
+    # The lead is the first `lead_words` words of the text (the title aside). Unless two texts are alike as a whole
+    # (Jaccard at least 0.5), at least `lead_overlap` of the earlier's lead shingles must be in the later's first
+    # 3 * lead_words words (room for a local paragraph put on top): a copy, however cut, keeps the top of its story;
+    # a story that only shares a quotation or a boilerplate paragraph with another does not. 0 turns the check off.
+    lead_words: int = 40
+    lead_overlap: float = 0.25
     # Clusters are stars around a canonical article: a copy joins the cluster of another copy only when it holds
     # this much of it (nearly the same text), never through a paragraph two stories share.
     follow_copies: float = 0.7
@@ -118,6 +128,7 @@ class NearDedupSettings:
             "fact_overlap",
             "number_overlap",
             "follow_copies",
+            "lead_overlap",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -133,7 +144,7 @@ class NearDedupSettings:
     def scheme(self) -> str:
         """What makes two signatures comparable: records of another scheme (say, from a run state written with
         other settings) are never compared."""
-        return f"minhash-oph2-p{self.num_perm}-w{self.shingle_size}-c{self.max_chars}-s{self.seed}"
+        return f"minhash-oph2-p{self.num_perm}-w{self.shingle_size}-c{self.max_chars}-l{self.lead_words}-s{self.seed}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,14 +301,25 @@ class ShingleBatch(NamedTuple):
     # The distinct 32-bit hashes of each document's facts: document i's are facts[fact_bounds[i]:fact_bounds[i + 1]].
     facts: np.ndarray  # uint32
     fact_bounds: np.ndarray  # int64, n_docs + 1
+    # The 16-bit hashes of the shingles of each document's lead (its text's first 3 * lead_words words), in order:
+    # document i's are lead[lead_bounds[i]:lead_bounds[i + 1]].
+    lead: np.ndarray  # uint16
+    lead_bounds: np.ndarray  # int64, n_docs + 1
 
     def facts_of(self, i: int) -> np.ndarray:
         """The sorted distinct fact hashes of document i."""
         return self.facts[self.fact_bounds[i] : self.fact_bounds[i + 1]]
 
+    def lead_of(self, i: int) -> np.ndarray:
+        """The lead shingle hashes of document i, in text order."""
+        return self.lead[self.lead_bounds[i] : self.lead_bounds[i + 1]]
+
 
 def shingle_hashes(
-    docs: Sequence[tuple[str, str]], size: int, max_chars: int = NearDedupSettings.max_chars
+    docs: Sequence[tuple[str, str]],
+    size: int,
+    max_chars: int = NearDedupSettings.max_chars,
+    lead_words: int = NearDedupSettings.lead_words,
 ) -> ShingleBatch:
     """64-bit hashes of the word shingles of each (title, text), for a whole batch in a few numpy passes.
 
@@ -308,11 +330,14 @@ def shingle_hashes(
     originals = [_nfkc(title, text, max_chars) for title, text in docs]
     if len(originals) > 1 and sum(map(len, originals)) > _MAX_BATCH_CHARS:
         half = len(docs) // 2
-        return _concatenate(shingle_hashes(docs[:half], size, max_chars), shingle_hashes(docs[half:], size, max_chars))
+        return _concatenate(
+            shingle_hashes(docs[:half], size, max_chars, lead_words),
+            shingle_hashes(docs[half:], size, max_chars, lead_words),
+        )
     if not originals:
-        empty = np.zeros(0, dtype=np.int64)
+        empty, bounds = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
         return ShingleBatch(
-            np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64)
+            np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), bounds, np.zeros(0, np.uint16), bounds
         )
     texts = [original.casefold() for original in originals]
     cps, _, starts, ends = _tokens("\n" + "\n".join(texts) + "\n")
@@ -334,7 +359,24 @@ def shingle_hashes(
 
     facts, bounds = _fact_hashes(cps, starts, ends, capital, word_hash, token_doc, len(texts))
     hashes, doc = _shingles_of(word_hash, token_doc, word_counts, size)
-    return ShingleBatch(hashes, doc, word_counts, facts, bounds)
+    # The text starts after the newline that follows the title.
+    text_starts = doc_starts + np.array([t.find("\n") + 1 for t in texts], dtype=np.int64)
+    text_first = np.searchsorted(starts, text_starts)
+    lead, lead_bounds = _lead_hashes(word_hash, text_first, first_token + word_counts, size, 3 * lead_words)
+    return ShingleBatch(hashes, doc, word_counts, facts, bounds, lead, lead_bounds)
+
+
+def _lead_hashes(word_hash, first, end, size: int, words: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top 16 bits of the shingle hashes of the first `words` words from token `first` (up to `end`) of each
+    document, concatenated, with each document's bounds. The same hashes as `_shingles_of` gives those shingles."""
+    counts = np.clip(np.minimum(end - first, words) - size + 1, 0, None)
+    bounds = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    at = np.repeat(first - bounds[:-1], counts) + np.arange(bounds[-1], dtype=np.int64)
+    with np.errstate(over="ignore"):
+        acc = np.zeros(len(at), dtype=np.uint64)
+        for t in range(size):
+            acc = acc + word_hash[at + t] * _POSITION[t]
+        return (_mix(acc) >> np.uint64(48)).astype(np.uint16), bounds
 
 
 def _concatenate(first: ShingleBatch, second: ShingleBatch) -> ShingleBatch:
@@ -345,6 +387,8 @@ def _concatenate(first: ShingleBatch, second: ShingleBatch) -> ShingleBatch:
         np.concatenate([first.word_counts, second.word_counts]),
         np.concatenate([first.facts, second.facts]),
         np.concatenate([first.fact_bounds, second.fact_bounds[1:] + first.fact_bounds[-1]]),
+        np.concatenate([first.lead, second.lead]),
+        np.concatenate([first.lead_bounds, second.lead_bounds[1:] + first.lead_bounds[-1]]),
     )
 
 
@@ -598,6 +642,7 @@ class SignatureRecord:
     prior: bool = False
     canonical_id: str = ""
     scheme: str = NearDedupSettings().scheme
+    lead: bytes = b""  # little-endian uint16 hashes of the shingles of the text's first words, in order
 
     def values(self) -> np.ndarray:
         """The signature as a uint32 array."""
@@ -616,6 +661,7 @@ SIGNATURE_SCHEMA = pa.schema(
         pa.field("outlet", pa.string()),
         pa.field("canonical_id", pa.string()),
         pa.field("scheme", pa.string()),
+        pa.field("lead", pa.binary()),
     ]
 )
 
@@ -643,6 +689,7 @@ def signature_from_row(row: dict) -> SignatureRecord:
         prior=True,
         canonical_id=fields["canonical_id"] or fields["article_id"],
         scheme=fields["scheme"] or "",
+        lead=bytes(fields["lead"] or b""),  # absent from states written before it existed
     )
 
 
@@ -662,7 +709,9 @@ def signature_records(
     articles: Sequence[Article], settings: NearDedupSettings = NearDedupSettings()
 ) -> list[SignatureRecord | None]:
     """One record per article (None for an article without words), signed as one vectorised batch."""
-    batch = shingle_hashes([(a.title, a.text) for a in articles], settings.shingle_size, settings.max_chars)
+    batch = shingle_hashes(
+        [(a.title, a.text) for a in articles], settings.shingle_size, settings.max_chars, settings.lead_words
+    )
     sigs = minhash_from_shingles(batch, settings.num_perm, settings.seed)
     out: list[SignatureRecord | None] = []
     for i, (article, sig, count) in enumerate(zip(articles, sigs, batch.word_counts.tolist())):
@@ -680,6 +729,7 @@ def signature_records(
                 facts=batch.facts_of(i).astype("<u4").tobytes(),
                 outlet=outlet_of(article),
                 scheme=settings.scheme,
+                lead=batch.lead_of(i).astype("<u2").tobytes(),
             )
         )
     return out
@@ -717,6 +767,21 @@ def facts_agree(
     return len(agreeing) >= number_overlap * len(contexts)
 
 
+# Two texts at least this alike (Jaccard) are copies whatever their leads.
+_WHOLE = 0.5
+
+
+def leads_agree(earlier: bytes, later: bytes, settings: NearDedupSettings = NearDedupSettings()) -> bool:
+    """Whether at least `lead_overlap` of the earlier text's lead shingles (its first `lead_words` words) are among
+    the later's first 3 * lead_words words (room for a paragraph put on top). True when either lead is too short to
+    say (fewer than 10 shingles) or the check is off."""
+    first = np.frombuffer(earlier, dtype="<u2")[: max(1, settings.lead_words - settings.shingle_size + 1)]
+    second = np.frombuffer(later, dtype="<u2")
+    if settings.lead_overlap <= 0 or len(first) < 10 or len(second) < 10:
+        return True
+    return float(np.isin(first, second).mean()) >= settings.lead_overlap
+
+
 def _shingle_count(record: SignatureRecord, size: int) -> int:
     # Distinct shingles, nearly: news text seldom repeats a run of words.
     return max(1, record.word_count - size + 1)
@@ -736,9 +801,10 @@ def is_near_copy(
 
     A copy either resembles the earlier text as a whole (Jaccard at or above `threshold`: edited, re-headlined,
     with furniture) or is mostly made of it (containment at or above `containment`: cut to its first paragraphs,
-    with a local paragraph added). Never across languages (nor signature schemes); stricter for short texts, whose
-    few shingles make the estimate coarse and a shared headline formula common, and for two articles of one outlet;
-    never when the facts they state disagree.
+    with a local paragraph added); unless alike as a whole, it keeps the top of the earlier (`leads_agree`). Never
+    across languages (nor signature schemes); stricter for short texts, whose few shingles make the estimate coarse
+    and a shared headline formula common, and for two articles of one outlet; never when the facts they state
+    disagree.
     """
     if earlier.language != later.language or earlier.scheme != later.scheme:
         return False, 0.0
@@ -756,6 +822,8 @@ def is_near_copy(
         score >= settings.containment and needed == settings.threshold and later.word_count <= earlier.word_count
     )
     if jaccard < needed and not contained:
+        return False, score
+    if jaccard < _WHOLE and not leads_agree(earlier.lead, later.lead, settings):
         return False, score
     # Names must agree about as much as the words do: a copy cut to its lead plus a local paragraph shares the
     # names of the lead, not all of its own. Figures are compared where both texts give one after the same word.
