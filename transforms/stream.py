@@ -25,7 +25,9 @@ with each LSH bucket as keyed state. An article goes to its `bands` buckets; eac
 the article's fetch time, then judges the bucket's records due in (fetch time, id) order against the ones it holds
 (at most `max_bucket_size`, forgotten after the dedup lookback), so every band agrees on which of two copies came
 first. The article is a copy when any band found it one; it is decided by id once all bands have answered. The
-first copy fetched is kept, as above; `duplicate_of` (mark mode) names the copy its bucket held (maybe a copy itself).
+first copy fetched is kept, as above; `duplicate_of` (mark mode) names the kept article it copies. As batch's star
+clusters, a record its bucket holds that is itself a copy counts only when the new one nearly equals it
+(`follow_copies`), so no chain runs through a paragraph two stories share.
 
 RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end plus the
 allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article carries:
