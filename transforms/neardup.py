@@ -911,7 +911,8 @@ def star_clusters(links: Iterable[Link], follow_copies: float = 1.0) -> list[lis
     regional copy that carries a paragraph of another story is no bridge: that story's original, published after
     it, is not made a copy of a copy and merged with the copy's story, as connected components did. A near-identical
     copy of a copy still joins (a story syndicated so widely that its buckets were capped is paired with a few
-    neighbours only). A prior (earlier run) copy counts as a copy; a prior canonical article as canonical.
+    neighbours only). A prior (earlier run) copy counts as a copy, and one that is joined leads to the article its
+    run kept (its `canonical_id`); a prior canonical article counts as canonical.
     """
     by_copy: dict[str, list[Link]] = {}
     members: dict[str, Member] = {}
@@ -920,19 +921,25 @@ def star_clusters(links: Iterable[Link], follow_copies: float = 1.0) -> list[lis
         members.setdefault(link.canonical.article_id, link.canonical)
         members.setdefault(link.copy.article_id, link.copy)
     root_of: dict[str, str] = {}
+    canonical: set[str] = set()  # the articles a copy may join at any score: not copies themselves
     for m in sorted(members.values(), key=canonical_order):
-        if m.prior:  # settled in its own run; a prior copy belongs to its canonical, which may not be here
+        if m.prior:  # settled in its own run: heads its cluster here (its canonical_id names what that run kept)
+            root_of[m.article_id] = m.article_id
             if m.canonical_id == m.article_id:
-                root_of[m.article_id] = m.article_id
+                canonical.add(m.article_id)
             continue
         eligible = [
             link
             for link in by_copy.get(m.article_id, ())
             if link.canonical.article_id in root_of
-            and (root_of[link.canonical.article_id] == link.canonical.article_id or link.score >= follow_copies)
+            and (link.canonical.article_id in canonical or link.score >= follow_copies)
         ]
         best = min(eligible, key=_link_rank, default=None)
-        root_of[m.article_id] = root_of[best.canonical.article_id] if best else m.article_id
+        if best is None:
+            root_of[m.article_id] = m.article_id
+            canonical.add(m.article_id)
+        else:
+            root_of[m.article_id] = root_of[best.canonical.article_id]
     groups: dict[str, list[Member]] = {}
     for x, root in root_of.items():
         groups.setdefault(root, []).append(members[x])
@@ -970,7 +977,7 @@ def find_near_copies(
 ) -> dict[str, Verdict]:
     """The whole stage on in-memory records: verdicts for this run's articles that have near copies.
 
-    The same steps as the Beam composite (band keys, buckets, capped pairs, verification, components, canonical
+    The same steps as the Beam composite (band keys, buckets, capped pairs, verification, star clusters, canonical
     choice) with numpy in place of the shuffle; `prior` records are matched, never given a verdict. The benchmark
     measures this, the tests check the composite against it. `stats`, when given, receives the counts.
     """

@@ -294,11 +294,13 @@ def test_star_clusters_do_not_chain_through_a_partial_match_and_ignore_the_order
         shuffled = list(links)
         random.Random(seed).shuffle(shuffled)
         assert star_clusters(shuffled, follow_copies=0.7) == expected
-    # A prior copy is no canonical: a partial copy of it stays apart; a prior canonical is one.
-    old_copy = member("old-copy", -60, prior=True, canonical="old")
-    assert star_clusters([Link(old_copy, member("new", 0), 0.5)], follow_copies=0.7) == []
+    # A prior copy is no canonical: a partial copy of it stays apart, a near-identical one joins what its run kept.
+    old_copy, new = member("old-copy", -60, prior=True, canonical="old"), member("new", 0)
+    assert star_clusters([Link(old_copy, new, 0.5)], follow_copies=0.7) == []
+    assert star_clusters([Link(old_copy, new, 0.9)], follow_copies=0.7) == [[new, old_copy]]
+    assert cluster_verdicts([new, old_copy])["new"].canonical_id == "old"
     old = member("old", -90, prior=True)
-    assert star_clusters([Link(old, member("new", 0), 0.5)], follow_copies=0.7) == [[member("new", 0), old]]
+    assert star_clusters([Link(old, new, 0.5)], follow_copies=0.7) == [[new, old]]
 
 
 def member(article_id, minutes, length=100, prior=False, outlet="o.test", canonical=""):
