@@ -739,11 +739,10 @@ def signature_records(
 # Verification.
 
 
-def _share_agrees(na: np.ndarray, nb: np.ndarray, overlap: float, minimum: int) -> bool:
+def _share_agrees(na: set[int], nb: set[int], overlap: float, minimum: int) -> bool:
     if overlap <= 0 or len(na) < minimum or len(nb) < minimum:
         return True
-    shared = len(np.intersect1d(na, nb, assume_unique=True))
-    return shared >= overlap * min(len(na), len(nb))
+    return len(na & nb) >= overlap * min(len(na), len(nb))
 
 
 def facts_agree(
@@ -753,17 +752,17 @@ def facts_agree(
     the shorter list of names appear in the other, or at least `number_minimum` of the words that precede a number
     in one text precede one in the other too, and the figure is the same after fewer than `number_overlap` of them
     (a template story: "rose 3" against "rose 5"). Figures in words only one text has say nothing either way."""
-    na, nb = np.frombuffer(a, dtype="<u4"), np.frombuffer(b, dtype="<u4")
-    a_number, b_number = (na & 1).astype(bool), (nb & 1).astype(bool)
-    if not _share_agrees(na[~a_number], nb[~b_number], overlap, minimum):
+    # Python sets: these lists are short, and numpy's set functions cost more than they save on them.
+    fa, fb = np.frombuffer(a, dtype="<u4").tolist(), np.frombuffer(b, dtype="<u4").tolist()
+    if not _share_agrees({x for x in fa if not x & 1}, {x for x in fb if not x & 1}, overlap, minimum):
         return False
     if number_overlap <= 0:
         return True
-    figures_a, figures_b = na[a_number], nb[b_number]
-    contexts = np.intersect1d(figures_a >> 16, figures_b >> 16)
+    figures_a, figures_b = {x for x in fa if x & 1}, {x for x in fb if x & 1}
+    contexts = {x >> 16 for x in figures_a} & {x >> 16 for x in figures_b}
     if len(contexts) < number_minimum:
         return True
-    agreeing = np.unique(np.intersect1d(figures_a, figures_b, assume_unique=True) >> 16)
+    agreeing = {x >> 16 for x in figures_a & figures_b}
     return len(agreeing) >= number_overlap * len(contexts)
 
 
@@ -775,11 +774,12 @@ def leads_agree(earlier: bytes, later: bytes, settings: NearDedupSettings = Near
     """Whether at least `lead_overlap` of the earlier text's lead shingles (its first `lead_words` words) are among
     the later's first 3 * lead_words words (room for a paragraph put on top). True when either lead is too short to
     say (fewer than 10 shingles) or the check is off."""
-    first = np.frombuffer(earlier, dtype="<u2")[: max(1, settings.lead_words - settings.shingle_size + 1)]
-    second = np.frombuffer(later, dtype="<u2")
+    first = np.frombuffer(earlier, dtype="<u2")[: max(1, settings.lead_words - settings.shingle_size + 1)].tolist()
+    second = np.frombuffer(later, dtype="<u2").tolist()
     if settings.lead_overlap <= 0 or len(first) < 10 or len(second) < 10:
         return True
-    return float(np.isin(first, second).mean()) >= settings.lead_overlap
+    found = set(second)
+    return sum(x in found for x in first) >= settings.lead_overlap * len(first)
 
 
 def _shingle_count(record: SignatureRecord, size: int) -> int:
