@@ -26,7 +26,7 @@ the article's fetch time, then judges the bucket's records due in (fetch time, i
 (at most `max_bucket_size`, forgotten after the dedup lookback), so every band agrees on which of two copies came
 first. The article is a copy when any band found it one; it is decided by id once all bands have answered. The
 first copy fetched is kept, as above; `duplicate_of` (mark mode) names the kept article it copies. As batch's star
-clusters, a record its bucket holds that is itself a copy counts only when the new one nearly equals it
+clusters, a record its bucket holds that is itself a copy counts only when the new one mostly equals it
 (`follow_copies`), so no chain runs through a paragraph two stories share.
 
 RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end plus the
@@ -407,7 +407,7 @@ class _BucketFn(beam.DoFn):
                 continue
             self._candidates.inc()
             verified, score = is_near_copy(earlier, record, self._settings)
-            # Star clusters, as batch: a copy joins another copy's canonical only when it is nearly that copy.
+            # Star clusters, as batch: a copy joins another copy's canonical only when it is mostly that copy.
             if verified and (copies == earlier.article_id or score >= self._settings.follow_copies):
                 self._verified.inc()
                 return copies
