@@ -769,7 +769,8 @@ def real_quality(devset, settings) -> dict:
 
 def cmd_quality(args) -> None:
     settings = _settings(args)
-    print(json.dumps({"settings": dataclasses.asdict(settings), **real_quality(load_devset(args.seed), settings)}, indent=2))
+    quality = real_quality(load_devset(args.seed), settings)
+    print(json.dumps({"settings": dataclasses.asdict(settings), **quality}, indent=2))
 
 
 def _settings(args) -> NearDedupSettings:

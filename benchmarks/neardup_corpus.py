@@ -18,7 +18,8 @@ Copies of an original (each in another feed, 10 minutes to 6 hours later, a wire
   one), with up to 5% of the words edited as above, one paragraph of another article (of the corpus, so chaining
   through it can happen) added at a random position, and half get another headline (the first words of their lead).
 
-Hard negatives (pairs that must stay apart; made from a third of the originals, kept out of the copy pool, each used once):
+Hard negatives (pairs that must stay apart; made from a third of the originals, kept out of the copy pool, each used
+once):
 - `same_event`: an original already written, and another article whose numbers and capitalised names are replaced
   by draws from the first's (same names, places and numbers, different text);
 - `template`: the first 1-3 paragraphs of an article with at least 3 numbers, and the same with every number changed
@@ -182,7 +183,8 @@ def build_devset(seed: int = 13, data: Path = DATA, negatives_per_kind: int = 15
     for o in originals:
         by_language.setdefault(o.language, []).append(o)
     donor_words = {
-        lang: [w for o in group for p in o.paragraphs for w in _tokens(p, lang)[0]] for lang, group in by_language.items()
+        lang: [w for o in group for p in o.paragraphs for w in _tokens(p, lang)[0]]
+        for lang, group in by_language.items()
     }
     headlines = [o.title for o in originals if o.language == "en"]
     articles: list[Article] = []
@@ -248,7 +250,8 @@ def build_devset(seed: int = 13, data: Path = DATA, negatives_per_kind: int = 15
             local = same_language[int(rng.integers(len(same_language)))]
             while local is o and len(same_language) > 1:
                 local = same_language[int(rng.integers(len(same_language)))]
-            paragraphs.insert(int(rng.integers(len(paragraphs) + 1)), local.paragraphs[int(rng.integers(len(local.paragraphs)))])
+            at = int(rng.integers(len(paragraphs) + 1))  # drawn before the paragraph: the seed's set stays the same
+            paragraphs.insert(at, local.paragraphs[int(rng.integers(len(local.paragraphs)))])
             title, new_title = o.title, rng.random() < 0.5
             if new_title:
                 words, glue = _tokens(o.paragraphs[0], o.language)

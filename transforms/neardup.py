@@ -339,7 +339,13 @@ def shingle_hashes(
     if not originals:
         empty, bounds = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
         return ShingleBatch(
-            np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=np.uint32), bounds, np.zeros(0, np.uint16), bounds
+            np.zeros(0, dtype=np.uint64),
+            empty,
+            empty,
+            np.zeros(0, dtype=np.uint32),
+            bounds,
+            np.zeros(0, dtype=np.uint16),
+            bounds,
         )
     texts = [original.casefold() for original in originals]
     cps, _, starts, ends = _tokens("\n" + "\n".join(texts) + "\n")

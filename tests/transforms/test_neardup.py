@@ -428,7 +428,7 @@ def test_drop_mode_keeps_one_per_cluster_and_counts():
     # ORIGINAL and CHAIN_A have the same text and time, ORIGINAL the longer title: it is kept. CHAIN_B copies it;
     # CHAIN_C, a follow-up without the top of the story, is kept. The other story and the German article (earlier,
     # same text) stay apart.
-    rows = [("wire", cluster("wire"), 4, ""), ("other-story", "", 1, ""), ("wire-de", "", 1, ""), ("chain-c", "", 1, "")]
+    rows = [("wire", cluster("wire"), 4, "")] + [(x, "", 1, "") for x in ("other-story", "wire-de", "chain-c")]
     signatures = [(a.article_id, "wire") for a in (ORIGINAL, SYNDICATED, CHAIN_A, CHAIN_B)]
     signatures += [("other-story", "other-story"), ("wire-de", "wire-de"), ("chain-c", "chain-c")]
     near, dedup = run(articles, rows=rows, signatures=signatures)
