@@ -1,25 +1,26 @@
-"""Near-duplicate detection: quality, speed and memory on a synthetic syndication corpus.
+"""Near-duplicate detection: quality on real text, speed, scaling and memory.
 
-    python benchmarks/dedup.py quality --articles 100000            # recall/precision, articles/s, peak RSS
-    python benchmarks/dedup.py scaling --sizes 20000,100000,200000   # one subprocess per size: cost/article, RSS
-    python benchmarks/dedup.py compare --articles 20000              # ours vs k-perm MinHash, datasketch, SimHash
-    python benchmarks/dedup.py beam --articles 2000                  # the Beam composite end to end (DirectRunner)
+    python benchmarks/dedup.py quality                                  # the real-text development set (below)
+    python benchmarks/dedup.py quality --repo /work/main                # the same set, another checkout's code
+    python benchmarks/dedup.py candidates                               # candidate rules -> recall, false merges
+    python benchmarks/dedup.py speed [--repo DIR]                       # signatures/s on real text, one core
+    python benchmarks/dedup.py beam                                     # the Beam composite on the same set
+    python benchmarks/dedup.py scaling --sizes 20000,100000,200000      # SYNTHETIC corpus: cost/article, peak RSS
+    python benchmarks/dedup.py synthetic --articles 100000              # SYNTHETIC corpus: quality as before
+    python benchmarks/dedup.py compare --articles 20000                 # SYNTHETIC: ours vs k-perm, datasketch, SimHash
 
-The corpus is made here, from nothing in shared/: three synthetic languages, each with a Zipfian vocabulary, function
-words, common multi-word phrases and 300 topics with their own words and pools of people, places and organisations.
-A story is an event (a topic, two to four people, a place, an organisation) told in paragraphs of sentences; outlets
-add their own furniture (newsletter prompts, copyright lines) that all their articles share.
+Quality is measured on `benchmarks/neardup_corpus.py`: originals from the article bodies of
+../shared/data/extraction-dev and the sentences of ../shared/data/langid-dev (77 languages), copies made as issue 13
+describes (`edit`: 5-20% of words edited, last paragraphs cut, furniture lines, headline shuffled; `cut`: kept from
+the top to 30-70% of the paragraphs, up to 5% edits, a paragraph of another article added) and hard negatives that
+must stay apart (`same_event`, `template`, `shared_quote`). Recall is per kind of copy (a copy is found when it ends
+in its original's cluster), precision is the share of articles marked as copies whose canonical is of their own story,
+and each negative kind reports how many of its pairs were merged. It runs the pure functions the composite runs
+(`find_near_copies`), single-threaded; `beam` runs the composite on the DirectRunner and checks it agrees.
 
-- Copies (10% of the corpus) are syndicated versions of an original, mutated as outlets do: furniture swapped,
-  5-20% of the words edited (half in rewritten, inserted or deleted spans, half as scattered single-word
-  substitutions), last paragraphs cut (40%), headline rewritten (60%). Most originals have one copy, a few wire
-  stories dozens.
-- Hard negatives (10%): another story on the same event (same topic, people, place and organisation, different
-  sentences and figures; a third share one quoted sentence with it), and templated reports (the same template with
-  other names and figures), which share most of their words.
-
-Quality is measured on the pure functions (the same ones the composite runs), single-threaded; `beam` runs the
-composite on the DirectRunner at a small size to show the whole stage works and agrees with them.
+Real text cannot make 200,000 distinct articles (the two sources hold about 2,300), so `scaling` still uses the
+synthetic corpus made below (three made-up languages with Zipfian vocabularies, stories told of events, syndicated
+copies and hard negatives): its figures are for cost and memory only, not for quality.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+if "--repo" in sys.argv:  # measure another checkout's transforms (say, main before a change) on the same set
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--repo") + 1]).resolve()))
 
 from transforms.article import UTC, Article  # noqa: E402
 from transforms.neardup import (  # noqa: E402
@@ -52,7 +55,6 @@ from transforms.neardup import (  # noqa: E402
     bucket_bounds,
     bucket_pairs,
     cluster_verdicts,
-    connected_components,
     is_near_copy,
     language_salt,
     member_of,
@@ -457,12 +459,16 @@ def run_pure(articles: list, settings: NearDedupSettings, batch: int = 256) -> d
     sigs = np.empty((n, settings.num_perm), dtype=np.uint32)
     counts = np.empty(n, dtype=np.int64)
     facts = [b""] * n
+    leads = [b""] * n
     for start in range(0, n, batch):
         chunk = articles[start : start + batch]
-        shingles = shingle_hashes([(a.title, a.text) for a in chunk], settings.shingle_size, settings.max_chars)
+        shingles = shingle_hashes(
+            [(a.title, a.text) for a in chunk], settings.shingle_size, settings.max_chars, settings.lead_words
+        )
         sigs[start : start + len(chunk)] = minhash_from_shingles(shingles, settings.num_perm, settings.seed)
         counts[start : start + len(chunk)] = shingles.word_counts
         facts[start : start + len(chunk)] = [shingles.facts_of(i).tobytes() for i in range(len(chunk))]
+        leads[start : start + len(chunk)] = [shingles.lead_of(i).tobytes() for i in range(len(chunk))]
     timings["signatures"] = time.process_time() - t
 
     t = time.process_time()
@@ -512,24 +518,32 @@ def run_pure(articles: list, settings: NearDedupSettings, batch: int = 256) -> d
                 int(counts[i]),
                 facts[i],
                 outlet_of(a),
+                lead=leads[i],
             )
         return records[i]
 
-    # The full rule (is_near_copy) on the pairs that pass the lowest threshold; the rest fail it anyway.
+    from transforms.neardup import Link, orient, star_clusters
+
+    # The full rule (is_near_copy) on the pairs that pass the lowest Jaccard threshold or could pass containment
+    # (estimated for the smaller text); the rest fail it anyway.
     low = min(settings.threshold, settings.short_threshold, settings.same_outlet_threshold)
-    edges = []
-    for k in np.flatnonzero(scores >= low).tolist():
-        a, b = record(int(left[k])), record(int(right[k]))
-        if is_near_copy(a, b, settings)[0]:
-            edges.append((a.article_id, b.article_id))
+    sizes = np.maximum(counts - settings.shingle_size + 1, 1).astype(np.float64)
+    small = np.minimum(sizes[left], sizes[right])
+    contained = scores * (sizes[left] + sizes[right]) / ((1 + scores) * small)
+    links = []
+    for k in np.flatnonzero((scores >= low) | (contained >= settings.containment)).tolist():
+        earlier, later = orient(record(int(left[k])), record(int(right[k])))
+        verified, score = is_near_copy(earlier, later, settings)
+        if verified:
+            links.append(Link(member_of(earlier), member_of(later), score))
     timings["verification"] = time.process_time() - t
 
     t = time.process_time()
-    by_id = {r.article_id: r for r in records.values()}
     verdicts = {}
-    for component in connected_components(edges):
-        verdicts.update(cluster_verdicts([member_of(by_id[x]) for x in component]))
+    for cluster in star_clusters(links, settings.follow_copies):
+        verdicts.update(cluster_verdicts(cluster))
     timings["clusters"] = time.process_time() - t
+    edges = links
     return {
         "verdicts": verdicts,
         "timings": timings,
@@ -600,7 +614,8 @@ def evaluate(corpus: Corpus, verdicts: dict) -> dict:
     }
 
 
-def cmd_quality(args) -> dict:
+def cmd_synthetic(args) -> dict:
+    """Quality, speed and memory on the SYNTHETIC corpus (what `scaling` runs at each size)."""
     settings = NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
     t = time.perf_counter()
     corpus = cached_corpus(args.articles, seed=args.seed)
@@ -641,9 +656,10 @@ def cmd_quality(args) -> dict:
 
 
 def cmd_scaling(args) -> None:
+    """Cost per article and peak memory at each size, one subprocess per size, on the SYNTHETIC corpus."""
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        cmd = [sys.executable, __file__, "quality", "--articles", str(size), "--seed", str(args.seed)]
+        cmd = [sys.executable, __file__, "synthetic", "--articles", str(size), "--seed", str(args.seed)]
         if args.settings:
             cmd += ["--settings", args.settings]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -665,14 +681,163 @@ def cmd_scaling(args) -> None:
         print(f"cost per article at {r['articles']} / at {rows[0]['articles']}: {r['us_per_article'] / base:.2f}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The real-text development set.
+
+CANDIDATES = {
+    "previous rules' thresholds: Jaccard 0.25 only, names share 0.6, figures unchecked, no lead check": {
+        "containment": 1.0,
+        "number_overlap": 0.0,
+        "fact_overlap": 0.6,
+        "lead_overlap": 0.0,
+    },
+    "+ figures compared after the same word (number_overlap 0.5)": {
+        "containment": 1.0,
+        "fact_overlap": 0.6,
+        "lead_overlap": 0.0,
+    },
+    "+ containment 0.4": {"containment": 0.4, "fact_overlap": 0.6, "lead_overlap": 0.0},
+    "+ names share 0.5 x containment": {"containment": 0.4, "fact_overlap": 0.5, "lead_overlap": 0.0},
+    "+ lead check (0.25 of the earlier's first 40 words in the later's first 120)": {
+        "containment": 0.4,
+        "fact_overlap": 0.5,
+    },
+    "+ containment 0.3": {"fact_overlap": 0.5},
+    "+ names share 0.2 x containment (default)": {},
+    "names check off": {"fact_overlap": 0.0},
+    "containment 0.25": {"containment": 0.25},
+    "Jaccard 0.3": {"threshold": 0.3},
+    "word 2-shingles": {"shingle_size": 2},
+    "word 1-shingles, Jaccard 0.5": {"shingle_size": 1, "threshold": 0.5},
+    "clusters chain through copies (follow_copies 0, as components)": {"follow_copies": 0.0},
+    "no lead check (lead_overlap 0)": {"lead_overlap": 0.0},
+}
+
+
+def load_devset(seed: int):
+    from benchmarks.neardup_corpus import build_devset
+
+    return build_devset(seed=seed)
+
+
+def real_quality(devset, settings) -> dict:
+    """Recall per kind of copy, precision, and merged hard negatives of one run of the pure functions."""
+    from transforms.neardup import find_near_copies, signature_records
+
+    t = time.process_time()
+    records = [r for r in signature_records(devset.articles, settings) if r is not None]
+    signing = time.process_time() - t
+    t = time.process_time()
+    verdicts = find_near_copies(records, (), settings)
+    matching = time.process_time() - t
+    root = lambda aid: verdicts[aid].canonical_id if aid in verdicts else aid  # noqa: E731
+
+    def recall(select) -> str:
+        group = [c for c, info in devset.copies.items() if select(info)]
+        found = sum(root(c) == root(devset.copies[c]["original"]) for c in group)
+        return f"{found / max(1, len(group)):.3f} ({found}/{len(group)})"
+
+    marked = [aid for aid, v in verdicts.items() if not v.is_canonical]
+    wrong = [aid for aid in marked if devset.truth[aid] != devset.truth.get(verdicts[aid].canonical_id)]
+    negatives = {}
+    for a, b, kind in devset.negatives:
+        total, merged = negatives.get(kind, (0, 0))
+        negatives[kind] = (total + 1, merged + (root(a) == root(b)))
+    edit = lambda info: info["kind"] == "edit"  # noqa: E731
+    cut = lambda info: info["kind"] == "cut"  # noqa: E731
+    return {
+        "articles": len(devset.articles),
+        "recall": {
+            "edit (all)": recall(edit),
+            "edit 5-10%": recall(lambda i: edit(i) and i["edit_rate"] < 0.10),
+            "edit 10-15%": recall(lambda i: edit(i) and 0.10 <= i["edit_rate"] < 0.15),
+            "edit 15-20%": recall(lambda i: edit(i) and i["edit_rate"] >= 0.15),
+            "edit, last 1-2 paragraphs cut": recall(lambda i: edit(i) and i["paragraphs_cut"] > 0),
+            "edit, furniture lines": recall(lambda i: edit(i) and i["furniture"]),
+            "edit, headline shuffled": recall(lambda i: edit(i) and i["headline_shuffled"]),
+            "cut (all)": recall(cut),
+            "cut to 30-45%": recall(lambda i: cut(i) and i["kept_share"] < 0.45),
+            "cut to 45-70%": recall(lambda i: cut(i) and i["kept_share"] >= 0.45),
+            "cut, other headline": recall(lambda i: cut(i) and i["new_headline"]),
+        },
+        "precision": f"{1 - len(wrong) / max(1, len(marked)):.4f} ({len(wrong)} of {len(marked)} marked wrong)",
+        "originals_marked_as_copies": sum(devset.truth[aid] == aid for aid in wrong),
+        "false_merges": {k: f"{merged / total:.3f} ({merged}/{total})" for k, (total, merged) in negatives.items()},
+        "cpu_seconds": {"signatures": round(signing, 2), "banding+verification+clusters": round(matching, 2)},
+    }
+
+
+def cmd_quality(args) -> None:
+    settings = _settings(args)
+    quality = real_quality(load_devset(args.seed), settings)
+    print(json.dumps({"settings": dataclasses.asdict(settings), **quality}, indent=2))
+
+
+def _settings(args) -> NearDedupSettings:
+    return NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
+
+
+def cmd_candidates(args) -> None:
+    """One row per candidate rule (changes to the default settings) on the development set, as a Markdown table."""
+    devset = load_devset(args.seed)
+    rate = signature_rate(devset.articles, NearDedupSettings(), repeats=3)
+    print(f"{len(devset.articles)} articles; signatures/s with the default settings: {rate:.0f} (median of 3)\n")
+    print("| candidate | edit | edit 15-20% | cut | precision | same_event | template | shared_quote |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, change in CANDIDATES.items():
+        q = real_quality(devset, dataclasses.replace(NearDedupSettings(), **change))
+        r, f = q["recall"], q["false_merges"]
+        cells = [r["edit (all)"], r["edit 15-20%"], r["cut (all)"], q["precision"].split()[0]]
+        cells += [f[k].split()[0] for k in ("same_event", "template", "shared_quote")]
+        print(f"| {name} | " + " | ".join(c.split()[0] for c in cells) + " |", flush=True)
+
+
+def signature_rate(articles, settings, repeats: int = 3, batch: int = 256) -> float:
+    """Signatures per CPU second over `articles` in batches of `batch` (as the composite's BatchElements), median."""
+    from transforms.neardup import signature_records
+
+    signature_records(articles[:batch], settings)  # the power tables grow once per process
+    rates = []
+    for _ in range(repeats):
+        t = time.process_time()
+        for start in range(0, len(articles), batch):
+            signature_records(articles[start : start + batch], settings)
+        rates.append(len(articles) / (time.process_time() - t))
+    return float(np.median(rates))
+
+
+def cmd_speed(args) -> None:
+    devset = load_devset(args.seed)
+    settings = _settings(args)
+    words = np.mean([len(a.title.split()) + len(a.text.split()) for a in devset.articles])
+    english = [a for a in devset.articles if a.language == "en"]
+    print(
+        json.dumps(
+            {
+                "code": str(Path(sys.modules["transforms.neardup"].__file__).parent.parent),
+                "articles": len(devset.articles),
+                "mean_words": round(float(words), 1),
+                "signatures_per_cpu_second": round(signature_rate(devset.articles, settings)),
+                "signatures_per_cpu_second_english_news": round(signature_rate(english, settings)),
+                "english_news_mean_words": round(float(np.mean([len(a.text.split()) for a in english])), 1),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+            },
+            indent=2,
+        )
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("quality", "compare", "beam"):
+    for name in ("quality", "candidates", "speed", "beam"):
         p = sub.add_parser(name)
-        p.add_argument(
-            "--articles", type=int, default=100_000 if name == "quality" else 20_000 if name == "compare" else 2000
-        )
+        p.add_argument("--seed", type=int, default=13)
+        p.add_argument("--settings", default="", help="JSON of NearDedupSettings fields to change")
+        p.add_argument("--repo", default="", help="measure the transforms/ of another checkout")
+    for name in ("synthetic", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--articles", type=int, default=100_000 if name == "synthetic" else 20_000)
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--settings", default="", help="JSON of NearDedupSettings fields to change")
     p = sub.add_parser("scaling")
@@ -680,11 +845,21 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--settings", default="")
     args = parser.parse_args(argv)
-    {"quality": cmd_quality, "scaling": cmd_scaling, "compare": cmd_compare, "beam": cmd_beam}[args.command](args)
+    commands = {
+        "quality": cmd_quality,
+        "candidates": cmd_candidates,
+        "speed": cmd_speed,
+        "beam": cmd_beam,
+        "synthetic": cmd_synthetic,
+        "scaling": cmd_scaling,
+        "compare": cmd_compare,
+    }
+    commands[args.command](args)
 
 
 def cmd_compare(args) -> None:
-    """MinHash (one permutation hashing, ours) against k-permutation MinHash, datasketch and SimHash."""
+    """MinHash (one permutation hashing, ours) against k-permutation MinHash, datasketch and SimHash, on the
+    SYNTHETIC corpus."""
     settings = NearDedupSettings()
     corpus = cached_corpus(args.articles, seed=args.seed)
     docs = [(a.title, a.text) for a in corpus.articles]
@@ -795,14 +970,15 @@ def cmd_compare(args) -> None:
 
 
 def cmd_beam(args) -> None:
-    """The composite on the DirectRunner: its output and counters against the pure functions on the same corpus."""
+    """The composite on the DirectRunner over the real-text development set: its output and counters against the
+    pure functions on the same articles."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from transforms.neardup import DeduplicateNearCopies, find_near_copies, signature_records
 
-    settings = NearDedupSettings(**json.loads(args.settings)) if args.settings else NearDedupSettings()
-    corpus = make_corpus(args.articles, seed=args.seed)
+    settings = _settings(args)
+    corpus = load_devset(args.seed)
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"neardup-beam-{os.getpid()}"
     wall = time.perf_counter()
     options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
@@ -832,7 +1008,6 @@ def cmd_beam(args) -> None:
                 "seconds": round(seconds, 1),
                 "articles_per_s": round(len(corpus.articles) / seconds),
                 "same_as_pure_functions": set(kept) == pure_kept,
-                "quality": evaluate(corpus, pure),
                 "counters": {k: v for k, v in sorted(counters.items()) if k.startswith(("neardup/", "dedup/"))},
                 "peak_rss_mib": round(peak_rss_mib(), 1),
             },

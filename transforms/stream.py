@@ -26,7 +26,9 @@ with each LSH bucket as keyed state. An article goes to its `bands` buckets; eac
 the article's fetch time, then judges the bucket's records due in (fetch time, id) order against the ones it holds
 (at most `max_bucket_size`, forgotten after the dedup lookback), so every band agrees on which of two copies came
 first. The article is a copy when any band found it one; it is decided by id once all bands have answered. The
-first copy fetched is kept, as above; `duplicate_of` (mark mode) names the copy its bucket held (maybe a copy itself).
+first copy fetched is kept, as above; `duplicate_of` (mark mode) names the kept article it copies. As batch's star
+clusters, a record its bucket holds that is itself a copy counts only when the new one mostly equals it
+(`follow_copies`), so no chain runs through a paragraph two stories share.
 
 RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end plus the
 allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article carries:
@@ -395,7 +397,8 @@ class _BucketFn(beam.DoFn):
             forget_timer.set(Timestamp(micros=known_until))
 
     def _judge(self, fetched: int, record: SignatureRecord, kept: list[tuple[int, SignatureRecord, str]]) -> str:
-        """What the earliest kept record that `record` is a verified copy of copies (or its own id); "" for none."""
+        """What the earliest kept record that `record` is a verified copy of copies (or its own id); "" for none. A
+        kept copy counts only when `record` holds at least `follow_copies` of it."""
         for earlier_fetched, earlier, copies in kept:
             if earlier.article_id == record.article_id:  # the same entry back after the exact dedup forgot it
                 continue
@@ -404,7 +407,9 @@ class _BucketFn(beam.DoFn):
                 # could find each the copy of the other and both be dropped. This way the worst is both kept.
                 continue
             self._candidates.inc()
-            if is_near_copy(earlier, record, self._settings)[0]:
+            verified, score = is_near_copy(earlier, record, self._settings)
+            # Star clusters, as batch: a copy joins another copy's canonical only when it is mostly that copy.
+            if verified and (copies == earlier.article_id or score >= self._settings.follow_copies):
                 self._verified.inc()
                 return copies
         return ""

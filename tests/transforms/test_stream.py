@@ -17,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from pipeline.summary import counter_values
+from tests.transforms import neardup_texts as texts
 from transforms.article import UTC, Article, DeadLetter
 from transforms.dedup import DedupSettings
 from transforms.fetch import FeedSource
@@ -289,6 +290,35 @@ def test_mark_mode_same_poll_copies_keep_the_smaller_id_and_buckets_forget_after
         | beam.Map(lambda a: (a.article_id, a.duplicate_of))
     ), "mark")
     assert marked == [("id-daily", ""), ("id-gazette", "id-daily"), ("id-herald", ""), ("id-wire", "id-daily")]
+
+
+def test_heavily_edited_and_cut_copies_are_dropped_same_event_template_and_shared_quote_stories_kept():
+    def paper(key: str, fetched: float, paragraphs_or_text, title: str) -> Article:
+        body = paragraphs_or_text if isinstance(paragraphs_or_text, str) else texts.text(paragraphs_or_text)
+        return story(key, fetched, body, title)
+
+    first = [paper("flood", 0, texts.WIRE, texts.WIRE_TITLE), paper("market", 0, texts.MARKET, texts.MARKET_TITLE),
+             paper("quote-a", 0, texts.QUOTE_STORY_A, texts.QUOTE_STORY_A_TITLE)]
+    edited_title, edited = texts.heavy_edit()
+    cut_title, cut = texts.heavy_cut()
+    later = [paper("edited", 10, edited, edited_title), paper("regional", 10, cut, cut_title),
+             paper("event", 10, texts.SAME_EVENT, texts.SAME_EVENT_TITLE),
+             paper("market-next", 10, texts.MARKET_NEXT_DAY, texts.MARKET_TITLE),
+             paper("quote-b", 10, texts.QUOTE_STORY_B, texts.QUOTE_STORY_B_TITLE)]
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements(first, event_timestamp=ts(0))
+        .advance_watermark_to(ts(5))
+        .add_elements(later, event_timestamp=ts(10))
+        .advance_watermark_to_infinity()
+    )
+    kept = run_collecting(lambda p: (
+        p | polls | beam.Map(at_fetch_time)
+        | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
+        | beam.Map(lambda a: a.article_id)
+    ), "heavy")
+    assert kept == sorted(f"id-{k}" for k in ("flood", "market", "quote-a", "event", "market-next", "quote-b"))
 
 
 # Counters, in batch.
