@@ -57,6 +57,7 @@ class Route:
     last_modified: str | None = None
     content_length: bool = True
     chunked: bool = False
+    header_delay: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +122,7 @@ class FeedServer:
         last_modified: str | None = None,
         content_length: bool = True,
         chunked: bool = False,
+        header_delay: float = 0.0,
     ) -> Route:
         """Serve `body` at `path` (query strings are ignored when matching).
 
@@ -134,6 +136,8 @@ class FeedServer:
         etag / last_modified: sent as ETag / Last-Modified; a matching If-None-Match / If-Modified-Since gets 304.
         content_length: False leaves out Content-Length (the body then ends when the connection closes).
         chunked: send the body with Transfer-Encoding: chunked, in pieces of `chunk_size` bytes.
+        header_delay: seconds between single bytes of the status line and headers (a server dripping headers,
+        which never trips a read timeout).
         """
         route = Route(
             body=body.encode("utf-8") if isinstance(body, str) else bytes(body),
@@ -153,6 +157,7 @@ class FeedServer:
             last_modified=last_modified,
             content_length=content_length,
             chunked=chunked,
+            header_delay=header_delay,
         )
         with self._lock:
             self._routes[path] = route
@@ -328,11 +333,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_header("Connection", "close")  # the body ends when the connection does
             self.close_connection = True
-        self.end_headers()
+        stopping = self.server.feed_server._stopping
+        if route is not None and route.header_delay:
+            head = b"".join(self._headers_buffer) + b"\r\n"
+            self._headers_buffer = []
+            for index in range(len(head)):
+                self.wfile.write(head[index : index + 1])
+                self.wfile.flush()
+                if stopping.wait(route.header_delay):
+                    self.close_connection = True
+                    return
+        else:
+            self.end_headers()
         if not send_body:
             return
         size = route.chunk_size if route is not None and (route.chunked or route.chunk_delay) else len(body) or 1
-        stopping = self.server.feed_server._stopping
         for start in range(0, len(body), size):
             piece = body[start : start + size]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
