@@ -365,11 +365,41 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
+# Per-exchange additions to a session's allow list
+
+
+class allowing:
+    """`with allowing(extra):` lets guarded sessions in this thread also reach what `extra` allows.
+
+    For what one request may reach and the next may not (an intranet feed and its own redirects) without a
+    session per feed. Pooled connections are re-checked against the allow list of each new exchange.
+    """
+
+    def __init__(self, extra: AllowList):
+        self.extra = extra
+
+    def __enter__(self) -> AllowList:
+        if not hasattr(_local, "allowed"):
+            _local.allowed = []
+        _local.allowed.append(self.extra)
+        return self.extra
+
+    def __exit__(self, *exc_info) -> None:
+        _local.allowed.remove(self.extra)
+
+
+def _effective(allow: AllowList) -> AllowList:
+    for extra in getattr(_local, "allowed", ()):
+        allow = allow.union(extra)
+    return allow
+
+
 # Guarded connections
 
 
 def _guarded_new_conn(conn: HTTPConnection, allow: AllowList) -> socket.socket:
     """Resolve, check every address, then connect to a checked one: what urllib3's _new_conn does, guarded."""
+    allow = _effective(allow)
     deadline = current_deadline()
     timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else socket.getdefaulttimeout()
     if deadline is not None:
@@ -414,10 +444,17 @@ class _GuardedConnectionMixin:
         return _guarded_new_conn(self, self._allow)
 
     def request(self, *args, **kwargs):
-        # A pooled connection was checked when it was made; it still needs this exchange's deadline.
-        deadline = current_deadline()
-        if deadline is not None and self.sock is not None:
-            deadline.watch(self.sock)
+        if self.sock is not None:
+            # A pooled connection was checked for the exchange that made it, maybe under a wider allow list.
+            try:
+                peer = self.sock.getpeername()[0]
+            except OSError:
+                peer = None
+            if peer is not None:
+                check_address(self.host, peer.split("%", 1)[0], _effective(self._allow))
+            deadline = current_deadline()
+            if deadline is not None:
+                deadline.watch(self.sock)
         return super().request(*args, **kwargs)
 
 

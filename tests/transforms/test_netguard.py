@@ -14,6 +14,7 @@ from transforms.netguard import (
     BlockedAddress,
     Deadline,
     DeadlineExceeded,
+    allowing,
     check_url,
     guarded_session,
     host_address,
@@ -272,3 +273,14 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_allowing_widens_the_list_for_one_exchange_only(feed_server):
+    feed_server.add("/feed.xml", b"<rss/>")
+    with guarded_session("test", AllowList()) as session:
+        with allowing(LOOPBACK):
+            assert session.get(feed_server.url("/feed.xml"), timeout=2).content == b"<rss/>"
+        # The pooled connection to the same address is checked again, now without the extra entry.
+        with pytest.raises(BlockedAddress):
+            session.get(feed_server.url("/feed.xml"), timeout=2)
+    assert feed_server.hits("/feed.xml") == 1
