@@ -22,6 +22,8 @@ setup(
     install_requires=[
         "apache-beam>=2.60,<3",
         "feedparser>=6.0.10,<7",
+        # Incremental parsing of well-formed feeds (bounded memory); feedparser reads the rest.
+        "lxml>=5,<7",
         # Language identification: langdetect stays selectable; the default ensemble uses the others (each ships
         # its model inside the package: nothing is downloaded at run time).
         "langdetect>=1.0.9,<2",

@@ -57,6 +57,7 @@ class Article:
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
     run_id: str = ""
+    encoding_repaired: bool = False  # the feed's bytes contradicted its declared charset and were decoded otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +121,7 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("window_start", _TS),
         pa.field("window_end", _TS),
         pa.field("run_id", pa.string()),
+        pa.field("encoding_repaired", pa.bool_()),
     ]
 )
 
