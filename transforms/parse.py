@@ -290,7 +290,8 @@ def article_link(link: str, base: str = "") -> str:
     if not link:
         return ""
     try:
-        absolute = urllib.parse.urljoin(base, link) if base else link
+        # Most links are absolute already: urljoin is the dearest step of reading an entry.
+        absolute = link if link[:8].lower().startswith(("http://", "https://")) or not base else urllib.parse.urljoin(base, link)
         parts = urllib.parse.urlsplit(absolute)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError:
