@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -284,3 +287,48 @@ def test_allowing_widens_the_list_for_one_exchange_only(feed_server):
         with pytest.raises(BlockedAddress):
             session.get(feed_server.url("/feed.xml"), timeout=2)
     assert feed_server.hits("/feed.xml") == 1
+
+
+# HTTPS: the connection goes to the checked address, while SNI, the certificate check and Host keep the name.
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = FeedServer()
+    server._httpd.socket = context.wrap_socket(server._httpd.socket, server_side=True)
+    with server:
+        yield server, str(cert)
+
+
+def test_https_is_guarded_and_keeps_the_name_for_tls(tls_server):
+    server, cert = tls_server
+    server.add("/feed.xml", b"<rss/>")
+    url = f"https://localhost:{server.port}/feed.xml"
+    with guarded_session("test", AllowList()) as session, pytest.raises(BlockedAddress):
+        session.get(url, timeout=2, verify=cert)
+    assert server.hits("/feed.xml") == 0
+    with guarded_session("test", AllowList.parse(["localhost"])) as session:
+        # The certificate names localhost only: this passes only if SNI and the check use the name, not the IP.
+        response = session.get(url, timeout=2, verify=cert)
+    assert response.content == b"<rss/>"
+    assert server.requests[0].headers["Host"] == f"localhost:{server.port}"
+
+
+def test_deadline_cuts_a_tls_server_dripping_its_headers(tls_server):
+    server, cert = tls_server
+    server.add("/drip", b"<rss/>", header_delay=0.1)
+    started = time.monotonic()
+    allow = AllowList.parse(["localhost"])
+    with guarded_session("test", allow) as session, pytest.raises(DeadlineExceeded), Deadline(0.5):
+        session.get(f"https://localhost:{server.port}/drip", timeout=(1, 1), verify=cert)
+    assert time.monotonic() - started < 3
