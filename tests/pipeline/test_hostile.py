@@ -232,3 +232,11 @@ def test_an_output_that_is_a_file_is_one_line_exit_2(tmp_path):
         done = cli("run", "--output", str(output))
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().count("\n") == 0 and str(output) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_allow_entry_is_a_config_error(tmp_path, capsys):
+    config = tmp_path / "feeds.yaml"
+    config.write_text('feeds:\n  - {name: ok, url: "https://ok.test/rss"}\nfetch: {allow: ["10.0.0.0/8", "not a host!"]}\n')
+    assert main(["run", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fetch" in err and "not a host!" in err
