@@ -166,7 +166,7 @@ def test_a_rate_limit_moves_the_feed_instead_of_sleeping(hostile_run):
     [letter] = [r for r in dead_letters(hostile_run["output"]) if r["reason"] == "rate_limited"]
     assert letter["retry_after_seconds"] == 60
     health = state.load_feed_health(str(hostile_run["output"]))[f"{hostile_run['base']}/busy.xml"]
-    assert health.next_due_reason in ("Retry-After", f"backoff after 1 failure(s)")
+    assert health.next_due_reason in ("Retry-After", "backoff after 1 failure(s)")  # whichever is later
     assert health.next_due_at - health.last_attempt_at >= dt.timedelta(seconds=59)
 
 
