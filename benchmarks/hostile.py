@@ -1,7 +1,8 @@
 """Parsing one very large feed: peak memory and CPU time of ParseEntries' reader, per entry and in total.
 
     python benchmarks/hostile.py parse --entries 100000 --runs 3 [--compare 5000]
-    python benchmarks/hostile.py run --entries 100000          # the whole `newsbeam run`, over loopback HTTP
+    python benchmarks/hostile.py run --entries 100000 [--config-extra 'neardup: {enabled: false}']
+                                                                # the whole `newsbeam run`, over loopback HTTP
 
 The feed is RSS 2.0 of many small items made of real AG News headlines and the start of their text
 (../shared/data/agnews-train), each with its own link and date: about 19 MB for 100,000 entries, larger than the
@@ -124,7 +125,7 @@ def bench_parse(entries: int, runs: int, compare: int) -> None:
         )
 
 
-def bench_run(entries: int) -> None:
+def bench_run(entries: int, config_extra: str) -> None:
     from tests.feed_server import FeedServer
 
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
@@ -133,6 +134,7 @@ def bench_run(entries: int) -> None:
         config.write_text(
             f'feeds:\n  - {{name: big, url: "{server.url("/big.xml")}"}}\n'
             "fetch: {max_bytes: 50000000}\n"  # the feed is larger than the default cap of 10 MB
+            + config_extra + "\n"
         )
         started = time.perf_counter()
         done = subprocess.run(
@@ -161,13 +163,14 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", type=int, default=5000, help="entries for the lxml/feedparser ratio (0: none)")
+    parser.add_argument("--config-extra", default="", help="run: YAML added to the config, e.g. 'neardup: {enabled: false}'")
     args = parser.parse_args()
     if not AGNEWS.exists():
         sys.exit(f"needs {AGNEWS} (../shared/data)")
     if args.what == "parse":
         bench_parse(args.entries, args.runs, args.compare)
     else:
-        bench_run(args.entries)
+        bench_run(args.entries, args.config_extra)
 
 
 if __name__ == "__main__":
