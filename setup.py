@@ -23,10 +23,11 @@ setup(
         "apache-beam>=2.60,<3",
         "feedparser>=6.0.10,<7",
         # Full article text (transforms/extract.py): trafilatura extracts the body; with lxml 6 its import needs
-        # lxml_html_clean; charset_normalizer detects undeclared page charsets.
+        # lxml_html_clean; charset_normalizer detects undeclared page charsets. lxml also reads well-formed feeds
+        # incrementally (bounded memory); feedparser reads the rest.
         "trafilatura>=2.0,<3",
         "lxml_html_clean>=0.4",
-        "lxml>=5",
+        "lxml>=5,<7",
         "charset-normalizer>=3",
         # Language identification: langdetect stays selectable; the default ensemble uses the others (each ships
         # its model inside the package: nothing is downloaded at run time).

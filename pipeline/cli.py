@@ -35,7 +35,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline import progress, state
 from pipeline.build import build
 from pipeline.compact import compact, recover_compactions
-from pipeline.config import Config, ConfigError, load_config, parse_duration
+from pipeline.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    check_feeds,
+    check_output,
+    load_config,
+    parse_duration,
+)
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
@@ -298,6 +306,17 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
         return 2
     if ours.output:
         config = dataclasses.replace(config, output=ours.output)
+    # Before any fetch: a feed that cannot be read or an output that cannot be written is a config error.
+    try:
+        check_feeds(config)
+    except ConfigError as err:
+        print(f"newsbeam: error: {ours.config or DEFAULT_CONFIG}: {err}", file=sys.stderr)
+        return 2
+    try:
+        check_output(config.output)
+    except ConfigError as err:
+        print(f"newsbeam: error: {err}", file=sys.stderr)
+        return 2
     try:
         check_models(config)
     except (TopicModelError, ImportError, ValueError) as err:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import types
 import typing
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,59 @@ def _extract_off_as_string(raw: Any) -> None:
     for feed in raw.get("feeds") or ():
         if isinstance(feed, dict) and feed.get("extract") is False:
             feed["extract"] = "off"
+
+
+def check_feeds(config: Config) -> None:
+    """Every feed usable before anything is fetched: http(s) with a host and a valid port, or a readable local
+    file (a path or file://). ConfigError naming the first feed that is not."""
+    for index, feed in enumerate(config.feeds):
+        problem = _feed_problem(feed.url)
+        if problem:
+            raise ConfigError(f"key 'feeds[{index}].url' ({feed.name}): {problem}")
+
+
+def _feed_problem(url: str) -> str:
+    path = Path(url)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port  # ValueError when out of range or not a number
+        except ValueError as err:
+            return f"invalid URL {url!r}: {err}"
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            return "" if parts.hostname else f"no host in {url!r}"
+        if scheme != "file":
+            return f"unsupported scheme {scheme}:// in {url!r} (http, https or file)"
+        if parts.netloc not in ("", "localhost") or port:
+            return f"file URL on another host: {url!r}"
+        path = Path(urllib.request.url2pathname(parts.path))
+    if not path.is_file():
+        return f"no such file: {path}"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror or err}"
+    return ""
+
+
+def check_output(output: str) -> None:
+    """Create the output directory, or prove it writable; ConfigError when it cannot be used.
+
+    Object stores (gs://, s3://, ...) are left to the runner's credentials.
+    """
+    if "://" in output and not output.startswith("file://"):
+        return
+    path = Path(urllib.request.url2pathname(output[len("file://") :]) if output.startswith("file://") else output)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output {output}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".newsbeam-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output {output}: cannot write there: {err.strerror or err}") from None
 
 
 def _resolve_feed(feed: FeedSource, base: Path) -> FeedSource:

@@ -62,6 +62,7 @@ class Article:
     window_start: dt.datetime | None = None
     window_end: dt.datetime | None = None
     run_id: str = ""
+    encoding_repaired: bool = False  # the feed's bytes contradicted its declared charset and were decoded otherwise
 
     def __reduce__(self):
         # Beam pickles every Article between fused stages (most PCollections are untyped, so no registered coder
@@ -153,6 +154,7 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("window_start", _TS),
         pa.field("window_end", _TS),
         pa.field("run_id", pa.string()),
+        pa.field("encoding_repaired", pa.bool_()),
     ]
 )
 

@@ -1,9 +1,15 @@
 """FetchFeeds: download each configured feed (HTTP(S) or a local file) and hand its raw bytes to ParseEntries.
 
-`fetch_feed` does the work for one `FeedSource` and is usable without Beam: bounded timeouts, a cap on the
+`fetch_feed` does the work for one `FeedSource` and is usable without Beam: a hard wall-clock deadline per attempt
+(connect, TLS, headers and body, whatever the server does) and a budget per feed across retries, a cap on the
 decoded body size (so a gzip bomb is refused too), a capped number of redirects, retries with exponential
-backoff and jitter on transient failures, and `Retry-After` honoured on 429/503. Every failure is a
-`FetchError` with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLetter`.
+backoff and jitter on transient failures. A rate limit (429) or a Retry-After longer than `max_retry_after` is not
+waited for inside the run: the dead letter carries the wait, and feed health moves the feed's next due time.
+
+Every connection goes through transforms/netguard.py: no hop of a redirect chain may reach a non-public address
+(loopback, private, link-local, metadata, ...) unless `fetch.allow` lists it. A feed configured with a non-public
+address (an intranet feed) is allowed, and so are its redirects back to that host. Every failure is a `FetchError`
+with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLetter`.
 
     python -m pytest tests/transforms/test_fetch.py -q
 """
@@ -25,6 +31,7 @@ import requests
 import urllib3
 from apache_beam.metrics import Metrics
 
+from transforms import netguard
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter, utcnow
 
 __version__ = "0.1"
@@ -98,14 +105,22 @@ class FetchSettings:
 
     connect_timeout: float = dataclasses.field(default=5.0, metadata={"unit": "seconds"})
     read_timeout: float = dataclasses.field(default=20.0, metadata={"unit": "seconds"})
-    # A server that trickles bytes never trips read_timeout; this bounds one attempt as a whole.
-    total_timeout: float = dataclasses.field(default=120.0, metadata={"unit": "seconds"})
+    # A server that trickles bytes never trips read_timeout; this bounds one attempt as a whole, headers included.
+    total_timeout: float = dataclasses.field(default=60.0, metadata={"unit": "seconds"})
+    # All attempts of one feed together, waits between them included: the most one feed can hold a worker.
+    feed_budget: float = dataclasses.field(default=120.0, metadata={"unit": "seconds"})
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
     retries: int = 3
     backoff: float = dataclasses.field(default=0.5, metadata={"unit": "seconds"})
-    max_retry_after: float = dataclasses.field(default=60.0, metadata={"unit": "seconds"})
+    # A 503's Retry-After up to this is waited for (within feed_budget); longer ones go to the feed's schedule.
+    max_retry_after: float = dataclasses.field(default=10.0, metadata={"unit": "seconds"})
+    # Non-public hosts, IPs and CIDR networks any feed may reach (e.g. an intranet host a public feed redirects to).
+    allow: tuple[str, ...] = ()
     user_agent: str = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
+
+    def __post_init__(self):
+        netguard.AllowList.parse(self.allow)  # ValueError names a bad entry when the config is read
 
 
 class FetchError(Exception):
@@ -134,12 +149,32 @@ class Fetched(NamedTuple):
 
 
 def make_session(settings: FetchSettings) -> requests.Session:
-    """A pooled `requests.Session` with our User-Agent and Accept headers."""
-    session = requests.Session()
+    """A pooled, guarded `requests.Session` (netguard) with our User-Agent and Accept headers."""
     # No urllib3 Retry or session.max_redirects: fetch_feed follows redirects (to refuse non-HTTP targets and
     # close each hop unread) and retries itself (to honour Retry-After and report why it gave up).
-    session.headers.update({"User-Agent": settings.user_agent, "Accept": ACCEPT})
+    session = netguard.guarded_session(settings.user_agent, netguard.AllowList.parse(settings.allow))
+    session.headers["Accept"] = ACCEPT
     return session
+
+
+def intranet_allow(url: str) -> netguard.AllowList:
+    """What a configured feed URL adds to the allow list: its own host and addresses when any is non-public.
+
+    The user chose that URL, so an intranet feed is fetched; its redirects may come back to the same host, but
+    may not wander to other internal addresses. A public feed adds nothing.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if not host:
+        return netguard.AllowList()
+    try:
+        infos = netguard.resolve(host, parts.port or 80, timeout=5.0)
+    except (OSError, ValueError):
+        return netguard.AllowList()  # the connect will fail and say why
+    addresses = {info[4][0].split("%", 1)[0] for info in infos}
+    if all(netguard.is_public_address(address) for address in addresses):
+        return netguard.AllowList()
+    return netguard.AllowList.parse([host, *addresses])
 
 
 def fetch_feed(
@@ -155,10 +190,11 @@ def fetch_feed(
     """
     scheme = urllib.parse.urlsplit(source.url).scheme.lower()
     if scheme in ("http", "https"):
-        if session is not None:
-            return _fetch_http(source, settings, session, sleep)
-        with make_session(settings) as own_session:
-            return _fetch_http(source, settings, own_session, sleep)
+        with netguard.allowing(intranet_allow(source.url)):
+            if session is not None:
+                return _fetch_http(source, settings, session, sleep)
+            with make_session(settings) as own_session:
+                return _fetch_http(source, settings, own_session, sleep)
     if scheme == "file":
         return _read_local(source, _file_url_path(source.url), settings)
     if scheme == "":
@@ -194,23 +230,33 @@ def backoff_delay(base: float, attempt: int, rand: Callable[[], float] = random.
 def _fetch_http(
     source: FeedSource, settings: FetchSettings, session: requests.Session, sleep: Callable[[float], None]
 ) -> FetchedFeed:
+    budget_end = time.monotonic() + settings.feed_budget
     attempt = 0
     while True:
+        budget = min(settings.total_timeout, budget_end - time.monotonic())
         try:
-            return _fetch_once(source, settings, session)
+            if budget <= 0:
+                raise _TransientError("timeout", f"feed budget of {settings.feed_budget:g}s spent")
+            try:
+                with netguard.Deadline(budget):
+                    return _fetch_once(source, settings, session)
+            except netguard.DeadlineExceeded as err:
+                raise _TransientError("timeout", f"no complete answer from {source.url} within {budget:.3g}s") from err
         except _TransientError as err:
-            if attempt >= settings.retries:
+            delay = err.retry_after if err.retry_after is not None else backoff_delay(settings.backoff, attempt)
+            if attempt >= settings.retries or time.monotonic() + delay >= budget_end:
                 raise FetchError(
                     err.reason, f"{err.message} (after {attempt + 1} attempts)", err.status, err.retry_after
                 ) from err
-            delay = err.retry_after if err.retry_after is not None else backoff_delay(settings.backoff, attempt)
             attempt += 1
             sleep(delay)
 
 
 def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.Session) -> FetchedFeed:
-    """One attempt: follow up to max_redirects redirects, then read the body under the size and time caps."""
-    deadline = time.monotonic() + settings.total_timeout
+    """One attempt: follow up to max_redirects redirects, then read the body under the size cap.
+
+    Runs inside a netguard.Deadline, which bounds the whole attempt in wall-clock time.
+    """
     url = source.url
     for _ in range(settings.max_redirects + 1):
         response = _get(session, url, settings, _conditional_headers(source))
@@ -219,7 +265,7 @@ def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.S
                 url = _redirect_target(session, response)
                 continue
             _check_status(response, settings)
-            body = b"" if response.status_code == 304 else _read_capped(response, settings, deadline)
+            body = b"" if response.status_code == 304 else _read_capped(response, settings)
             return FetchedFeed(
                 source=source,
                 url=response.url,
@@ -254,6 +300,8 @@ def _get(session: requests.Session, url: str, settings: FetchSettings, headers: 
             allow_redirects=False,
             timeout=(settings.connect_timeout, settings.read_timeout),
         )
+    except netguard.BlockedAddress as err:
+        raise FetchError(netguard.REASON, f"refused {url}: {err}") from err
     except requests.exceptions.Timeout as err:  # before ConnectionError: ConnectTimeout is both
         raise _TransientError("timeout", f"no answer from {url} in time: {err}") from err
     except requests.exceptions.SSLError as err:  # a bad certificate will not fix itself in a second
@@ -285,19 +333,20 @@ def _check_status(response: requests.Response, settings: FetchSettings) -> None:
     where = f"HTTP {status} {response.reason or ''}".rstrip() + f" from {response.url}"
     if status in _RATE_LIMIT_STATUSES:
         wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if status == 429:  # asked to slow down: the next try belongs to the feed's schedule, not this run
+            raise FetchError("rate_limited", where, status, wait)
         if wait is not None and wait > settings.max_retry_after:
             raise FetchError(
                 "rate_limited", f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s", status, wait
             )
-        reason = "rate_limited" if status == 429 else "http_error"
-        raise _TransientError(reason, where, status, retry_after=wait)
+        raise _TransientError("http_error", where, status, retry_after=wait)
     if status >= 500:
         raise _TransientError("http_error", where, status)
     raise FetchError("http_error", where, status)
 
 
-def _read_capped(response: requests.Response, settings: FetchSettings, deadline: float) -> bytes:
-    """The decoded body, refused as soon as it passes max_bytes or the attempt passes its deadline."""
+def _read_capped(response: requests.Response, settings: FetchSettings) -> bytes:
+    """The decoded body, refused as soon as it passes max_bytes (the attempt's Deadline bounds the time)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) > settings.max_bytes:
         raise FetchError(
@@ -306,18 +355,13 @@ def _read_capped(response: requests.Response, settings: FetchSettings, deadline:
     chunks: list[bytes] = []
     size = 0
     try:
-        # urllib3's read1 rather than iter_content: iter_content waits for a full chunk, so a server trickling
-        # bytes would never reach the deadline check. read1 decodes gzip/deflate as it goes and bounds how much
-        # one compressed read may inflate to, so the cap counts decoded bytes and a gzip bomb stops early.
+        # urllib3's read1 decodes gzip/deflate as it goes and bounds how much one compressed read may inflate
+        # to, so the cap counts decoded bytes and a gzip bomb stops early.
         while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
             size += len(chunk)
             if size > settings.max_bytes:
                 raise FetchError(
                     "too_large", f"body exceeds {settings.max_bytes} bytes (decoded)", response.status_code
-                )
-            if time.monotonic() > deadline:
-                raise _TransientError(
-                    "timeout", f"body not read within {settings.total_timeout}s", response.status_code
                 )
             chunks.append(chunk)
     except urllib3.exceptions.ReadTimeoutError as err:
@@ -380,7 +424,7 @@ class FetchFeedFn(beam.DoFn):
     def process(self, source: FeedSource):
         try:
             feed = fetch_feed(source, self._settings, self._session)
-        except FetchError as err:
+        except FetchError as err:  # blocked_address among them: a refused target never has a body to keep
             yield self._dead_letter(source, err.reason, err.message, err.status, err.retry_after)
             return
         except Exception as err:  # noqa: BLE001 - a bug or a library surprise must cost one feed, not the run

@@ -46,11 +46,12 @@ DEAD_LETTER_DIR = "dead_letter"
 
 def partition_path(window_start: dt.datetime, window_seconds: int) -> str:
     """The Hive partition directory of a window: `date=YYYY-MM-DD[/hour=HH[/minute=MM]]`."""
-    path = f"date={window_start:%Y-%m-%d}"
+    # Not strftime: %Y does not zero-pad years before 1000 (year 1 would give `date=1-01-01`).
+    path = f"date={window_start.year:04d}-{window_start.month:02d}-{window_start.day:02d}"
     if window_seconds < 86400:
-        path += f"/hour={window_start:%H}"
+        path += f"/hour={window_start.hour:02d}"
     if window_seconds < 3600:
-        path += f"/minute={window_start:%M}"
+        path += f"/minute={window_start.minute:02d}"
     return path
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
+import time
 
 import apache_beam as beam
 import pytest
@@ -12,6 +14,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline  # not the class by name: pytest would try to collect it
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.feed_server import FeedServer
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter
 from transforms.fetch import (
     FeedSource,
@@ -171,8 +174,25 @@ def test_redirect_to_a_local_file_is_refused(feed_server, tmp_path):
     assert (err.reason, err.status) == ("unsupported_scheme", 302)
 
 
-def test_429_with_retry_after_within_the_cap_waits_and_retries(feed_server):
-    feed_server.add("/busy", RSS, fail_times=1, fail_status=429, retry_after=2)
+def test_429_is_not_waited_for_in_the_run(feed_server):
+    # Retry-After goes to the dead letter, where feed health turns it into the feed's next due time.
+    feed_server.add("/busy", RSS, status=429, retry_after=60)
+    sleeps = Sleeps()
+    err = fetch_error(feed_server.url("/busy"), sleep=sleeps)
+    assert (err.reason, err.status, err.retry_after) == ("rate_limited", 429, 60.0)
+    assert sleeps == []
+    assert feed_server.hits("/busy") == 1
+
+
+def test_429_without_retry_after_is_rate_limited_at_once(feed_server):
+    feed_server.add("/busy", status=429)
+    err = fetch_error(feed_server.url("/busy"))
+    assert (err.reason, err.status, err.retry_after) == ("rate_limited", 429, None)
+    assert feed_server.hits("/busy") == 1
+
+
+def test_503_with_a_short_retry_after_is_waited_for(feed_server):
+    feed_server.add("/busy", RSS, fail_times=1, fail_status=503, retry_after=2)
     sleeps = Sleeps()
     feed = fetch(feed_server.url("/busy"), sleep=sleeps)
     assert feed.body == RSS
@@ -180,29 +200,23 @@ def test_429_with_retry_after_within_the_cap_waits_and_retries(feed_server):
     assert feed_server.hits("/busy") == 2
 
 
-def test_429_with_retry_after_over_the_cap_fails_rate_limited(feed_server):
-    feed_server.add("/busy", status=429, retry_after=3600)
-    sleeps = Sleeps()
-    err = fetch_error(feed_server.url("/busy"), FetchSettings(max_retry_after=60.0), sleep=sleeps)
-    assert (err.reason, err.status) == ("rate_limited", 429)
-    assert sleeps == []
-    assert feed_server.hits("/busy") == 1
-
-
-def test_503_with_retry_after_date_is_honoured(feed_server):
+def test_503_with_retry_after_date_over_the_cap_goes_to_the_schedule(feed_server):
     soon = dt.datetime.now(UTC) + dt.timedelta(seconds=30)
     http_date = soon.strftime("%a, %d %b %Y %H:%M:%S GMT")
     feed_server.add("/busy", RSS, fail_times=1, fail_status=503, retry_after=http_date)
     sleeps = Sleeps()
-    fetch(feed_server.url("/busy"), sleep=sleeps)
-    assert len(sleeps) == 1 and 20 <= sleeps[0] <= 31
+    err = fetch_error(feed_server.url("/busy"), FetchSettings(max_retry_after=10), sleep=sleeps)
+    assert (err.reason, err.status) == ("rate_limited", 503)
+    assert 20 <= err.retry_after <= 31
+    assert sleeps == []
 
 
-def test_429_without_retry_after_that_never_clears_is_rate_limited(feed_server):
-    feed_server.add("/busy", status=429)
-    err = fetch_error(feed_server.url("/busy"), FetchSettings(retries=1, backoff=0.01))
-    assert (err.reason, err.status) == ("rate_limited", 429)
-    assert feed_server.hits("/busy") == 2
+def test_a_wait_that_does_not_fit_the_feed_budget_is_not_taken(feed_server):
+    feed_server.add("/busy", RSS, fail_times=1, fail_status=503, retry_after=8)
+    sleeps = Sleeps()
+    err = fetch_error(feed_server.url("/busy"), FetchSettings(max_retry_after=10, feed_budget=5), sleep=sleeps)
+    assert (err.reason, err.status, err.retry_after) == ("http_error", 503, 8.0)
+    assert sleeps == []
 
 
 def test_slow_response_over_read_timeout_is_a_timeout(feed_server):
@@ -215,6 +229,23 @@ def test_trickling_body_over_total_timeout_is_a_timeout(feed_server):
     # Each chunk arrives well within read_timeout, so only the whole-attempt deadline can stop it.
     feed_server.add("/trickle", RSS * 20, chunk_size=64, chunk_delay=0.05)
     err = fetch_error(feed_server.url("/trickle"), FetchSettings(read_timeout=0.5, total_timeout=0.3, retries=0))
+    assert err.reason == "timeout"
+
+
+def test_dripping_headers_end_within_the_feed_budget(feed_server):
+    # One header byte every 0.1 s never trips read_timeout; the run must still be free after feed_budget.
+    feed_server.add("/drip", RSS, header_delay=0.1)
+    settings = FetchSettings(read_timeout=1, total_timeout=0.4, feed_budget=1.0, retries=5, backoff=0.01)
+    started = time.monotonic()
+    err = fetch_error(feed_server.url("/drip"), settings, sleep=time.sleep)
+    assert err.reason == "timeout"
+    assert time.monotonic() - started < 4  # generous: the point is that it does not hang
+    assert 2 <= feed_server.hits("/drip") <= 4  # retried within the budget, not 6 times
+
+
+def test_dripping_body_without_content_length_is_not_taken_as_complete(feed_server):
+    feed_server.add("/drip", RSS * 20, chunk_size=16, chunk_delay=0.05, content_length=False)
+    err = fetch_error(feed_server.url("/drip"), FetchSettings(read_timeout=1, total_timeout=0.3, retries=0))
     assert err.reason == "timeout"
 
 
@@ -250,6 +281,50 @@ def test_shared_session_pools_the_connection(feed_server):
         for path in ("/feed.xml", "/other.xml", "/feed.xml"):
             fetch_feed(FeedSource("test", feed_server.url(path)), FAST, session)
     assert len({request.client for request in feed_server.requests}) == 1
+
+
+# SSRF: what a redirect may reach (tests/transforms/test_netguard.py covers the guard itself)
+
+
+def test_configured_intranet_feed_is_fetched_and_may_redirect_to_itself(feed_server):
+    feed_server.add("/old", redirect_to="/feed.xml")
+    feed_server.add("/feed.xml", RSS)
+    assert fetch(feed_server.url("/old")).body == RSS
+
+
+def test_redirect_to_another_internal_address_is_blocked_without_a_body(feed_server):
+    with FeedServer(host="127.0.0.2") as internal:
+        internal.add("/secret", b"<rss>internal</rss>")
+        feed_server.add("/feed.xml", redirect_to=internal.url("/secret"))
+        sleeps = Sleeps()
+        err = fetch_error(feed_server.url("/feed.xml"), sleep=sleeps)
+        assert err.reason == "blocked_address"
+        assert "127.0.0.2" in err.message
+        assert sleeps == []  # not retried
+        assert internal.hits("/secret") == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    # The feed itself is on 127.0.0.1 (an intranet feed), so only other internal addresses are off limits.
+    ["http://169.254.169.254/latest/meta-data/", "http://2130706434:1/", "http://0x7f.2:1/", "http://[::1]:1/"],
+)
+def test_redirect_to_metadata_and_numeric_internal_forms_is_blocked(feed_server, target):
+    feed_server.add("/feed.xml", redirect_to=target)
+    assert fetch_error(feed_server.url("/feed.xml")).reason == "blocked_address"
+
+
+def test_allow_setting_opens_an_internal_redirect_target(feed_server):
+    with FeedServer(host="127.0.0.2") as internal:
+        internal.add("/feed.xml", RSS)
+        feed_server.add("/old", redirect_to=internal.url("/feed.xml"))
+        settings = dataclasses.replace(FAST, allow=("127.0.0.2",))
+        assert fetch(feed_server.url("/old"), settings).body == RSS
+
+
+def test_bad_allow_entry_is_refused_when_settings_are_made():
+    with pytest.raises(ValueError, match="not a host"):
+        FetchSettings(allow=("10.0.0.0/33x",))
 
 
 # fetch_feed on local files

@@ -1,7 +1,9 @@
 """ParseEntries: feedparser formats, JSON Feed, salvaged malformed feeds, not-a-feed, dates."""
 
+import codecs
 import datetime as dt
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,15 @@ from apache_beam.testing.util import assert_that, equal_to
 import apache_beam as beam
 from transforms.article import UTC
 from transforms.fetch import FeedSource, FetchedFeed
-from transforms.parse import ParseEntries, ParseSettings, parse_date, parse_feed, resolve_event_time
+from transforms.parse import (
+    FeedStats,
+    ParseEntries,
+    ParseSettings,
+    iter_feed,
+    parse_date,
+    parse_feed,
+    resolve_event_time,
+)
 
 SHARED_FEEDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "feeds"
 FETCHED_AT = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -152,3 +162,181 @@ def test_every_shared_feed_parses_without_raising():
         assert result.entries_read == len(result.articles) + len(result.rejects), path
         total += len(result.articles)
     assert total > 300
+
+
+# Hostile input: every entry on its own, dates, links, charsets, entities.
+
+
+def rss(*items: str, declaration: str = '<?xml version="1.0" encoding="utf-8"?>') -> bytes:
+    return (declaration + '<rss version="2.0"><channel><title>T</title>' + "".join(items) + "</channel></rss>").encode()
+
+
+def item(title: str, link: str = "", date: str = "") -> str:
+    return (
+        f"<item><title>{title}</title>"
+        + (f"<link>{link}</link>" if link else "")
+        + (f"<pubDate>{date}</pubDate>" if date else "")
+        + "<description>text</description></item>"
+    )
+
+
+def test_well_formed_rss_and_atom_are_read_incrementally():
+    assert parse_feed(fetched(RSS)).stats.parser == "lxml"
+    assert parse_feed(fetched(ATOM, "application/atom+xml")).stats.parser == "lxml"
+
+
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_an_out_of_range_date_costs_only_its_date(date):
+    result = parse_feed(fetched(rss(item("Bad date", "https://d.test/1", date), item("Good", "https://d.test/2"))))
+    assert [a.title for a in result.articles] == ["Bad date", "Good"]
+    assert result.articles[0].date_source == "fetched" and result.articles[0].published_at == FETCHED_AT
+    assert result.problem is None
+
+
+def test_json_feed_out_of_range_date_keeps_the_feed():
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [
+            {"id": "1", "url": "https://j.test/1", "title": "Old", "date_published": "0001-01-01T00:00:00+14:00"},
+            {"id": "2", "url": "https://j.test/2", "title": "Late", "date_modified": "9999-12-31T23:59:59-14:00"},
+            {"id": "3", "url": "https://j.test/3", "title": "Fine", "date_published": "2026-11-20T10:00:00Z"},
+        ],
+    }
+    result = parse_feed(fetched(json.dumps(doc).encode(), "application/feed+json"))
+    assert [(a.title, a.date_source) for a in result.articles] == [
+        ("Old", "fetched"),
+        ("Late", "fetched"),
+        ("Fine", "published"),
+    ]
+
+
+@pytest.mark.parametrize("date", ["0001-01-01T00:00:00Z", "Mon, 01 Jan 1900 00:00:00 GMT", "1969-12-31T23:59:59Z"])
+def test_dates_before_1990_are_not_trusted(date):
+    text = f'<item><title>x</title><link>https://d.test/1</link><pubDate>{date}</pubDate><dc:date xmlns:dc="http://purl.org/dc/elements/1.1/">{date}</dc:date></item>'
+    result = parse_feed(fetched(rss(text)))
+    [article] = result.articles
+    assert (article.published_at, article.date_source, article.updated_at) == (FETCHED_AT, "fetched", None)
+    assert result.stats.dates_untrusted == 1
+
+
+def test_a_date_from_1995_is_trusted():
+    [article] = parse_feed(fetched(rss(item("x", "https://d.test/1", "1995-06-01T00:00:00Z")))).articles
+    assert (article.published_at.year, article.date_source) == (1995, "published")
+
+
+def test_a_bad_entry_is_a_dead_letter_and_the_others_stay():
+    doc = {
+        "version": "https://jsonfeed.org/version/1",
+        "items": [
+            {"id": "1", "url": "https://j.test/1", "title": "Before"},
+            {"id": "2", "url": "https://j.test/2", "title": "Broken", "tags": 7},  # not a list
+            {"id": "3", "url": "https://j.test/3", "title": "After"},
+        ],
+    }
+    result = parse_feed(fetched(json.dumps(doc).encode(), "application/feed+json"))
+    assert [a.title for a in result.articles] == ["Before", "After"]
+    [reject] = result.rejects
+    assert (reject.reason, reject.is_entry) == ("bad_entry", True)
+    assert "TypeError" in reject.message and "Broken" in reject.raw_excerpt
+    assert result.entries_read == 3
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "javascript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "ftp://files.test/a",
+        "mailto:x@y.test",
+        "http://host.test:99999/x",
+        "http://host.test:abc/x",
+    ],
+)
+def test_only_http_links_with_valid_ports_become_urls(link):
+    result = parse_feed(fetched(rss(item("Kept without its link", link.replace("&", "&amp;")))))
+    [article] = result.articles
+    assert article.url == "" and article.title == "Kept without its link"
+    assert result.stats.links_dropped == 1
+
+
+def test_relative_links_are_resolved_against_the_feed_url():
+    [article] = parse_feed(fetched(rss(item("x", "/news/1")), url="https://site.test/rss/feed.xml")).articles
+    assert article.url == "https://site.test/news/1"
+
+
+RUSSIAN = "Правительство объявило новые меры поддержки экономики"
+
+
+def test_cp1251_served_as_utf8_is_decoded_by_the_evidence_and_flagged():
+    body = rss(item(RUSSIAN, "https://r.test/1")).decode().encode("cp1251")
+    result = parse_feed(fetched(body, "application/rss+xml; charset=utf-8"))
+    [article] = result.articles
+    assert article.title == RUSSIAN and article.encoding_repaired
+    assert result.stats.encoding_repaired
+
+
+def test_a_utf8_bom_wins_over_a_windows_1251_declaration_and_is_flagged():
+    body = codecs.BOM_UTF8 + rss(item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>')
+    [article] = parse_feed(fetched(body, "application/rss+xml")).articles
+    assert article.title == RUSSIAN and article.encoding_repaired
+
+
+def test_a_correct_declaration_is_not_flagged():
+    body = rss(item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>')
+    [article] = parse_feed(fetched(body.decode().encode("cp1251"), "application/rss+xml")).articles
+    assert article.title == RUSSIAN and not article.encoding_repaired
+
+
+def test_a_few_bad_bytes_in_utf8_keep_the_rest_of_the_text():
+    body = rss(item("Café crème", "https://c.test/1"), item("Naïve BAD bad", "https://c.test/2")).replace(b"BAD", b"\xff")
+    first, second = parse_feed(fetched(body, "application/rss+xml; charset=utf-8")).articles
+    assert first.title == "Café crème" and first.encoding_repaired
+    assert second.title == "Naïve \ufffd bad"
+
+
+def test_bytes_that_nothing_decodes_are_bad_encoding_and_their_entries_are_counted():
+    rng = random.Random(1)
+    junk = bytes(rng.randrange(256) for _ in range(3000))
+    body = b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>' + b"".join(
+        b"<item><title>" + junk[i * 1000 : (i + 1) * 1000] + b"</title></item>" for i in range(3)
+    ) + b"</channel></rss>"
+    result = parse_feed(fetched(body))
+    assert result.problem.reason == "bad_encoding" and not result.problem.is_entry
+    assert result.articles == []
+    assert [(r.reason, r.is_entry) for r in result.rejects] == [("bad_encoding", True)] * 3
+    assert result.entries_read == 3  # read, and each accounted for by a dead letter
+
+
+def test_malformed_after_some_entries_salvages_without_duplicates():
+    body = rss(item("One", "https://m.test/1"), item("Two", "https://m.test/2")).replace(
+        b"<title>Two</title>", b"<title>Two &amp; <b>broken</title>"
+    )
+    body = body.replace(b"</channel>", item("Three", "https://m.test/3").encode() + b"</channel>")
+    result = parse_feed(fetched(body))
+    assert result.stats.parser == "feedparser"
+    assert result.problem.reason == "malformed_feed"
+    titles = [a.title for a in result.articles]
+    assert titles[0] == "One" and titles.count("One") == 1
+    assert result.entries_read == len(result.articles) + len(result.rejects)
+
+
+def test_entities_are_not_expanded_and_external_ones_not_read(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x SYSTEM "{secret.as_uri()}">'
+        '<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+        '<rss version="2.0"><channel><title>t</title>'
+        "<item><title>X &x; Y &c;</title><link>https://e.test/1</link></item></channel></rss>"
+    ).encode()
+    result = parse_feed(fetched(body))
+    assert all("TOP-SECRET" not in a.title + a.text for a in result.articles)
+    assert all(len(a.title) < 100 for a in result.articles)
+
+
+def test_parse_entries_yields_articles_of_one_feed_one_at_a_time():
+    feed = fetched(rss(*(item(f"n{i}", f"https://o.test/{i}") for i in range(5))))
+    stream = iter_feed(feed, ParseSettings(), "r", FeedStats())
+    first = next(stream)
+    assert first.title == "n0"  # given before the rest of the document is read
+    assert [a.title for a in stream] == ["n1", "n2", "n3", "n4"]
