@@ -29,7 +29,6 @@ from transforms.neardup import (
     has_signature,
     is_near_copy,
     Link,
-    orient,
     star_clusters,
     minhash_signature,
     minhash_signatures,
