@@ -21,6 +21,7 @@ article (a headline with a link is news) and makes one left with neither title n
 from __future__ import annotations
 
 import dataclasses
+import traceback
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -44,6 +45,7 @@ __all__ = [
 
 STAGE = "clean"
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
+CLEAN_ERROR = "clean_error"
 
 
 def clean_title(html_title: str) -> str:
@@ -70,8 +72,17 @@ class _CleanArticleFn(beam.DoFn):
         self._empty = Metrics.counter(STAGE, "empty_after_cleaning")
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
         self._title_only = Metrics.counter(STAGE, "title_only")
+        self._failed = Metrics.counter(STAGE, "failed")
 
     def process(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
+        try:
+            outputs = list(self._clean(article))
+        except Exception as err:  # a bug on one odd article must not fail the run: it becomes a dead letter
+            self._failed.inc()
+            outputs = [beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._error_letter(article, err))]
+        yield from outputs
+
+    def _clean(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
         title = clean_title(article.title)
         plain = html_to_text(article.text)
         text, removed = _remove_furniture_counted(plain, title, self._settings)
@@ -92,6 +103,21 @@ class _CleanArticleFn(beam.DoFn):
             summary = text
         source = "page" if article.text_source == "page" and text else "feed" if text else "none"
         yield dataclasses.replace(article, title=title, text=text, summary=summary, text_source=source)
+
+    def _error_letter(self, article: Article, err: Exception) -> DeadLetter:
+        # The type and message, and where it was raised: the traceback's last frame, enough to find the bug.
+        frame = traceback.extract_tb(err.__traceback__)[-1]
+        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
+        return DeadLetter(
+            stage=STAGE,
+            reason=CLEAN_ERROR,
+            feed_url=article.feed_url,
+            entry_key=article.article_id or article.url,
+            message=f"{type(err).__name__}: {err} (at {where})"[:1000],
+            raw_excerpt=excerpt(article.text),
+            time=utcnow(),
+            run_id=self._run_id or article.run_id,
+        )
 
     def _dead_letter(self, article: Article, plain: str, text: str, removed: int) -> DeadLetter:
         if not (plain or clean_title(article.title)):

@@ -10,6 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import apache_beam as beam
+import transforms.clean as clean_module
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter
 from transforms.clean import (
     CleanArticles,
@@ -322,6 +323,33 @@ def test_clean_articles_routes_outputs_and_counts():
     counters = {c.key.metric.name: c.committed for c in query["counters"]}
     assert counters == {"articles_cleaned": 3, "title_only": 2, "empty_after_cleaning": 1,
                         "furniture_lines_removed": 4}
+
+
+def test_a_bug_on_one_article_becomes_a_dead_letter_and_the_others_go_through(monkeypatch):
+    # The DirectRunner runs the DoFn in this process, so patching the module function it calls reaches it.
+    real = clean_module.html_to_text
+    sentinel = "<p>the text this version of the code cannot handle</p>"
+
+    def html_to_text(markup: str) -> str:
+        if markup == sentinel:
+            raise KeyError("unexpected markup")
+        return real(markup)
+
+    monkeypatch.setattr(clean_module, "html_to_text", html_to_text)
+    odd = article("a5", "Odd one", sentinel)
+    pipeline = TestPipeline()
+    routed = pipeline | beam.Create([GOOD, odd]) | CleanArticles(run_id="r1")
+    assert_that(routed.articles | beam.Map(lambda a: (a.article_id, a.text)), equal_to([("a1", BODY)]),
+                label="articles")
+    letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id, d.raw_excerpt,
+                                                       d.message))
+    raised_at = html_to_text.__code__.co_firstlineno + 2  # the traceback's last frame: the raise above
+    message = f"KeyError: 'unexpected markup' (at test_clean.py:{raised_at} in html_to_text)"
+    assert_that(letters, equal_to([("clean", "clean_error", "a5", "r1", sentinel, message)]), label="dead_letters")
+    result = pipeline.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_namespace("clean").with_name("failed"))
+    assert [c.committed for c in query["counters"]] == [1]
 
 
 # --- real feeds --------------------------------------------------------------------------------------------
