@@ -30,15 +30,13 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from pipeline import progress, state
+from pipeline import progress, schedule, state
 from pipeline.build import build
 from pipeline.compact import compact, recover_compactions
 from pipeline.config import Config, ConfigError, load_config, parse_duration
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
-from transforms.fetch import FeedSource
-from transforms.health import FeedHealth, next_health, use_validators
 from transforms.language import LanguageDetector
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
@@ -257,8 +255,8 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     now = dt.datetime.now(dt.timezone.utc)
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
-    health = state.load_feed_health(config.output)
-    due, skipped = schedule_feeds(config, health, now, poll_all)
+    health = schedule.load_feed_health(config.output)
+    due, skipped = schedule.schedule_feeds(config, health, now, poll_all)
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
@@ -289,8 +287,8 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     reports = state.read_reports(config.output, run_id)
     new_health = dict(health)
     for report in reports:
-        new_health[report.feed_url] = next_health(health.get(report.feed_url), report, now, config.schedule)
-    state.save_feed_health(config.output, new_health.values())
+        new_health[report.feed_url] = schedule.next_health(health.get(report.feed_url), report, now, config.schedule)
+    schedule.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
     state.write_json(state.run_record_path(config.output, run_id), summary.record())  # last: the commit point
@@ -339,22 +337,6 @@ def check_models(config: Config) -> None:
     if config.classify.model_path:
         load_model(config.classify.model_path)
     LanguageDetector(config.classify.language)
-
-
-def schedule_feeds(
-    config: Config, health: dict[str, FeedHealth], now: dt.datetime, poll_all: bool
-) -> tuple[list[FeedSource], list[FeedSource]]:
-    """The feeds due now (with their validators when trusted) and those skipped because they are not due."""
-    due, skipped = [], []
-    for feed in config.feeds:
-        h = health.get(feed.url)
-        if not poll_all and h is not None and h.next_due_at is not None and h.next_due_at > now:
-            skipped.append(feed)
-            continue
-        if use_validators(h, now, config.schedule):
-            feed = dataclasses.replace(feed, etag=h.etag, last_modified=h.last_modified)
-        due.append(feed)
-    return due, skipped
 
 
 def _configure_logging(verbose: bool) -> None:

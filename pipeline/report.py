@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import state
+from pipeline import schedule, state
 from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
 
 _LOG = logging.getLogger("newsbeam")
@@ -168,7 +168,7 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
 
 def load_feed_state(output: str) -> list[dict[str, Any]] | str:
     """The rows of `_state/feeds.parquet` ([] when there is none), or the error that kept it from being read."""
-    path = state.feed_state_path(output)
+    path = schedule.feed_state_path(output)
     try:
         if not FileSystems.exists(path):
             return []
