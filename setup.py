@@ -4,11 +4,17 @@ Dataflow and other remote runners ship this package to their workers with `--set
 workers run lives in the `pipeline` and `transforms` packages, and the data they need is package data.
 """
 
+import re
+
 from setuptools import setup
+
+# The version is defined once, in transforms/__init__.py; read, not imported (importing needs the dependencies).
+with open("transforms/__init__.py", encoding="utf-8") as handle:
+    VERSION = re.search(r'^__version__ = "([^"]+)"$', handle.read(), re.M).group(1)
 
 setup(
     name="newsbeam",
-    version="0.1.0",
+    version=VERSION,
     description="RSS/Atom/JSON feeds to clean, classified, deduplicated Parquet partitions, on Apache Beam",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -44,6 +44,7 @@ import requests
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import __version__
 from transforms.article import DEAD_LETTER_TAG, PAGE_STAGE, UTC, Article, DeadLetter, Routed, utcnow
 from transforms.netguard import AllowList, BlockedAddress, Deadline, DeadlineExceeded, check_url, guarded_session
 
@@ -305,7 +306,7 @@ def extract_page(html: bytes, url: str = "", content_type: str = "") -> Extracte
 # that fetched it.
 
 MODES = ("off", "when_short", "always")
-USER_AGENT = "newsbeam/0.1 (+https://github.com/newsbeam/newsbeam)"
+USER_AGENT = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 ROBOTS_DISALLOWED = "robots_disallowed"
