@@ -45,14 +45,16 @@ setup(
         "pyarrow>=14",
         "pyyaml>=6,<7",
         "requests>=2.31,<3",
-        # The topic model's inference is numpy/scipy; scikit-learn is what `newsbeam train-topics` trains with.
-        "scikit-learn>=1.2,<2",
+        # The topic model's inference is numpy/scipy; scikit-learn (the `train` extra) is only for training.
         "scipy>=1.9,<2",
         "tqdm>=4.60,<5",  # the progress bar of `newsbeam run` on a terminal
     ],
     extras_require={
+        # `newsbeam train-topics` and `train-language-pair`; workers never import it.
+        "train": ["scikit-learn>=1.2,<2"],
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
-        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40"],
+        # The tests train models, so they need the train extra too.
+        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2"],
     },
     entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
 )

@@ -160,6 +160,11 @@ def _train_and_save(args: argparse.Namespace, train):
     from transforms.topic_model import TopicModelError, save_model
 
     try:
+        import sklearn  # noqa: F401  (workers do not need it, so it is an extra)
+    except ImportError:
+        print("newsbeam: error: training needs scikit-learn: pip install 'newsbeam[train]'", file=sys.stderr)
+        return None
+    try:
         model, accuracy = train()
     except (OSError, ValueError, TopicModelError) as err:
         print(f"newsbeam: error: {args.data}: {err}", file=sys.stderr)
