@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.robotparser
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urljoin
 
 import apache_beam as beam

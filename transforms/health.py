@@ -12,12 +12,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.article import DeadLetter
+
 
 @dataclasses.dataclass(frozen=True)
 class FeedReport:

@@ -165,7 +165,7 @@ def _tag_end(markup: str, pos: int) -> int:
         pos = closing + 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _end_tag_pattern(tag: str) -> re.Pattern[str]:
     return re.compile(r"</" + re.escape(tag) + r"[\t\n\f\r />]", re.IGNORECASE)
 

@@ -3,12 +3,12 @@
 import dataclasses
 from pathlib import Path
 
+import apache_beam as beam
 import feedparser
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import apache_beam as beam
 import transforms.clean as clean_module
 from tests.conftest import art, counter
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter

@@ -3,8 +3,8 @@
 import datetime as dt
 import random
 
-import pytest
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
