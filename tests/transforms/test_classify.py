@@ -1,6 +1,5 @@
 """ClassifyArticles: language, topic (rules, model via RunInference, feed default) and free labels."""
 
-import datetime as dt
 
 import apache_beam as beam
 import pytest
@@ -8,11 +7,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art
-from transforms.article import UTC
 from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
 from transforms.topic_model import TopicModelError
-
-T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
 
 SPORT = ("The striker scored twice as the home team won the league match on Saturday, and the coach praised "
          "the defence after a season of injuries. The championship race is now wide open with three games left.")

@@ -9,12 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from tests.conftest import art
+from tests.conftest import T0, art
 from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, DeadLetter
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions, partition_depth, partition_path
 from transforms.window import WindowByEventTime, WindowSettings
-
-T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
