@@ -4,11 +4,17 @@ Dataflow and other remote runners ship this package to their workers with `--set
 workers run lives in the `pipeline` and `transforms` packages, and the data they need is package data.
 """
 
+import re
+
 from setuptools import setup
+
+# The version is defined once, in transforms/__init__.py; read, not imported (importing needs the dependencies).
+with open("transforms/__init__.py", encoding="utf-8") as handle:
+    VERSION = re.search(r'^__version__ = "([^"]+)"$', handle.read(), re.M).group(1)
 
 setup(
     name="newsbeam",
-    version="0.1.0",
+    version=VERSION,
     description="RSS/Atom/JSON feeds to clean, classified, deduplicated Parquet partitions, on Apache Beam",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -40,14 +46,16 @@ setup(
         "pyarrow>=14",
         "pyyaml>=6,<7",
         "requests>=2.31,<3",
-        # The topic model's inference is numpy/scipy; scikit-learn is what `newsbeam train-topics` trains with.
-        "scikit-learn>=1.2,<2",
+        # The topic model's inference is numpy/scipy; scikit-learn (the `train` extra) is only for training.
         "scipy>=1.9,<2",
         "tqdm>=4.60,<5",  # the progress bar of `newsbeam run` on a terminal
     ],
     extras_require={
+        # `newsbeam train-topics` and `train-language-pair`; workers never import it.
+        "train": ["scikit-learn>=1.2,<2"],
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
-        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40"],
+        # The tests train models, so they need the train extra too.
+        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2"],
         # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
         "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },

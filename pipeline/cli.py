@@ -32,7 +32,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from pipeline import progress, state
+from pipeline import progress, schedule, state
 from pipeline.build import build
 from pipeline.compact import compact, recover_compactions
 from pipeline.config import (
@@ -48,8 +48,6 @@ from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.article import NOW_ENV, parse_instant, utcnow
-from transforms.fetch import FeedSource
-from transforms.health import FeedHealth, next_health, use_validators
 from transforms.language import check_detector
 from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
@@ -177,6 +175,11 @@ def _train_and_save(args: argparse.Namespace, train):
     one-line error when the training data is unusable."""
     from transforms.topic_model import TopicModelError, save_model
 
+    try:
+        import sklearn  # noqa: F401  (workers do not need it, so it is an extra)
+    except ImportError:
+        print("newsbeam: error: training needs scikit-learn: pip install 'newsbeam[train]'", file=sys.stderr)
+        return None
     try:
         model, accuracy = train()
     except (OSError, ValueError, TopicModelError) as err:
@@ -339,8 +342,8 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
     seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
-    health = state.load_feed_health(config.output)
-    due, skipped = schedule_feeds(config, health, now, poll_all)
+    health = schedule.load_feed_health(config.output)
+    due, skipped = schedule.schedule_feeds(config, health, now, poll_all)
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
@@ -373,8 +376,8 @@ def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all:
     summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     new_health = dict(health)
     for report in reports:
-        new_health[report.feed_url] = next_health(health.get(report.feed_url), report, now, config.schedule)
-    state.save_feed_health(config.output, new_health.values())
+        new_health[report.feed_url] = schedule.next_health(health.get(report.feed_url), report, now, config.schedule)
+    schedule.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
     record = {**summary.record(), "seen_index": seen_index}
@@ -426,22 +429,6 @@ def check_models(config: Config) -> None:
     if config.classify.model_path:
         load_model(config.classify.model_path)
     check_detector(config.classify.language)
-
-
-def schedule_feeds(
-    config: Config, health: dict[str, FeedHealth], now: dt.datetime, poll_all: bool
-) -> tuple[list[FeedSource], list[FeedSource]]:
-    """The feeds due now (with their validators when trusted) and those skipped because they are not due."""
-    due, skipped = [], []
-    for feed in config.feeds:
-        h = health.get(feed.url)
-        if not poll_all and h is not None and h.next_due_at is not None and h.next_due_at > now:
-            skipped.append(feed)
-            continue
-        if use_validators(h, now, config.schedule):
-            feed = dataclasses.replace(feed, etag=h.etag, last_modified=h.last_modified)
-        due.append(feed)
-    return due, skipped
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -26,7 +26,7 @@ from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.extract import MODES as EXTRACT_MODES, ExtractSettings
 from transforms.fetch import FeedSource, FetchSettings
-from transforms.health import HealthSettings
+from pipeline.schedule import HealthSettings
 from transforms.neardup import NearDedupSettings
 from transforms.stream import StreamSettings
 from transforms.parse import ParseSettings

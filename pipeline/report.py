@@ -22,7 +22,8 @@ import html
 import json
 import logging
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import state
+from pipeline import schedule, state
 from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
 
 _LOG = logging.getLogger("newsbeam")
@@ -168,7 +169,7 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
 
 def load_feed_state(output: str) -> list[dict[str, Any]] | str:
     """The rows of `_state/feeds.parquet` ([] when there is none), or the error that kept it from being read."""
-    path = state.feed_state_path(output)
+    path = schedule.feed_state_path(output)
     try:
         if not FileSystems.exists(path):
             return []

@@ -3,7 +3,7 @@
     <output>/articles/, dead_letter/   the data: what readers see
     <output>/_staging/<run_id>/        where a run's pipeline writes; moved into place only after it succeeded
     <output>/_runs/<run_id>.json       the run record, written last: which files the run committed, every count
-    <output>/_state/feeds.parquet      feed health and conditional-GET validators (transforms.health.FeedHealth)
+    <output>/_state/feeds.parquet      feed health and conditional-GET validators (pipeline.schedule.FeedHealth)
     <output>/_state/signatures/        near-duplicate signatures of written articles, by published date
     <output>/_state/seen/              the key index of what was written and is still seen in feeds (below)
     <output>/_state/lock               held while a run or a compaction changes the output
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.dedup import INDEX_KEY_COLUMNS, key_hash
-from transforms.health import FeedHealth, FeedReport
+from transforms.health import FeedReport
 from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
 
 _LOG = logging.getLogger("newsbeam")
@@ -45,6 +45,7 @@ STATE_DIR = "_state"
 REPORTS_DIR = "feed_reports"
 SIGNATURES_DIR = "signatures"
 FEED_STATE_FILE = "feeds.parquet"
+_TS = pa.timestamp("us", tz="UTC")
 
 
 def staging_path(output: str, run_id: str) -> str:
@@ -239,55 +240,9 @@ def report_from_json(line: str) -> FeedReport:
     return FeedReport(**data)
 
 
-_TS = pa.timestamp("us", tz="UTC")
-_HEALTH_TYPES = {
-    "consecutive_failures": pa.int32(),
-    "last_status": pa.int32(),
-    "entries_seen": pa.int64(),
-    "new_entries": pa.int64(),
-    "total_new_entries": pa.int64(),
-    "validators_trusted": pa.bool_(),
-}
-FEED_HEALTH_SCHEMA = pa.schema(
-    [
-        pa.field(f.name, _HEALTH_TYPES.get(f.name, _TS if f.name.endswith("_at") else pa.string()))
-        for f in dataclasses.fields(FeedHealth)
-    ]
-)
-
-
 def run_record_path(output: str, run_id: str) -> str:
     """`<output>/_runs/<run_id>.json`."""
     return FileSystems.join(output, RUNS_DIR, f"{run_id}.json")
-
-
-def feed_state_path(output: str) -> str:
-    """`<output>/_state/feeds.parquet`."""
-    return FileSystems.join(output, STATE_DIR, FEED_STATE_FILE)
-
-
-def load_feed_health(output: str) -> dict[str, FeedHealth]:
-    """Feed health by URL; {} on a first run. A corrupt or unreadable file is a warning, never an error: the run
-    then behaves as a first run (the dataset, not this file, is what prevents duplicates)."""
-    path = feed_state_path(output)
-    if not FileSystems.exists(path):
-        return {}
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            rows = pq.read_table(handle).to_pylist()
-        names = {f.name for f in dataclasses.fields(FeedHealth)}
-        return {row["feed_url"]: FeedHealth(**{k: v for k, v in row.items() if k in names}) for row in rows}
-    except Exception as err:
-        _LOG.warning("ignoring unreadable feed state %s (%s: %s); running as a first run", path, type(err).__name__, err)
-        return {}
-
-
-def save_feed_health(output: str, health: Iterable[FeedHealth]) -> None:
-    """Write the feed state atomically (temporary file, then rename)."""
-    rows = [dataclasses.asdict(h) for h in sorted(health, key=lambda h: h.feed_url)]
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=FEED_HEALTH_SCHEMA), buffer, compression="zstd")
-    write_atomically(feed_state_path(output), buffer.getvalue().to_pybytes())
 
 
 # The key index: what was written and is still seen in a feed (see "Scheduled runs" in README.md).

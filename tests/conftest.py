@@ -1,8 +1,15 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and helpers: the feed server, an Article factory, a counter reader."""
+
+import datetime as dt
 
 import pytest
 
+from pipeline.summary import counter_values
 from tests.feed_server import FeedServer
+from transforms.article import UTC, Article
+
+# The day test articles are published on: a fixed date, so no test depends on the real clock.
+T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -10,3 +17,20 @@ def feed_server():
     """A started FeedServer on 127.0.0.1 (ephemeral port), stopped after the test."""
     with FeedServer() as server:
         yield server
+
+
+def art(article_id: str = "a1", minutes: float | None = None, *, hours: float = 0,
+        fetched_minutes: float | None = None, **fields) -> Article:
+    """An Article from feed https://f.test/rss (source "f"), published `hours` and `minutes` after T0 when either is
+    given (else unset), fetched `fetched_minutes` after T0 when given; any Article field in `fields` wins."""
+    defaults = {"feed_url": "https://f.test/rss", "source": "f"}
+    if minutes is not None or hours:
+        defaults["published_at"] = T0 + dt.timedelta(hours=hours, minutes=minutes or 0)
+    if fetched_minutes is not None:
+        defaults["fetched_at"] = T0 + dt.timedelta(minutes=fetched_minutes)
+    return Article(article_id=article_id, **{**defaults, **fields})
+
+
+def counter(result, name: str) -> int:
+    """The value of counter `namespace/name` in a finished pipeline's result (0 if it never counted)."""
+    return counter_values(result.metrics()).get(name, 0)

@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.robotparser
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urljoin
 
 import apache_beam as beam
@@ -44,6 +44,7 @@ import requests
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import __version__
 from transforms.article import (
     DEAD_LETTER_TAG,
     INDEX_KEY_COLUMNS,
@@ -315,7 +316,7 @@ def extract_page(html: bytes, url: str = "", content_type: str = "") -> Extracte
 # that fetched it.
 
 MODES = ("off", "when_short", "always")
-USER_AGENT = "newsbeam/0.1 (+https://github.com/newsbeam/newsbeam)"
+USER_AGENT = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ACCEPT_HTML = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 ROBOTS_DISALLOWED = "robots_disallowed"

@@ -34,7 +34,7 @@ from apache_beam.metrics import Metrics
 from transforms import netguard
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter, utcnow
 
-__version__ = "0.1"
+from transforms import __version__
 
 STAGE = "fetch"
 

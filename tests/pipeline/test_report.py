@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import state
+from pipeline import schedule
 from pipeline.cli import main
 from pipeline.progress import Progress
 from pipeline.report import build_report, report_path
-from transforms.health import FeedHealth
+from pipeline.schedule import FeedHealth
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -210,7 +210,7 @@ def _synthetic_output(output: Path, runs: int, feeds: int, now: dt.datetime) -> 
                          last_error="connection refused" if i % 7 == 0 else "", total_new_entries=i * 10,
                          next_due_at=now + dt.timedelta(minutes=i % 60), next_due_reason="poll interval")
               for i, url in enumerate(urls)]
-    state.save_feed_health(str(output), health)
+    schedule.save_feed_health(str(output), health)
 
 
 def test_a_thousand_runs_and_500_feeds_stay_small(tmp_path, browser):

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.cli import main
 from pipeline.compact import recover_compactions
-from pipeline.state import feed_state_path, load_feed_health
+from pipeline.schedule import feed_state_path, load_feed_health
 from tests.feed_server import FeedServer
 
 REPO = Path(__file__).resolve().parents[2]

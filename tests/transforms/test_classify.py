@@ -1,17 +1,14 @@
 """ClassifyArticles: language, topic (rules, model via RunInference, feed default) and free labels."""
 
-import datetime as dt
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.article import UTC, Article
+from tests.conftest import art
 from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
 from transforms.topic_model import TopicModelError
-
-T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
 
 SPORT = ("The striker scored twice as the home team won the league match on Saturday, and the coach praised "
          "the defence after a season of injuries. The championship race is now wide open with three games left.")
@@ -19,11 +16,6 @@ MARKETS = ("Shares fell sharply after the bank reported lower quarterly profit, 
            "the market as inflation data surprised economists. The central bank may raise interest rates again.")
 GERMAN = ("Die Bundesregierung hat am Mittwoch ein neues Gesetz beschlossen, das den Ausbau der erneuerbaren "
           "Energien beschleunigen soll. Kritiker halten die Pläne für unzureichend und fordern mehr Tempo.")
-
-
-def art(article_id, text, title="", tags=(), default_topic="", declared=""):
-    return Article(article_id=article_id, feed_url="https://f.test/rss", source="f", title=title, text=text,
-                   tags=tuple(tags), default_topic=default_topic, declared_language=declared, published_at=T0)
 
 
 def test_choose_topic_order_of_trust():
@@ -45,11 +37,11 @@ def test_rules_map_categories_and_add_labels():
 def test_composite_uses_rules_model_and_defaults():
     settings = ClassifySettings(label_rules=(LabelRule("markets", keywords=("shares",)),))
     articles = [
-        art("sport", SPORT, "Late winner keeps title race alive"),
-        art("markets", MARKETS, "Bank shares slide"),
-        art("tagged", MARKETS, tags=["Sport"]),  # the category wins over the model
-        art("german", GERMAN, default_topic="World"),  # the model is English-only: feed default
-        art("short", "Ja.", declared="de"),
+        art("sport", 0, text=SPORT, title="Late winner keeps title race alive"),
+        art("markets", 0, text=MARKETS, title="Bank shares slide"),
+        art("tagged", 0, text=MARKETS, tags=("Sport",)),  # the category wins over the model
+        art("german", 0, text=GERMAN, default_topic="World"),  # the model is English-only: feed default
+        art("short", 0, text="Ja.", declared_language="de"),
     ]
     with TestPipeline() as p:
         out = p | beam.Create(articles) | ClassifyArticles(settings, "r1")
@@ -68,7 +60,7 @@ def test_composite_uses_rules_model_and_defaults():
 def test_without_model_topics_come_from_rules_and_defaults():
     settings = ClassifySettings(topic_model="none")
     with TestPipeline() as p:
-        out = p | beam.Create([art("a", SPORT, default_topic="World")]) | ClassifyArticles(settings)
+        out = p | beam.Create([art("a", 0, text=SPORT, default_topic="World")]) | ClassifyArticles(settings)
         assert_that(out.articles | beam.Map(lambda a: (a.topic, a.topic_score)), equal_to([("World", 0.5)]))
 
 

@@ -3,13 +3,14 @@
 import dataclasses
 from pathlib import Path
 
+import apache_beam as beam
 import feedparser
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import apache_beam as beam
+import transforms.clean as clean_module
+from tests.conftest import art, counter
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter
 from transforms.clean import (
     CleanArticles,
@@ -264,15 +265,11 @@ def test_seed_article_loses_every_furniture_line_and_keeps_every_paragraph(seed,
 # --- the Beam stage ----------------------------------------------------------------------------------------
 
 
-def article(article_id: str, title: str, text: str) -> Article:
-    return Article(article_id=article_id, feed_url="https://daily.test/feed", source="daily",
-                   url=f"https://daily.test/{article_id}", title=title, text=text, run_id="r0")
-
-
-GOOD = article("a1", "<b>Council</b> approves budget", f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
-EMPTY = article("a2", "Title only", "<p>&nbsp;</p><script>track()</script>")
-FURNITURE_ONLY = article("a3", "Budget", "<p>Budget</p><p>Read more</p>")
-NOTHING = article("a4", "<b></b>", "<p>&nbsp;</p><script>track()</script>")
+GOOD = art("a1", run_id="r0", title="<b>Council</b> approves budget",
+           text=f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
+EMPTY = art("a2", run_id="r0", title="Title only", text="<p>&nbsp;</p><script>track()</script>")
+FURNITURE_ONLY = art("a3", run_id="r0", title="Budget", text="<p>Budget</p><p>Read more</p>")
+NOTHING = art("a4", run_id="r0", title="<b></b>", text="<p>&nbsp;</p><script>track()</script>")
 
 
 def test_dofn_cleans_title_and_text_and_routes_empty_articles():
@@ -290,7 +287,7 @@ def test_dofn_cleans_title_and_text_and_routes_empty_articles():
     letter = routed.value
     assert isinstance(letter, DeadLetter)
     assert (letter.stage, letter.reason, letter.entry_key, letter.feed_url, letter.run_id) == (
-        "clean", "empty_after_cleaning", "a4", "https://daily.test/feed", "r1")
+        "clean", "empty_after_cleaning", "a4", "https://f.test/rss", "r1")
     assert letter.raw_excerpt == NOTHING.text and letter.time is not None
     assert "neither title nor text" in letter.message
     # min_chars=0 still drops an entry with nothing in it; a high min_chars rejects short texts, not title-only ones.
@@ -318,10 +315,35 @@ def test_clean_articles_routes_outputs_and_counts():
     assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a4", "r1")]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
-    query = result.metrics().query(MetricsFilter().with_namespace("clean"))
-    counters = {c.key.metric.name: c.committed for c in query["counters"]}
-    assert counters == {"articles_cleaned": 3, "title_only": 2, "empty_after_cleaning": 1,
-                        "furniture_lines_removed": 4}
+    counts = [counter(result, f"clean/{name}") for name in
+              ("articles_cleaned", "title_only", "empty_after_cleaning", "furniture_lines_removed", "failed")]
+    assert counts == [3, 2, 1, 4, 0]
+
+
+def test_a_bug_on_one_article_becomes_a_dead_letter_and_the_others_go_through(monkeypatch):
+    # The DirectRunner runs the DoFn in this process, so patching the module function it calls reaches it.
+    real = clean_module.html_to_text
+    sentinel = "<p>the text this version of the code cannot handle</p>"
+
+    def html_to_text(markup: str) -> str:
+        if markup == sentinel:
+            raise KeyError("unexpected markup")
+        return real(markup)
+
+    monkeypatch.setattr(clean_module, "html_to_text", html_to_text)
+    odd = art("a5", run_id="r0", title="Odd one", text=sentinel)
+    pipeline = TestPipeline()
+    routed = pipeline | beam.Create([GOOD, odd]) | CleanArticles(run_id="r1")
+    assert_that(routed.articles | beam.Map(lambda a: (a.article_id, a.text)), equal_to([("a1", BODY)]),
+                label="articles")
+    letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id, d.raw_excerpt,
+                                                       d.message))
+    raised_at = html_to_text.__code__.co_firstlineno + 2  # the traceback's last frame: the raise above
+    message = f"KeyError: 'unexpected markup' (at test_clean.py:{raised_at} in html_to_text)"
+    assert_that(letters, equal_to([("clean", "clean_error", "a5", "r1", sentinel, message)]), label="dead_letters")
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert counter(result, "clean/failed") == 1
 
 
 # --- real feeds --------------------------------------------------------------------------------------------

@@ -1,17 +1,14 @@
 """DeduplicateArticles: canonical URLs, content hashes and the keep-one choice."""
 
-import datetime as dt
 import random
 
-import pytest
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.article import UTC, Article
+from tests.conftest import art, counter
 from transforms.dedup import DeduplicateArticles, canonical_url, content_hash
-
-T0 = dt.datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -34,19 +31,14 @@ def test_content_hash_ignores_case_punctuation_and_spacing():
     assert content_hash("Hello", "A text") != content_hash("Hello", "Another text")
 
 
-def art(article_id, minutes, url="", guid="", title="t", text="x", feed="https://f.test/rss"):
-    return Article(article_id=article_id, feed_url=feed, source="f", url=url, guid=guid, title=title, text=text,
-                   published_at=T0 + dt.timedelta(minutes=minutes))
-
-
 def test_keeps_earliest_per_group_and_counts_copies():
     articles = [
         art("b", 5, url="https://n.test/1", text="one"),
         art("a", 1, url="https://n.test/1", text="one again"),  # same URL, earliest: kept
-        art("c", 0, url="https://m.test/9", text="one again", title="t"),  # same text as a, even earlier: kept
+        art("c", 0, url="https://m.test/9", text="one again"),  # same text as a, even earlier: kept
         art("d", 3, guid="g", text="two"),
         art("e", 3, guid="g", text="two, edited"),  # same feed+guid, same time: smaller id kept
-        art("f", 3, guid="g", text="three", feed="https://other.test/rss"),  # same guid in another feed: distinct
+        art("f", 3, guid="g", text="three", feed_url="https://other.test/rss"),  # same guid in another feed: distinct
         art("g", 9, text="lonely"),
     ]
     expected = [("c", 2), ("d", 1), ("f", 0), ("g", 0)]
@@ -65,5 +57,4 @@ def test_hash_is_set_and_counters_reconcile():
     assert_that(out | beam.Map(lambda a: bool(a.content_hash)), equal_to([True] * 3))
     result = p.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"] if c.key.metric.namespace == "dedup"}
-    assert counters["duplicates"] == 6
+    assert counter(result, "dedup/duplicates") == 6

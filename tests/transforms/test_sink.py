@@ -9,11 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, Article, DeadLetter
+from tests.conftest import T0, art
+from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, DeadLetter
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions, partition_depth, partition_path
 from transforms.window import WindowByEventTime, WindowSettings
-
-T0 = dt.datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -29,9 +28,8 @@ def test_partition_path(seconds, expected):
 def articles(n, hours):
     # Published times deliberately out of order within each hour, to check the sort.
     return [
-        Article(article_id=f"{i:05d}", feed_url="https://f.test/rss", source="f", title=f"t{i}", text="x",
-                published_at=T0 + dt.timedelta(hours=i % hours, minutes=(7 * i) % 60), language="en", topic="World",
-                run_id="run1")
+        art(f"{i:05d}", (7 * i) % 60, hours=i % hours, title=f"t{i}", text="x", language="en", topic="World",
+            run_id="run1")
         for i in range(n)
     ]
 

@@ -7,13 +7,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow
 
-from transforms.article import UTC, Article
+from tests.conftest import art
+from transforms.article import UTC
 from transforms.window import WindowByEventTime, WindowSettings
-
-
-def art(article_id, hour, minute):
-    return Article(article_id=article_id, feed_url="f", source="s",
-                   published_at=dt.datetime(2026, 11, 20, hour, minute, tzinfo=UTC))
 
 
 def ts(hour):
@@ -21,7 +17,7 @@ def ts(hour):
 
 
 def test_articles_land_in_their_hour_with_bounds():
-    articles = [art("a", 10, 59), art("b", 10, 0), art("c", 11, 0), art("d", 13, 30)]
+    articles = [art("a", 59, hours=10), art("b", 0, hours=10), art("c", 0, hours=11), art("d", 30, hours=13)]
     with TestPipeline() as p:
         out = p | beam.Create(articles) | WindowByEventTime(WindowSettings(3600))
         ids = out | beam.Map(lambda a: a.article_id)
@@ -36,6 +32,6 @@ def test_articles_land_in_their_hour_with_bounds():
 
 def test_daily_windows():
     with TestPipeline() as p:
-        out = p | beam.Create([art("a", 0, 1), art("b", 23, 59)]) | WindowByEventTime(WindowSettings(86400))
+        out = p | beam.Create([art("a", 1, hours=0), art("b", 59, hours=23)]) | WindowByEventTime(WindowSettings(86400))
         assert_that(out | beam.Map(lambda a: (a.window_start.isoformat(), a.window_end.isoformat())),
                     equal_to([("2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00")] * 2))
