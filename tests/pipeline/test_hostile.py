@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline import state
+from pipeline import schedule
 from pipeline.cli import main
 from tests.feed_server import FeedServer
 from transforms.sink import partition_path
@@ -165,7 +165,7 @@ def test_a_rate_limit_moves_the_feed_instead_of_sleeping(hostile_run):
     assert hostile_run["busy_hits"] == 1
     [letter] = [r for r in dead_letters(hostile_run["output"]) if r["reason"] == "rate_limited"]
     assert letter["retry_after_seconds"] == 60
-    health = state.load_feed_health(str(hostile_run["output"]))[f"{hostile_run['base']}/busy.xml"]
+    health = schedule.load_feed_health(str(hostile_run["output"]))[f"{hostile_run['base']}/busy.xml"]
     assert health.next_due_reason in ("Retry-After", "backoff after 1 failure(s)")  # whichever is later
     assert health.next_due_at - health.last_attempt_at >= dt.timedelta(seconds=59)
 
