@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import unicodedata
 from typing import Iterable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
@@ -705,13 +706,26 @@ def signature_from_row(row: dict) -> SignatureRecord:
     )
 
 
+# scheme://host[:port] followed by the path, query, fragment or the end, with a plain ASCII host: what nearly every
+# article URL is, read without urlsplit (which cost a twentieth of the signing). Anything else goes to urlsplit.
+_PLAIN_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([-A-Za-z0-9._~]*)(?::[0-9]*)?(?:[/?#]|\Z)")
+
+
+def _host(url: str) -> str:
+    url = url.strip()
+    plain = _PLAIN_HOST.match(url)
+    if plain:
+        return plain.group(1).lower()
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def outlet_of(article: Article) -> str:
     """The host that published an article (its URL's, else its feed's), without `www.`: revisions share it."""
     for url in (article.url, article.feed_url):
-        try:
-            host = (urlsplit(url.strip()).hostname or "").rstrip(".")
-        except ValueError:
-            host = ""
+        host = _host(url).rstrip(".")
         if host:
             return host[4:] if host.startswith("www.") else host
     return ""
@@ -724,9 +738,12 @@ def signature_records(
     batch = shingle_hashes(
         [(a.title, a.text) for a in articles], settings.shingle_size, settings.max_chars, settings.lead_words
     )
-    sigs = minhash_from_shingles(batch, settings.num_perm, settings.seed)
+    # Converted once per batch, then cut per record: a conversion per record cost a sixth of the signing.
+    sigs = minhash_from_shingles(batch, settings.num_perm, settings.seed).astype("<u4", copy=False)
+    facts, fact_bounds = batch.facts.astype("<u4", copy=False), batch.fact_bounds.tolist()
+    lead, lead_bounds = batch.lead.astype("<u2", copy=False), batch.lead_bounds.tolist()
     out: list[SignatureRecord | None] = []
-    for i, (article, sig, count) in enumerate(zip(articles, sigs, batch.word_counts.tolist())):
+    for i, (article, count) in enumerate(zip(articles, batch.word_counts.tolist())):
         if count == 0:
             out.append(None)
             continue
@@ -734,14 +751,14 @@ def signature_records(
             SignatureRecord(
                 article_id=article.article_id,
                 language=article.language or "und",
-                signature=sig.astype("<u4").tobytes(),
+                signature=sigs[i].tobytes(),
                 published_at=article.published_at,
                 text_length=len(article.title) + len(article.text),
                 word_count=count,
-                facts=batch.facts_of(i).astype("<u4").tobytes(),
+                facts=facts[fact_bounds[i] : fact_bounds[i + 1]].tobytes(),
                 outlet=outlet_of(article),
                 scheme=settings.scheme,
-                lead=batch.lead_of(i).astype("<u2").tobytes(),
+                lead=lead[lead_bounds[i] : lead_bounds[i + 1]].tobytes(),
             )
         )
     return out
