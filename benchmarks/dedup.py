@@ -698,7 +698,7 @@ CANDIDATES = {
     },
     "+ containment 0.4": {"containment": 0.4, "fact_overlap": 0.6, "lead_overlap": 0.0},
     "+ names share 0.5 x containment": {"containment": 0.4, "fact_overlap": 0.5, "lead_overlap": 0.0},
-    "+ lead check (0.25 of the earlier's first 40 words in the later's first 120)": {
+    "+ lead check (0.25 of the earlier's first 40 words in the later's first 160)": {
         "containment": 0.4,
         "fact_overlap": 0.5,
     },

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 import numpy as np
@@ -338,6 +339,10 @@ def test_settings_are_validated():
 def test_outlet_is_the_host_without_www():
     assert outlet_of(art("x", "t", host="www.ledger.test")) == "ledger.test"
     assert outlet_of(Article(article_id="x", feed_url="https://feeds.f.test/rss", source="f")) == "feeds.f.test"
+    # URLs off the fast path's plain form go to urlsplit: the host is the same either way.
+    for url in ("HTTP://www.News.Test.:8080/a?b#c", "http://user@n.test/", "http://[::1]/", "//n.test/x", "mailto:a@n.test"):
+        expected = (urlsplit(url).hostname or "").rstrip(".").removeprefix("www.")
+        assert outlet_of(Article(article_id="x", feed_url="", url=url, source="f")) == expected
 
 
 def test_signature_rows_round_trip_through_parquet_types():
