@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import email.utils
 import html
@@ -53,11 +54,13 @@ def feed_of(devset) -> dict[str, int]:
     return out
 
 
-def rss(items) -> bytes:
+def rss(items, host: str = "") -> bytes:
     """One RSS 2.0 document: title, link, guid, pubDate and the paragraphs as <p> HTML in <description>."""
     parts = ['<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>devset</title>'
              "<link>https://devset.test/</link><description>devset</description>"]
     for a in items:
+        if host:  # every link on one host, as when a harness serves the articles too
+            a = dataclasses.replace(a, url=host + "/" + a.url.split("://", 1)[1].split("/", 1)[1])
         body = "".join(f"<p>{html.escape(p)}</p>" for p in a.text.split("\n\n"))
         parts.append(
             f"<item><title>{escape(a.title)}</title><link>{escape(a.url)}</link>"
@@ -82,7 +85,7 @@ def subset(devset, originals: int | None, language: str = ""):
     return [a for a in devset.articles if a.article_id in keep]
 
 
-def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark") -> tuple[dict, float]:
+def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark", one_host: bool = False) -> tuple[dict, float]:
     """Serve the feeds, run newsbeam once in mark mode, return {url: row} of the written articles and CPU seconds."""
     feeds = collections.defaultdict(list)
     where = feed_of(devset)
@@ -93,7 +96,7 @@ def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark") -> t
     with FeedServer() as server:
         lines = ["output: " + str(out), "neardup:", "  mode: " + mode, "feeds:"]
         for n, items in sorted(feeds.items()):
-            server.add(f"/feed{n}.xml", body=rss(items), content_type="application/rss+xml; charset=utf-8")
+            server.add(f"/feed{n}.xml", body=rss(items, server.url("") .rstrip("/") if one_host else ""), content_type="application/rss+xml; charset=utf-8")
             lines += [f"  - name: feed{n}", f"    url: {server.url(f'/feed{n}.xml')}"]
         config = workdir / "config.yaml"
         config.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -115,8 +118,8 @@ def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark") -> t
 
 
 def path_key(url: str) -> str:
-    """The devset number of a URL (its path), whatever the pipeline did to host and query."""
-    return url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].lower()
+    """The devset number of a URL (its path, /news/N), whatever the pipeline did to host and query."""
+    return "/" + url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].split("/", 1)[-1].lower()
 
 
 def score(articles, devset, rows: dict) -> dict:
@@ -227,14 +230,16 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=200, help="first N originals and their copies (0: all)")
     parser.add_argument("--mode", choices=("mark", "drop"), default="mark", help="drop: the default run")
     parser.add_argument("--language", default="", help="only originals of this language (and their copies)")
+    parser.add_argument("--one-host", action="store_true",
+                        help="every link on the feed server's host (127.0.0.1), not on its outlet's")
     parser.add_argument("--diagnose", action="store_true")
     args = parser.parse_args()
     devset = build_devset(args.seed)
     articles = subset(devset, args.originals, args.language)
     with tempfile.TemporaryDirectory() as tmp:
-        rows, seconds = run(args.newsbeam, articles, devset, Path(tmp), args.mode)
+        rows, seconds = run(args.newsbeam, articles, devset, Path(tmp), args.mode, args.one_host)
     result = score(articles, devset, rows)
-    print(f"{args.label}: {args.newsbeam} ({args.mode} mode), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
+    print(f"{args.label}: {args.newsbeam} ({args.mode} mode{', one host' if args.one_host else ''}), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
           f"{seconds:.0f} s wall (loaded machine)")
     print(f"{'copies':32s} {'n':>5s} {'found':>6s}")
     for key in sorted(result["groups"]):
