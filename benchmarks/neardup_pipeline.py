@@ -158,7 +158,18 @@ def score(articles, devset, rows: dict) -> dict:
             groups[key][1] += found
         if not found:
             missed.append(a)
-    return {"groups": dict(groups), "lost": lost, "originals": originals, "missed": missed}
+    ids = {a.article_id for a in articles}
+    row_of = {a.article_id: by_path.get(path_key(a.url)) for a in articles}
+    merged = collections.Counter()
+    pairs = collections.Counter()
+    for x, y, kind in devset.negatives:
+        if x in ids and y in ids:
+            pairs[kind] += 1
+            rx, ry = row_of[x], row_of[y]
+            merged[kind] += rx is None or ry is None or bool(rx.get("cluster_id")) and rx.get("cluster_id") == ry.get(
+                "cluster_id")
+    negatives = {kind: (pairs[kind], merged[kind]) for kind in pairs}
+    return {"groups": dict(groups), "lost": lost, "originals": originals, "missed": missed, "negatives": negatives}
 
 
 def diagnose(articles, devset, rows: dict) -> None:
@@ -250,6 +261,8 @@ def main() -> None:
     print(f"{'all copies':32s} {total[0]:5d} {total[1] / max(total[0], 1):6.3f}")
     print(f"originals lost (not written, or marked a copy of another story): {result['lost']} of "
           f"{result['originals']}")
+    for kind, (n, bad) in sorted(result["negatives"].items()):
+        print(f"hard negatives {kind:18s} {n:5d} pairs, merged {bad / n:6.3f}")
     if args.diagnose:
         diagnose(articles, devset, rows)
 
