@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime as dt
 import email.utils
 import html
 import shutil
@@ -85,7 +84,9 @@ def subset(devset, originals: int | None, language: str = ""):
     return [a for a in devset.articles if a.article_id in keep]
 
 
-def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark", one_host: bool = False) -> tuple[dict, float]:
+def run(
+    newsbeam: str, articles, devset, workdir: Path, mode: str = "mark", one_host: bool = False
+) -> tuple[dict, float]:
     """Serve the feeds, run newsbeam once in mark mode, return {url: row} of the written articles and CPU seconds."""
     feeds = collections.defaultdict(list)
     where = feed_of(devset)
@@ -96,7 +97,8 @@ def run(newsbeam: str, articles, devset, workdir: Path, mode: str = "mark", one_
     with FeedServer() as server:
         lines = ["output: " + str(out), "neardup:", "  mode: " + mode, "feeds:"]
         for n, items in sorted(feeds.items()):
-            server.add(f"/feed{n}.xml", body=rss(items, server.url("") .rstrip("/") if one_host else ""), content_type="application/rss+xml; charset=utf-8")
+            host = server.url("").rstrip("/") if one_host else ""
+            server.add(f"/feed{n}.xml", body=rss(items, host), content_type="application/rss+xml; charset=utf-8")
             lines += [f"  - name: feed{n}", f"    url: {server.url(f'/feed{n}.xml')}"]
         config = workdir / "config.yaml"
         config.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -250,7 +252,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows, seconds = run(args.newsbeam, articles, devset, Path(tmp), args.mode, args.one_host)
     result = score(articles, devset, rows)
-    print(f"{args.label}: {args.newsbeam} ({args.mode} mode{', one host' if args.one_host else ''}), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
+    how = args.mode + (", one host" if args.one_host else "")
+    print(f"{args.label}: {args.newsbeam} ({how}), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
           f"{seconds:.0f} s wall (loaded machine)")
     print(f"{'copies':32s} {'n':>5s} {'found':>6s}")
     for key in sorted(result["groups"]):
