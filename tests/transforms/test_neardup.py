@@ -336,13 +336,30 @@ def test_settings_are_validated():
         NearDedupSettings(num_perm=100, bands=10)
 
 
-def test_outlet_is_the_host_without_www():
-    assert outlet_of(art("x", "t", host="www.ledger.test")) == "ledger.test"
-    assert outlet_of(Article(article_id="x", feed_url="https://feeds.f.test/rss", source="f")) == "feeds.f.test"
+def test_outlet_is_the_host_without_www_and_the_feed():
+    www = dataclasses.replace(art("x", "t"), url="https://www.ledger.test/x")
+    assert outlet_of(www) == outlet_of(art("y", "t"))  # a revision: same host, same feed
+    no_link = Article(article_id="x", feed_url="https://feeds.f.test/rss", source="f")
+    assert outlet_of(no_link).startswith("feeds.f.test")
+    # A wire link in another outlet's feed (or every link on one host): not one outlet.
+    wire_link = dataclasses.replace(art("z", "t", host="paper.test"), url="https://ledger.test/z?utm_source=wire")
+    assert outlet_of(wire_link) != outlet_of(art("y", "t"))
     # URLs off the fast path's plain form go to urlsplit: the host is the same either way.
     for url in ("HTTP://www.News.Test.:8080/a?b#c", "http://user@n.test/", "http://[::1]/", "//n.test/x", "mailto:a@n.test"):
         expected = (urlsplit(url).hostname or "").rstrip(".").removeprefix("www.")
         assert outlet_of(Article(article_id="x", feed_url="", url=url, source="f")) == expected
+
+
+def test_copy_linking_to_the_wire_host_from_another_feed_is_not_held_to_the_same_outlet_threshold():
+    # The copy's link is on the wire's host (tracking parameters added), but it came through another outlet's feed.
+    wire_link = dataclasses.replace(SYNDICATED, url=ORIGINAL.url + "-copy?utm_source=wire")
+    original, copy = signature_records([ORIGINAL, wire_link])
+    score = is_near_copy(original, copy)[1]
+    strict = NearDedupSettings(same_outlet_threshold=min(1.0, score + 0.01))
+    assert is_near_copy(original, copy, strict)[0]
+    # Through the wire's own feed it is a revision of the wire's story, held to the stricter threshold.
+    revision = signature_records([dataclasses.replace(wire_link, feed_url=ORIGINAL.feed_url)])[0]
+    assert not is_near_copy(original, revision, strict)[0]
 
 
 def test_signature_rows_round_trip_through_parquet_types():
