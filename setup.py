@@ -55,7 +55,7 @@ setup(
         "train": ["scikit-learn>=1.2,<2"],
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
         # The tests train models, so they need the train extra too.
-        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2"],
+        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2", "ruff>=0.15"],
         # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
         "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },

@@ -34,12 +34,25 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Share of articles per language (English carries AG News and most extraction-dev bodies). Eleven languages in
 # five scripts, the mix a European news aggregator sees.
 LANGUAGE_MIX = {
-    "en": 0.40, "de": 0.08, "fr": 0.08, "es": 0.08, "it": 0.06, "pt": 0.06, "nl": 0.05, "ru": 0.05,
-    "pl": 0.05, "ar": 0.05, "ja": 0.04,
+    "en": 0.40,
+    "de": 0.08,
+    "fr": 0.08,
+    "es": 0.08,
+    "it": 0.06,
+    "pt": 0.06,
+    "nl": 0.05,
+    "ru": 0.05,
+    "pl": 0.05,
+    "ar": 0.05,
+    "ja": 0.04,
 }
 COPY_SHARE = 0.10
-_FURNITURE = ("Read more on our website.", "Follow us for the latest news.", "All rights reserved.",
-              "Subscribe to our newsletter.")
+_FURNITURE = (
+    "Read more on our website.",
+    "Follow us for the latest news.",
+    "All rights reserved.",
+    "Subscribe to our newsletter.",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +98,7 @@ def _pools(data: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], dict
     return paragraphs, sentences, headlines
 
 
-def _paragraph(code: str, paragraphs: dict[str, list[str]], sentences: dict[str, list[str]],
-               rng: random.Random) -> str:
+def _paragraph(code: str, paragraphs: dict[str, list[str]], sentences: dict[str, list[str]], rng: random.Random) -> str:
     # English has thousands of real paragraphs (AG News, extraction-dev); the other languages have a few hundred
     # sentences each, so most of their paragraphs are fresh draws of 2-5 sentences.
     fixed = paragraphs[code]
@@ -125,13 +137,23 @@ def build_corpus(n: int, seed: int = 0, feeds: int = 100, data: Path = DATA) -> 
                     body.pop()
                 else:
                     title = rng.choice(headlines[original.language])
-            articles.append(CorpusArticle(rng.choice(others), f"a{i}", original.language, title, tuple(body),
-                                          published + dt.timedelta(minutes=rng.randint(1, 600)), original.key))
+            articles.append(
+                CorpusArticle(
+                    rng.choice(others),
+                    f"a{i}",
+                    original.language,
+                    title,
+                    tuple(body),
+                    published + dt.timedelta(minutes=rng.randint(1, 600)),
+                    original.key,
+                )
+            )
             continue
         code = rng.choices(codes, weights=[LANGUAGE_MIX[c] for c in codes])[0]
         body = tuple(_paragraph(code, paragraphs, sentences, rng) for _ in range(rng.randint(1, 6)))
-        articles.append(CorpusArticle(rng.choice(feeds_of[code]), f"a{i}", code, rng.choice(headlines[code]),
-                                      body, published))
+        articles.append(
+            CorpusArticle(rng.choice(feeds_of[code]), f"a{i}", code, rng.choice(headlines[code]), body, published)
+        )
     return articles
 
 

@@ -386,7 +386,9 @@ def make_corpus(n: int, seed: int = 7, copy_share: float = 0.10, hard_share: flo
             else (
                 int(rng.integers(2, 6))
                 if u < 0.91
-                else int(rng.integers(6, 21)) if u < 0.997 else int(rng.integers(30, 81))
+                else int(rng.integers(6, 21))
+                if u < 0.997
+                else int(rng.integers(30, 81))
             )
         )
         for _ in range(min(size, n_copies - made)):
@@ -586,7 +588,7 @@ def evaluate(corpus: Corpus, verdicts: dict) -> dict:
     by_rate = {}
     for low, high in ((0.05, 0.10), (0.10, 0.15), (0.15, 0.201)):
         group = [c for c in copies if low <= corpus.info[c]["edit_rate"] < high]
-        by_rate[f"{int(low*100)}-{int(min(high, 0.2)*100)}%"] = round(
+        by_rate[f"{int(low * 100)}-{int(min(high, 0.2) * 100)}%"] = round(
             sum(cluster_of(c) == cluster_of(corpus.truth[c]) for c in group) / max(1, len(group)), 4
         )
     cut = [c for c in copies if corpus.info[c]["cut"]]
@@ -868,9 +870,7 @@ def cmd_compare(args) -> None:
     copy_pairs = [(index[c], index[corpus.truth[c]]) for c in corpus.info]
     event_pairs = [(index[a], index[b]) for a, b, kind in corpus.hard_pairs if kind != "template"]
     template_pairs = [(index[a], index[b]) for a, b, kind in corpus.hard_pairs if kind == "template"]
-    sample = lambda pairs, k: [
-        pairs[i] for i in rng.choice(len(pairs), min(k, len(pairs)), replace=False)
-    ]  # noqa: E731
+    sample = lambda pairs, k: [pairs[i] for i in rng.choice(len(pairs), min(k, len(pairs)), replace=False)]  # noqa: E731
     copy_pairs, event_pairs, template_pairs = (
         sample(copy_pairs, 1500),
         sample(event_pairs, 1500),
@@ -914,7 +914,7 @@ def cmd_compare(args) -> None:
             for d in range(len(batch.word_counts)):
                 x = batch.hashes[order[bounds[d] : bounds[d + 1]]]
                 if len(x):
-                    kperm[start + d] = ((x[:, None] * mult[None, :] + add[None, :])).min(axis=0)
+                    kperm[start + d] = (x[:, None] * mult[None, :] + add[None, :]).min(axis=0)
     results["minhash_kperm_numpy"] = (
         len(docs) / (time.process_time() - t),
         lambda i, j: float((kperm[i] == kperm[j]).mean()),

@@ -39,7 +39,9 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     started_wall = time.time()
     started = time.perf_counter()
     # Another checkout's bytecode is cached outside it (the checkout stays untouched, and still starts warm).
-    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
+    env = (
+        dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
+    )
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     startup_cpu = []
 
@@ -75,8 +77,19 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
 
 def newsbeam_command(config: Path, output: Path, beam_args: list[str]) -> list[str]:
     # `python -m pipeline` run from a checkout imports that checkout's code (the current directory comes first).
-    return [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output", str(output),
-            "--run_id", "bench", *beam_args]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "--config",
+        str(config),
+        "--output",
+        str(output),
+        "--run_id",
+        "bench",
+        *beam_args,
+    ]
 
 
 def plain_command(urls: Path, output: Path) -> list[str]:
@@ -95,7 +108,9 @@ def serve(server: FeedServer, tmp: Path, articles: int, feeds: int, seed: int, e
     # A feed of 10,000 entries is about 15 MB: raise the fetch cap so large corpora are not cut.
     config.write_text(
         "fetch: {max_bytes: 1000000000, read_timeout: 120}\nfeeds:\n"
-        + "".join(f'  - {{name: outlet{i}, url: "{u}"}}\n' for i, u in enumerate(urls)) + extra + "\n"
+        + "".join(f'  - {{name: outlet{i}, url: "{u}"}}\n' for i, u in enumerate(urls))
+        + extra
+        + "\n"
     )
     url_list = tmp / f"urls-{articles}.txt"
     url_list.write_text("\n".join(urls) + "\n")
@@ -119,22 +134,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain script")
-    parser.add_argument("--workers", nargs="?", const="1,2", default="",
-                        help="also run multi-processing with these worker counts (default 1,2: scaling)")
+    parser.add_argument(
+        "--workers",
+        nargs="?",
+        const="1,2",
+        default="",
+        help="also run multi-processing with these worker counts (default 1,2: scaling)",
+    )
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
-    parser.add_argument("--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'")
+    parser.add_argument(
+        "--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'"
+    )
     args, beam_args = parser.parse_known_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] or [args.articles]
 
     contenders = [("newsbeam " + (" ".join(beam_args) or "(defaults)"), "newsbeam", beam_args)]
     if args.baseline:
-        contenders.append((f"baseline {args.baseline.name} " + (" ".join(beam_args) or "(defaults)"), "baseline",
-                           beam_args))
+        contenders.append(
+            (f"baseline {args.baseline.name} " + (" ".join(beam_args) or "(defaults)"), "baseline", beam_args)
+        )
     if args.workers:
-        contenders += [(f"newsbeam multi_processing x{n}", "newsbeam",
-                        ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"])
-                       for n in map(int, args.workers.split(","))]
+        contenders += [
+            (
+                f"newsbeam multi_processing x{n}",
+                "newsbeam",
+                ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"],
+            )
+            for n in map(int, args.workers.split(","))
+        ]
     if not args.no_plain:
         contenders.append(("plain script", "plain", []))
 
@@ -146,14 +174,16 @@ def main() -> None:
             for run in range(args.runs):
                 for name, kind, extra_args in contenders:  # A B A B: load changes hit every contender
                     out = tmp_path / "out"
-                    command = (plain_command(urls, out) if kind == "plain"
-                               else newsbeam_command(config, out, extra_args))
+                    command = plain_command(urls, out) if kind == "plain" else newsbeam_command(config, out, extra_args)
                     cwd = args.baseline.resolve() if kind == "baseline" else REPO
                     result = measure(command, server, cwd)
                     shutil.rmtree(out, ignore_errors=True)
                     results.setdefault((name, size), []).append(result)
-                    print(f"  N={size} run {run + 1} {name}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
-                          f"start-up {result['startup']:.2f} s ({result['startup_cpu']:.2f} s CPU), {result['rss_mib']:,.0f} MiB", flush=True)
+                    print(
+                        f"  N={size} run {run + 1} {name}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
+                        f"start-up {result['startup']:.2f} s ({result['startup_cpu']:.2f} s CPU), {result['rss_mib']:,.0f} MiB",
+                        flush=True,
+                    )
 
     print(f"\nmedians of {args.runs} ({os.cpu_count()} cores; figures are load-sensitive, compare within one run):")
     for size in sizes:
@@ -170,17 +200,23 @@ def main() -> None:
     if args.baseline:
         base_name = contenders[1][0]
         cpu = {n: statistics.median(r["cpu"] for r in results[(n, size)]) for n in (main_name, base_name)}
-        print(f"newsbeam / baseline speed (N={size}): {wall(base_name) / wall(main_name):.2f}x wall, "
-              f"{cpu[base_name] / cpu[main_name]:.2f}x CPU")
+        print(
+            f"newsbeam / baseline speed (N={size}): {wall(base_name) / wall(main_name):.2f}x wall, "
+            f"{cpu[base_name] / cpu[main_name]:.2f}x CPU"
+        )
     if args.workers == "1,2":
-        print(f"2 workers / 1 worker speed (N={size}): "
-              f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x")
+        print(
+            f"2 workers / 1 worker speed (N={size}): "
+            f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x"
+        )
     if len(sizes) > 1:
         base = statistics.median(r["cpu"] for r in results[(main_name, sizes[0])]) / sizes[0]
         for n in sizes[1:]:
             per = statistics.median(r["cpu"] for r in results[(main_name, n)]) / n
-            print(f"CPU per article at N={n} / at N={sizes[0]}: {per / base:.2f}x; "
-                  f"wall per article: {(wall(main_name, n) / n) / (wall(main_name) / sizes[0]):.2f}x")
+            print(
+                f"CPU per article at N={n} / at N={sizes[0]}: {per / base:.2f}x; "
+                f"wall per article: {(wall(main_name, n) / n) / (wall(main_name) / sizes[0]):.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,7 @@ def methods() -> dict:
         "ours + clean": lambda html, url: clean_text(extract_page(html, url).text),
         "trafilatura default": lambda html, url: trafilatura.extract(html, url=url) or "",
         "trafilatura fast": lambda html, url: trafilatura.extract(html, url=url, fast=True) or "",
-        "trafilatura favor_precision": lambda html, url: trafilatura.extract(html, url=url, favor_precision=True)
-        or "",
+        "trafilatura favor_precision": lambda html, url: trafilatura.extract(html, url=url, favor_precision=True) or "",
     }
 
 

@@ -64,7 +64,9 @@ def write_history(base: Path, total: int) -> None:
             "published_at": stamp,
             "fetched_at": stamp,
         }
-        table = pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in ARTICLE_SCHEMA}, schema=ARTICLE_SCHEMA)
+        table = pa.table(
+            {f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in ARTICLE_SCHEMA}, schema=ARTICLE_SCHEMA
+        )
         directory = base / "articles" / f"date={start:%Y-%m-%d}"
         directory.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, directory / "part-hist.parquet", compression="zstd")
@@ -78,8 +80,10 @@ def put_index(output: Path, full: pa.Table, rows: int, label: str) -> None:
         path.unlink()
     table = full.slice(full.num_rows - min(rows, full.num_rows))
     name = f"gen-000000000001-{label}.parquet"
-    state._write_parquet(state.seen_path(str(output), name),
-                         table.replace_schema_metadata({b"newsbeam.written_at": NOW.isoformat().encode()}))
+    state._write_parquet(
+        state.seen_path(str(output), name),
+        table.replace_schema_metadata({b"newsbeam.written_at": NOW.isoformat().encode()}),
+    )
     (output / "_runs").mkdir(exist_ok=True)
     (output / "_runs" / f"{label}.json").write_text("{}")
 
@@ -145,12 +149,16 @@ def main() -> None:
             started = time.perf_counter()
             write_history(output, total)
             size = sum(f.stat().st_size for f in (output / "articles").rglob("*.parquet")) / 2**20
-            print(f"history: {total:,} articles in {DAYS} daily partitions, {size:,.0f} MiB, built in "
-                  f"{time.perf_counter() - started:.1f} s")
+            print(
+                f"history: {total:,} articles in {DAYS} daily partitions, {size:,.0f} MiB, built in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             cpu, wall = time.process_time(), time.perf_counter()
             _, rows = state.reindex(str(output), NOW)
-            print(f"  newsbeam reindex: {rows:,} rows, {time.perf_counter() - wall:.1f} s wall, "
-                  f"{time.process_time() - cpu:.1f} s CPU")
+            print(
+                f"  newsbeam reindex: {rows:,} rows, {time.perf_counter() - wall:.1f} s wall, "
+                f"{time.process_time() - cpu:.1f} s CPU"
+            )
             [generation] = (output / "_state" / "seen").glob("gen-*.parquet")
             full = pq.read_table(generation)
             written = full.num_rows  # whole days' worth: a few short of `total`
@@ -164,9 +172,11 @@ def main() -> None:
                     put_index(output, full, rows, label)  # every run starts from the same index
                     for leftover in ("_staging", "_temp"):
                         subprocess.run(["rm", "-rf", str(output / leftover)], check=True)
-                print(f"  index {label:6s} {index_rows:>9,} rows: {args.new:,} new entries, {matched:,} already "
-                      f"written; median {statistics.median(walls):.1f} s wall, {statistics.median(cpus):.1f} s CPU; "
-                      f"peak RSS {max(peaks):,.0f} MiB")
+                print(
+                    f"  index {label:6s} {index_rows:>9,} rows: {args.new:,} new entries, {matched:,} already "
+                    f"written; median {statistics.median(walls):.1f} s wall, {statistics.median(cpus):.1f} s CPU; "
+                    f"peak RSS {max(peaks):,.0f} MiB"
+                )
 
 
 if __name__ == "__main__":

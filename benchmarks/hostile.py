@@ -61,8 +61,9 @@ def _child_parse(path: str, compare: int) -> None:
 
     body = Path(path).read_bytes()
     fetched_at = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
-    feed = FetchedFeed(FeedSource("big", "https://big.test/rss"), "https://big.test/rss", 200,
-                       "application/rss+xml", body, fetched_at)
+    feed = FetchedFeed(
+        FeedSource("big", "https://big.test/rss"), "https://big.test/rss", 200, "application/rss+xml", body, fetched_at
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stats = FeedStats()
     cpu = time.process_time()
@@ -104,7 +105,10 @@ def bench_parse(entries: int, runs: int, compare: int) -> None:
         for run in range(runs):
             done = subprocess.run(
                 [sys.executable, __file__, "_child", str(path), str(compare if run == 0 else 0)],
-                cwd=REPO, capture_output=True, text=True, check=True,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             result = json.loads(done.stdout.strip().splitlines()[-1])
             results.append(result)
@@ -133,14 +137,25 @@ def bench_run(entries: int, config_extra: str) -> None:
         config = Path(tmp) / "big.yaml"
         config.write_text(
             f'feeds:\n  - {{name: big, url: "{server.url("/big.xml")}"}}\n'
-            "fetch: {max_bytes: 50000000}\n"  # the feed is larger than the default cap of 10 MB
-            + config_extra + "\n"
+            "fetch: {max_bytes: 50000000}\n" + config_extra + "\n"  # the feed is larger than the default cap of 10 MB
         )
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--output", str(Path(tmp) / "out"),
-             "--run_id", "bench"],
-            cwd=REPO, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "run",
+                "--config",
+                str(config),
+                "--output",
+                str(Path(tmp) / "out"),
+                "--run_id",
+                "bench",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
         )
         elapsed = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -163,7 +178,9 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", type=int, default=5000, help="entries for the lxml/feedparser ratio (0: none)")
-    parser.add_argument("--config-extra", default="", help="run: YAML added to the config, e.g. 'neardup: {enabled: false}'")
+    parser.add_argument(
+        "--config-extra", default="", help="run: YAML added to the config, e.g. 'neardup: {enabled: false}'"
+    )
     args = parser.parse_args()
     if not AGNEWS.exists():
         sys.exit(f"needs {AGNEWS} (../shared/data)")

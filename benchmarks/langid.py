@@ -111,8 +111,13 @@ def train_fold_pair_models(directory: Path, settings: LanguageSettings, folds: i
 
 
 def run_backend(
-    settings: LanguageSettings, texts: list[str], timing_texts: list[str], latin_texts: list[str], runs: int,
-    folds: list[int] | None = None, fold_models: list[list[str]] | None = None,
+    settings: LanguageSettings,
+    texts: list[str],
+    timing_texts: list[str],
+    latin_texts: list[str],
+    runs: int,
+    folds: list[int] | None = None,
+    fold_models: list[list[str]] | None = None,
 ) -> dict:
     """Builds a detector in this (fresh) process; returns its answers, load time, speed and peak RSS.
 
@@ -181,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed runs (the median counts)")
     parser.add_argument("--per-language", action="store_true", help="print accuracy per language and backend")
     parser.add_argument(
-        "--pair-folds", type=int, default=5,
+        "--pair-folds",
+        type=int,
+        default=5,
         help="cross-validate the ensemble's pair models with this many folds (1: judge with the shipped models, "
         "which were trained on this data)",
     )
@@ -189,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "--backends", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
     )
     parser.add_argument(
-        "--pair-models", default=None,
+        "--pair-models",
+        default=None,
         help="comma-separated pair model files (or shipped names) for the ensembles, instead of the default's",
     )
     args = parser.parse_args(argv)
@@ -213,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown backends: {', '.join(unknown)}")
-    print(f"{len(texts)} sentences in {len(all_languages)} languages ({len(ld_languages)} known to langdetect); "
-          f"timing on {len(timing_texts)} sentences ({len(latin_texts)} in Latin script for latin/s), "
-          f"median of {args.runs} runs of CPU time")
+    print(
+        f"{len(texts)} sentences in {len(all_languages)} languages ({len(ld_languages)} known to langdetect); "
+        f"timing on {len(timing_texts)} sentences ({len(latin_texts)} in Latin script for latin/s), "
+        f"median of {args.runs} runs of CPU time"
+    )
 
     # The pair models were trained on these very sentences: judging a sentence with a model that saw it would
     # flatter them, so each sentence is judged by models retrained without its fold.
@@ -229,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             if key not in fold_models:
                 start = time.perf_counter()
                 fold_models[key] = train_fold_pair_models(args.data, settings, args.pair_folds, Path(workdir.name))
-                print(f"(pair models retrained for {args.pair_folds}-fold cross-validation in "
-                      f"{time.perf_counter() - start:.0f} s)")
+                print(
+                    f"(pair models retrained for {args.pair_folds}-fold cross-validation in "
+                    f"{time.perf_counter() - start:.0f} s)"
+                )
     print()
 
     results = {}
@@ -246,17 +258,21 @@ def main(argv: list[str] | None = None) -> int:
         threshold = VARIANTS[name].threshold
         r["predicted"] = [code if score >= threshold else "und" for code, score in r["answers"]]
 
-    header = (f"{'backend':<20} {'acc langdetect langs':>20} {'acc all':>8} {'texts/s':>8} {'latin/s':>8} "
-              f"{'cold/s':>7} {'load s':>7} {'peak RSS MB':>11}")
+    header = (
+        f"{'backend':<20} {'acc langdetect langs':>20} {'acc all':>8} {'texts/s':>8} {'latin/s':>8} "
+        f"{'cold/s':>7} {'load s':>7} {'peak RSS MB':>11}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         label = f"{name} (default)" if name == DEFAULT else name
-        print(f"{label:<20} {accuracy(gold, r['predicted'], ld_languages):20.4f} "
-              f"{accuracy(gold, r['predicted'], all_languages):8.4f} {r['texts_per_s']:8.0f} "
-              f"{r['latin_texts_per_s']:8.0f} "
-              f"{r['first_pass_per_s']:7.0f} "
-              f"{r['load_s']:7.2f} {r['rss_mb']:11.0f}")
+        print(
+            f"{label:<20} {accuracy(gold, r['predicted'], ld_languages):20.4f} "
+            f"{accuracy(gold, r['predicted'], all_languages):8.4f} {r['texts_per_s']:8.0f} "
+            f"{r['latin_texts_per_s']:8.0f} "
+            f"{r['first_pass_per_s']:7.0f} "
+            f"{r['load_s']:7.2f} {r['rss_mb']:11.0f}"
+        )
 
     for name, r in results.items():
         if name == DEFAULT:

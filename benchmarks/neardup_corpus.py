@@ -239,8 +239,14 @@ def build_devset(seed: int = 13, data: Path = DATA, negatives_per_kind: int = 15
                 words, glue = _tokens(title, o.language)
                 title = glue.join(words[i] for i in rng.permutation(len(words)))
             cid = add(title, paragraphs, o.language, aid, outlet, later)
-            copies[cid] = {"kind": "edit", "original": aid, "edit_rate": rate, "paragraphs_cut": cut,
-                           "furniture": furniture, "headline_shuffled": shuffled}
+            copies[cid] = {
+                "kind": "edit",
+                "original": aid,
+                "edit_rate": rate,
+                "paragraphs_cut": cut,
+                "furniture": furniture,
+                "headline_shuffled": shuffled,
+            }
         if len(o.paragraphs) >= 3 and rng.random() < 0.4:
             share = float(rng.uniform(0.3, 0.7))
             keep = max(1, int(round(share * len(o.paragraphs))))
@@ -257,8 +263,13 @@ def build_devset(seed: int = 13, data: Path = DATA, negatives_per_kind: int = 15
                 words, glue = _tokens(o.paragraphs[0], o.language)
                 title = glue.join(words[: int(rng.integers(6, 11))])
             cid = add(title, paragraphs, o.language, aid, f"regional{int(rng.integers(6))}.test", later + 30)
-            copies[cid] = {"kind": "cut", "original": aid, "kept_share": keep / len(o.paragraphs), "edit_rate": rate,
-                           "new_headline": new_title}
+            copies[cid] = {
+                "kind": "cut",
+                "original": aid,
+                "kept_share": keep / len(o.paragraphs),
+                "edit_rate": rate,
+                "new_headline": new_title,
+            }
 
     negatives = _negatives(negative_pool, written, add, rng, negatives_per_kind)
     return DevSet(articles, truth, copies, negatives)

@@ -55,8 +55,10 @@ def feed_of(devset) -> dict[str, int]:
 
 def rss(items, host: str = "") -> bytes:
     """One RSS 2.0 document: title, link, guid, pubDate and the paragraphs as <p> HTML in <description>."""
-    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>devset</title>'
-             "<link>https://devset.test/</link><description>devset</description>"]
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>devset</title>'
+        "<link>https://devset.test/</link><description>devset</description>"
+    ]
     for a in items:
         if host:  # every link on one host, as when a harness serves the articles too
             a = dataclasses.replace(a, url=host + "/" + a.url.split("://", 1)[1].split("/", 1)[1])
@@ -77,8 +79,13 @@ def subset(devset, originals: int | None, language: str = ""):
     if not originals and not language:
         return devset.articles
     copy_of = {cid: c["original"] for cid, c in devset.copies.items()}
-    first = [a.article_id for a in devset.articles if a.article_id not in copy_of
-             and devset.truth[a.article_id] == a.article_id and a.language == (language or a.language)]
+    first = [
+        a.article_id
+        for a in devset.articles
+        if a.article_id not in copy_of
+        and devset.truth[a.article_id] == a.article_id
+        and a.language == (language or a.language)
+    ]
     first = first[:originals] if originals else first
     keep = set(first) | {cid for cid, oid in copy_of.items() if oid in set(first)}
     return [a for a in devset.articles if a.article_id in keep]
@@ -103,8 +110,9 @@ def run(
         config = workdir / "config.yaml"
         config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         before = time.time()
-        proc = subprocess.run([newsbeam, "run", "--config", str(config), "--output", str(out)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [newsbeam, "run", "--config", str(config), "--output", str(out)], capture_output=True, text=True
+        )
         seconds = time.time() - before
     if proc.returncode != 0:
         sys.exit(f"newsbeam failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -138,8 +146,11 @@ def score(articles, devset, rows: dict) -> dict:
         copy = devset.copies.get(a.article_id)
         if copy is None:
             originals += 1
-            if row is None or (row.get("duplicate_of") and id_of.get(written_id.get(row["duplicate_of"])) is not None
-                               and devset.truth[id_of[written_id[row["duplicate_of"]]]] != a.article_id):
+            if row is None or (
+                row.get("duplicate_of")
+                and id_of.get(written_id.get(row["duplicate_of"])) is not None
+                and devset.truth[id_of[written_id[row["duplicate_of"]]]] != a.article_id
+            ):
                 lost += 1
             continue
         found = row is None or bool(row.get("duplicate_of"))
@@ -168,8 +179,9 @@ def score(articles, devset, rows: dict) -> dict:
         if x in ids and y in ids:
             pairs[kind] += 1
             rx, ry = row_of[x], row_of[y]
-            merged[kind] += rx is None or ry is None or bool(rx.get("cluster_id")) and rx.get("cluster_id") == ry.get(
-                "cluster_id")
+            merged[kind] += (
+                rx is None or ry is None or bool(rx.get("cluster_id")) and rx.get("cluster_id") == ry.get("cluster_id")
+            )
     negatives = {kind: (pairs[kind], merged[kind]) for kind in pairs}
     return {"groups": dict(groups), "lost": lost, "originals": originals, "missed": missed, "negatives": negatives}
 
@@ -218,9 +230,22 @@ def diagnose(articles, devset, rows: dict) -> None:
             stages["edit copies with furniture"] += 1
             lines = [p for p in a.text.split("\n\n") if p not in by_id[copy["original"]].text]
             stages["... furniture line still in the written text"] += any(
-                line.startswith(("Also Read", "Follow us", "Home >", "Advertisement", "Click here", "Share this",
-                                 "READ MORE", "Download the app", "Story continues")) and line in row["text"]
-                for line in lines)
+                line.startswith(
+                    (
+                        "Also Read",
+                        "Follow us",
+                        "Home >",
+                        "Advertisement",
+                        "Click here",
+                        "Share this",
+                        "READ MORE",
+                        "Download the app",
+                        "Story continues",
+                    )
+                )
+                and line in row["text"]
+                for line in lines
+            )
     print("what reached the near-dup stage (all articles, not only missed ones):")
     for key, n in stages.items():
         print(f"  {n:5d}  {key}")
@@ -243,8 +268,9 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=200, help="first N originals and their copies (0: all)")
     parser.add_argument("--mode", choices=("mark", "drop"), default="mark", help="drop: the default run")
     parser.add_argument("--language", default="", help="only originals of this language (and their copies)")
-    parser.add_argument("--one-host", action="store_true",
-                        help="every link on the feed server's host (127.0.0.1), not on its outlet's")
+    parser.add_argument(
+        "--one-host", action="store_true", help="every link on the feed server's host (127.0.0.1), not on its outlet's"
+    )
     parser.add_argument("--diagnose", action="store_true")
     args = parser.parse_args()
     devset = build_devset(args.seed)
@@ -253,17 +279,20 @@ def main() -> None:
         rows, seconds = run(args.newsbeam, articles, devset, Path(tmp), args.mode, args.one_host)
     result = score(articles, devset, rows)
     how = args.mode + (", one host" if args.one_host else "")
-    print(f"{args.label}: {args.newsbeam} ({how}), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
-          f"{seconds:.0f} s wall (loaded machine)")
+    print(
+        f"{args.label}: {args.newsbeam} ({how}), {len(articles)} articles in {FEEDS} feeds, {len(rows)} written, "
+        f"{seconds:.0f} s wall (loaded machine)"
+    )
     print(f"{'copies':32s} {'n':>5s} {'found':>6s}")
     for key in sorted(result["groups"]):
         n, found = result["groups"][key]
         print(f"{key:32s} {n:5d} {found / n:6.3f}")
-    total = [sum(v[0] for k, v in result["groups"].items() if k in ("edit", "cut")),
-             sum(v[1] for k, v in result["groups"].items() if k in ("edit", "cut"))]
+    total = [
+        sum(v[0] for k, v in result["groups"].items() if k in ("edit", "cut")),
+        sum(v[1] for k, v in result["groups"].items() if k in ("edit", "cut")),
+    ]
     print(f"{'all copies':32s} {total[0]:5d} {total[1] / max(total[0], 1):6.3f}")
-    print(f"originals lost (not written, or marked a copy of another story): {result['lost']} of "
-          f"{result['originals']}")
+    print(f"originals lost (not written, or marked a copy of another story): {result['lost']} of {result['originals']}")
     for kind, (n, bad) in sorted(result["negatives"].items()):
         print(f"hard negatives {kind:18s} {n:5d} pairs, merged {bad / n:6.3f}")
     if args.diagnose:

@@ -33,7 +33,9 @@ def main(feeds_file: str, output: str) -> int:
     for url in urls:
         response = session.get(url, timeout=20)
         response.raise_for_status()
-        feed = feedparser.parse(response.content, response_headers={"content-type": response.headers.get("content-type", "")})
+        feed = feedparser.parse(
+            response.content, response_headers={"content-type": response.headers.get("content-type", "")}
+        )
         for entry in feed.entries:
             title = to_text(entry.get("title", ""))
             text = to_text(entry.get("summary", ""))
@@ -47,8 +49,18 @@ def main(feeds_file: str, output: str) -> int:
             except LangDetectException:
                 language = "und"
             published = pd.Timestamp(*entry.published_parsed[:6], tz="UTC") if entry.get("published_parsed") else pd.NaT
-            rows.append({"url": link, "guid": entry.get("id", ""), "feed_url": url, "title": title, "text": text,
-                         "published_at": published, "language": language, "content_hash": digest})
+            rows.append(
+                {
+                    "url": link,
+                    "guid": entry.get("id", ""),
+                    "feed_url": url,
+                    "title": title,
+                    "text": text,
+                    "published_at": published,
+                    "language": language,
+                    "content_hash": digest,
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["date"] = frame["published_at"].dt.strftime("%Y-%m-%d")
     frame["hour"] = frame["published_at"].dt.strftime("%H")

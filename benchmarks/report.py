@@ -44,8 +44,13 @@ print(json.dumps({"cpu": time.process_time() - started, "bytes": len(page.encode
 def build(output: Path, now: dt.datetime, repeat: int) -> dict:
     results = []
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(output), now.isoformat()], cwd=REPO,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(output), now.isoformat()],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
@@ -59,14 +64,16 @@ def write_articles(output: Path, count: int, now: dt.datetime) -> None:
         n = min(per_file, count - start)
         hour = now - dt.timedelta(hours=(start // per_file) % 168)
         fetched = [hour - dt.timedelta(seconds=i % 3600) for i in range(n)]
-        table = pa.table({
-            "article_id": [f"{start + i:032x}" for i in range(n)],
-            "feed_url": ["https://feed.test/rss"] * n,
-            "text": [text] * n,
-            "fetched_at": pa.array(fetched, pa.timestamp("us", tz="UTC")),
-            "language": [languages[i % len(languages)] for i in range(n)],
-            "topic": [topics[i % len(topics)] for i in range(n)],
-        })
+        table = pa.table(
+            {
+                "article_id": [f"{start + i:032x}" for i in range(n)],
+                "feed_url": ["https://feed.test/rss"] * n,
+                "text": [text] * n,
+                "fetched_at": pa.array(fetched, pa.timestamp("us", tz="UTC")),
+                "language": [languages[i % len(languages)] for i in range(n)],
+                "topic": [topics[i % len(topics)] for i in range(n)],
+            }
+        )
         folder = output / "articles" / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, folder / f"part-bench-{start}.parquet", compression="zstd")
@@ -84,12 +91,16 @@ def main() -> None:
         output = Path(tmp) / "out"
         _synthetic_output(output, args.runs, args.feeds, now)
         base = build(output, now, args.repeat)
-        print(f"{args.runs} runs, {args.feeds} feeds: {base['cpu']:.2f} s CPU, page {base['bytes'] / 1e6:.2f} MB, "
-              f"peak RSS {base['rss_mb']:.0f} MB (median of {args.repeat})")
+        print(
+            f"{args.runs} runs, {args.feeds} feeds: {base['cpu']:.2f} s CPU, page {base['bytes'] / 1e6:.2f} MB, "
+            f"peak RSS {base['rss_mb']:.0f} MB (median of {args.repeat})"
+        )
         write_articles(output, args.articles, now)
         more = build(output, now, args.repeat)
-        print(f"+ {args.articles:,} articles: {more['cpu']:.2f} s CPU, page {more['bytes'] / 1e6:.2f} MB, "
-              f"peak RSS {more['rss_mb']:.0f} MB (+{more['rss_mb'] - base['rss_mb']:.0f} MB)")
+        print(
+            f"+ {args.articles:,} articles: {more['cpu']:.2f} s CPU, page {more['bytes'] / 1e6:.2f} MB, "
+            f"peak RSS {more['rss_mb']:.0f} MB (+{more['rss_mb'] - base['rss_mb']:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

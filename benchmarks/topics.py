@@ -42,11 +42,11 @@ from transforms.topic_model import (  # noqa: E402
     DEFAULT_MODEL_PATH,
     TOKEN_RE,
     TopicModelHandler,
-    fit_temperature,
     analyse,
     cross_validate,
     fit,
     fit_parts,
+    fit_temperature,
     load_model,
     read_training_csv,
     save_model,
@@ -86,8 +86,9 @@ class NBSVM(ClassifierMixin, BaseEstimator):
             p = self.alpha + np.asarray(x[y == label].sum(axis=0)).ravel()
             q = self.alpha + np.asarray(x[y != label].sum(axis=0)).ravel()
             r = np.log(p / p.sum()) - np.log(q / q.sum())
-            model = (LogisticRegression(C=self.C, max_iter=5000) if self.logistic
-                     else LinearSVC(C=self.C, random_state=0)).fit(x.multiply(r).tocsr(), y == label)
+            model = (
+                LogisticRegression(C=self.C, max_iter=5000) if self.logistic else LinearSVC(C=self.C, random_state=0)
+            ).fit(x.multiply(r).tocsr(), y == label)
             w = model.coef_.ravel()
             if not self.logistic:
                 w = (1 - self.beta) * np.abs(w).mean() + self.beta * w
@@ -123,24 +124,51 @@ def comparisons():
         ("baseline: tf-idf words + MultinomialNB", lambda: make_pipeline(TfidfVectorizer(), MultinomialNB()), False),
         ("tf-idf word 1-2g + ComplementNB(0.1)", lambda: make_pipeline(words(), ComplementNB(alpha=0.1)), True),
         ("tf-idf word 1-2g + ComplementNB(1.0)", lambda: make_pipeline(words(), ComplementNB(alpha=1.0)), True),
-        ("tf-idf word 1-2g min_df=2 + ComplementNB(0.3)",
-         lambda: make_pipeline(words(min_df=2), ComplementNB(alpha=0.3)), True),
-        ("title twice + tf-idf word 1-2g + ComplementNB(0.3)",
-         lambda: make_pipeline(FunctionTransformer(title_twice), words(), ComplementNB(alpha=0.3)), True),
-        ("title twice + tf-idf word 1-2g + LinearSVC",
-         lambda: make_pipeline(FunctionTransformer(title_twice), words(), LinearSVC(C=1, random_state=0)), True),
-        ("tf-idf word 1-2g + LogisticRegression(C=10)",
-         lambda: make_pipeline(words(), LogisticRegression(C=10, max_iter=3000)), True),
-        ("tf-idf word 1-2g + calibrated LinearSVC",
-         lambda: make_pipeline(words(), CalibratedClassifierCV(LinearSVC(C=1), cv=3)), True),
-        ("NB-SVM (Wang & Manning; binary word 1-2g, one-vs-rest, C=1, beta=0.25)",
-         lambda: make_pipeline(binary_words(), NBSVM()), True),
-        ("NB-LR (binary word 1-2g, one-vs-rest logistic regression, C=1)",
-         lambda: make_pipeline(binary_words(), NBSVM(logistic=True)), True),
-        ("tf-idf word 1-2g + char_wb 2-5g + ComplementNB(0.3)",
-         lambda: make_pipeline(make_union(words(), chars()), ComplementNB(alpha=0.3)), True),
-        ("tf-idf word 1-2g + char_wb 2-5g + LinearSVC",
-         lambda: make_pipeline(make_union(words(), chars()), LinearSVC(C=1)), True),
+        (
+            "tf-idf word 1-2g min_df=2 + ComplementNB(0.3)",
+            lambda: make_pipeline(words(min_df=2), ComplementNB(alpha=0.3)),
+            True,
+        ),
+        (
+            "title twice + tf-idf word 1-2g + ComplementNB(0.3)",
+            lambda: make_pipeline(FunctionTransformer(title_twice), words(), ComplementNB(alpha=0.3)),
+            True,
+        ),
+        (
+            "title twice + tf-idf word 1-2g + LinearSVC",
+            lambda: make_pipeline(FunctionTransformer(title_twice), words(), LinearSVC(C=1, random_state=0)),
+            True,
+        ),
+        (
+            "tf-idf word 1-2g + LogisticRegression(C=10)",
+            lambda: make_pipeline(words(), LogisticRegression(C=10, max_iter=3000)),
+            True,
+        ),
+        (
+            "tf-idf word 1-2g + calibrated LinearSVC",
+            lambda: make_pipeline(words(), CalibratedClassifierCV(LinearSVC(C=1), cv=3)),
+            True,
+        ),
+        (
+            "NB-SVM (Wang & Manning; binary word 1-2g, one-vs-rest, C=1, beta=0.25)",
+            lambda: make_pipeline(binary_words(), NBSVM()),
+            True,
+        ),
+        (
+            "NB-LR (binary word 1-2g, one-vs-rest logistic regression, C=1)",
+            lambda: make_pipeline(binary_words(), NBSVM(logistic=True)),
+            True,
+        ),
+        (
+            "tf-idf word 1-2g + char_wb 2-5g + ComplementNB(0.3)",
+            lambda: make_pipeline(make_union(words(), chars()), ComplementNB(alpha=0.3)),
+            True,
+        ),
+        (
+            "tf-idf word 1-2g + char_wb 2-5g + LinearSVC",
+            lambda: make_pipeline(make_union(words(), chars()), LinearSVC(C=1)),
+            True,
+        ),
     ]
 
 
@@ -164,8 +192,15 @@ def ablations(texts, labels, seed=0, folds=5):
         for name, part in parts.scores([word_docs[i] for i in test], [char_docs[i] for i in test]).items():
             scores[name][test] = part[:, order]
     temperatures = {name: fit_temperature(scores[name], truth) for name in COMPONENTS}
-    subsets = [("word_nb", "word_svm"), ("char_nb", "char_svm"), ("word_nb", "char_nb"), ("word_svm", "char_svm"),
-               ("word_nb", "char_nb", "char_svm"), ("word_nb", "word_svm", "char_nb"), COMPONENTS]
+    subsets = [
+        ("word_nb", "word_svm"),
+        ("char_nb", "char_svm"),
+        ("word_nb", "char_nb"),
+        ("word_svm", "char_svm"),
+        ("word_nb", "char_nb", "char_svm"),
+        ("word_nb", "word_svm", "char_nb"),
+        COMPONENTS,
+    ]
     for subset in subsets:
         total = sum(scores[name] / temperatures[name] for name in subset)
         yield " + ".join(subset), float(np.mean(total.argmax(axis=1) == truth))
@@ -224,12 +259,16 @@ def learning_curve(texts, labels, folds=(2, 5, 10, 20), seeds=(0, 1)):
         scores = [cross_validate(texts, labels, seed=seed, folds=k).accuracy for seed in seeds]
         sizes.append(len(texts) * (k - 1) / k)
         means.append(statistics.fmean(scores))
-        print(f"{k:>2}-fold (trained on {sizes[-1]:,.0f} rows): "
-              + ", ".join(f"seed {seed} {score:.4f}" for seed, score in zip(seeds, scores))
-              + f"; mean {means[-1]:.4f}")
+        print(
+            f"{k:>2}-fold (trained on {sizes[-1]:,.0f} rows): "
+            + ", ".join(f"seed {seed} {score:.4f}" for seed, score in zip(seeds, scores))
+            + f"; mean {means[-1]:.4f}"
+        )
     slope, intercept = np.polyfit(np.log(sizes), means, 1)
-    print(f"log-linear fit: accuracy = {intercept:.4f} + {slope:.5f} ln(rows); at all {len(texts):,} rows "
-          f"(the shipped model): {intercept + slope * np.log(len(texts)):.4f}")
+    print(
+        f"log-linear fit: accuracy = {intercept:.4f} + {slope:.5f} ln(rows); at all {len(texts):,} rows "
+        f"(the shipped model): {intercept + slope * np.log(len(texts)):.4f}"
+    )
 
 
 def main(argv=None):
@@ -239,8 +278,11 @@ def main(argv=None):
     parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="model file to time and to compare with")
     parser.add_argument("--articles", type=int, default=50_000, help="texts per speed run")
     parser.add_argument("--compare", action="store_true", help="also cross-validate the alternatives tried")
-    parser.add_argument("--learning-curve", action="store_true",
-                        help="only: accuracy against training rows, and the estimate for all of them")
+    parser.add_argument(
+        "--learning-curve",
+        action="store_true",
+        help="only: accuracy against training rows, and the estimate for all of them",
+    )
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)
 
@@ -252,18 +294,23 @@ def main(argv=None):
 
     start = time.perf_counter()
     trained, accuracy = train_from_csv(args.csv)
-    print(f"chosen model (word 1-2g tf-idf and char 2-5g tf-idf, each into ComplementNB(0.3) and LinearSVC(C=1), "
-          f"scores summed over per-classifier temperatures, final temperature {trained.temperature}): "
-          f"5-fold CV accuracy {accuracy:.4f}  [train+CV {time.perf_counter() - start:.1f}s]")
+    print(
+        f"chosen model (word 1-2g tf-idf and char 2-5g tf-idf, each into ComplementNB(0.3) and LinearSVC(C=1), "
+        f"scores summed over per-classifier temperatures, final temperature {trained.temperature}): "
+        f"5-fold CV accuracy {accuracy:.4f}  [train+CV {time.perf_counter() - start:.1f}s]"
+    )
     for name in COMPONENTS:
-        print(f"  its {name} alone: {trained.info['part_cv_accuracy'][name]:.4f} "
-              f"(temperature {trained.info['part_temperatures'][name]})")
+        print(
+            f"  its {name} alone: {trained.info['part_cv_accuracy'][name]:.4f} "
+            f"(temperature {trained.info['part_temperatures'][name]})"
+        )
     for name, make, slow in comparisons():
         if slow and not args.compare:
             continue
         start = time.perf_counter()
-        print(f"{name}: 5-fold CV accuracy {cv_accuracy(make, texts, labels):.4f}  "
-              f"[{time.perf_counter() - start:.1f}s]")
+        print(
+            f"{name}: 5-fold CV accuracy {cv_accuracy(make, texts, labels):.4f}  [{time.perf_counter() - start:.1f}s]"
+        )
     if args.compare:
         for name, subset_accuracy in ablations(texts, labels):
             print(f"ensemble of {name} only: 5-fold CV accuracy {subset_accuracy:.4f}")
@@ -277,37 +324,48 @@ def main(argv=None):
     model = load_model(args.model)
     sample = [texts[i % len(texts)] for i in range(args.articles)]
     batch = 256
-    bare = median_rate(lambda: [model.predict_proba(sample[i:i + batch]) for i in range(0, len(sample), batch)],
-                       len(sample))
+    bare = median_rate(
+        lambda: [model.predict_proba(sample[i : i + batch]) for i in range(0, len(sample), batch)], len(sample)
+    )
     print(f"inference, bare predict_proba (batches of {batch}): {bare:,.0f} articles/s (one core, median of 3)")
     # The training texts hold no unseen word; rows held out of a refit do, as new articles do. With the memo of
     # unseen words' vectors off, every batch works its unseen words out afresh: the slowest case.
     held_out = [i % 5 == 0 for i in range(len(texts))]
-    refit = fit([t for t, out in zip(texts, held_out) if not out], [y for y, out in zip(labels, held_out) if not out],
-                temperature=model.temperature, part_temperatures=model.info.get("part_temperatures"))
+    refit = fit(
+        [t for t, out in zip(texts, held_out) if not out],
+        [y for y, out in zip(labels, held_out) if not out],
+        temperature=model.temperature,
+        part_temperatures=model.info.get("part_temperatures"),
+    )
     unseen = [t for t, out in zip(texts, held_out) if out]
     known = set(refit.unigrams)
     tokens = [token for text in unseen for token in TOKEN_RE.findall(text.lower())]
     unseen_share = sum(token not in known for token in tokens) / len(tokens)
     sample = [unseen[i % len(unseen)] for i in range(args.articles)]
-    run = lambda: [refit.predict_proba(sample[i:i + batch]) for i in range(0, len(sample), batch)]  # noqa: E731
+    run = lambda: [refit.predict_proba(sample[i : i + batch]) for i in range(0, len(sample), batch)]  # noqa: E731
     with_memo = median_rate(run, len(sample))
     memo_size, topic_model._OOV_MEMO_SIZE = topic_model._OOV_MEMO_SIZE, 0
     try:
         without_memo = median_rate(run, len(sample))
     finally:
         topic_model._OOV_MEMO_SIZE = memo_size
-    print(f"inference, bare predict_proba on rows held out of a refit ({unseen_share:.1%} of their words unseen): "
-          f"{with_memo:,.0f} articles/s, {without_memo:,.0f} articles/s with the memo of unseen words off")
+    print(
+        f"inference, bare predict_proba on rows held out of a refit ({unseen_share:.1%} of their words unseen): "
+        f"{with_memo:,.0f} articles/s, {without_memo:,.0f} articles/s with the memo of unseen words off"
+    )
     articles = args.articles - args.articles % 1000
     whole = median_rate(lambda: pipeline_run(args.csv, args.model, articles), articles)
     empty = median_rate(lambda: pipeline_run(args.csv, args.model, articles, with_inference=False), articles)
     stage = 1 / (1 / whole - 1 / empty)
-    print(f"inference through RunInference in a DirectRunner pipeline (one worker, median of 3): "
-          f"{whole:,.0f} articles/s for the whole pipeline (source + RunInference + count; "
-          f"{empty:,.0f}/s without RunInference), so {stage:,.0f} articles/s for the RunInference stage")
-    print(f"model file: {args.model} {os.path.getsize(args.model) / 1e6:.2f} MB, "
-          f"{model.n_features:,} features, labels {list(model.labels)}, languages {list(model.languages)}")
+    print(
+        f"inference through RunInference in a DirectRunner pipeline (one worker, median of 3): "
+        f"{whole:,.0f} articles/s for the whole pipeline (source + RunInference + count; "
+        f"{empty:,.0f}/s without RunInference), so {stage:,.0f} articles/s for the RunInference stage"
+    )
+    print(
+        f"model file: {args.model} {os.path.getsize(args.model) / 1e6:.2f} MB, "
+        f"{model.n_features:,} features, labels {list(model.labels)}, languages {list(model.languages)}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
         run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(page_keys))
         written_keys = written | "WrittenPageKeys" >> beam.ParDo(MatchWrittenFn(), run_keys)
         pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
-            config.extract, config.feeds, run_id, written_keys=written_keys)
+            config.extract, config.feeds, run_id, written_keys=written_keys
+        )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
     cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
     classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
@@ -87,8 +88,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
     (
         near.signatures
         # What later runs match against: the articles written (in drop mode the copies point at them anyway).
-        | "WrittenSignatures" >> beam.Filter(lambda r, mark: mark or r.canonical_id in ("", r.article_id),
-                                              config.neardup.mode == "mark")
+        | "WrittenSignatures"
+        >> beam.Filter(lambda r, mark: mark or r.canonical_id in ("", r.article_id), config.neardup.mode == "mark")
         | "WriteSignatures"
         >> WriteParquet(
             sink,

@@ -21,8 +21,8 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # Importing Beam logs a harmless "apitools not found" warning through the root logger, which would otherwise set
 # up a stderr handler and print it on every command; a handler on root first keeps it quiet until we configure logging.
@@ -142,8 +142,8 @@ def train_topics_command(args: argparse.Namespace) -> int:
     from transforms.topic_model import train_from_csv
 
     trained = _train_and_save(
-        args, lambda: train_from_csv(args.data, seed=args.seed, folds=args.folds,
-                                     languages=tuple(args.language or ["en"]))
+        args,
+        lambda: train_from_csv(args.data, seed=args.seed, folds=args.folds, languages=tuple(args.language or ["en"])),
     )
     if trained is None:
         return 2
@@ -336,8 +336,9 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
         return 1
 
 
-def _run_locked(config: Config, options: PipelineOptions, run_id: str, poll_all: bool, report: bool = False,
-                quiet: bool = False) -> int:
+def _run_locked(
+    config: Config, options: PipelineOptions, run_id: str, poll_all: bool, report: bool = False, quiet: bool = False
+) -> int:
     now = utcnow()
     recover_compactions(config.output)  # before clean_leftovers removes the journals
     state.clean_leftovers(config.output, keep=run_id)
@@ -435,7 +436,9 @@ def _configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, logging.NullHandler)]:
         root.removeHandler(handler)  # the import-time guard has done its job
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for handler in root.handlers:
         handler.addFilter(_drop_known_noise)
 

@@ -109,7 +109,7 @@ def _compact_partition(output: Path, directory: Path, files: list[Path]) -> tupl
     job = output / STAGING_DIR / f"compact-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     table = pa.concat_tables([pq.read_table(f, schema=ARTICLE_SCHEMA) for f in files])
     table = table.sort_by([("published_at", "ascending"), ("article_id", "ascending")])
-    name = f"part-compacted-{job.name[len('compact-'):]}-00000-of-00001.parquet"
+    name = f"part-compacted-{job.name[len('compact-') :]}-00000-of-00001.parquet"
     fresh = job / "new"
     fresh.mkdir(parents=True)
     pq.write_table(table, fresh / name, compression="zstd")

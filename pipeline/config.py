@@ -21,16 +21,18 @@ from typing import Any
 
 import yaml
 
+from pipeline.schedule import HealthSettings
 from transforms.classify import ClassifySettings
 from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
-from transforms.extract import MODES as EXTRACT_MODES, ExtractSettings
+from transforms.extract import MODES as EXTRACT_MODES
+from transforms.extract import ExtractSettings
 from transforms.fetch import FeedSource, FetchSettings
-from pipeline.schedule import HealthSettings
 from transforms.neardup import NearDedupSettings
-from transforms.stream import StreamSettings
 from transforms.parse import ParseSettings
+from transforms.stream import StreamSettings
 from transforms.window import WindowSettings
+
 
 def _default_config() -> Path:
     # Installed, configs/ is the package pipeline.configs; in a source checkout it is the top-level folder.
@@ -120,8 +122,9 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: key 'feeds': at least one feed is needed")
     for i, feed in enumerate(config.feeds):
         if feed.extract and feed.extract not in EXTRACT_MODES:
-            raise ConfigError(f"{path}: key 'feeds[{i}].extract': expected one of {', '.join(EXTRACT_MODES)}, "
-                              f"got {feed.extract!r}")
+            raise ConfigError(
+                f"{path}: key 'feeds[{i}].extract': expected one of {', '.join(EXTRACT_MODES)}, got {feed.extract!r}"
+            )
     return dataclasses.replace(config, feeds=tuple(_resolve_feed(f, path.parent) for f in config.feeds))
 
 
@@ -205,8 +208,11 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         dotted = f"{where}.{key}" if where else str(key)
         name = _ALIASES.get(_strip_indexes(dotted), key)
         if name not in fields:
-            renamed = {field: alias.rsplit(".", 1)[1] for alias, field in _ALIASES.items()
-                       if alias.rsplit(".", 1)[0] == _strip_indexes(where)}
+            renamed = {
+                field: alias.rsplit(".", 1)[1]
+                for alias, field in _ALIASES.items()
+                if alias.rsplit(".", 1)[0] == _strip_indexes(where)
+            }
             known = ", ".join(sorted(renamed.get(f, f) for f in fields))
             raise ConfigError(f"unknown key '{dotted}' (known here: {known})")
         values[name] = _convert(hints[name], value, dotted, fields[name].metadata)
@@ -248,4 +254,6 @@ def _convert(hint: Any, value: Any, where: str, metadata: Any) -> Any:
         return float(value)
     if hint in (str, int, bool) and type(value) is hint:
         return value
-    raise ConfigError(f"key '{where}': expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(
+        f"key '{where}': expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}"
+    )

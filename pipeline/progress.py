@@ -16,7 +16,8 @@ import itertools
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import apache_beam as beam
 from tqdm import tqdm
@@ -104,9 +105,16 @@ class Progress:
     """Shows a run's progress on `stream` while it is a context manager; `poll()` does one update (the thread calls
     it every `tick` seconds; tests call it with their own clock)."""
 
-    def __init__(self, total_feeds: int, counts: Callable[[], dict[str, int]], stream: TextIO | None = None,
-                 quiet: bool = False, log_every: float = 60.0, tick: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        total_feeds: int,
+        counts: Callable[[], dict[str, int]],
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        log_every: float = 60.0,
+        tick: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._stream = stream or sys.stderr
         self._total = total_feeds
         self._counts = counts
@@ -147,16 +155,25 @@ class Progress:
         now = self._clock()
         if self._tty:
             if self._bar is None:
-                self._bar = tqdm(total=self._total, unit="feed", file=self._stream, dynamic_ncols=True,
-                                 leave=True, mininterval=0,
-                                 bar_format="feeds fetched {n_fmt}/{total_fmt} |{bar:12}| {elapsed} · {desc}")
+                self._bar = tqdm(
+                    total=self._total,
+                    unit="feed",
+                    file=self._stream,
+                    dynamic_ncols=True,
+                    leave=True,
+                    mininterval=0,
+                    bar_format="feeds fetched {n_fmt}/{total_fmt} |{bar:12}| {elapsed} · {desc}",
+                )
             self._bar.n = min(counts.get("feeds", 0), self._total)
             self._bar.set_description_str(describe(counts, self._total).split(" · ", 1)[1], refresh=False)
             self._bar.refresh()
         elif now - self._last_line >= self._log_every:
             self._last_line = now
-            print(f"newsbeam: progress after {now - self._start:.0f}s: {describe(counts, self._total)}",
-                  file=self._stream, flush=True)
+            print(
+                f"newsbeam: progress after {now - self._start:.0f}s: {describe(counts, self._total)}",
+                file=self._stream,
+                flush=True,
+            )
 
     def _loop(self) -> None:
         while not self._stop.wait(self._tick):

@@ -51,8 +51,9 @@ def report_path(output: str) -> str:
     return FileSystems.join(output, REPORT_DIR, "index.html")
 
 
-def write_report(output: str, out: str | None = None, since_seconds: float = DEFAULT_SINCE_SECONDS,
-                 now: dt.datetime | None = None) -> str:
+def write_report(
+    output: str, out: str | None = None, since_seconds: float = DEFAULT_SINCE_SECONDS, now: dt.datetime | None = None
+) -> str:
     """Build the report of `output` and write it atomically to `out` (default `report_path(output)`)."""
     out = out or report_path(output)
     state.write_atomically(out, build_report(output, since_seconds, now).encode("utf-8"))
@@ -211,8 +212,9 @@ def scan_articles(output: str, cutoff: dt.datetime | None, now: dt.datetime) -> 
     where = (ds.field("fetched_at") >= pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))) if cutoff else None
     counts = {"language": collections.Counter(), "topic": collections.Counter()}
     total, first, last = 0, None, None
-    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=65536,
-                                    batch_readahead=2, fragment_readahead=1):
+    for batch in dataset.to_batches(
+        columns=columns, filter=where, batch_size=65536, batch_readahead=2, fragment_readahead=1
+    ):
         if batch.num_rows == 0:
             continue
         fetched = batch.column("fetched_at")
@@ -260,8 +262,9 @@ def scan_dead_letters(output: str, cutoff: dt.datetime | None) -> dict[tuple[str
     where = None
     if cutoff is not None and "time" in names:
         where = ds.field("time") >= pa.scalar(cutoff, pa.timestamp("us", tz="UTC"))
-    for batch in dataset.to_batches(columns=columns, filter=where, batch_size=_BATCH_ROWS,
-                                    batch_readahead=2, fragment_readahead=1):
+    for batch in dataset.to_batches(
+        columns=columns, filter=where, batch_size=_BATCH_ROWS, batch_readahead=2, fragment_readahead=1
+    ):
         stages = batch.column("stage").to_pylist() if "stage" in columns else [""] * batch.num_rows
         reasons = batch.column("reason").to_pylist() if "reason" in columns else [""] * batch.num_rows
         wanted_rows = []
@@ -334,11 +337,15 @@ def _frame(t0: float, t1: float, y_max: float, y_fmt, label: str) -> tuple[list[
     parts = [f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{e(label)}">']
     for i in range(5):
         v = y_max * i / 4
-        parts.append(f'<line class="grid" x1="{_L}" x2="{_W - _R}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
-                     f'<text class="tick" x="{_L - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{e(y_fmt(v))}</text>')
+        parts.append(
+            f'<line class="grid" x1="{_L}" x2="{_W - _R}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
+            f'<text class="tick" x="{_L - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{e(y_fmt(v))}</text>'
+        )
     for t, text in _time_ticks(t0, t1):
-        parts.append(f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{_T}" y2="{_H - _B}"/>'
-                     f'<text class="tick" x="{x(t):.1f}" y="{_H - 8}" text-anchor="{_anchor(x(t))}">{e(text)}</text>')
+        parts.append(
+            f'<line class="grid" x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{_T}" y2="{_H - _B}"/>'
+            f'<text class="tick" x="{x(t):.1f}" y="{_H - 8}" text-anchor="{_anchor(x(t))}">{e(text)}</text>'
+        )
     return parts, x, y
 
 
@@ -348,8 +355,9 @@ def _span(times: Iterable[float], pad: float = 1800.0) -> tuple[float, float]:
     return (t0 - pad, t1 + pad) if t1 - t0 < 1 else (t0, t1)
 
 
-def line_chart(label: str, series: list[tuple[str, int, list[tuple[float, float]]]],
-               y_fmt=_fmt, y_max: float | None = None) -> str:
+def line_chart(
+    label: str, series: list[tuple[str, int, list[tuple[float, float]]]], y_fmt=_fmt, y_max: float | None = None
+) -> str:
     """Lines over time (epoch seconds); each series is (name, colour index, points). Points get tooltips while
     there are few of them; a thousand runs draw as one path per series."""
     points = [p for _, _, pts in series for p in pts]
@@ -366,14 +374,20 @@ def line_chart(label: str, series: list[tuple[str, int, list[tuple[float, float]
         if len(pts) <= 200:
             for t, v in pts:
                 when = dt.datetime.fromtimestamp(t, dt.timezone.utc)
-                parts.append(f'<circle class="dot c{colour}" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5">'
-                             f"<title>{e(name)} {when:%Y-%m-%d %H:%M}: {e(y_fmt(v))}</title></circle>")
+                parts.append(
+                    f'<circle class="dot c{colour}" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5">'
+                    f"<title>{e(name)} {when:%Y-%m-%d %H:%M}: {e(y_fmt(v))}</title></circle>"
+                )
     parts.append("</svg>")
     return "".join(parts) + _legend((name, colour, "") for name, colour, _ in series)
 
 
-def stacked_bars(label: str, bucket_seconds: int, series: list[tuple[str, int, dict[float, int]]],
-                 span: tuple[float, float] | None = None) -> str:
+def stacked_bars(
+    label: str,
+    bucket_seconds: int,
+    series: list[tuple[str, int, dict[float, int]]],
+    span: tuple[float, float] | None = None,
+) -> str:
     """Stacked bars per time bucket (epoch seconds of the bucket's start), over `span` (default: the data's)."""
     buckets = sorted({t for _, _, values in series for t in values})
     if not buckets:
@@ -391,16 +405,21 @@ def stacked_bars(label: str, bucket_seconds: int, series: list[tuple[str, int, d
                 continue
             top, bottom = y(base[t] + n), y(base[t])
             when = dt.datetime.fromtimestamp(t, dt.timezone.utc)
-            parts.append(f'<rect class="c{colour}" x="{x(t):.1f}" y="{top:.1f}" width="{width:.1f}" '
-                         f'height="{bottom - top:.1f}"><title>{e(name)} {when:%Y-%m-%d %H:%M}: {n:,}</title></rect>')
+            parts.append(
+                f'<rect class="c{colour}" x="{x(t):.1f}" y="{top:.1f}" width="{width:.1f}" '
+                f'height="{bottom - top:.1f}"><title>{e(name)} {when:%Y-%m-%d %H:%M}: {n:,}</title></rect>'
+            )
             base[t] += n
     parts.append("</svg>")
     return "".join(parts) + _legend((name, colour, f"{sum(values.values()):,}") for name, colour, values in series)
 
 
 def _legend(items: Iterable[tuple[str, int, str]]) -> str:
-    spans = "".join(f'<span><svg class="key" viewBox="0 0 10 10"><rect class="c{c}" width="10" height="10"/></svg>'
-                    f"{e(name)}{(' ' + e(extra)) if extra else ''}</span>" for name, c, extra in items)
+    spans = "".join(
+        f'<span><svg class="key" viewBox="0 0 10 10"><rect class="c{c}" width="10" height="10"/></svg>'
+        f"{e(name)}{(' ' + e(extra)) if extra else ''}</span>"
+        for name, c, extra in items
+    )
     return f'<p class="legend">{spans}</p>'
 
 
@@ -413,8 +432,10 @@ def sparkline(values: list[int]) -> str:
     step = 96 / max(n - 1, 1)
     pts = " ".join(f"{2 + i * step:.1f},{20 - v / top * 17:.1f}" for i, v in enumerate(values))
     tip = f"new entries in its last {n} polled run(s): " + ", ".join(map(str, values))
-    return (f'<svg class="spark" viewBox="0 0 100 22" role="img" aria-label="{e(tip)}"><title>{e(tip)}</title>'
-            f'<polyline class="line s0" points="{pts}"/></svg>')
+    return (
+        f'<svg class="spark" viewBox="0 0 100 22" role="img" aria-label="{e(tip)}"><title>{e(tip)}</title>'
+        f'<polyline class="line s0" points="{pts}"/></svg>'
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------- the page
@@ -484,8 +505,10 @@ def _csp_hash(text: str) -> str:
 
 
 # Nothing loads from anywhere (default-src 'none'); only this page's own style and script, by hash, may apply.
-_CSP = (f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; img-src data:; "
-        "base-uri 'none'; form-action 'none'")
+_CSP = (
+    f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; img-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 
 def _iso(value: Any) -> str:
@@ -546,19 +569,33 @@ def _runs_section(runs: Runs) -> str:
 
     exact = [(ti, r["duplicates"] - r["near_duplicates"]) for ti, r in zip(t, rows)]
     charts = [
-        ("Articles written per run", [("articles written", 0, pts("articles_written")),
-                                      ("entries read", 4, pts("entries_read"))]),
-        ("Duplicates per run", [("exact duplicates", 1, exact), ("near duplicates", 3, pts("near_duplicates")),
-                                ("already written earlier", 2, pts("already_written"))]),
+        (
+            "Articles written per run",
+            [("articles written", 0, pts("articles_written")), ("entries read", 4, pts("entries_read"))],
+        ),
+        (
+            "Duplicates per run",
+            [
+                ("exact duplicates", 1, exact),
+                ("near duplicates", 3, pts("near_duplicates")),
+                ("already written earlier", 2, pts("already_written")),
+            ],
+        ),
         ("Dead letters per run", [("dead letters (entries + feeds)", 5, pts("dead_letters"))]),
         ("Run duration (seconds)", [("duration", 0, pts("duration"))]),
     ]
-    body = '<div class="grid2">' + "".join(
-        f"<div><h3>{e(title)}</h3>{line_chart(title, series)}</div>" for title, series in charts) + "</div>"
+    body = (
+        '<div class="grid2">'
+        + "".join(f"<div><h3>{e(title)}</h3>{line_chart(title, series)}</div>" for title, series in charts)
+        + "</div>"
+    )
     failed = [r for r in rows if r["reconciled"] is False]
     if failed:
-        body += (f'<p class="bad">{len(failed)} run(s) did not reconcile: '
-                 + ", ".join(e(r["run_id"]) for r in failed[-10:]) + "</p>")
+        body += (
+            f'<p class="bad">{len(failed)} run(s) did not reconcile: '
+            + ", ".join(e(r["run_id"]) for r in failed[-10:])
+            + "</p>"
+        )
     if runs.unreadable:
         body += '<p class="warn">Unreadable run records: ' + "; ".join(e(u) for u in runs.unreadable[:10]) + "</p>"
     return _section("Runs over time", body, "runs")
@@ -572,14 +609,19 @@ def _rates_section(runs: Runs) -> str:
     near = [(_epoch(r["started"]), 100 * r["near_duplicates"] / r["entries_read"]) for r in rows]
     earlier = [(_epoch(r["started"]), 100 * r["already_written"] / r["entries_read"]) for r in rows]
     top = _nice_max(max(max(v for _, v in exact + near + earlier), 1))
-    chart = line_chart("Duplicate rates", [("exact duplicates", 1, exact), ("near duplicates", 3, near),
-                                           ("already written earlier", 2, earlier)],
-                       y_fmt=lambda v: f"{v:.3g}%", y_max=top)
+    chart = line_chart(
+        "Duplicate rates",
+        [("exact duplicates", 1, exact), ("near duplicates", 3, near), ("already written earlier", 2, earlier)],
+        y_fmt=lambda v: f"{v:.3g}%",
+        y_max=top,
+    )
     read = sum(r["entries_read"] for r in rows)
-    summary = (f'<p class="note">Share of the entries each run read. Over the period: exact '
-               f'{100 * sum(r["duplicates"] - r["near_duplicates"] for r in rows) / read:.1f}%, near '
-               f'{100 * sum(r["near_duplicates"] for r in rows) / read:.1f}%, already written '
-               f'{100 * sum(r["already_written"] for r in rows) / read:.1f}% of {int(read):,} entries read.</p>')
+    summary = (
+        f'<p class="note">Share of the entries each run read. Over the period: exact '
+        f"{100 * sum(r['duplicates'] - r['near_duplicates'] for r in rows) / read:.1f}%, near "
+        f"{100 * sum(r['near_duplicates'] for r in rows) / read:.1f}%, already written "
+        f"{100 * sum(r['already_written'] for r in rows) / read:.1f}% of {int(read):,} entries read.</p>"
+    )
     return _section("Duplicate and near-duplicate rates", f'<div class="solo">{chart}</div>' + summary, "rates")
 
 
@@ -613,7 +655,7 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
         last_new = next((when for when, n in reversed(polls) if n), None)
         success, success_key = _ago(h.get("last_success_at"), now)
         due, due_key = _ago(h.get("next_due_at"), now)
-        new_text, new_key = (_ago(last_new, now) if last_new else ("not in period", "0"))
+        new_text, new_key = _ago(last_new, now) if last_new else ("not in period", "0")
         trusted = h.get("validators_trusted")
         if not (h.get("etag") or h.get("last_modified")):
             validators = "none"
@@ -623,28 +665,37 @@ def _feeds_section(health: list[dict[str, Any]] | str, runs: Runs, now: dt.datet
         error = h.get("last_error") or ""
         name = runs.feed_names.get(url, "")
         values = [n for _, n in polls[-SPARK_RUNS:]]
-        lines.append(((rank, (name or url).lower()),
-            f'<tr><td data-v="{e((name or url).lower())}">{e(name) or "-"}<div class="url">{e(url)}</div></td>'
-            f'<td data-v="{rank}"><span class="{cls}">{e(status)}</span>'
-            + (f'<div class="url">{e(error[:300])}</div>' if error and failures else "")
-            + f'</td><td data-v="{success_key}" title="{e(_iso(h.get("last_success_at")))}">{e(success)}</td>'
-            f'<td class="n">{failures}</td>'
-            f'<td data-v="{due_key}" title="{e(_iso(h.get("next_due_at")))}">{e(due)}'
-            f'<div class="url">{e(h.get("next_due_reason") or "")}</div></td>'
-            f'<td>{e(validators)}' + (f'<div class="url">{e(note)}</div>' if note else "") + "</td>"
-            f'<td data-v="{new_key}">{e(new_text)}</td>'
-            f'<td class="n">{int(h.get("total_new_entries") or 0):,}</td>'
-            f'<td data-v="{sum(values)}">{sparkline(values)}</td></tr>'
-        ))
+        lines.append(
+            (
+                (rank, (name or url).lower()),
+                f'<tr><td data-v="{e((name or url).lower())}">{e(name) or "-"}<div class="url">{e(url)}</div></td>'
+                f'<td data-v="{rank}"><span class="{cls}">{e(status)}</span>'
+                + (f'<div class="url">{e(error[:300])}</div>' if error and failures else "")
+                + f'</td><td data-v="{success_key}" title="{e(_iso(h.get("last_success_at")))}">{e(success)}</td>'
+                f'<td class="n">{failures}</td>'
+                f'<td data-v="{due_key}" title="{e(_iso(h.get("next_due_at")))}">{e(due)}'
+                f'<div class="url">{e(h.get("next_due_reason") or "")}</div></td>'
+                f"<td>{e(validators)}" + (f'<div class="url">{e(note)}</div>' if note else "") + "</td>"
+                f'<td data-v="{new_key}">{e(new_text)}</td>'
+                f'<td class="n">{int(h.get("total_new_entries") or 0):,}</td>'
+                f'<td data-v="{sum(values)}">{sparkline(values)}</td></tr>',
+            )
+        )
     lines.sort(key=lambda line: line[0])  # failing first, then by name: the order a reader wants without the script
-    head = ("<tr><th>feed</th><th>status</th><th>last success</th><th class=\"n\">consecutive failures</th>"
-            "<th>next due</th><th>validators</th><th>last new entries</th><th class=\"n\">new entries (all time)</th>"
-            f"<th>new entries per run (last {SPARK_RUNS} polls)</th></tr>")
-    intro = (f'<p class="note">{len(urls)} feeds: <span class="bad">{failing} failing</span>, '
-             f'<span class="warn">{silent} silent</span> (polled at least twice in the period, nothing new). '
-             "Click a column header to sort.</p>")
-    table = (f'<div class="scroll"><table class="sortable wide"><thead>{head}</thead>'
-             f'<tbody>{"".join(row for _, row in lines)}</tbody></table></div>')
+    head = (
+        '<tr><th>feed</th><th>status</th><th>last success</th><th class="n">consecutive failures</th>'
+        '<th>next due</th><th>validators</th><th>last new entries</th><th class="n">new entries (all time)</th>'
+        f"<th>new entries per run (last {SPARK_RUNS} polls)</th></tr>"
+    )
+    intro = (
+        f'<p class="note">{len(urls)} feeds: <span class="bad">{failing} failing</span>, '
+        f'<span class="warn">{silent} silent</span> (polled at least twice in the period, nothing new). '
+        "Click a column header to sort.</p>"
+    )
+    table = (
+        f'<div class="scroll"><table class="sortable wide"><thead>{head}</thead>'
+        f"<tbody>{''.join(row for _, row in lines)}</tbody></table></div>"
+    )
     return _section("Feed health", intro + table, "feeds")
 
 
@@ -653,11 +704,15 @@ def _articles_section(articles: ArticleCounts | str) -> str:
         return _section("Articles", f'<p class="bad">Could not read the articles: {e(articles)}</p>', "articles")
     per = "hour" if articles.bucket_seconds == 3600 else "day"
     span = f" (the first at {_iso(articles.first)}, the last at {_iso(articles.last)})" if articles.total else ""
-    body = (f'<p class="note">{articles.total:,} articles fetched in the period{e(span)}, per {per} of their '
-            "fetch time (when they arrived).</p>")
+    body = (
+        f'<p class="note">{articles.total:,} articles fetched in the period{e(span)}, per {per} of their '
+        "fetch time (when they arrived).</p>"
+    )
     charts = []
-    for key, counts, other in (("language", articles.by_language, "other languages"),
-                               ("topic", articles.by_topic, "other topics")):
+    for key, counts, other in (
+        ("language", articles.by_language, "other languages"),
+        ("topic", articles.by_topic, "other topics"),
+    ):
         title = f"Articles per {per} by {key}"
         chart = stacked_bars(title, articles.bucket_seconds, _series_by(counts, other), articles.span)
         totals = collections.Counter()
@@ -680,24 +735,34 @@ def _dead_letters_section(dead: dict[tuple[str, str], DeadLetterGroup] | str) ->
     total = sum(g.count for g in dead.values())
     rows, details = [], []
     for (stage, reason), group in sorted(dead.items(), key=lambda kv: (-kv[1].count, kv[0])):
-        rows.append(f'<tr><td>{e(stage)}</td><td>{e(reason)}</td><td class="n">{group.count:,}</td>'
-                    f'<td class="n">{100 * group.count / total:.1f}%</td></tr>')
+        rows.append(
+            f'<tr><td>{e(stage)}</td><td>{e(reason)}</td><td class="n">{group.count:,}</td>'
+            f'<td class="n">{100 * group.count / total:.1f}%</td></tr>'
+        )
         examples = []
         for ex in group.examples:
             status = f" · HTTP {e(ex.get('status'))}" if ex.get("status") else ""
             examples.append(
                 f'<div><div class="url">{e(ex.get("feed_url"))} · {e(ex.get("entry_key") or "(whole feed)")}'
-                f'{status} · {e(_iso(ex.get("time")))} · run {e(ex.get("run_id"))}</div>'
-                f'<div>{e(ex.get("message"))}</div>'
-                + (f'<pre>{e(ex.get("raw_excerpt"))}</pre>' if ex.get("raw_excerpt") else "") + "</div>")
-        details.append(f"<details><summary>{e(stage)} / {e(reason)}: {group.count:,} "
-                       f"(first {len(group.examples)})</summary>{''.join(examples)}</details>")
-    table = ('<div class="scroll"><table class="sortable"><thead><tr><th>stage</th><th>reason</th>'
-             '<th class="n">count</th><th class="n">share</th></tr></thead>'
-             f'<tbody>{"".join(rows)}</tbody></table></div>')
-    return _section("Dead letters by stage and reason",
-                    f'<p class="note">{total:,} dead letters in the period.</p>' + table
-                    + "<h3>Examples</h3>" + "".join(details), "dead")
+                f"{status} · {e(_iso(ex.get('time')))} · run {e(ex.get('run_id'))}</div>"
+                f"<div>{e(ex.get('message'))}</div>"
+                + (f"<pre>{e(ex.get('raw_excerpt'))}</pre>" if ex.get("raw_excerpt") else "")
+                + "</div>"
+            )
+        details.append(
+            f"<details><summary>{e(stage)} / {e(reason)}: {group.count:,} "
+            f"(first {len(group.examples)})</summary>{''.join(examples)}</details>"
+        )
+    table = (
+        '<div class="scroll"><table class="sortable"><thead><tr><th>stage</th><th>reason</th>'
+        '<th class="n">count</th><th class="n">share</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+    return _section(
+        "Dead letters by stage and reason",
+        f'<p class="note">{total:,} dead letters in the period.</p>' + table + "<h3>Examples</h3>" + "".join(details),
+        "dead",
+    )
 
 
 # The reconciliation as summary.RunSummary states it; fields a record lacks count as 0, and any other count in the
@@ -713,43 +778,65 @@ def _reconciliation_section(latest: dict[str, Any] | None) -> str:
     rest = read - sum(v for _, v in terms)
     reconciled = latest.get("reconciled")
     verdict = {True: '<span class="ok">reconciled</span>', False: '<span class="bad">NOT reconciled</span>'}.get(
-        reconciled, '<span class="warn">no verdict in the record</span>')
+        reconciled, '<span class="warn">no verdict in the record</span>'
+    )
     rows = [f'<tr><td>entries read</td><td class="n">{_fmt(read)}</td></tr>']
     rows += [f'<tr><td>= {e(name)}</td><td class="n">{_fmt(v)}</td></tr>' for name, v in terms]
     if rest:
-        rows.append(f'<tr><td class="warn">not accounted for by the counts above</td>'
-                    f'<td class="n">{_fmt(rest)}</td></tr>')
+        rows.append(
+            f'<tr><td class="warn">not accounted for by the counts above</td><td class="n">{_fmt(rest)}</td></tr>'
+        )
     rows.append(f'<tr><td>rows in the files written</td><td class="n">{_fmt(_num(latest, "rows_in_files"))}</td></tr>')
     shown = {"entries_read", "rows_in_files", *_ACCOUNTED}
-    other = [(k, v) for k, v in sorted(latest.items())
-             if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    other = [
+        (k, v)
+        for k, v in sorted(latest.items())
+        if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     other_rows = "".join(f'<tr><td>{e(k.replace("_", " "))}</td><td class="n">{_fmt(v)}</td></tr>' for k, v in other)
     nested = []
     for key, value in sorted(latest.items()):
         if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
-            items = "".join(f'<tr><td>{e(k)}</td><td class="n">{_fmt(v)}</td></tr>'
-                            for k, v in sorted(value.items(), key=lambda kv: (-kv[1], kv[0])))
-            nested.append(f"<details><summary>{e(key.replace('_', ' '))} ({len(value)})</summary>"
-                          f"<table>{items}</table></details>")
-    head = (f"<p>Run <b>{e(latest.get('run_id'))}</b>, {e(latest.get('state') or '-')}, started "
-            f"{e(_iso(latest.get('started_at')))}, finished {e(_iso(latest.get('finished_at')))}: {verdict}.</p>")
-    body = (head + f'<div class="grid2"><div><h3>Reconciliation</h3><table>{"".join(rows)}</table></div>'
-            f"<div><h3>All counts in the record</h3><table>{other_rows}</table></div></div>" + "".join(nested))
+            items = "".join(
+                f'<tr><td>{e(k)}</td><td class="n">{_fmt(v)}</td></tr>'
+                for k, v in sorted(value.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            nested.append(
+                f"<details><summary>{e(key.replace('_', ' '))} ({len(value)})</summary><table>{items}</table></details>"
+            )
+    head = (
+        f"<p>Run <b>{e(latest.get('run_id'))}</b>, {e(latest.get('state') or '-')}, started "
+        f"{e(_iso(latest.get('started_at')))}, finished {e(_iso(latest.get('finished_at')))}: {verdict}.</p>"
+    )
+    body = (
+        head + f'<div class="grid2"><div><h3>Reconciliation</h3><table>{"".join(rows)}</table></div>'
+        f"<div><h3>All counts in the record</h3><table>{other_rows}</table></div></div>" + "".join(nested)
+    )
     return _section("Latest run", body, "latest")
 
 
-def _render(output: str, now: dt.datetime, cutoff: dt.datetime | None, runs: Runs,
-            health: list[dict[str, Any]] | str, articles: ArticleCounts | str,
-            dead: dict[tuple[str, str], DeadLetterGroup] | str) -> str:
+def _render(
+    output: str,
+    now: dt.datetime,
+    cutoff: dt.datetime | None,
+    runs: Runs,
+    health: list[dict[str, Any]] | str,
+    articles: ArticleCounts | str,
+    dead: dict[tuple[str, str], DeadLetterGroup] | str,
+) -> str:
     period = f"since {cutoff:%Y-%m-%d %H:%M} UTC" if cutoff else "all time"
     written = sum(r["articles_written"] for r in runs.rows)
     dead_total = sum(g.count for g in dead.values()) if isinstance(dead, dict) else "?"
     failing = sum(1 for h in health if (h.get("consecutive_failures") or 0) > 0) if isinstance(health, list) else "?"
     latest = runs.latest or {}
     reconciled = {True: "yes", False: "NO"}.get(latest.get("reconciled"), "-")
-    cards = [(len(runs.rows), "runs"), (_fmt(written), "articles written"),
-             (dead_total if isinstance(dead_total, str) else f"{dead_total:,}", "dead letters"),
-             (failing, "feeds failing"), (reconciled, "latest run reconciled")]
+    cards = [
+        (len(runs.rows), "runs"),
+        (_fmt(written), "articles written"),
+        (dead_total if isinstance(dead_total, str) else f"{dead_total:,}", "dead letters"),
+        (failing, "feeds failing"),
+        (reconciled, "latest run reconciled"),
+    ]
     cards_html = "".join(f'<div class="card"><b>{e(v)}</b><span>{e(k)}</span></div>' for v, k in cards)
     sections = [
         _reconciliation_section(runs.latest),
@@ -760,13 +847,13 @@ def _render(output: str, now: dt.datetime, cutoff: dt.datetime | None, runs: Run
         _dead_letters_section(dead),
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{e(_CSP)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">'
         f"<title>newsbeam report: {e(output)}</title><style>{_STYLE}</style></head><body><main>"
-        f"<h1>newsbeam report</h1><p class=\"meta\">{e(output)} · {e(period)} · generated "
-        f"{now:%Y-%m-%d %H:%M} UTC</p><div class=\"cards\">{cards_html}</div>"
+        f'<h1>newsbeam report</h1><p class="meta">{e(output)} · {e(period)} · generated '
+        f'{now:%Y-%m-%d %H:%M} UTC</p><div class="cards">{cards_html}</div>'
         + "".join(sections)
         + f"</main><script>{_SCRIPT}</script></body></html>\n"
     )

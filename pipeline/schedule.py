@@ -197,7 +197,9 @@ def load_feed_health(output: str) -> dict[str, FeedHealth]:
         names = {f.name for f in dataclasses.fields(FeedHealth)}
         return {row["feed_url"]: FeedHealth(**{k: v for k, v in row.items() if k in names}) for row in rows}
     except Exception as err:
-        _LOG.warning("ignoring unreadable feed state %s (%s: %s); running as a first run", path, type(err).__name__, err)
+        _LOG.warning(
+            "ignoring unreadable feed state %s (%s: %s); running as a first run", path, type(err).__name__, err
+        )
         return {}
 
 

@@ -24,8 +24,9 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,7 @@ def _is_local(path: str) -> bool:
 def _mkdirs(path: str) -> None:
     try:
         FileSystems.mkdirs(path)
-    except IOError:
+    except OSError:
         pass  # it exists
 
 
@@ -144,7 +145,7 @@ def clean_leftovers(output: str, keep: str = "") -> list[str]:
             files = []
         stale = {}
         for path in files:
-            run_dir = path[len(root):].lstrip("/").split("/", 1)[0]
+            run_dir = path[len(root) :].lstrip("/").split("/", 1)[0]
             if run_dir != keep:
                 stale.setdefault(FileSystems.join(root, run_dir), []).append(path)
         for files_of_run in stale.values():
@@ -185,7 +186,7 @@ def commit(output: str, run_id: str) -> tuple[list[str], list[str]]:
         moved = []
         source_root = FileSystems.join(stage, kind)
         for source in staged_files(output, run_id, kind):
-            relative = source[len(source_root):].lstrip("/")
+            relative = source[len(source_root) :].lstrip("/")
             target = FileSystems.join(destination, relative)
             _mkdirs(target.rsplit("/", 1)[0])
             FileSystems.rename([source], [target])
@@ -303,7 +304,7 @@ def _committed(output: str, run_id: str) -> bool:
 
 def _generation(path: str) -> tuple[int, str]:
     """(seq, run_id) of `.../gen-<seq>-<run_id>.parquet`."""
-    seq, run_id = path.rsplit("/", 1)[-1][len("gen-"):-len(".parquet")].split("-", 1)
+    seq, run_id = path.rsplit("/", 1)[-1][len("gen-") : -len(".parquet")].split("-", 1)
     return int(seq), run_id
 
 
@@ -357,7 +358,7 @@ def _rows_of_files(paths: list[str], now: dt.datetime, root: str = "") -> pa.Tab
                     "last_seen": pa.array([now] * n, _TS),
                 }
                 if root:
-                    partition = path[len(root):].lstrip("/").rsplit("/", 1)[0]
+                    partition = path[len(root) :].lstrip("/").rsplit("/", 1)[0]
                     data.update(article_id=batch.column("article_id"), partition=pa.array([partition] * n, pa.string()))
                 parts.append(pa.table(data).cast(schema))
     return _dedupe_ids(pa.concat_tables(parts)) if parts else schema.empty_table()
@@ -371,7 +372,9 @@ def rebuild_seen_index(output: str, now: dt.datetime) -> pa.Table:
 
 def _has_articles(output: str) -> bool:
     try:
-        return bool(FileSystems.match([FileSystems.join(output, ARTICLES_DIR, "**.parquet")], limits=[1])[0].metadata_list)
+        return bool(
+            FileSystems.match([FileSystems.join(output, ARTICLES_DIR, "**.parquet")], limits=[1])[0].metadata_list
+        )
     except Exception:
         return False
 
@@ -411,18 +414,18 @@ def load_seen_index(output: str, run_id: str, now: dt.datetime, forget_after_sec
             previous_run = min(now, dt.datetime.fromisoformat(stamp.decode())) if stamp else now
             table = table.select(SEEN_SCHEMA.names).cast(SEEN_SCHEMA)
         except Exception as err:
-            _LOG.warning("the key index %s is unreadable (%s: %s); rebuilding it from the dataset",
-                         path, type(err).__name__, err)
+            _LOG.warning(
+                "the key index %s is unreadable (%s: %s); rebuilding it from the dataset", path, type(err).__name__, err
+            )
             table = None
     elif _has_articles(output):
-        _LOG.warning("the output has articles but no key index (%s); rebuilding it from the dataset",
-                     seen_path(output))
+        _LOG.warning("the output has articles but no key index (%s); rebuilding it from the dataset", seen_path(output))
     if table is None:
         table = rebuild_seen_index(output, now) if _has_articles(output) else _empty_index()
         rebuilt = table.num_rows > 0
     journals = []
     for journal_path in _match(seen_path(output, "pending-*.parquet")):
-        journal_run = journal_path.rsplit("/", 1)[-1][len("pending-"):-len(".parquet")]
+        journal_run = journal_path.rsplit("/", 1)[-1][len("pending-") : -len(".parquet")]
         if journal_run == run_id or _committed(output, journal_run):
             continue  # a recorded run's rows are in its generation; it was killed before removing its journal
         journals.append(journal_path)
@@ -431,8 +434,12 @@ def load_seen_index(output: str, run_id: str, now: dt.datetime, forget_after_sec
         try:
             found = _reconcile(output, _read_parquet(journal_path))
         except Exception as err:  # a journal is written atomically; unreadable means a damaged disk: rebuild
-            _LOG.warning("the journal %s is unreadable (%s: %s); rebuilding the key index from the dataset",
-                         journal_path, type(err).__name__, err)
+            _LOG.warning(
+                "the journal %s is unreadable (%s: %s); rebuilding the key index from the dataset",
+                journal_path,
+                type(err).__name__,
+                err,
+            )
             table, rebuilt = rebuild_seen_index(output, now), True
             continue
         fresh = pc.invert(pc.is_in(found.column("id_key"), value_set=table.column("id_key")))
@@ -470,14 +477,14 @@ SEEN_KEYS_DIR = "seen_keys"
 SEEN_KEYS_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("key", pa.int64())])
 
 
-def write_seen_index(
-    output: str, run_id: str, index: SeenIndex, now: dt.datetime, unread_feeds: Iterable[str]
-) -> str:
+def write_seen_index(output: str, run_id: str, index: SeenIndex, now: dt.datetime, unread_feeds: Iterable[str]) -> str:
     """Before the run's files are committed: write its journal (the keys of the articles it staged, before any is
     renamed into place) and the next index generation (which counts only once the run record exists). Returns the
     generation's file name, for the run record."""
     seen_files = staged_files(output, run_id, SEEN_KEYS_DIR)
-    seen_keys = pa.concat_tables([_read_parquet(p) for p in seen_files]) if seen_files else SEEN_KEYS_SCHEMA.empty_table()
+    seen_keys = (
+        pa.concat_tables([_read_parquet(p) for p in seen_files]) if seen_files else SEEN_KEYS_SCHEMA.empty_table()
+    )
     root = FileSystems.join(staging_path(output, run_id), ARTICLES_DIR)
     written = _rows_of_files(staged_files(output, run_id, ARTICLES_DIR), now, root=root)
     if written.num_rows:

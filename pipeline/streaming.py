@@ -33,7 +33,6 @@ from transforms.stream import (
 )
 from transforms.window import WindowByEventTime
 
-
 # Where WriteToFiles writes files before renaming them into place: <output>/_streaming/<run_id>/<kind>/.
 STREAMING_TEMP_DIR = "_streaming"
 
@@ -72,7 +71,8 @@ def build_streaming(
         # No written keys here: the streaming job's own state deduplicates after classify, so an entry seen in
         # every poll has its page fetched once per worker instance (the stage's cache), not once per poll.
         pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
-            config.extract, config.feeds, run_id, group_by_url=False)
+            config.extract, config.feeds, run_id, group_by_url=False
+        )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
     cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
     classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
@@ -91,8 +91,14 @@ def build_streaming(
     sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (
-        (fetched.dead_letters, parsed.dead_letters, *page_dead_letters, cleaned.dead_letters, classified.dead_letters,
-         timely.dead_letters)
+        (
+            fetched.dead_letters,
+            parsed.dead_letters,
+            *page_dead_letters,
+            cleaned.dead_letters,
+            classified.dead_letters,
+            timely.dead_letters,
+        )
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterWindows" >> WindowDeadLetters(stream, config.window)
     )

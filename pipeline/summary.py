@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 
-
 @dataclasses.dataclass
 class RunSummary:
     """What one run did. `reconciled` is False when some entry is unaccounted for."""
@@ -82,7 +81,7 @@ def counter_values(metrics_result: Any) -> dict[str, int]:
 
 def _with_prefix(counters: dict[str, int], namespace: str) -> dict[str, int]:
     prefix = namespace + "/"
-    return dict(sorted((k[len(prefix):], v) for k, v in counters.items() if k.startswith(prefix) and v))
+    return dict(sorted((k[len(prefix) :], v) for k, v in counters.items() if k.startswith(prefix) and v))
 
 
 def parquet_rows(paths: list[str]) -> int:
@@ -176,9 +175,11 @@ def format_table(summary: RunSummary) -> str:
         ("article files", len(summary.article_files)),
         ("reconciled", "yes" if summary.reconciled else "NO"),
     ]
-    sections = [("dead letters by reason", summary.dead_letters_by_reason),
-                ("articles by language", summary.articles_by_language),
-                ("articles by topic", summary.articles_by_topic)]
+    sections = [
+        ("dead letters by reason", summary.dead_letters_by_reason),
+        ("articles by language", summary.articles_by_language),
+        ("articles by topic", summary.articles_by_topic),
+    ]
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k:<{width}}{v}" for k, v in rows]
     for title, counts in sections:
@@ -189,7 +190,9 @@ def format_table(summary: RunSummary) -> str:
     if summary.feeds:
         lines.append("feeds:")
         name_width = max(len(f["name"]) for f in summary.feeds) + 2
-        lines.append(f"  {'name':<{name_width}}{'polled':<8}{'status':<8}{'new':>5} {'fails':>5}  {'validators':<12}next due")
+        lines.append(
+            f"  {'name':<{name_width}}{'polled':<8}{'status':<8}{'new':>5} {'fails':>5}  {'validators':<12}next due"
+        )
         for f in summary.feeds:
             lines.append(
                 f"  {f['name']:<{name_width}}{'yes' if f['polled'] else 'no':<8}{str(f['status'] or '-'):<8}"

@@ -19,8 +19,14 @@ def feed_server():
         yield server
 
 
-def art(article_id: str = "a1", minutes: float | None = None, *, hours: float = 0,
-        fetched_minutes: float | None = None, **fields) -> Article:
+def art(
+    article_id: str = "a1",
+    minutes: float | None = None,
+    *,
+    hours: float = 0,
+    fetched_minutes: float | None = None,
+    **fields,
+) -> Article:
     """An Article from feed https://f.test/rss (source "f"), published `hours` and `minutes` after T0 when either is
     given (else unset), fetched `fetched_minutes` after T0 when given; any Article field in `fields` wins."""
     defaults = {"feed_url": "https://f.test/rss", "source": "f"}

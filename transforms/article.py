@@ -205,8 +205,9 @@ def key_hash(value: str) -> int:
     """The signed 64-bit hash under which a key is kept in the index. Two different keys share one with odds of
     about 1 in 2**64 per pair, so a run of 10,000 articles against 15 million indexed keys wrongly finds one already
     written with odds of about 1 in 10**8."""
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "little", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True
+    )
 
 
 def excerpt(raw: bytes | str | None, limit: int = RAW_EXCERPT_BYTES) -> str:

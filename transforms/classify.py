@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -86,7 +86,9 @@ class Rules:
         self._labels = [
             (
                 r.label,
-                re.compile(r"\b(?:" + "|".join(re.escape(k) for k in r.keywords) + r")\b", re.I) if r.keywords else None,
+                re.compile(r"\b(?:" + "|".join(re.escape(k) for k in r.keywords) + r")\b", re.I)
+                if r.keywords
+                else None,
                 {c.casefold().strip() for c in r.categories},
             )
             for r in label_rules

@@ -21,7 +21,8 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam

@@ -67,8 +67,14 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs
 # The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
 _META_SCAN_BYTES = 4096
 # Browsers treat these labels as windows-1252, which is a superset: the extra characters decode instead of failing.
-_LABEL_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "us-ascii": "cp1252",
-                  "ascii": "cp1252", "iso8859-1": "cp1252"}
+_LABEL_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "iso8859-1": "cp1252",
+}
 
 
 def _codec(label: str) -> str:
@@ -84,7 +90,7 @@ def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     """The page as text and the charset used (see the module docstring for the order of the sources)."""
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom):].decode(name, "replace"), name
+            return body[len(bom) :].decode(name, "replace"), name
     header = _HEADER_CHARSET.search(content_type or "")
     name = _codec(header.group(1)) if header else ""
     if not name:
@@ -123,14 +129,27 @@ class ExtractedPage:
 
 
 # trafilatura's own parser settings (comments and processing instructions dropped while parsing).
-_PARSER = lxml.html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
-                               remove_pis=True)
+_PARSER = lxml.html.HTMLParser(
+    collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True, remove_pis=True
+)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 
 _DATE_META = (
-    "article:published_time", "og:article:published_time", "datepublished", "pubdate", "publishdate",
-    "publish-date", "publish_date", "date", "dc.date.issued", "dc.date", "dcterms.created", "sailthru.date",
-    "parsely-pub-date", "article.published", "published_time",
+    "article:published_time",
+    "og:article:published_time",
+    "datepublished",
+    "pubdate",
+    "publishdate",
+    "publish-date",
+    "publish_date",
+    "date",
+    "dc.date.issued",
+    "dc.date",
+    "dcterms.created",
+    "sailthru.date",
+    "parsely-pub-date",
+    "article.published",
+    "published_time",
 )
 _AUTHOR_META = ("author", "article:author", "dc.creator", "byl", "parsely-author", "sailthru.author")
 _LANG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)*$")
@@ -253,23 +272,68 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
     authors = list(dict.fromkeys(" ".join(a.split()) for a in authors if a and a.strip()))
 
     language = ""
-    for candidate in (tree.get("lang"), tree.get("{http://www.w3.org/XML/1998/namespace}lang"),
-                      meta.get("og:locale"), meta.get("content-language"), meta.get("language")):
+    for candidate in (
+        tree.get("lang"),
+        tree.get("{http://www.w3.org/XML/1998/namespace}lang"),
+        meta.get("og:locale"),
+        meta.get("content-language"),
+        meta.get("language"),
+    ):
         match = _LANG.match((candidate or "").strip())
         if match:
             language = match.group(1).lower()
             break
-    return {"canonical_url": canonical, "published_at": published, "authors": tuple(authors[:20]),
-            "language": language}
+    return {"canonical_url": canonical, "published_at": published, "authors": tuple(authors[:20]), "language": language}
 
 
 # Elements that never hold article text, removed before extraction (in C, with lxml) so that trafilatura's many
 # XPath passes walk a smaller tree. JSON-LD scripts stay: trafilatura's baseline reads articleBody from them.
 # The rest of the list are elements trafilatura's own cleaning deletes anyway (settings.MANUALLY_CLEANED).
-_NEVER_TEXT = ("style", "noscript", "svg", "template", "link", "meta", "iframe", "canvas", "video", "audio", "picture",
-               "source", "object", "embed", "select", "button", "input", "textarea", "aside", "footer", "menu", "nav",
-               "applet", "map", "area", "blink", "datalist", "dialog", "frame", "frameset", "label", "marquee",
-               "noindex", "optgroup", "option", "output", "param", "progress", "rp", "rt", "rtc", "track", "use")
+_NEVER_TEXT = (
+    "style",
+    "noscript",
+    "svg",
+    "template",
+    "link",
+    "meta",
+    "iframe",
+    "canvas",
+    "video",
+    "audio",
+    "picture",
+    "source",
+    "object",
+    "embed",
+    "select",
+    "button",
+    "input",
+    "textarea",
+    "aside",
+    "footer",
+    "menu",
+    "nav",
+    "applet",
+    "map",
+    "area",
+    "blink",
+    "datalist",
+    "dialog",
+    "frame",
+    "frameset",
+    "label",
+    "marquee",
+    "noindex",
+    "optgroup",
+    "option",
+    "output",
+    "param",
+    "progress",
+    "rp",
+    "rt",
+    "rtc",
+    "track",
+    "use",
+)
 
 
 def _prune(tree: lxml.html.HtmlElement) -> None:
@@ -384,8 +448,11 @@ def wants_page(article: Article, mode: str, min_chars: int) -> bool:
 
 def page_keys(article: Article) -> list[tuple[str, int]]:
     """The key index entries (column, key hash) that say an entry was written before: its id and canonical URL."""
-    return [(column, key_hash(value))
-            for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url)) if value]
+    return [
+        (column, key_hash(value))
+        for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url))
+        if value
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,8 +478,13 @@ class PageError(Exception):
 class HostLimiter:
     """At most `connections` requests in flight per host, and request starts at least `delay` seconds apart."""
 
-    def __init__(self, connections: int, delay: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        connections: int,
+        delay: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._connections, self._delay, self._clock, self._sleep = connections, delay, clock, sleep
         self._lock = threading.Lock()
         self._slots: dict[str, threading.Semaphore] = {}
@@ -475,8 +547,9 @@ class PageFetcher:
         try:
             return self._fetch(url)
         except PageError as err:
-            return PageResult(url, status=err.status, reason=err.reason, message=err.message,
-                              retry_after=err.retry_after)
+            return PageResult(
+                url, status=err.status, reason=err.reason, message=err.message, retry_after=err.retry_after
+            )
         except BlockedAddress as err:
             return PageResult(url, reason=BLOCKED_ADDRESS, message=str(err))
         except (DeadlineExceeded, requests.Timeout) as err:
@@ -497,8 +570,9 @@ class PageFetcher:
             host = (urllib.parse.urlsplit(current).hostname or "").lower()
             wait = None
             with self._limiter.slot(host), Deadline(s.total_timeout):
-                response = self._session.get(current, timeout=(s.connect_timeout, s.read_timeout), stream=True,
-                                             allow_redirects=False)
+                response = self._session.get(
+                    current, timeout=(s.connect_timeout, s.read_timeout), stream=True, allow_redirects=False
+                )
                 with response:
                     status = response.status_code
                     if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
@@ -552,8 +626,9 @@ class PageFetcher:
             check_url(origin + "/robots.txt", self._allow)
             with self._limiter.slot(host), Deadline(s.total_timeout):
                 # Redirects are followed by the guarded session: each hop is checked at connect time.
-                response = self._session.get(origin + "/robots.txt", timeout=(s.connect_timeout, s.read_timeout),
-                                             stream=True)
+                response = self._session.get(
+                    origin + "/robots.txt", timeout=(s.connect_timeout, s.read_timeout), stream=True
+                )
                 with response:
                     if response.status_code >= 500:
                         parser.disallow_all = True  # RFC 9309: an unreachable robots.txt means "disallow all"
@@ -599,21 +674,35 @@ def apply_page(article: Article, result: PageResult, run_id: str = "") -> tuple[
     published date only where the feed had none (a page date later than a day after the fetch is not trusted).
     """
     if result.page is None:
-        letter = DeadLetter(stage=PAGE_STAGE, reason=result.reason, feed_url=article.feed_url,
-                            entry_key=article.url or article.article_id, status=result.status,
-                            retry_after_seconds=result.retry_after, message=f"{result.url}: {result.message}"[:1000],
-                            time=utcnow(), run_id=run_id or article.run_id)
+        letter = DeadLetter(
+            stage=PAGE_STAGE,
+            reason=result.reason,
+            feed_url=article.feed_url,
+            entry_key=article.url or article.article_id,
+            status=result.status,
+            retry_after_seconds=result.retry_after,
+            message=f"{result.url}: {result.message}"[:1000],
+            time=utcnow(),
+            run_id=run_id or article.run_id,
+        )
         return article, letter
     page = result.page
-    changes: dict = {"text": page.text, "summary": article.text, "text_source": "page",
-                     "canonical_url": page.canonical_url}
+    changes: dict = {
+        "text": page.text,
+        "summary": article.text,
+        "text_source": "page",
+        "canonical_url": page.canonical_url,
+    }
     if not article.authors and page.authors:
         changes["authors"] = page.authors
     if not article.declared_language and page.language:
         changes["declared_language"] = page.language
     fetched = article.fetched_at or utcnow()
-    if (article.date_source == "fetched" and page.published_at is not None
-            and page.published_at <= fetched + dt.timedelta(days=1)):
+    if (
+        article.date_source == "fetched"
+        and page.published_at is not None
+        and page.published_at <= fetched + dt.timedelta(days=1)
+    ):
         changes["published_at"] = page.published_at
         changes["date_source"] = "page"
     return dataclasses.replace(article, **changes), None
@@ -677,8 +766,10 @@ class _FetchPagesFn(beam.DoFn):
 
     def __init__(self, settings: ExtractSettings, run_id: str):
         self._settings, self._run_id = settings, run_id
-        self._counters = {name: Metrics.counter(PAGE_STAGE, name) for name in (
-            "pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")}
+        self._counters = {
+            name: Metrics.counter(PAGE_STAGE, name)
+            for name in ("pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")
+        }
 
     def setup(self):
         self._fetcher = shared_fetcher(self._settings, self._run_id)
@@ -733,8 +824,14 @@ class FetchArticlePages(beam.PTransform):
     across workers; streaming leaves it off (there is no end to group by) and relies on each instance's cache.
     """
 
-    def __init__(self, settings: ExtractSettings = ExtractSettings(), feeds: Iterable = (), run_id: str = "",
-                 written_keys: beam.PCollection | None = None, group_by_url: bool = True):
+    def __init__(
+        self,
+        settings: ExtractSettings = ExtractSettings(),
+        feeds: Iterable = (),
+        run_id: str = "",
+        written_keys: beam.PCollection | None = None,
+        group_by_url: bool = True,
+    ):
         super().__init__()
         self._settings, self._run_id = settings, run_id
         self._modes = {feed.url: getattr(feed, "extract", "") for feed in feeds if getattr(feed, "extract", "")}
@@ -744,13 +841,15 @@ class FetchArticlePages(beam.PTransform):
     def expand(self, articles: beam.PCollection) -> Routed:
         side = () if self._written_keys is None else (beam.pvalue.AsList(self._written_keys),)
         selected = articles | "Select" >> beam.ParDo(_SelectFn(self._settings, self._modes), *side).with_outputs(
-            _SelectFn.FETCH_TAG, main="kept")
+            _SelectFn.FETCH_TAG, main="kept"
+        )
         wanted = selected[_SelectFn.FETCH_TAG]
         if self._group:
             groups = wanted | "ByUrl" >> beam.Map(lambda a: (a.url, a)) | "GroupByUrl" >> beam.GroupByKey()
         else:
             groups = wanted | "OneEach" >> beam.Map(lambda a: (a.url, [a]))
         fetched = groups | "FetchPages" >> beam.ParDo(_FetchPagesFn(self._settings, self._run_id)).with_outputs(
-            DEAD_LETTER_TAG, main="articles")
+            DEAD_LETTER_TAG, main="articles"
+        )
         merged = (selected.kept, fetched.articles) | "Rejoin" >> beam.Flatten()
         return Routed(merged, fetched[DEAD_LETTER_TAG])

@@ -23,18 +23,17 @@ import random
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import apache_beam as beam
 import requests
 import urllib3
 from apache_beam.metrics import Metrics
 
-from transforms import netguard
+from transforms import __version__, netguard
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter, utcnow
-
-from transforms import __version__
 
 STAGE = "fetch"
 
@@ -337,7 +336,10 @@ def _check_status(response: requests.Response, settings: FetchSettings) -> None:
             raise FetchError("rate_limited", where, status, wait)
         if wait is not None and wait > settings.max_retry_after:
             raise FetchError(
-                "rate_limited", f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s", status, wait
+                "rate_limited",
+                f"{where}: Retry-After {wait:.0f}s exceeds {settings.max_retry_after:.0f}s",
+                status,
+                wait,
             )
         raise _TransientError("http_error", where, status, retry_after=wait)
     if status >= 500:

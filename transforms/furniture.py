@@ -86,8 +86,18 @@ DEFAULT_DROP_TAIL_PATTERNS: tuple[str, ...] = (
 )
 _TAIL_SUFFIX = r"\s*[:\-–—]?"
 
-DEFAULT_BREADCRUMB_WORDS: tuple[str, ...] = ("home", "homepage", "home page", "news", "start", "startseite",
-                                             "accueil", "inicio", "início", "portada")
+DEFAULT_BREADCRUMB_WORDS: tuple[str, ...] = (
+    "home",
+    "homepage",
+    "home page",
+    "news",
+    "start",
+    "startseite",
+    "accueil",
+    "inicio",
+    "início",
+    "portada",
+)
 
 # Ends with a full stop (not an ellipsis, which ends teasers): a sentence, so not part of a list of links.
 _SENTENCE_LIKE = re.compile(r"(?<!\.)\.['\"’”»)\]]?$")
@@ -268,4 +278,3 @@ def _remove_furniture_counted(text: str, title: str, settings: CleanSettings) ->
 def remove_furniture(text: str, title: str = "", settings: CleanSettings = CleanSettings()) -> str:
     """`text` (plain, as from html_to_text) without the furniture lines that `settings` describe."""
     return _remove_furniture_counted(text, title, settings)[0]
-

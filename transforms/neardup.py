@@ -47,7 +47,8 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import apache_beam as beam

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import requests
 from requests.adapters import HTTPAdapter

@@ -39,7 +39,8 @@ import io
 import json
 import re
 import urllib.parse
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -75,10 +76,35 @@ class ParseSettings:
 # feedparser only knows English month names; many real feeds (UOL, older Le Monde and El País feeds...) localise
 # RFC 822 dates. Dropping the (redundant) day name and translating the month lets the standard parser do the rest.
 _LOCALISED_MONTHS = {
-    "ene": "Jan", "gen": "Jan", "janv": "Jan", "fev": "Feb", "fév": "Feb", "févr": "Feb", "fevr": "Feb",
-    "mars": "Mar", "mär": "Mar", "mrz": "Mar", "abr": "Apr", "avr": "Apr", "mai": "May", "mag": "May",
-    "juin": "Jun", "giu": "Jun", "juil": "Jul", "lug": "Jul", "ago": "Aug", "août": "Aug", "aout": "Aug",
-    "set": "Sep", "sept": "Sep", "out": "Oct", "ott": "Oct", "okt": "Oct", "dez": "Dec", "dic": "Dec", "déc": "Dec",
+    "ene": "Jan",
+    "gen": "Jan",
+    "janv": "Jan",
+    "fev": "Feb",
+    "fév": "Feb",
+    "févr": "Feb",
+    "fevr": "Feb",
+    "mars": "Mar",
+    "mär": "Mar",
+    "mrz": "Mar",
+    "abr": "Apr",
+    "avr": "Apr",
+    "mai": "May",
+    "mag": "May",
+    "juin": "Jun",
+    "giu": "Jun",
+    "juil": "Jul",
+    "lug": "Jul",
+    "ago": "Aug",
+    "août": "Aug",
+    "aout": "Aug",
+    "set": "Sep",
+    "sept": "Sep",
+    "out": "Oct",
+    "ott": "Oct",
+    "okt": "Oct",
+    "dez": "Dec",
+    "dic": "Dec",
+    "déc": "Dec",
 }
 _LEADING_DAY_NAME = re.compile(r"^\s*[^\W\d_]+\.?,\s*")
 _MONTH_WORD = re.compile(r"(?<=\d\s)[^\W\d_]+\.?")
@@ -207,8 +233,13 @@ def _codec(name: str) -> str:
         canonical = codecs.lookup(name).name
     except (LookupError, ValueError):
         return ""
-    return {"utf-8-sig": "utf-8", "utf-16-le": "utf-16", "utf-16-be": "utf-16", "utf-32-le": "utf-32",
-            "utf-32-be": "utf-32"}.get(canonical, canonical)
+    return {
+        "utf-8-sig": "utf-8",
+        "utf-16-le": "utf-16",
+        "utf-16-be": "utf-16",
+        "utf-32-le": "utf-32",
+        "utf-32-be": "utf-32",
+    }.get(canonical, canonical)
 
 
 def _decodes(body: bytes, codec: str) -> bool:
@@ -257,9 +288,26 @@ def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
 
 _LATIN_SINGLE_BYTE = {
     _codec(name)
-    for name in ("latin-1", "iso8859-2", "iso8859-3", "iso8859-4", "iso8859-9", "iso8859-10", "iso8859-13",
-                 "iso8859-14", "iso8859-15", "iso8859-16", "cp1250", "cp1252", "cp1254", "cp1257", "mac-roman",
-                 "mac-latin2", "cp437", "cp850")
+    for name in (
+        "latin-1",
+        "iso8859-2",
+        "iso8859-3",
+        "iso8859-4",
+        "iso8859-9",
+        "iso8859-10",
+        "iso8859-13",
+        "iso8859-14",
+        "iso8859-15",
+        "iso8859-16",
+        "cp1250",
+        "cp1252",
+        "cp1254",
+        "cp1257",
+        "mac-roman",
+        "mac-latin2",
+        "cp437",
+        "cp850",
+    )
 }
 
 
@@ -284,6 +332,7 @@ def _charset(content_type: str) -> str:
 
 # Links
 
+
 def article_link(link: str, base: str = "") -> str:
     """The entry's link as an absolute http(s) URL, or '' when it is none (other scheme, invalid port or host)."""
     link = (link or "").strip()
@@ -291,7 +340,11 @@ def article_link(link: str, base: str = "") -> str:
         return ""
     try:
         # Most links are absolute already: urljoin is the dearest step of reading an entry.
-        absolute = link if link[:8].lower().startswith(("http://", "https://")) or not base else urllib.parse.urljoin(base, link)
+        absolute = (
+            link
+            if link[:8].lower().startswith(("http://", "https://")) or not base
+            else urllib.parse.urljoin(base, link)
+        )
         parts = urllib.parse.urlsplit(absolute)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError:
@@ -803,8 +856,9 @@ def _parse_with_feedparser(fetched: Any, data: bytes, entries: _Entries, run_id:
     # `data` is UTF-8 now: say so, so feedparser does not decode it again by the original declaration.
     mime = (fetched.content_type or "application/xml").split(";", 1)[0].strip() or "application/xml"
     headers = {"content-type": f"{mime}; charset=utf-8", "content-location": fetched.url}
-    doc = feedparser.parse(_XML_DECLARED_ENCODING.sub(rb"\1utf-8\2", data, count=1), response_headers=headers,
-                           sanitize_html=False)
+    doc = feedparser.parse(
+        _XML_DECLARED_ENCODING.sub(rb"\1utf-8\2", data, count=1), response_headers=headers, sanitize_html=False
+    )
     if not doc.get("version") and not doc.entries and not skip:
         message = str(doc.get("bozo_exception") or "no feed element found")
         entries.stats.problem = _feed_problem(fetched, "not_a_feed", message, run_id)
@@ -884,9 +938,7 @@ def _parse_json_feed(fetched: Any, decoding: Decoding, entries: _Entries, run_id
         return
     entries.feed_language = _language_code(doc.get("language"))
     for index, item in enumerate(items):
-        yield entries.read(
-            index, lambda item=item: _json_fields(item), lambda item=item: json.dumps(item, default=str)
-        )
+        yield entries.read(index, lambda item=item: _json_fields(item), lambda item=item: json.dumps(item, default=str))
 
 
 def _json_fields(item: Any) -> dict[str, Any]:

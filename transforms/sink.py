@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -113,7 +114,7 @@ class PartitionFileNaming:
             return name
         try:
             FileSystems.mkdirs(FileSystems.join(self._base_path, destination))
-        except IOError:
+        except OSError:
             pass  # it exists: the usual case once a partition has its first file
         return f"{destination}/{name}"
 
@@ -128,7 +129,7 @@ class _CheckWrittenFn(beam.DoFn):
     def process(self, result: fileio.FileResult) -> Iterable[str]:
         path = FileSystems.join(self._base_path, result.file_name)
         if not FileSystems.exists(path):
-            raise IOError(f"{path} was not moved into place: its rows would be lost")
+            raise OSError(f"{path} was not moved into place: its rows would be lost")
         self._files.inc()
         yield path
 

@@ -42,7 +42,7 @@ as it takes less than `late_margin_seconds` from its fetch to the window (the wi
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, StrUtf8Coder, VarIntCoder
@@ -102,9 +102,7 @@ class StreamSettings:
             raise ValueError("stop_after_seconds must not be negative")
 
 
-def poll_schedule(
-    feeds: Sequence[FeedSource], settings: StreamSettings
-) -> list[tuple[float, tuple[FeedSource, ...]]]:
+def poll_schedule(feeds: Sequence[FeedSource], settings: StreamSettings) -> list[tuple[float, tuple[FeedSource, ...]]]:
     """The feeds grouped by poll interval, shortest interval first. Raises ValueError for an override that names no
     configured feed (a typo would otherwise leave the feed at the default interval without a word)."""
     overrides = {o.feed: o.interval_seconds for o in settings.poll_overrides}

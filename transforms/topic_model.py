@@ -51,7 +51,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -120,7 +120,7 @@ def char_ngrams(word: str) -> list[str]:
     """The character n-grams the model reads from one (lowercased) word: 2- to 5-grams of " word "."""
     padded = f" {word} "
     low, high = CHAR_NGRAMS
-    return [padded[i: i + n] for n in range(low, high + 1) for i in range(len(padded) - n + 1)]
+    return [padded[i : i + n] for n in range(low, high + 1) for i in range(len(padded) - n + 1)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,8 +142,8 @@ class TopicModel:
     info: dict = dataclasses.field(default_factory=dict)  # how it was trained; informational only
     # The character view (format version 2); empty for a words-only model.
     char_ngrams: tuple[str, ...] = ()
-    char_idf: Optional[np.ndarray] = None  # (n_char,) float32
-    char_coef: Optional[np.ndarray] = None  # (n_classes, n_char) float32, scaled as the training features were
+    char_idf: np.ndarray | None = None  # (n_char,) float32
+    char_coef: np.ndarray | None = None  # (n_classes, n_char) float32, scaled as the training features were
 
     def __post_init__(self):
         vocabulary = _Vocabulary((word, i) for i, word in enumerate(self.unigrams))
@@ -185,8 +185,10 @@ class TopicModel:
         for word in words:
             indices.extend(i for i in map(lookup, char_ngrams(word)) if i is not None)
             indptr.append(len(indices))
-        counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
-                               shape=(len(words), len(self.char_ngrams)))
+        counts = sp.csr_matrix(
+            (np.ones(len(indices)), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
+            shape=(len(words), len(self.char_ngrams)),
+        )
         return np.asarray(counts @ self._char_table)
 
     def _vocabulary_char_rows(self, known: np.ndarray) -> np.ndarray:
@@ -202,7 +204,7 @@ class TopicModel:
         for n in range(CHAR_NGRAMS[0], CHAR_NGRAMS[1] + 1):
             for start in range(width - n + 1):
                 words = np.flatnonzero(lengths >= start + n)
-                grams = np.ascontiguousarray(chars[words, start: start + n]).view(f"U{n}").ravel()
+                grams = np.ascontiguousarray(chars[words, start : start + n]).view(f"U{n}").ravel()
                 pos = np.minimum(np.searchsorted(known, grams), len(known) - 1)
                 hit = known[pos] == grams
                 rows.append(words[hit])
@@ -369,8 +371,9 @@ def read_training_csv(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         names = [name.strip() for name in classes_file.read_text(encoding="utf-8").splitlines() if name.strip()]
         numbers = sorted({int(label) for label in labels})
         if numbers[0] < 1 or numbers[-1] > len(names):
-            raise TopicModelError(f"{path}: labels run {numbers[0]}..{numbers[-1]} but {classes_file} "
-                                  f"names classes 1..{len(names)}")
+            raise TopicModelError(
+                f"{path}: labels run {numbers[0]}..{numbers[-1]} but {classes_file} names classes 1..{len(names)}"
+            )
         labels = [names[int(label) - 1] for label in labels]
     return labels, texts
 
@@ -427,8 +430,13 @@ def _class_weights(classifier) -> tuple[np.ndarray, np.ndarray]:
     return coef, intercept
 
 
-def fit_parts(word_docs: Sequence[list[str]], char_docs: Sequence[list[str]], labels: Sequence[str], *,
-              alpha: float = DEFAULT_ALPHA) -> FittedParts:
+def fit_parts(
+    word_docs: Sequence[list[str]],
+    char_docs: Sequence[list[str]],
+    labels: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+) -> FittedParts:
     """Fit both views' vectorisers and the four classifiers with scikit-learn on analysed texts."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.naive_bayes import ComplementNB
@@ -457,21 +465,33 @@ def fit_parts(word_docs: Sequence[list[str]], char_docs: Sequence[list[str]], la
     return FittedParts(words=words, chars=chars, char_scale=char_scale, classifiers=classifiers)
 
 
-def fit(texts: Sequence[str], labels: Sequence[str], *, alpha: float = DEFAULT_ALPHA,
-        languages: Sequence[str] = ("en",), temperature: float = 1.0,
-        part_temperatures: Optional[Mapping[str, float]] = None, info: Optional[dict] = None) -> TopicModel:
+def fit(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    languages: Sequence[str] = ("en",),
+    temperature: float = 1.0,
+    part_temperatures: Mapping[str, float] | None = None,
+    info: dict | None = None,
+) -> TopicModel:
     """Fit the model with scikit-learn on all of `texts` and export it as a TopicModel.
 
     `part_temperatures` (COMPONENTS -> temperature, all 1.0 if omitted) weigh the four classifiers' scores.
     """
     word_docs, char_docs = zip(*(analyse(text) for text in texts)) if texts else ((), ())
     parts = fit_parts(word_docs, char_docs, labels, alpha=alpha)
-    return export(parts, part_temperatures=part_temperatures, languages=languages, temperature=temperature,
-                  info=info)
+    return export(parts, part_temperatures=part_temperatures, languages=languages, temperature=temperature, info=info)
 
 
-def export(parts: FittedParts, *, part_temperatures: Optional[Mapping[str, float]] = None,
-           languages: Sequence[str] = ("en",), temperature: float = 1.0, info: Optional[dict] = None) -> TopicModel:
+def export(
+    parts: FittedParts,
+    *,
+    part_temperatures: Mapping[str, float] | None = None,
+    languages: Sequence[str] = ("en",),
+    temperature: float = 1.0,
+    info: dict | None = None,
+) -> TopicModel:
     """A TopicModel whose scores are the sum of each of `parts`' classifiers' scores over its temperature."""
     part_temperatures = dict.fromkeys(COMPONENTS, 1.0) | dict(part_temperatures or {})
     classes = parts.classes
@@ -480,8 +500,9 @@ def export(parts: FittedParts, *, part_temperatures: Optional[Mapping[str, float
     vocabulary = parts.words.vocabulary_
     unigrams = sorted(term for term in vocabulary if " " not in term)
     word_id = {word: i for i, word in enumerate(unigrams)}
-    pairs = sorted((word_id[first], word_id[second])
-                   for first, second in (term.split(" ") for term in vocabulary if " " in term))
+    pairs = sorted(
+        (word_id[first], word_id[second]) for first, second in (term.split(" ") for term in vocabulary if " " in term)
+    )
     word_columns = [vocabulary[word] for word in unigrams]
     word_columns += [vocabulary[f"{unigrams[a]} {unigrams[b]}"] for a, b in pairs]
     ngrams = sorted(parts.chars.vocabulary_)
@@ -531,8 +552,9 @@ class CrossValidation:
     part_accuracy: dict  # COMPONENTS -> that classifier's own accuracy
 
 
-def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: int = 5,
-                   alpha: float = DEFAULT_ALPHA) -> CrossValidation:
+def cross_validate(
+    texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: int = 5, alpha: float = DEFAULT_ALPHA
+) -> CrossValidation:
     """Stratified k-fold accuracy of the exported model, and the temperatures that calibrate it.
 
     First each fold's classifiers are fitted and their out-of-fold scores give each one's temperature; then
@@ -547,8 +569,10 @@ def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0
     if len(classes) < 2:
         raise TopicModelError(f"training data needs at least 2 labels, found {len(classes)}")
     if folds < 2 or min(counts.values()) < folds:
-        raise TopicModelError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} rows per "
-                              f"label; smallest label has {min(counts.values())}")
+        raise TopicModelError(
+            f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} rows per "
+            f"label; smallest label has {min(counts.values())}"
+        )
     word_docs, char_docs = zip(*(analyse(text) for text in texts))
     truth = np.searchsorted(classes, labels)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -562,8 +586,7 @@ def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0
             part_scores[name][test] = scores[:, order]
         fitted.append((parts, test))
     part_temperatures = {name: fit_temperature(part_scores[name], truth) for name in COMPONENTS}
-    part_accuracy = {name: round(float(np.mean(part_scores[name].argmax(axis=1) == truth)), 6)
-                     for name in COMPONENTS}
+    part_accuracy = {name: round(float(np.mean(part_scores[name].argmax(axis=1) == truth)), 6) for name in COMPONENTS}
 
     scores = np.zeros((len(texts), len(classes)))
     evidence = np.zeros(len(texts), dtype=bool)
@@ -574,8 +597,12 @@ def cross_validate(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0
         scores[test] = fold_scores[:, order]
         evidence[test] = fold_evidence
     accuracy = float(np.mean((scores.argmax(axis=1) == truth) & evidence))
-    return CrossValidation(accuracy=accuracy, temperature=fit_temperature(scores[evidence], truth[evidence]),
-                           part_temperatures=part_temperatures, part_accuracy=part_accuracy)
+    return CrossValidation(
+        accuracy=accuracy,
+        temperature=fit_temperature(scores[evidence], truth[evidence]),
+        part_temperatures=part_temperatures,
+        part_accuracy=part_accuracy,
+    )
 
 
 def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -595,8 +622,14 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     return round(math.exp(best.x), 6)
 
 
-def train_from_csv(path: str | os.PathLike, seed: int = 0, folds: int = 5, *,
-                   languages: Sequence[str] = ("en",), alpha: float = DEFAULT_ALPHA) -> tuple[TopicModel, float]:
+def train_from_csv(
+    path: str | os.PathLike,
+    seed: int = 0,
+    folds: int = 5,
+    *,
+    languages: Sequence[str] = ("en",),
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[TopicModel, float]:
     """Train a model on a label,title,text CSV; returns it and its `folds`-fold cross-validated accuracy.
 
     Deterministic: the same CSV, seed and library versions give the same model file, byte for byte.
@@ -605,8 +638,16 @@ def train_from_csv(path: str | os.PathLike, seed: int = 0, folds: int = 5, *,
     return train(texts, labels, seed=seed, folds=folds, languages=languages, alpha=alpha, source=Path(path).name)
 
 
-def train(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: int = 5,
-          languages: Sequence[str] = ("en",), alpha: float = DEFAULT_ALPHA, source: str = "") -> tuple[TopicModel, float]:
+def train(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    seed: int = 0,
+    folds: int = 5,
+    languages: Sequence[str] = ("en",),
+    alpha: float = DEFAULT_ALPHA,
+    source: str = "",
+) -> tuple[TopicModel, float]:
     """Cross-validate, then fit on all of `texts`; returns the model (its `info` saying how it was trained) and its
     `folds`-fold cross-validated accuracy. Deterministic for the same data, seed and library versions."""
     import sklearn
@@ -617,9 +658,11 @@ def train(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: 
         "source": source,
         "rows": len(labels),
         "rows_per_label": {label: labels.count(label) for label in sorted(set(labels))},
-        "classifier": (f"ComplementNB(alpha={alpha}) + LinearSVC(C={SVM_C}) on word 1-2-gram tf-idf and on "
-                       f"char {CHAR_NGRAMS[0]}-{CHAR_NGRAMS[1]}-gram tf-idf; scores summed over per-classifier "
-                       f"temperatures, softmax with a final temperature"),
+        "classifier": (
+            f"ComplementNB(alpha={alpha}) + LinearSVC(C={SVM_C}) on word 1-2-gram tf-idf and on "
+            f"char {CHAR_NGRAMS[0]}-{CHAR_NGRAMS[1]}-gram tf-idf; scores summed over per-classifier "
+            f"temperatures, softmax with a final temperature"
+        ),
         "part_temperatures": validation.part_temperatures,
         "part_cv_accuracy": validation.part_accuracy,
         "cv_accuracy": round(validation.accuracy, 6),
@@ -627,8 +670,15 @@ def train(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: 
         "seed": seed,
         "sklearn_version": sklearn.__version__,
     }
-    model = fit(texts, labels, alpha=alpha, languages=languages, temperature=validation.temperature,
-                part_temperatures=validation.part_temperatures, info=info)
+    model = fit(
+        texts,
+        labels,
+        alpha=alpha,
+        languages=languages,
+        temperature=validation.temperature,
+        part_temperatures=validation.part_temperatures,
+        info=info,
+    )
     return model, validation.accuracy
 
 
@@ -692,8 +742,11 @@ def save_model(model: TopicModel, path: str | os.PathLike) -> Path:
     try:
         with open(tmp_name, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
             # Fixed timestamps make the file a pure function of the model.
-            archive.writestr(zipfile.ZipInfo("meta.json", _ZIP_DATE),
-                             json.dumps(meta, indent=1, sort_keys=True), zipfile.ZIP_DEFLATED)
+            archive.writestr(
+                zipfile.ZipInfo("meta.json", _ZIP_DATE),
+                json.dumps(meta, indent=1, sort_keys=True),
+                zipfile.ZIP_DEFLATED,
+            )
             for name in _ARRAYS_OF_VERSION[version]:
                 buffer = io.BytesIO()
                 np.lib.format.write_array(buffer, arrays[name], allow_pickle=False)
@@ -743,13 +796,18 @@ def _read(path: Path) -> TopicModel:
             raise TopicModelError("not a newsbeam topic model (missing meta.json)")
         meta = json.loads(archive.read("meta.json").decode("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise TopicModelError(f"not a newsbeam topic model (format {meta.get('format')!r})"
-                                  if isinstance(meta, dict) else "meta.json is not an object")
+            raise TopicModelError(
+                f"not a newsbeam topic model (format {meta.get('format')!r})"
+                if isinstance(meta, dict)
+                else "meta.json is not an object"
+            )
         version = meta.get("version")
         known = type(version) is int and version in FEATURES_OF_VERSION
         if not known or meta.get("features") != FEATURES_OF_VERSION[version]:
-            raise TopicModelError(f"unsupported model version {version!r} / features {meta.get('features')!r}; "
-                                  f"this newsbeam reads versions {', '.join(map(str, FEATURES_OF_VERSION))}")
+            raise TopicModelError(
+                f"unsupported model version {version!r} / features {meta.get('features')!r}; "
+                f"this newsbeam reads versions {', '.join(map(str, FEATURES_OF_VERSION))}"
+            )
         missing = [f"{name}.npy" for name in _ARRAYS_OF_VERSION[version] if f"{name}.npy" not in names]
         if missing:
             raise TopicModelError(f"not a newsbeam topic model (missing {', '.join(missing)})")
@@ -761,8 +819,12 @@ def _read(path: Path) -> TopicModel:
         raise TopicModelError("checksum mismatch (the file is damaged or was edited)")
 
     labels, languages = meta.get("labels"), meta.get("languages")
-    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) and x for x in labels)
-            and len(set(labels)) == len(labels)):
+    if not (
+        isinstance(labels, list)
+        and len(labels) >= 2
+        and all(isinstance(x, str) and x for x in labels)
+        and len(set(labels)) == len(labels)
+    ):
         raise TopicModelError("labels must be at least 2 distinct non-empty strings")
     if not (isinstance(languages, list) and all(isinstance(x, str) for x in languages)):
         raise TopicModelError("languages must be a list of strings")
@@ -799,10 +861,21 @@ def _read(path: Path) -> TopicModel:
     weights = [idf, coef, intercept] + ([char_idf, char_coef] if version >= 2 else [])
     if not all(np.isfinite(array).all() for array in weights):
         raise TopicModelError("non-finite weights")
-    return TopicModel(labels=tuple(labels), languages=tuple(languages), unigrams=unigrams, bigrams=bigrams,
-                      idf=idf, coef=coef, intercept=intercept, temperature=float(temperature),
-                      max_chars=max_chars, info=meta.get("training") or {}, char_ngrams=ngrams,
-                      char_idf=char_idf, char_coef=char_coef)
+    return TopicModel(
+        labels=tuple(labels),
+        languages=tuple(languages),
+        unigrams=unigrams,
+        bigrams=bigrams,
+        idf=idf,
+        coef=coef,
+        intercept=intercept,
+        temperature=float(temperature),
+        max_chars=max_chars,
+        info=meta.get("training") or {},
+        char_ngrams=ngrams,
+        char_idf=char_idf,
+        char_coef=char_coef,
+    )
 
 
 def _decode_strings(array: np.ndarray) -> tuple[str, ...]:
@@ -825,22 +898,36 @@ class TopicModelHandler(ModelHandler[str, PredictionResult, TopicModel]):
     Batches are large because a batch costs little more than one text: the model is vectorised.
     """
 
-    def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL_PATH, *, min_batch_size: int = 64,
-                 max_batch_size: int = 2048, max_batch_duration_secs: Optional[int] = None, **kwargs: Any):
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                         max_batch_duration_secs=max_batch_duration_secs, **kwargs)
+    def __init__(
+        self,
+        model_path: str | os.PathLike = DEFAULT_MODEL_PATH,
+        *,
+        min_batch_size: int = 64,
+        max_batch_size: int = 2048,
+        max_batch_duration_secs: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            max_batch_duration_secs=max_batch_duration_secs,
+            **kwargs,
+        )
         self._model_path = str(model_path)
 
     def load_model(self) -> TopicModel:
         """Load and validate the model file (TopicModelError if it is missing or corrupt)."""
         return load_model(self._model_path)
 
-    def run_inference(self, batch: Sequence[str], model: TopicModel,
-                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+    def run_inference(
+        self, batch: Sequence[str], model: TopicModel, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[PredictionResult]:
         """Classify a batch of texts in one vectorised call."""
         labels, probs = model.predict_proba(batch)
-        return [PredictionResult(text, (label, prob), self._model_path)
-                for text, label, prob in zip(batch, labels, probs.tolist())]
+        return [
+            PredictionResult(text, (label, prob), self._model_path)
+            for text, label, prob in zip(batch, labels, probs.tolist())
+        ]
 
     def get_num_bytes(self, batch: Sequence[str]) -> int:
         """Approximate size of a batch (the default pickles the whole batch just to measure it)."""
@@ -850,6 +937,6 @@ class TopicModelHandler(ModelHandler[str, PredictionResult, TopicModel]):
         """Namespace of RunInference's own metrics (inference counts, batch latency)."""
         return "topic_model"
 
-    def update_model_path(self, model_path: Optional[str] = None):
+    def update_model_path(self, model_path: str | None = None):
         """Point at a new model file (RunInference's model-update side input)."""
         self._model_path = model_path or self._model_path

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.transforms import trigger as beam_trigger
@@ -109,7 +109,7 @@ class WindowByEventTime(beam.PTransform):
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
         size = self._settings.size_seconds
-        windows = streaming_windows(self._settings) if self._streaming else beam.WindowInto(
-            beam_window.FixedWindows(size)
+        windows = (
+            streaming_windows(self._settings) if self._streaming else beam.WindowInto(beam_window.FixedWindows(size))
         )
         return articles | "Stamp" >> beam.ParDo(_StampFn(size)) | "FixedWindows" >> windows

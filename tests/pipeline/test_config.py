@@ -15,12 +15,15 @@ def test_default_config_loads_and_points_at_existing_samples():
     config = load_config()
     assert len(config.feeds) >= 6
     from pathlib import Path
+
     assert all(Path(f.url).is_file() for f in config.feeds)
     assert config.window.size_seconds == 3600
 
 
 def test_values_durations_and_relative_paths(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 output: /tmp/out
 feeds:
   - {name: a, url: feeds/a.xml, language: en, topic: World}
@@ -31,7 +34,8 @@ fetch: {read_timeout: 3, retries: 1}
 classify:
   label_rules:
     - {label: climate, keywords: [climate, emissions]}
-""")
+""",
+    )
     config = load_config(path)
     assert config.feeds[0].url == str(tmp_path / "feeds" / "a.xml")
     assert config.feeds[1].url == "https://b.test/rss"

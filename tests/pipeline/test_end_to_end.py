@@ -34,8 +34,11 @@ def serve_samples_and_broken_feeds(server: FeedServer) -> str:
         server.add_file(f"/samples/{path.name}", path, fail_times=1 if i == 0 else 0)
         lines.append(f'  - {{name: {path.stem}, url: "{server.url("/samples/" + path.name)}"}}')
     server.add("/page.html", b"<!doctype html><html><body><h1>Not a feed</h1></body></html>", content_type="text/html")
-    server.add("/malformed.xml", b"<?xml version='1.0'?><rss><channel><title>x</title><item><title>broken",
-               content_type="application/rss+xml")
+    server.add(
+        "/malformed.xml",
+        b"<?xml version='1.0'?><rss><channel><title>x</title><item><title>broken",
+        content_type="application/rss+xml",
+    )
     server.add("/slow.xml", (SAMPLES / sorted(p.name for p in SAMPLES.iterdir())[0]).read_bytes(), delay=1.5)
     return "\n".join(lines) + BROKEN_FEEDS % {"base": server.base_url}
 
@@ -47,8 +50,9 @@ def served_run(tmp_path_factory):
     with FeedServer() as server:
         config = tmp / "feeds.yaml"
         config.write_text(
-            "feeds:\n" + serve_samples_and_broken_feeds(server) +
-            "\nfetch: {read_timeout: 0.5, connect_timeout: 1, retries: 1, backoff: 0.05}\n"
+            "feeds:\n"
+            + serve_samples_and_broken_feeds(server)
+            + "\nfetch: {read_timeout: 0.5, connect_timeout: 1, retries: 1, backoff: 0.05}\n"
         )
         output = tmp / "out"
         status = main(["run", "--config", str(config), "--output", str(output), "--run_id", "e2e-run"])
@@ -128,9 +132,18 @@ def test_dead_letters_have_reasons(served_run):
 def _row_set(output: Path) -> set:
     table = ds.dataset(str(output / "articles"), format="parquet", partitioning="hive").to_table()
     # An entry without a usable date takes the fetch time, which differs from run to run.
-    return {(r["article_id"], r["title"], r["text"], r["language"], r["topic"], r["duplicate_count"],
-             r["published_at"] if r["date_source"] != "fetched" else None)
-            for r in table.to_pylist()}
+    return {
+        (
+            r["article_id"],
+            r["title"],
+            r["text"],
+            r["language"],
+            r["topic"],
+            r["duplicate_count"],
+            r["published_at"] if r["date_source"] != "fetched" else None,
+        )
+        for r in table.to_pylist()
+    }
 
 
 RUNNERS = {
@@ -203,7 +216,8 @@ def test_train_topics_then_run_with_the_model(tmp_path):
 
     config = tmp_path / "c.yaml"
     config.write_text(
-        "feeds:\n" + "".join(f'  - {{name: {p.stem}, url: "{p}"}}\n' for p in sorted(SAMPLES.iterdir()))
+        "feeds:\n"
+        + "".join(f'  - {{name: {p.stem}, url: "{p}"}}\n' for p in sorted(SAMPLES.iterdir()))
         + f'classify: {{topic_model: "{model}"}}\n'
     )
     output = tmp_path / "out"

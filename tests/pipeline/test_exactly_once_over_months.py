@@ -62,14 +62,17 @@ def rss(entries: list[dict]) -> bytes:
         + f"<description>{e['text']}</description></item>"
         for e in entries
     )
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>Local</title><link>https://local.test/</link>'
-            f"<language>en</language>{items}</channel></rss>").encode()
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>Local</title><link>https://local.test/</link>'
+        f"<language>en</language>{items}</channel></rss>"
+    ).encode()
 
 
 def run_at(config: Path, output: Path, now: dt.datetime, *extra: str) -> dict:
     run_id = f"r{time.monotonic_ns()}"
-    status = main(["run", "--config", str(config), "--output", str(output), "--run_id", run_id,
-                   "--now", now.isoformat(), *extra])
+    status = main(
+        ["run", "--config", str(config), "--output", str(output), "--run_id", run_id, "--now", now.isoformat(), *extra]
+    )
     record = json.loads((output / "_runs" / f"{run_id}.json").read_text())
     assert status == 0 and record["reconciled"], record
     return record
@@ -90,9 +93,13 @@ def test_ninety_days_of_runs_with_three_killed_are_exactly_once(tmp_path):
             served |= {e["id"] for entries in feeds.values() for e in entries}
             if day in KILLED:
                 run_id = f"killed-{day}"
-                process = subprocess.Popen([*command, "--now", now.isoformat(), "--run_id", run_id], cwd=REPO,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                           preexec_fn=lambda: os.nice(10))  # widens the window on a busy machine
+                process = subprocess.Popen(
+                    [*command, "--now", now.isoformat(), "--run_id", run_id],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=lambda: os.nice(10),
+                )  # widens the window on a busy machine
                 marker = KILLED[day].format(run_id=run_id)
                 while process.poll() is None and not list(out.glob(marker)):
                     time.sleep(0.002)
@@ -132,8 +139,11 @@ def run_sample(out: Path, now: dt.datetime) -> dict:
 def test_deleted_or_corrupt_index_is_rebuilt_with_a_warning_and_nothing_is_duplicated(tmp_path, caplog):
     out = tmp_path / "out"
     with FeedServer() as server:
-        server.add("/a.xml", rss([entry(i, START - dt.timedelta(days=100 + i)) for i in range(6)]),
-                   content_type="application/rss+xml")
+        server.add(
+            "/a.xml",
+            rss([entry(i, START - dt.timedelta(days=100 + i)) for i in range(6)]),
+            content_type="application/rss+xml",
+        )
         config = write_config(tmp_path, [server.url("/a.xml")])
         assert run_at(config, out, START)["articles_written"] == 6
         seen = out / "_state" / "seen"

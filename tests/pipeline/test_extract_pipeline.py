@@ -29,9 +29,11 @@ BUDGET = [
 
 def page(title: str, paragraphs: list[str] = PARAGRAPHS) -> bytes:
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
-    return (f"<html lang='en'><head><title>{title}</title><link rel='canonical' href='/canonical/{title[:4]}'>"
-            f"<meta name='author' content='Ana Lima'></head><body><nav><a href='/'>Home</a></nav>"
-            f"<article><h1>{title}</h1>{body}</article><footer>Contact us</footer></body></html>").encode()
+    return (
+        f"<html lang='en'><head><title>{title}</title><link rel='canonical' href='/canonical/{title[:4]}'>"
+        f"<meta name='author' content='Ana Lima'></head><body><nav><a href='/'>Home</a></nav>"
+        f"<article><h1>{title}</h1>{body}</article><footer>Contact us</footer></body></html>"
+    ).encode()
 
 
 def item(title: str, link: str, description: str = "") -> str:
@@ -56,11 +58,14 @@ def two_runs(tmp_path_factory):
             + item("Budget passes", f"{site}/budget", "A short teaser.")
             + item("Annual report", f"{site}/report.pdf")
             + item("Internal memo", f"http://127.0.0.1:{other.port}/internal")
-            + "</channel></rss>", encoding="utf-8")
+            + "</channel></rss>",
+            encoding="utf-8",
+        )
         config = tmp / "feeds.yaml"
         config.write_text(
             f"feeds:\n  - {{name: Headlines, url: '{feed}', language: en}}\n"
-            "extract: {mode: when_short, min_chars: 200, allow_hosts: [localhost], per_host_delay: 0}\n")
+            "extract: {mode: when_short, min_chars: 200, allow_hosts: [localhost], per_host_delay: 0}\n"
+        )
         output = tmp / "out"
         records, hits = [], []
         for run in ("first", "second"):
@@ -74,8 +79,10 @@ def two_runs(tmp_path_factory):
 
 def test_pages_replace_short_feed_text_and_failures_keep_the_article(two_runs):
     output, records, _ = two_runs
-    rows = {r["title"]: r for r in ds.dataset(str(output / "articles"), format="parquet",
-                                               partitioning="hive").to_table().to_pylist()}
+    rows = {
+        r["title"]: r
+        for r in ds.dataset(str(output / "articles"), format="parquet", partitioning="hive").to_table().to_pylist()
+    }
     assert set(rows) == {"Tram line delayed", "Budget passes", "Annual report", "Internal memo"}
     tram, budget = rows["Tram line delayed"], rows["Budget passes"]
     assert tram["text"] == "\n\n".join(PARAGRAPHS) and tram["text_source"] == "page"
@@ -86,8 +93,10 @@ def test_pages_replace_short_feed_text_and_failures_keep_the_article(two_runs):
     assert (rows["Annual report"]["text_source"], rows["Annual report"]["text"]) == ("none", "")
     assert rows["Internal memo"]["text_source"] == "none"
     letters = ds.dataset(str(output / "dead_letter"), format="parquet").to_table().to_pylist()
-    assert sorted((r["stage"], r["reason"]) for r in letters) == [("extract", "blocked_address"),
-                                                                 ("extract", "not_html")]
+    assert sorted((r["stage"], r["reason"]) for r in letters) == [
+        ("extract", "blocked_address"),
+        ("extract", "not_html"),
+    ]
     first = records[0]
     assert first["reconciled"] is True and first["entry_dead_letters"] == 0 and first["page_dead_letters"] == 2
     assert first["entries_read"] == 5 and first["articles_written"] == 4 and first["duplicates"] == 1
@@ -104,8 +113,10 @@ def test_loopback_not_allow_listed_is_never_contacted_and_second_run_fetches_not
 
 def test_extract_config_section_and_feed_override(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("feeds:\n  - {name: a, url: a.xml, extract: always}\n  - {name: b, url: b.xml, extract: off}\n"
-                      "extract: {mode: off, min_chars: 50, per_host_delay: 2s, allow_hosts: [10.0.0.0/8, intranet]}\n")
+    config.write_text(
+        "feeds:\n  - {name: a, url: a.xml, extract: always}\n  - {name: b, url: b.xml, extract: off}\n"
+        "extract: {mode: off, min_chars: 50, per_host_delay: 2s, allow_hosts: [10.0.0.0/8, intranet]}\n"
+    )
     loaded = load_config(config)
     assert [f.extract for f in loaded.feeds] == ["always", "off"]  # YAML's bare off is the mode, not false
     assert (loaded.extract.mode, loaded.extract.min_chars, loaded.extract.per_host_delay) == ("off", 50, 2.0)

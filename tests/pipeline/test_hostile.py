@@ -86,15 +86,30 @@ def hostile_run(tmp_path_factory):
                 {
                     "version": "https://jsonfeed.org/version/1.1",
                     "items": [
-                        {"id": "1", "url": "https://j.test/1", "title": "JSON year one story",
-                         "content_text": "Some words of text.", "date_published": "0001-01-01T00:00:00+14:00"},
+                        {
+                            "id": "1",
+                            "url": "https://j.test/1",
+                            "title": "JSON year one story",
+                            "content_text": "Some words of text.",
+                            "date_published": "0001-01-01T00:00:00+14:00",
+                        },
                     ],
                 }
             ),
             content_type="application/feed+json",
         )
-        names = ["good", "drip-headers", "drip-body", "to-internal", "to-metadata", "busy", "dates", "cp1251",
-                 "junk", "links"]
+        names = [
+            "good",
+            "drip-headers",
+            "drip-body",
+            "to-internal",
+            "to-metadata",
+            "busy",
+            "dates",
+            "cp1251",
+            "junk",
+            "links",
+        ]
         feeds = [f'  - {{name: {name}, url: "{server.url(f"/{name}.xml")}"}}' for name in names]
         feeds.append(f'  - {{name: year-one, url: "{server.url("/year-one.json")}"}}')
         config = tmp / "hostile.yaml"
@@ -107,8 +122,15 @@ def hostile_run(tmp_path_factory):
         busy_hits = server.hits("/busy.xml")
         base = server.base_url
     record = json.loads((output / "_runs" / "hostile.json").read_text())
-    return dict(output=output, status=status, elapsed=elapsed, record=record, internal_hits=internal_hits,
-                busy_hits=busy_hits, base=base)
+    return dict(
+        output=output,
+        status=status,
+        elapsed=elapsed,
+        record=record,
+        internal_hits=internal_hits,
+        busy_hits=busy_hits,
+        base=base,
+    )
 
 
 def articles(output: Path) -> list[dict]:
@@ -155,8 +177,10 @@ def test_refusals_carry_their_reasons(hostile_run):
 
 def test_nothing_from_an_internal_address_is_fetched_or_stored(hostile_run):
     assert hostile_run["internal_hits"] == 0
-    stored = [json.dumps(row, default=str) for row in articles(hostile_run["output"]) + dead_letters(hostile_run["output"])]
-    assert not any(SECRET in row or "169.254" in row and "meta-data/\"" in row for row in stored)
+    stored = [
+        json.dumps(row, default=str) for row in articles(hostile_run["output"]) + dead_letters(hostile_run["output"])
+    ]
+    assert not any(SECRET in row or "169.254" in row and 'meta-data/"' in row for row in stored)
     blocked = [r for r in dead_letters(hostile_run["output"]) if r["reason"] == "blocked_address"]
     assert len(blocked) == 2 and all(r["raw_excerpt"] == "" for r in blocked)
 
@@ -176,14 +200,18 @@ def test_impossible_dates_fall_back_to_the_fetch_time_in_padded_partitions(hosti
         assert rows[title]["date_source"] == "fetched"
         assert rows[title]["published_at"] == rows[title]["fetched_at"]
     assert rows["Plain day"]["date_source"] == "published"
-    partitions = {p.relative_to(hostile_run["output"] / "articles").parts[0]
-                  for p in (hostile_run["output"] / "articles").rglob("*.parquet")}
+    partitions = {
+        p.relative_to(hostile_run["output"] / "articles").parts[0]
+        for p in (hostile_run["output"] / "articles").rglob("*.parquet")
+    }
     assert partitions and all(re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", p) for p in partitions)
 
 
 def test_partition_names_are_zero_padded_for_any_year():
     assert partition_path(dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc), 3600) == "date=0001-01-01/hour=00"
-    assert partition_path(dt.datetime(999, 3, 4, 5, 6, tzinfo=dt.timezone.utc), 60) == "date=0999-03-04/hour=05/minute=06"
+    assert (
+        partition_path(dt.datetime(999, 3, 4, 5, 6, tzinfo=dt.timezone.utc), 60) == "date=0999-03-04/hour=05/minute=06"
+    )
 
 
 def test_lying_charsets_are_repaired_and_flagged(hostile_run):
@@ -236,7 +264,9 @@ def test_an_output_that_is_a_file_is_one_line_exit_2(tmp_path):
 
 def test_a_bad_allow_entry_is_a_config_error(tmp_path, capsys):
     config = tmp_path / "feeds.yaml"
-    config.write_text('feeds:\n  - {name: ok, url: "https://ok.test/rss"}\nfetch: {allow: ["10.0.0.0/8", "not a host!"]}\n')
+    config.write_text(
+        'feeds:\n  - {name: ok, url: "https://ok.test/rss"}\nfetch: {allow: ["10.0.0.0/8", "not a host!"]}\n'
+    )
     assert main(["run", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fetch" in err and "not a host!" in err

@@ -21,15 +21,23 @@ from pipeline.schedule import FeedHealth
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium driven by playwright (never a browser playwright downloads)."""
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
     if not CHROMIUM:
         pytest.skip("chromium not found: apt-get install -y chromium (.ci/run installs it)")
     with sync_api.sync_playwright() as p:
@@ -107,8 +115,8 @@ def test_report_of_the_sample_run_opens_offline_with_its_numbers(tmp_path, brows
 
 PAYLOADS = (
     '<script>window.__pwned = 1; document.title = "pwned"</script>',
-    '<img src=x onerror="window.__pwned = 2; document.title = \'pwned\'">',
-    '</style><script>window.__pwned = 3</script><style>body{display:none}</style>',
+    "<img src=x onerror=\"window.__pwned = 2; document.title = 'pwned'\">",
+    "</style><script>window.__pwned = 3</script><style>body{display:none}</style>",
 )
 
 
@@ -121,8 +129,10 @@ def _hostile_feed() -> bytes:
         f"<description>{escaped[i]}{escaped[(i + 1) % 3]}</description></item>"
         for i in range(3)
     )
-    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{escaped[0]}{escaped[2]}</title>'
-            f"<link>https://evil.test/</link>{items}<item><title>cut").encode()
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>{escaped[0]}{escaped[2]}</title>'
+        f"<link>https://evil.test/</link>{items}<item><title>cut"
+    ).encode()
 
 
 def _ok_feed() -> bytes:
@@ -139,13 +149,13 @@ def test_failing_and_hostile_feeds_show_as_text_and_run_nothing(tmp_path, feed_s
     feed_server.add("/ok.xml", _ok_feed(), content_type="application/rss+xml")
     feed_server.add("/down.xml", status=500)
     feed_server.add("/evil.xml", _hostile_feed(), content_type="application/rss+xml")
-    evil_name = "Evil <img src=y onerror=\"window.__pwned=4\"></style>"
+    evil_name = 'Evil <img src=y onerror="window.__pwned=4"></style>'
     config = tmp_path / "feeds.yaml"
     config.write_text(
         "feeds:\n"
         f'  - {{name: Fine, url: "{feed_server.url("/ok.xml")}", language: en}}\n'
         f'  - {{name: Broken, url: "{feed_server.url("/down.xml")}", language: en}}\n'
-        f"  - {{name: {json.dumps(evil_name)}, url: \"{feed_server.url('/evil.xml')}\", language: en}}\n"
+        f'  - {{name: {json.dumps(evil_name)}, url: "{feed_server.url("/evil.xml")}", language: en}}\n'
         "fetch: {retries: 0, read_timeout: 5}\n"
     )
     output = tmp_path / "out"
@@ -154,7 +164,7 @@ def test_failing_and_hostile_feeds_show_as_text_and_run_nothing(tmp_path, feed_s
     page_path = tmp_path / "report.html"
     assert main(["report", str(output), "--out", str(page_path), "--since", "1d"]) == 0
     html = page_path.read_text()
-    assert "<script>window" not in html and "onerror=\"window" not in html  # escaped in the file itself
+    assert "<script>window" not in html and 'onerror="window' not in html  # escaped in the file itself
 
     opened = open_report(browser, page_path, tmp_path / "hostile.png")
     page = opened.page
@@ -184,18 +194,40 @@ def _synthetic_output(output: Path, runs: int, feeds: int, now: dt.datetime) -> 
     (output / "_runs").mkdir(parents=True)
     for r in range(runs):
         started = now - dt.timedelta(minutes=10 * (runs - r))
-        feed_rows = [{"name": f"Feed {i}", "feed_url": url, "polled": (r + i) % 3 == 0, "status": 200,
-                      "failures": 0, "new_entries": rng.randint(0, 9), "entries_seen": 20, "validators": "trusted",
-                      "last_error": "", "next_due_at": ""} for i, url in enumerate(urls)]
+        feed_rows = [
+            {
+                "name": f"Feed {i}",
+                "feed_url": url,
+                "polled": (r + i) % 3 == 0,
+                "status": 200,
+                "failures": 0,
+                "new_entries": rng.randint(0, 9),
+                "entries_seen": 20,
+                "validators": "trusted",
+                "last_error": "",
+                "next_due_at": "",
+            }
+            for i, url in enumerate(urls)
+        ]
         read = sum(f["new_entries"] for f in feed_rows if f["polled"])
         dup = read // 10
         record = {
-            "run_id": f"run-{r:04d}", "started_at": started.isoformat(timespec="seconds"),
+            "run_id": f"run-{r:04d}",
+            "started_at": started.isoformat(timespec="seconds"),
             "finished_at": (started + dt.timedelta(seconds=rng.randint(20, 90))).isoformat(timespec="seconds"),
-            "state": "DONE", "entries_read": read, "articles_written": read - dup - 2, "duplicates": dup,
-            "already_written": 0, "entry_dead_letters": 2, "feed_dead_letters": 1, "rows_in_files": read - dup - 2,
-            "near_duplicates_dropped": dup // 3, "feeds": feed_rows, "counters": {"parse/entries_read": read},
-            "dead_letters_by_reason": {"clean/empty_after_cleaning": 2, "fetch/http_error": 1}, "reconciled": True,
+            "state": "DONE",
+            "entries_read": read,
+            "articles_written": read - dup - 2,
+            "duplicates": dup,
+            "already_written": 0,
+            "entry_dead_letters": 2,
+            "feed_dead_letters": 1,
+            "rows_in_files": read - dup - 2,
+            "near_duplicates_dropped": dup // 3,
+            "feeds": feed_rows,
+            "counters": {"parse/entries_read": read},
+            "dead_letters_by_reason": {"clean/empty_after_cleaning": 2, "fetch/http_error": 1},
+            "reconciled": True,
         }
         if r % 10 == 5:  # an older record: no near-duplicate fields, no feeds, no end time
             for key in ("near_duplicates_dropped", "feeds", "finished_at", "reconciled"):
@@ -204,12 +236,23 @@ def _synthetic_output(output: Path, runs: int, feeds: int, now: dt.datetime) -> 
             record["entries_skipped_already_written"] = 4321
             record["page_dead_letters"] = {"extract/too_large": 3}
         (output / "_runs" / f"run-{r:04d}.json").write_text(json.dumps(record))
-    health = [FeedHealth(feed_url=url, etag='"e"', validators_trusted=i % 5 != 0, validators_note="" if i % 5 else
-                         "changed body under the same ETag", last_success_at=now - dt.timedelta(hours=i % 48),
-                         last_attempt_at=now, consecutive_failures=i % 7 == 0 and 3 or 0, last_status=200,
-                         last_error="connection refused" if i % 7 == 0 else "", total_new_entries=i * 10,
-                         next_due_at=now + dt.timedelta(minutes=i % 60), next_due_reason="poll interval")
-              for i, url in enumerate(urls)]
+    health = [
+        FeedHealth(
+            feed_url=url,
+            etag='"e"',
+            validators_trusted=i % 5 != 0,
+            validators_note="" if i % 5 else "changed body under the same ETag",
+            last_success_at=now - dt.timedelta(hours=i % 48),
+            last_attempt_at=now,
+            consecutive_failures=i % 7 == 0 and 3 or 0,
+            last_status=200,
+            last_error="connection refused" if i % 7 == 0 else "",
+            total_new_entries=i * 10,
+            next_due_at=now + dt.timedelta(minutes=i % 60),
+            next_due_reason="poll interval",
+        )
+        for i, url in enumerate(urls)
+    ]
     schedule.save_feed_health(str(output), health)
 
 
@@ -243,12 +286,11 @@ def test_progress_off_a_terminal_prints_one_line_a_minute_at_most():
         clock[0] = t
         progress.poll()
     lines = out.getvalue().splitlines()
-    assert lines == ["newsbeam: progress after 61s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · "
-                     "dead letters 0",
-                     "newsbeam: progress after 122s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · "
-                     "dead letters 0",
-                     "newsbeam: progress after 185s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · "
-                     "dead letters 0"]
+    assert lines == [
+        "newsbeam: progress after 61s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
+        "newsbeam: progress after 122s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
+        "newsbeam: progress after 185s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
+    ]
 
 
 def test_progress_is_quiet_with_quiet_even_on_a_terminal():
@@ -274,8 +316,7 @@ def test_progress_reads_a_finished_pipelines_beam_counters():
     _ = pipeline | beam.Create(range(5)) | beam.Map(count)
     result = pipeline.run()
     result.wait_until_finish()
-    assert beam_counts(result) == {"feeds": 5, "parsed": 5, "cleaned": 0, "classified": 0, "kept": 0,
-                                   "dead letters": 0}
+    assert beam_counts(result) == {"feeds": 5, "parsed": 5, "cleaned": 0, "classified": 0, "kept": 0, "dead letters": 0}
 
 
 def test_report_command_line_errors_are_one_line_and_exit_2(tmp_path, capsys):

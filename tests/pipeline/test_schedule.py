@@ -72,10 +72,16 @@ def test_hints_push_next_due_back():
 
 
 def test_schedule_feeds_skips_feeds_not_due_and_sends_trusted_validators():
-    due_later = next_health(None, FeedReport(feed_url="https://a.test/feed", fetched_at=NOW, ok=True, etag='"e"',
-                                             body_hash="h"), NOW, HealthSettings(poll_seconds=3600))
-    config = SimpleNamespace(feeds=[FeedSource("a", "https://a.test/feed"), FeedSource("b", "https://b.test/feed")],
-                             schedule=HealthSettings(poll_seconds=3600))
+    due_later = next_health(
+        None,
+        FeedReport(feed_url="https://a.test/feed", fetched_at=NOW, ok=True, etag='"e"', body_hash="h"),
+        NOW,
+        HealthSettings(poll_seconds=3600),
+    )
+    config = SimpleNamespace(
+        feeds=[FeedSource("a", "https://a.test/feed"), FeedSource("b", "https://b.test/feed")],
+        schedule=HealthSettings(poll_seconds=3600),
+    )
     health = {"https://a.test/feed": due_later}
     due, skipped = schedule_feeds(config, health, NOW + dt.timedelta(minutes=10), poll_all=False)
     assert ([f.url for f in due], [f.url for f in skipped]) == (["https://b.test/feed"], ["https://a.test/feed"])

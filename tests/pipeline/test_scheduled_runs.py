@@ -35,10 +35,15 @@ def entry(i: int, published: dt.datetime | None = None) -> dict:
     """A story of its own: distinct words, so neither exact nor near-duplicate detection merges two entries."""
     published = published or NOW - dt.timedelta(hours=i % 30, minutes=i)
     rng = random.Random(i)
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + f" {rng.randint(10, 9999)}."
-                 for _ in range(6)]
-    return {"id": i, "title": f"Local story {i}: " + " ".join(rng.choice(WORDS) for _ in range(5)),
-            "text": " ".join(sentences), "published": published}
+    sentences = [
+        " ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + f" {rng.randint(10, 9999)}." for _ in range(6)
+    ]
+    return {
+        "id": i,
+        "title": f"Local story {i}: " + " ".join(rng.choice(WORDS) for _ in range(5)),
+        "text": " ".join(sentences),
+        "published": published,
+    }
 
 
 def rss(entries: list[dict], ttl: int | None = None) -> bytes:
@@ -76,10 +81,14 @@ def article_files(output: Path) -> list[Path]:
 
 def exactly_once(output: Path) -> tuple[int, int]:
     """(rows, distinct ids) as DuckDB reads the dataset."""
-    return duckdb.connect().execute(
-        f"select count(*), count(distinct article_id) "
-        f"from read_parquet('{output}/articles/**/*.parquet', hive_partitioning=true)"
-    ).fetchone()
+    return (
+        duckdb.connect()
+        .execute(
+            f"select count(*), count(distinct article_id) "
+            f"from read_parquet('{output}/articles/**/*.parquet', hive_partitioning=true)"
+        )
+        .fetchone()
+    )
 
 
 def test_second_run_adds_nothing_third_adds_exactly_the_new(tmp_path):
@@ -237,7 +246,11 @@ def test_interrupted_compaction_is_finished_by_its_journal(tmp_path):
     (partition / "new.parquet").write_bytes(b"y")
     job = tmp_path / "_staging" / "compact-1"
     job.mkdir(parents=True)
-    journal = {"partition": str(partition), "inputs": [str(partition / "old-1.parquet")], "output": str(partition / "new.parquet")}
+    journal = {
+        "partition": str(partition),
+        "inputs": [str(partition / "old-1.parquet")],
+        "output": str(partition / "new.parquet"),
+    }
     (job / "journal.json").write_text(json.dumps(journal))
     recover_compactions(str(tmp_path))
     assert sorted(p.name for p in partition.iterdir()) == ["new.parquet"] and not job.exists()
@@ -247,8 +260,11 @@ def test_sigkill_at_any_point_then_rerun_is_exactly_once(tmp_path):
     entries = [entry(i) for i in range(40)]
     with FeedServer() as server:
         for name in ("a", "b", "c"):
-            server.add(f"/{name}.xml", rss(entries[{"a": 0, "b": 15, "c": 30}[name]:][:15]),
-                       content_type="application/rss+xml")
+            server.add(
+                f"/{name}.xml",
+                rss(entries[{"a": 0, "b": 15, "c": 30}[name] :][:15]),
+                content_type="application/rss+xml",
+            )
         config = write_config(tmp_path, [server.url(f"/{n}.xml") for n in "abc"])
         command = [sys.executable, "-m", "pipeline", "run", "--config", str(config), "--all"]
 
@@ -260,8 +276,9 @@ def test_sigkill_at_any_point_then_rerun_is_exactly_once(tmp_path):
 
         for fraction in (0.3, 0.55, 0.7, 0.8, 0.9, 0.97):
             out = tmp_path / f"killed-{fraction}"
-            process = subprocess.Popen([*command, "--output", str(out)], cwd=REPO,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                [*command, "--output", str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(duration * fraction)
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
@@ -285,11 +302,23 @@ STORY = (
 
 
 def test_a_syndicated_copy_arriving_later_is_matched_to_the_earlier_original(tmp_path):
-    copy = STORY.replace("Rescue teams", "Emergency crews").replace("on Tuesday", "on Tuesday morning").replace(
-        "the agency said, adding that no injuries had been reported.", "officials said.")
-    first = {"id": 1, "title": "Storm Halvard floods Vianna harbour", "text": STORY, "published": NOW - dt.timedelta(hours=3)}
-    later = {"id": 2, "title": "Thousands evacuated as Storm Halvard hits Vianna", "text": copy,
-             "published": NOW - dt.timedelta(hours=1)}
+    copy = (
+        STORY.replace("Rescue teams", "Emergency crews")
+        .replace("on Tuesday", "on Tuesday morning")
+        .replace("the agency said, adding that no injuries had been reported.", "officials said.")
+    )
+    first = {
+        "id": 1,
+        "title": "Storm Halvard floods Vianna harbour",
+        "text": STORY,
+        "published": NOW - dt.timedelta(hours=3),
+    }
+    later = {
+        "id": 2,
+        "title": "Thousands evacuated as Storm Halvard hits Vianna",
+        "text": copy,
+        "published": NOW - dt.timedelta(hours=1),
+    }
     with FeedServer() as server:
         server.add("/wire.xml", rss([first]), content_type="application/rss+xml")
         server.add("/paper.xml", rss([]), content_type="application/rss+xml")

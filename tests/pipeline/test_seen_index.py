@@ -19,15 +19,23 @@ FORGET = 30 * 86400
 
 
 def row(article_id: str, last_seen: dt.datetime, feed: str = "https://f.test/rss") -> dict:
-    return {"id_key": key_hash(article_id), "url_key": key_hash(f"https://n.test/{article_id}"), "content_key": None,
-            "feed_url": feed, "first_seen": last_seen, "last_seen": last_seen}
+    return {
+        "id_key": key_hash(article_id),
+        "url_key": key_hash(f"https://n.test/{article_id}"),
+        "content_key": None,
+        "feed_url": feed,
+        "first_seen": last_seen,
+        "last_seen": last_seen,
+    }
 
 
 def write_generation(out: Path, seq: int, run_id: str, rows: list[dict], written_at: dt.datetime, record=True) -> None:
     table = pa.Table.from_pylist(rows, schema=state.SEEN_SCHEMA)
     name = f"gen-{seq:012d}-{run_id}.parquet"
-    state._write_parquet(state.seen_path(str(out), name),
-                         table.replace_schema_metadata({b"newsbeam.written_at": written_at.isoformat().encode()}))
+    state._write_parquet(
+        state.seen_path(str(out), name),
+        table.replace_schema_metadata({b"newsbeam.written_at": written_at.isoformat().encode()}),
+    )
     if record:
         (out / "_runs").mkdir(parents=True, exist_ok=True)
         (out / "_runs" / f"{run_id}.json").write_text(json.dumps({"seen_index": name}))
@@ -36,9 +44,20 @@ def write_generation(out: Path, seq: int, run_id: str, rows: list[dict], written
 def write_articles(out: Path, partition: str, ids: list[str], name: str = "part-x.parquet") -> None:
     directory = out / "articles" / partition
     directory.mkdir(parents=True, exist_ok=True)
-    rows = [article_row(Article(article_id=i, feed_url="https://f.test/rss", source="s", url=f"https://n.test/{i}",
-                                content_hash=f"h{i}", published_at=T - 400 * DAY, fetched_at=T - 5 * DAY))
-            for i in ids]
+    rows = [
+        article_row(
+            Article(
+                article_id=i,
+                feed_url="https://f.test/rss",
+                source="s",
+                url=f"https://n.test/{i}",
+                content_hash=f"h{i}",
+                published_at=T - 400 * DAY,
+                fetched_at=T - 5 * DAY,
+            )
+        )
+        for i in ids
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=ARTICLE_SCHEMA), directory / name)
 
 
@@ -63,16 +82,23 @@ def test_only_a_generation_whose_run_was_recorded_counts(tmp_path):
 
 
 def test_next_generation_moves_last_seen_of_seen_keys_and_unread_feeds_and_adds_the_written():
-    index = state.SeenIndex(pa.Table.from_pylist(
-        [row("seen", T - 9 * DAY), row("unseen", T - 9 * DAY), row("quiet", T - 9 * DAY, feed="https://q.test/rss")],
-        schema=state.SEEN_SCHEMA))
+    index = state.SeenIndex(
+        pa.Table.from_pylist(
+            [
+                row("seen", T - 9 * DAY),
+                row("unseen", T - 9 * DAY),
+                row("quiet", T - 9 * DAY, feed="https://q.test/rss"),
+            ],
+            schema=state.SEEN_SCHEMA,
+        )
+    )
     seen = pa.table({"column": ["url_key"], "key": [key_hash("https://n.test/seen")]}, schema=state.SEEN_KEYS_SCHEMA)
-    written = pa.Table.from_pylist([{**row("new", T), "article_id": "new", "partition": "date=2027-01-10"}],
-                                   schema=state.JOURNAL_SCHEMA)
+    written = pa.Table.from_pylist(
+        [{**row("new", T), "article_id": "new", "partition": "date=2027-01-10"}], schema=state.JOURNAL_SCHEMA
+    )
     table = state.next_seen_index(index, T, seen, written, unread_feeds={"https://q.test/rss"})
     last_seen = dict(zip(table.column("id_key").to_pylist(), table.column("last_seen").to_pylist()))
-    assert last_seen == {key_hash("seen"): T, key_hash("unseen"): T - 9 * DAY, key_hash("quiet"): T,
-                         key_hash("new"): T}
+    assert last_seen == {key_hash("seen"): T, key_hash("unseen"): T - 9 * DAY, key_hash("quiet"): T, key_hash("new"): T}
 
 
 def test_a_crashed_runs_journal_adds_exactly_the_articles_it_committed(tmp_path):
@@ -80,10 +106,13 @@ def test_a_crashed_runs_journal_adds_exactly_the_articles_it_committed(tmp_path)
     # r2 was killed while renaming: "committed" reached its partition (since compacted into another file name),
     # "staged-only" never did.
     write_articles(tmp_path, "date=2026-01-01/hour=07", ["committed"], name="part-compacted.parquet")
-    journal = [{**row(i, T + DAY), "article_id": i, "partition": "date=2026-01-01/hour=07"}
-               for i in ("committed", "staged-only")]
-    state._write_parquet(state.seen_path(str(tmp_path), "pending-r2.parquet"),
-                         pa.Table.from_pylist(journal, schema=state.JOURNAL_SCHEMA))
+    journal = [
+        {**row(i, T + DAY), "article_id": i, "partition": "date=2026-01-01/hour=07"}
+        for i in ("committed", "staged-only")
+    ]
+    state._write_parquet(
+        state.seen_path(str(tmp_path), "pending-r2.parquet"), pa.Table.from_pylist(journal, schema=state.JOURNAL_SCHEMA)
+    )
     index = state.load_seen_index(str(tmp_path), "r3", T + 2 * DAY, FORGET)
     assert ids_in(index) == {key_hash("old"), key_hash("committed")}
     assert [Path(p).name for p in index.journals] == ["pending-r2.parquet"]

@@ -9,13 +9,13 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import apache_beam as beam
+import apache_beam.testing.test_stream as test_stream
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.testing.test_pipeline import TestPipeline
-import apache_beam.testing.test_stream as test_stream
 from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
@@ -104,13 +104,18 @@ def test_polls_become_windows_late_panes_too_late_dead_letters_and_one_copy(tmp_
     p = TestPipeline(options=streaming_options())
     graph = build_streaming(p, config, "stream-test", source=polls, stream=StreamSettings())
     ids = graph.articles | "Ids" >> beam.Map(lambda a: a.article_id)
-    assert_that(ids, equal_to_per_window({
-        W2: [article_id("a"), article_id("c"), article_id("late")],
-        W1: [article_id("b")],
-    }), label="ArticlesPerWindow")
+    assert_that(
+        ids,
+        equal_to_per_window(
+            {
+                W2: [article_id("a"), article_id("c"), article_id("late")],
+                W1: [article_id("b")],
+            }
+        ),
+        label="ArticlesPerWindow",
+    )
     timings = graph.article_files | "Panes" >> beam.ParDo(pane_timing)
-    assert_that(timings, equal_to_per_window({W2: ["ON_TIME", "LATE"],
-                                              W1: ["ON_TIME"]}), label="FilesPerPane")
+    assert_that(timings, equal_to_per_window({W2: ["ON_TIME", "LATE"], W1: ["ON_TIME"]}), label="FilesPerPane")
     letters = graph.dead_letters | "Letters" >> beam.Map(lambda d: (d.stage, d.reason, d.entry_key))
     assert_that(letters, equal_to([("window", "too_late", "https://news.example/stale")]), label="DeadLetters")
     p.run().wait_until_finish()
@@ -145,8 +150,10 @@ def _is_stateful(transform: beam_runner_api_pb2.PTransform) -> bool:
 
 
 def test_streaming_graph_has_the_polling_source_and_stateful_dedup_batch_has_neither(tmp_path):
-    feeds = (FeedSource(name="fast", url="https://news.example/fast.xml"),
-             FeedSource(name="slow", url="https://news.example/slow.xml"))
+    feeds = (
+        FeedSource(name="fast", url="https://news.example/fast.xml"),
+        FeedSource(name="slow", url="https://news.example/slow.xml"),
+    )
     config = Config(feeds=feeds, output=str(tmp_path / "out"))
     stream = StreamSettings(poll_interval_seconds=300, poll_overrides=(PollOverride("slow", 3600),))
 
@@ -174,5 +181,9 @@ def test_streaming_graph_has_the_polling_source_and_stateful_dedup_batch_has_nei
 def test_an_override_for_an_unknown_feed_is_an_error(tmp_path):
     config = Config(feeds=(FeedSource(name="wire", url="https://news.example/wire.xml"),), output=str(tmp_path))
     with pytest.raises(ValueError, match="'wirre'"):
-        build_streaming(beam.Pipeline(options=streaming_options()), config, "x",
-                        stream=StreamSettings(poll_overrides=(PollOverride("wirre", 60),)))
+        build_streaming(
+            beam.Pipeline(options=streaming_options()),
+            config,
+            "x",
+            stream=StreamSettings(poll_overrides=(PollOverride("wirre", 60),)),
+        )

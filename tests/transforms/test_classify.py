@@ -1,6 +1,5 @@
 """ClassifyArticles: language, topic (rules, model via RunInference, feed default) and free labels."""
 
-
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -10,12 +9,18 @@ from tests.conftest import art
 from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
 from transforms.topic_model import TopicModelError
 
-SPORT = ("The striker scored twice as the home team won the league match on Saturday, and the coach praised "
-         "the defence after a season of injuries. The championship race is now wide open with three games left.")
-MARKETS = ("Shares fell sharply after the bank reported lower quarterly profit, and investors sold stocks across "
-           "the market as inflation data surprised economists. The central bank may raise interest rates again.")
-GERMAN = ("Die Bundesregierung hat am Mittwoch ein neues Gesetz beschlossen, das den Ausbau der erneuerbaren "
-          "Energien beschleunigen soll. Kritiker halten die Pläne für unzureichend und fordern mehr Tempo.")
+SPORT = (
+    "The striker scored twice as the home team won the league match on Saturday, and the coach praised "
+    "the defence after a season of injuries. The championship race is now wide open with three games left."
+)
+MARKETS = (
+    "Shares fell sharply after the bank reported lower quarterly profit, and investors sold stocks across "
+    "the market as inflation data surprised economists. The central bank may raise interest rates again."
+)
+GERMAN = (
+    "Die Bundesregierung hat am Mittwoch ein neues Gesetz beschlossen, das den Ausbau der erneuerbaren "
+    "Energien beschleunigen soll. Kritiker halten die Pläne für unzureichend und fordern mehr Tempo."
+)
 
 
 def test_choose_topic_order_of_trust():
@@ -26,8 +31,10 @@ def test_choose_topic_order_of_trust():
 
 
 def test_rules_map_categories_and_add_labels():
-    rules = Rules([TopicRule("Sports", ("Football",))],
-                  [LabelRule("ukraine", keywords=("Kyiv", "Zelensky")), LabelRule("climate", categories=("Climate",))])
+    rules = Rules(
+        [TopicRule("Sports", ("Football",))],
+        [LabelRule("ukraine", keywords=("Kyiv", "Zelensky")), LabelRule("climate", categories=("Climate",))],
+    )
     assert rules.topic_from_categories(["news", "football "]) == "Sports"
     assert rules.topic_from_categories(["news"]) == ""
     assert rules.labels("Talks in KYIV", "text", ["climate"]) == ("ukraine", "climate")
@@ -45,15 +52,23 @@ def test_composite_uses_rules_model_and_defaults():
     ]
     with TestPipeline() as p:
         out = p | beam.Create(articles) | ClassifyArticles(settings, "r1")
-        assert_that(out.articles | beam.Map(lambda a: (a.article_id, a.language, a.topic, a.labels)), equal_to([
-            ("sport", "en", "Sports", ()),
-            ("markets", "en", "Business", ("markets",)),
-            ("tagged", "en", "Sports", ("markets",)),
-            ("german", "de", "World", ()),
-            ("short", "de", "unknown", ()),
-        ]))
-        assert_that(out.articles | beam.Map(lambda a: 0.0 <= a.topic_score <= 1.0 and 0.0 <= a.language_score <= 1.0),
-                    equal_to([True] * 5), label="scores")
+        assert_that(
+            out.articles | beam.Map(lambda a: (a.article_id, a.language, a.topic, a.labels)),
+            equal_to(
+                [
+                    ("sport", "en", "Sports", ()),
+                    ("markets", "en", "Business", ("markets",)),
+                    ("tagged", "en", "Sports", ("markets",)),
+                    ("german", "de", "World", ()),
+                    ("short", "de", "unknown", ()),
+                ]
+            ),
+        )
+        assert_that(
+            out.articles | beam.Map(lambda a: 0.0 <= a.topic_score <= 1.0 and 0.0 <= a.language_score <= 1.0),
+            equal_to([True] * 5),
+            label="scores",
+        )
         assert_that(out.dead_letters, equal_to([]), label="no dead letters")
 
 

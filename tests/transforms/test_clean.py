@@ -102,7 +102,9 @@ def test_broken_markup_is_rendered_leniently(markup, text):
 
 
 def test_plain_text_keeps_its_lines_and_joins_hard_wraps():
-    plain = "  First  paragraph\u00a0line\r\n\r\n\r\n\r\nSecond, hard-wrapped\n  across lines.\nNew line\n\nList:\nflour"
+    plain = (
+        "  First  paragraph\u00a0line\r\n\r\n\r\n\r\nSecond, hard-wrapped\n  across lines.\nNew line\n\nList:\nflour"
+    )
     assert html_to_text(plain) == "First paragraph line\n\nSecond, hard-wrapped across lines.\nNew line\n\nList:\nflour"
 
 
@@ -175,7 +177,7 @@ def test_each_furniture_rule_removes_its_lines(furniture):
 
 def test_title_repeats_near_the_top_are_removed_exact_or_near():
     title = "Council approves ‘new’ budget"
-    text = f"Council approves ‘new’ budget\n\nCOUNCIL APPROVES \"NEW\" BUDGET\nCouncil approves new budgets\n{BODY}"
+    text = f'Council approves ‘new’ budget\n\nCOUNCIL APPROVES "NEW" BUDGET\nCouncil approves new budgets\n{BODY}'
     assert remove_furniture(text, title) == BODY
     # The same line further down (past head_lines) is body, e.g. a heading that quotes the title.
     far = "\n\n".join([BODY] * 10 + [title])
@@ -242,8 +244,16 @@ def seed() -> str:
 def test_seed_article_loses_every_furniture_line_and_keeps_every_paragraph(seed, title):
     cleaned = clean_text(seed, title)
     lines = cleaned.split("\n")
-    for furniture in ("1. Home", "2. World", "3. President", "By Ruchi", "Updated Date", "Also Read", "Further reading",
-                      "follow us"):
+    for furniture in (
+        "1. Home",
+        "2. World",
+        "3. President",
+        "By Ruchi",
+        "Updated Date",
+        "Also Read",
+        "Further reading",
+        "follow us",
+    ):
         assert not any(furniture.casefold() in line.casefold() for line in lines), furniture
     assert SEED_TITLE not in cleaned
     assert lines[0].startswith("Kyiv: Russian troops stormed toward Ukraine’s capital early Saturday")
@@ -265,8 +275,12 @@ def test_seed_article_loses_every_furniture_line_and_keeps_every_paragraph(seed,
 # --- the Beam stage ----------------------------------------------------------------------------------------
 
 
-GOOD = art("a1", run_id="r0", title="<b>Council</b> approves budget",
-           text=f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>")
+GOOD = art(
+    "a1",
+    run_id="r0",
+    title="<b>Council</b> approves budget",
+    text=f"<p>By Jane Doe</p><p>{BODY}</p><p>Follow us on Twitter</p>",
+)
 EMPTY = art("a2", run_id="r0", title="Title only", text="<p>&nbsp;</p><script>track()</script>")
 FURNITURE_ONLY = art("a3", run_id="r0", title="Budget", text="<p>Budget</p><p>Read more</p>")
 NOTHING = art("a4", run_id="r0", title="<b></b>", text="<p>&nbsp;</p><script>track()</script>")
@@ -287,7 +301,12 @@ def test_dofn_cleans_title_and_text_and_routes_empty_articles():
     letter = routed.value
     assert isinstance(letter, DeadLetter)
     assert (letter.stage, letter.reason, letter.entry_key, letter.feed_url, letter.run_id) == (
-        "clean", "empty_after_cleaning", "a4", "https://f.test/rss", "r1")
+        "clean",
+        "empty_after_cleaning",
+        "a4",
+        "https://f.test/rss",
+        "r1",
+    )
     assert letter.raw_excerpt == NOTHING.text and letter.time is not None
     assert "neither title nor text" in letter.message
     # min_chars=0 still drops an entry with nothing in it; a high min_chars rejects short texts, not title-only ones.
@@ -298,8 +317,9 @@ def test_dofn_cleans_title_and_text_and_routes_empty_articles():
 
 
 def test_page_text_keeps_the_feed_text_as_summary():
-    page = dataclasses.replace(GOOD, text=f"Council approves budget\n\n{BODY}", summary="<p>A short teaser.</p>",
-                               text_source="page")
+    page = dataclasses.replace(
+        GOOD, text=f"Council approves budget\n\n{BODY}", summary="<p>A short teaser.</p>", text_source="page"
+    )
     [cleaned] = _CleanArticleFn(CleanSettings(), "").process(page)
     assert (cleaned.text, cleaned.summary, cleaned.text_source) == (BODY, "A short teaser.", "page")
 
@@ -307,16 +327,19 @@ def test_page_text_keeps_the_feed_text_as_summary():
 def test_clean_articles_routes_outputs_and_counts():
     pipeline = TestPipeline()
     routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY, NOTHING]) | CleanArticles(run_id="r1")
-    expected = Article(**{**GOOD.__dict__, "title": "Council approves budget", "text": BODY, "summary": BODY,
-                          "text_source": "feed"})
+    expected = Article(
+        **{**GOOD.__dict__, "title": "Council approves budget", "text": BODY, "summary": BODY, "text_source": "feed"}
+    )
     kept = routed.articles | beam.Map(lambda a: a if a.article_id == "a1" else (a.article_id, a.text_source))
     assert_that(kept, equal_to([expected, ("a2", "none"), ("a3", "none")]), label="articles")
     letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
     assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a4", "r1")]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
-    counts = [counter(result, f"clean/{name}") for name in
-              ("articles_cleaned", "title_only", "empty_after_cleaning", "furniture_lines_removed", "failed")]
+    counts = [
+        counter(result, f"clean/{name}")
+        for name in ("articles_cleaned", "title_only", "empty_after_cleaning", "furniture_lines_removed", "failed")
+    ]
     assert counts == [3, 2, 1, 4, 0]
 
 
@@ -334,10 +357,12 @@ def test_a_bug_on_one_article_becomes_a_dead_letter_and_the_others_go_through(mo
     odd = art("a5", run_id="r0", title="Odd one", text=sentinel)
     pipeline = TestPipeline()
     routed = pipeline | beam.Create([GOOD, odd]) | CleanArticles(run_id="r1")
-    assert_that(routed.articles | beam.Map(lambda a: (a.article_id, a.text)), equal_to([("a1", BODY)]),
-                label="articles")
-    letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id, d.raw_excerpt,
-                                                       d.message))
+    assert_that(
+        routed.articles | beam.Map(lambda a: (a.article_id, a.text)), equal_to([("a1", BODY)]), label="articles"
+    )
+    letters = routed.dead_letters | beam.Map(
+        lambda d: (d.stage, d.reason, d.entry_key, d.run_id, d.raw_excerpt, d.message)
+    )
     raised_at = html_to_text.__code__.co_firstlineno + 2  # the traceback's last frame: the raise above
     message = f"KeyError: 'unexpected markup' (at test_clean.py:{raised_at} in html_to_text)"
     assert_that(letters, equal_to([("clean", "clean_error", "a5", "r1", sentinel, message)]), label="dead_letters")

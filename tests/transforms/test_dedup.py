@@ -14,7 +14,10 @@ from transforms.dedup import DeduplicateArticles, canonical_url, content_hash
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("HTTPS://News.Example.TEST/a/b?utm_source=rss&utm_medium=x&id=3&b=1#frag", "https://news.example.test/a/b?b=1&id=3"),
+        (
+            "HTTPS://News.Example.TEST/a/b?utm_source=rss&utm_medium=x&id=3&b=1#frag",
+            "https://news.example.test/a/b?b=1&id=3",
+        ),
         ("http://x.test:80/p?fbclid=1&gclid=2", "http://x.test/p"),
         ("https://x.test:8443", "https://x.test:8443/"),
         ("https://x.test/p?q=a+b&q=c", "https://x.test/p?q=a+b&q=c"),

@@ -50,7 +50,7 @@ def page(paragraphs, *, title="Council approves budget", head="", lang="en") -> 
         "<nav><a href='/'>Home</a> <a href='/world'>World</a> <a href='/sport'>Sport</a></nav>"
         f"<main><article><h1>{title}</h1>{body}</article></main>"
         "<footer><p>© Daily News. All rights reserved.</p><a href='/about'>About us</a></footer></body></html>"
-    ).encode("utf-8")
+    ).encode()
 
 
 SETTINGS = ExtractSettings(mode="always", allow_hosts=("127.0.0.1",), per_host_delay=0.0, total_timeout=5.0)
@@ -71,7 +71,7 @@ def test_charset_from_header_then_meta_then_detection():
     assert decode_html(text, "text/html; charset=windows-1252") == ("Über die Brücke", "cp1252")
     meta = b"<html><head><meta charset='windows-1251'></head><body>" + RUSSIAN[0].encode("cp1251")
     assert RUSSIAN[0] in decode_html(meta, "text/html")[0]
-    assert decode_html("é".encode("utf-8"), "")[0] == "é"
+    assert decode_html("é".encode(), "")[0] == "é"
     # No header charset, no meta tag, not UTF-8: detected.
     undeclared = ("<html><body>" + " ".join(RUSSIAN) + "</body></html>").encode("cp1251")
     decoded, charset = decode_html(undeclared, "text/html")
@@ -82,8 +82,8 @@ def test_extract_page_text_and_metadata():
     head = (
         "<link rel='canonical' href='/2026/council-budget'>"
         "<meta name='author' content='Jane Doe'>"
-        "<script type='application/ld+json'>{\"@type\": \"NewsArticle\", \"datePublished\": \"2026-11-30T08:15:00+01:00\","
-        " \"author\": [{\"@type\": \"Person\", \"name\": \"Jane Doe\"}, {\"name\": \"Max Mustermann\"}]}</script>"
+        '<script type=\'application/ld+json\'>{"@type": "NewsArticle", "datePublished": "2026-11-30T08:15:00+01:00",'
+        ' "author": [{"@type": "Person", "name": "Jane Doe"}, {"name": "Max Mustermann"}]}</script>'
     )
     result = extract_page(page(BODY, head=head), "https://daily.test/a?x=1", "text/html; charset=utf-8")
     assert result.text.split("\n\n")[-3:] == BODY  # the paragraphs, nothing of the navigation or footer
@@ -141,7 +141,8 @@ def test_loopback_refused_without_the_allow_list_and_fetched_with_it():
         assert refused.reason == "blocked_address" and refused.page is None
         assert other.hits("/story") == 0 and other.hits("/robots.txt") == 0  # nothing was sent
         allowed = PageFetcher(ExtractSettings(per_host_delay=0.0, allow_hosts=("127.0.0.1",))).fetch(
-            other.url("/story"))
+            other.url("/story")
+        )
         assert allowed.page is not None and other.hits("/story") == 1
 
 
@@ -223,22 +224,43 @@ def test_host_limiter_spaces_requests_per_host():
 # --- merging a page into its article, and the stage -------------------------------------------------------------
 
 
-def article(url: str, text: str = "Teaser.", feed_url: str = "https://daily.test/feed", title: str = "Budget",
-            **kw) -> Article:
-    return Article(article_id=url.rsplit("/", 1)[-1], feed_url=feed_url, source="daily", url=url, title=title,
-                   text=text, fetched_at=dt.datetime(2026, 12, 1, tzinfo=UTC), date_source="fetched", **kw)
+def article(
+    url: str, text: str = "Teaser.", feed_url: str = "https://daily.test/feed", title: str = "Budget", **kw
+) -> Article:
+    return Article(
+        article_id=url.rsplit("/", 1)[-1],
+        feed_url=feed_url,
+        source="daily",
+        url=url,
+        title=title,
+        text=text,
+        fetched_at=dt.datetime(2026, 12, 1, tzinfo=UTC),
+        date_source="fetched",
+        **kw,
+    )
 
 
 def test_apply_page_fills_what_the_feed_lacks_and_failures_keep_the_article():
-    extracted = extract_page(page(BODY, head="<meta property='article:published_time' content='2026-11-30T10:00:00Z'>"
-                                  "<meta name='author' content='Jane Doe'>"), "https://daily.test/a")
+    extracted = extract_page(
+        page(
+            BODY,
+            head="<meta property='article:published_time' content='2026-11-30T10:00:00Z'>"
+            "<meta name='author' content='Jane Doe'>",
+        ),
+        "https://daily.test/a",
+    )
     merged, letter = apply_page(article("https://daily.test/a"), PageResult("https://daily.test/a", page=extracted))
     assert letter is None
     assert (merged.text_source, merged.summary, merged.authors, merged.declared_language) == (
-        "page", "Teaser.", ("Jane Doe",), "en")
+        "page",
+        "Teaser.",
+        ("Jane Doe",),
+        "en",
+    )
     assert (merged.published_at, merged.date_source) == (dt.datetime(2026, 11, 30, 10, tzinfo=UTC), "page")
-    kept, letter = apply_page(article("https://daily.test/b"), PageResult("https://daily.test/b", reason="not_html",
-                                                                          message="pdf"))
+    kept, letter = apply_page(
+        article("https://daily.test/b"), PageResult("https://daily.test/b", reason="not_html", message="pdf")
+    )
     assert kept == article("https://daily.test/b")
     assert (letter.stage, letter.reason, letter.entry_key) == ("extract", "not_html", "https://daily.test/b")
     assert letter.is_page and not letter.is_entry  # the article went on: not a lost entry
@@ -257,7 +279,8 @@ def test_stage_fetches_each_url_once_skips_written_entries_and_honours_feed_mode
     a, b, c, d = (feed_server.url(f"/{n}") for n in "abcd")
     feeds = [type("Feed", (), {"url": "https://quiet.test/feed", "extract": "off"})()]
     inputs = [
-        article(a), dataclasses.replace(article(a), article_id="a-copy", feed_url="https://other.test/feed"),
+        article(a),
+        dataclasses.replace(article(a), article_id="a-copy", feed_url="https://other.test/feed"),
         article(b),  # written by an earlier run: never fetched
         article(c, feed_url="https://quiet.test/feed"),  # its feed says off
         article(d, text=""),  # a title-only entry has its page fetched
@@ -265,8 +288,10 @@ def test_stage_fetches_each_url_once_skips_written_entries_and_honours_feed_mode
     with TestPipeline() as p:
         written = p | "Written" >> beam.Create([("url_key", key_hash(b)), ("id_key", key_hash("unrelated"))])
         routed = p | beam.Create(inputs) | FetchArticlePages(SETTINGS, feeds, "r1", written_keys=written)
-        assert_that(routed.articles | beam.Map(lambda x: (x.article_id, x.text_source or "-")),
-                    equal_to([("a", "page"), ("a-copy", "page"), ("b", "-"), ("c", "-"), ("d", "page")]))
+        assert_that(
+            routed.articles | beam.Map(lambda x: (x.article_id, x.text_source or "-")),
+            equal_to([("a", "page"), ("a-copy", "page"), ("b", "-"), ("c", "-"), ("d", "page")]),
+        )
         assert_that(routed.dead_letters, equal_to([]), label="letters")
     assert [feed_server.hits(f"/{n}") for n in "abcd"] == [1, 0, 0, 1]
 

@@ -30,7 +30,7 @@ from transforms.fetch import (
 
 RSS = (
     '<?xml version="1.0" encoding="iso-8859-1"?>\n'
-    "<rss version=\"2.0\"><channel><title>Caf\xe9 news</title>"
+    '<rss version="2.0"><channel><title>Caf\xe9 news</title>'
     "<item><title>Cr\xe8me</title><link>https://example.org/a</link></item></channel></rss>\n"
 ).encode("iso-8859-1")
 ATOM = b'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title></feed>\n'

@@ -30,14 +30,20 @@ def art(article_id, url="", text="t"):
 
 def index_file(path, written: list[Article]):
     """An index file as pipeline.state writes it (only the key columns matter here)."""
+
     def hashed(values):
         return pa.array([key_hash(v) if v else None for v in values], pa.int64())
 
-    pq.write_table(pa.table({
-        "id_key": hashed([a.article_id for a in written]),
-        "url_key": hashed([a.url for a in written]),
-        "content_key": hashed([content_hash(a.title, a.text) for a in written]),
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "id_key": hashed([a.article_id for a in written]),
+                "url_key": hashed([a.url for a in written]),
+                "content_key": hashed([content_hash(a.title, a.text) for a in written]),
+            }
+        ),
+        path,
+    )
     return str(path)
 
 
@@ -53,11 +59,17 @@ def test_written_articles_are_dropped_by_id_url_or_hash_and_their_keys_reported_
     history = p | ReadWrittenKeys(index_file(tmp_path / "index.parquet", written))
     result = p | beam.Create(incoming) | DeduplicateArticles(written=history)
     assert_that(result.articles | beam.Map(lambda a: a.article_id[0]), equal_to(["z"]))
-    assert_that(result.seen_keys, equal_to([
-        ("id_key", key_hash("a" * 32)),
-        ("url_key", key_hash("https://n.test/b")),
-        ("content_key", key_hash(content_hash("x", "same body"))),
-    ]), label="Seen")
+    assert_that(
+        result.seen_keys,
+        equal_to(
+            [
+                ("id_key", key_hash("a" * 32)),
+                ("url_key", key_hash("https://n.test/b")),
+                ("content_key", key_hash(content_hash("x", "same body"))),
+            ]
+        ),
+        label="Seen",
+    )
     run = p.run()
     run.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in run.metrics().query()["counters"]}

@@ -165,8 +165,18 @@ def test_bad_settings_are_rejected(build):
 
 @pytest.mark.parametrize(
     ("tag", "codes"),
-    [("en-US", ("en",)), ("no", ("nb",)), ("nb_NO", ("nb",)), ("zh-Hant", ("zh",)), ("zh-cn", ("zh",)),
-     ("iw", ("he",)), ("fil", ("tl",)), ("", ()), ("und", ()), ("sh", ("hr", "bs", "sr"))],
+    [
+        ("en-US", ("en",)),
+        ("no", ("nb",)),
+        ("nb_NO", ("nb",)),
+        ("zh-Hant", ("zh",)),
+        ("zh-cn", ("zh",)),
+        ("iw", ("he",)),
+        ("fil", ("tl",)),
+        ("", ()),
+        ("und", ()),
+        ("sh", ("hr", "bs", "sr")),
+    ],
 )
 def test_language_tags_normalise_to_iso_639_1(tag, codes):
     assert normalize_code(tag) == codes
@@ -299,14 +309,24 @@ def test_the_declared_language_must_fit_the_script_of_a_short_text(detector):
 def _pair_sentences(directory: Path) -> Path:
     """Sentence files for a Bosnian/Croatian pair model: the Bosnian ones use "sedmica" and "hiljada", the
     Croatian ones "tjedan" and "tisuća"."""
-    topics = ["radovi na cesti", "nova škola", "sjednica vijeća", "izbori u gradu", "cijene goriva", "novi most",
-              "festival filma", "gradska bolnica"]
+    topics = [
+        "radovi na cesti",
+        "nova škola",
+        "sjednica vijeća",
+        "izbori u gradu",
+        "cijene goriva",
+        "novi most",
+        "festival filma",
+        "gradska bolnica",
+    ]
     (directory / "bs.txt").write_text(
         "".join(f"Tema {t} bit će na dnevnom redu iduće sedmice, a došlo je hiljadu građana.\n" for t in topics),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     (directory / "hr.txt").write_text(
         "".join(f"Tema {t} bit će na dnevnom redu idućeg tjedna, a došlo je tisuću građana.\n" for t in topics),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return directory
 
 

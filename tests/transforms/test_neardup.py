@@ -19,18 +19,17 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.transforms import neardup_texts as texts
 from transforms.article import UTC, Article, stable_id
 from transforms.neardup import (
+    SIGNATURE_SCHEMA,
     DeduplicateNearCopies,
+    Link,
     Member,
     NearDedupSettings,
-    SIGNATURE_SCHEMA,
     bucket_pairs,
     cluster_verdicts,
     facts_agree,
     find_near_copies,
     has_signature,
     is_near_copy,
-    Link,
-    star_clusters,
     minhash_signature,
     minhash_signatures,
     outlet_of,
@@ -39,6 +38,7 @@ from transforms.neardup import (
     signature_records,
     signature_row,
     similarity,
+    star_clusters,
     words,
 )
 
@@ -345,7 +345,13 @@ def test_outlet_is_the_host_without_www_and_the_feed():
     wire_link = dataclasses.replace(art("z", "t", host="paper.test"), url="https://ledger.test/z?utm_source=wire")
     assert outlet_of(wire_link) != outlet_of(art("y", "t"))
     # URLs off the fast path's plain form go to urlsplit: the host is the same either way.
-    for url in ("HTTP://www.News.Test.:8080/a?b#c", "http://user@n.test/", "http://[::1]/", "//n.test/x", "mailto:a@n.test"):
+    for url in (
+        "HTTP://www.News.Test.:8080/a?b#c",
+        "http://user@n.test/",
+        "http://[::1]/",
+        "//n.test/x",
+        "mailto:a@n.test",
+    ):
         expected = (urlsplit(url).hostname or "").rstrip(".").removeprefix("www.")
         assert outlet_of(Article(article_id="x", feed_url="", url=url, source="f")) == expected
 

@@ -6,11 +6,11 @@ import json
 import random
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import apache_beam as beam
 from transforms.article import UTC
 from transforms.fetch import FeedSource, FetchedFeed
 from transforms.parse import (
@@ -87,15 +87,27 @@ def test_json_feed():
         "title": "J",
         "language": "fr-FR",
         "items": [
-            {"id": "1", "url": "https://j.test/1", "title": "Un", "content_html": "<p>Texte</p>",
-             "date_published": "2026-11-20T10:00:00+01:00", "authors": [{"name": "Ana"}], "tags": ["Monde"]},
+            {
+                "id": "1",
+                "url": "https://j.test/1",
+                "title": "Un",
+                "content_html": "<p>Texte</p>",
+                "date_published": "2026-11-20T10:00:00+01:00",
+                "authors": [{"name": "Ana"}],
+                "tags": ["Monde"],
+            },
             {"id": "2"},
             "not an object",
         ],
     }
     result = parse_feed(fetched(json.dumps(doc).encode(), "application/feed+json"))
     [article] = result.articles
-    assert (article.title, article.authors, article.tags, article.declared_language) == ("Un", ("Ana",), ("Monde",), "fr")
+    assert (article.title, article.authors, article.tags, article.declared_language) == (
+        "Un",
+        ("Ana",),
+        ("Monde",),
+        "fr",
+    )
     assert article.published_at == dt.datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     assert [r.reason for r in result.rejects] == ["empty_entry", "empty_entry"]
 
@@ -115,7 +127,9 @@ def test_malformed_feed_keeps_salvaged_entries():
 
 
 def test_declared_charset_is_honoured():
-    body = '<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item><title>Café</title><link>https://c.test/1</link></item></channel></rss>'.encode("iso-8859-1")
+    body = '<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item><title>Café</title><link>https://c.test/1</link></item></channel></rss>'.encode(
+        "iso-8859-1"
+    )
     [article] = parse_feed(fetched(body, "application/rss+xml; charset=iso-8859-1")).articles
     assert article.title == "Café"
 
@@ -146,9 +160,13 @@ def test_resolve_event_time_order():
 
 def test_parse_entries_composite():
     with TestPipeline() as p:
-        out = p | beam.Create([fetched(RSS), fetched(b"<html></html>", "text/html")]) | ParseEntries(ParseSettings(), "r")
+        out = (
+            p | beam.Create([fetched(RSS), fetched(b"<html></html>", "text/html")]) | ParseEntries(ParseSettings(), "r")
+        )
         assert_that(out.articles | beam.Map(lambda a: a.title), equal_to(["First & foremost", "No date", "Future"]))
-        assert_that(out.dead_letters | beam.Map(lambda d: d.reason), equal_to(["empty_entry", "not_a_feed"]), label="dead")
+        assert_that(
+            out.dead_letters | beam.Map(lambda d: d.reason), equal_to(["empty_entry", "not_a_feed"]), label="dead"
+        )
 
 
 @pytest.mark.skipif(not SHARED_FEEDS.is_dir(), reason="../shared is absent")
@@ -276,7 +294,9 @@ def test_cp1251_served_as_utf8_is_decoded_by_the_evidence_and_flagged():
 
 
 def test_a_utf8_bom_wins_over_a_windows_1251_declaration_and_is_flagged():
-    body = codecs.BOM_UTF8 + rss(item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>')
+    body = codecs.BOM_UTF8 + rss(
+        item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>'
+    )
     [article] = parse_feed(fetched(body, "application/rss+xml")).articles
     assert article.title == RUSSIAN and article.encoding_repaired
 
@@ -288,7 +308,9 @@ def test_a_correct_declaration_is_not_flagged():
 
 
 def test_a_few_bad_bytes_in_utf8_keep_the_rest_of_the_text():
-    body = rss(item("Café crème", "https://c.test/1"), item("Naïve BAD bad", "https://c.test/2")).replace(b"BAD", b"\xff")
+    body = rss(item("Café crème", "https://c.test/1"), item("Naïve BAD bad", "https://c.test/2")).replace(
+        b"BAD", b"\xff"
+    )
     first, second = parse_feed(fetched(body, "application/rss+xml; charset=utf-8")).articles
     assert first.title == "Café crème" and first.encoding_repaired
     assert second.title == "Naïve \ufffd bad"
@@ -297,9 +319,11 @@ def test_a_few_bad_bytes_in_utf8_keep_the_rest_of_the_text():
 def test_bytes_that_nothing_decodes_are_bad_encoding_and_their_entries_are_counted():
     rng = random.Random(1)
     junk = bytes(rng.randrange(256) for _ in range(3000))
-    body = b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>' + b"".join(
-        b"<item><title>" + junk[i * 1000 : (i + 1) * 1000] + b"</title></item>" for i in range(3)
-    ) + b"</channel></rss>"
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        + b"".join(b"<item><title>" + junk[i * 1000 : (i + 1) * 1000] + b"</title></item>" for i in range(3))
+        + b"</channel></rss>"
+    )
     result = parse_feed(fetched(body))
     assert result.problem.reason == "bad_encoding" and not result.problem.is_entry
     assert result.articles == []

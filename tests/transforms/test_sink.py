@@ -28,16 +28,28 @@ def test_partition_path(seconds, expected):
 def articles(n, hours):
     # Published times deliberately out of order within each hour, to check the sort.
     return [
-        art(f"{i:05d}", (7 * i) % 60, hours=i % hours, title=f"t{i}", text="x", language="en", topic="World",
-            run_id="run1")
+        art(
+            f"{i:05d}",
+            (7 * i) % 60,
+            hours=i % hours,
+            title=f"t{i}",
+            text="x",
+            language="en",
+            topic="World",
+            run_id="run1",
+        )
         for i in range(n)
     ]
 
 
 def write(tmp_path, items, window_seconds=3600, run_id="run1"):
     with TestPipeline() as p:
-        (p | beam.Create(items) | WindowByEventTime(WindowSettings(window_seconds))
-           | WriteParquetPartitions(SinkSettings(str(tmp_path), run_id, window_seconds)))
+        (
+            p
+            | beam.Create(items)
+            | WindowByEventTime(WindowSettings(window_seconds))
+            | WriteParquetPartitions(SinkSettings(str(tmp_path), run_id, window_seconds))
+        )
 
 
 def test_every_row_is_read_back_from_its_partition(tmp_path):
@@ -80,10 +92,21 @@ def test_two_runs_add_files_never_overwrite(tmp_path):
 
 
 def test_dead_letters_are_written_with_their_schema(tmp_path):
-    letters = [DeadLetter(stage="fetch", reason="timeout", feed_url=f"https://f{i}.test", status=None,
-                          time=T0, run_id="run1") for i in range(3)]
-    letters.append(DeadLetter(stage="clean", reason="empty_after_cleaning", feed_url="https://f.test",
-                              entry_key="k", raw_excerpt="<p></p>", time=T0, run_id="run1"))
+    letters = [
+        DeadLetter(stage="fetch", reason="timeout", feed_url=f"https://f{i}.test", status=None, time=T0, run_id="run1")
+        for i in range(3)
+    ]
+    letters.append(
+        DeadLetter(
+            stage="clean",
+            reason="empty_after_cleaning",
+            feed_url="https://f.test",
+            entry_key="k",
+            raw_excerpt="<p></p>",
+            time=T0,
+            run_id="run1",
+        )
+    )
     with TestPipeline() as p:
         p | beam.Create(letters) | WriteDeadLetters(SinkSettings(str(tmp_path), "run1"))
     table = pq.read_table(tmp_path / "dead_letter")

@@ -50,9 +50,16 @@ def ts(minutes: float) -> Timestamp:
 
 def art(key: str, published: float, fetched: float, text: str = "") -> Article:
     """Article `key`, published and fetched so many minutes after T0; given a `text`, its title is the same too."""
-    return Article(article_id=f"id-{key}", feed_url="https://news.example/feed", source="s",
-                   url=f"https://news.example/{key}", title="Wire story" if text else f"Story {key}",
-                   text=text or f"The text of story {key}.", published_at=at(published), fetched_at=at(fetched))
+    return Article(
+        article_id=f"id-{key}",
+        feed_url="https://news.example/feed",
+        source="s",
+        url=f"https://news.example/{key}",
+        title="Wire story" if text else f"Story {key}",
+        text=text or f"The text of story {key}.",
+        published_at=at(published),
+        fetched_at=at(fetched),
+    )
 
 
 def streaming() -> TestPipeline:
@@ -67,10 +74,12 @@ def hour(start_minutes: float) -> IntervalWindow:
 
 # Pure functions.
 
+
 def test_poll_schedule_groups_feeds_by_interval_with_overrides_by_name_or_url():
     a, b, c = (FeedSource(name=n, url=f"https://news.example/{n}.xml") for n in "abc")
-    settings = StreamSettings(poll_interval_seconds=300,
-                              poll_overrides=(PollOverride("b", 60), PollOverride(c.url, 3600)))
+    settings = StreamSettings(
+        poll_interval_seconds=300, poll_overrides=(PollOverride("b", 60), PollOverride(c.url, 3600))
+    )
     assert poll_schedule([a, b, c], settings) == [(60.0, (b,)), (300.0, (a,)), (3600.0, (c,))]
     assert poll_schedule([a, b], StreamSettings()) == [(300.0, (a, b))]
     with pytest.raises(ValueError, match="'d'"):
@@ -104,6 +113,7 @@ def test_forget_at_counts_from_the_later_of_publication_and_fetch():
 
 # Composites on a TestStream.
 
+
 def _pane(keyed, pane=beam.DoFn.PaneInfoParam):
     yield PaneInfoTiming.to_string(pane.timing), sorted(keyed[1])
 
@@ -122,21 +132,44 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
     with streaming() as p:
         routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY, "r1")
         windowed = routed.articles | WindowByEventTime(HOURLY, streaming=True)
-        assert_that(windowed | "Ids" >> beam.Map(lambda a: a.article_id), equal_to_per_window({
-            hour(0): ["id-a", "id-b", "id-c", "id-e"],
-            hour(60): ["id-d"],
-        }), label="Windows")
-        panes = (windowed
-                 | "Key" >> beam.Map(lambda a: ("all", a.article_id))
-                 | beam.GroupByKey()
-                 | beam.ParDo(_pane))
-        assert_that(panes, equal_to_per_window({
-            hour(0): [("ON_TIME", ["id-a", "id-b", "id-c"]), ("LATE", ["id-e"])],  # discarding: the late pane is new
-            hour(60): [("ON_TIME", ["id-d"])],
-        }), label="Panes")
+        assert_that(
+            windowed | "Ids" >> beam.Map(lambda a: a.article_id),
+            equal_to_per_window(
+                {
+                    hour(0): ["id-a", "id-b", "id-c", "id-e"],
+                    hour(60): ["id-d"],
+                }
+            ),
+            label="Windows",
+        )
+        panes = windowed | "Key" >> beam.Map(lambda a: ("all", a.article_id)) | beam.GroupByKey() | beam.ParDo(_pane)
+        assert_that(
+            panes,
+            equal_to_per_window(
+                {
+                    hour(0): [
+                        ("ON_TIME", ["id-a", "id-b", "id-c"]),
+                        ("LATE", ["id-e"]),
+                    ],  # discarding: the late pane is new
+                    hour(60): [("ON_TIME", ["id-d"])],
+                }
+            ),
+            label="Panes",
+        )
         bounds = windowed | "Bounds" >> beam.Map(lambda a: (a.article_id, a.window_start, a.window_end))
-        assert_that(bounds, equal_to([("id-a", at(0), at(60)), ("id-b", at(0), at(60)), ("id-c", at(0), at(60)),
-                                      ("id-e", at(0), at(60)), ("id-d", at(60), at(120))]), label="Bounds")
+        assert_that(
+            bounds,
+            equal_to(
+                [
+                    ("id-a", at(0), at(60)),
+                    ("id-b", at(0), at(60)),
+                    ("id-c", at(0), at(60)),
+                    ("id-e", at(0), at(60)),
+                    ("id-d", at(60), at(120)),
+                ]
+            ),
+            label="Bounds",
+        )
         letters = routed.dead_letters | "Letters" >> beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
         assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "r1")]), label="TooLate")
 
@@ -175,10 +208,15 @@ def test_dead_letters_are_windowed_by_rejection_time():
     )
     with streaming() as p:
         windowed = p | letters | WindowDeadLetters(StreamSettings(dead_letter_window_seconds=300), HOURLY)
-        assert_that(windowed | beam.Map(lambda d: d.feed_url), equal_to_per_window({
-            IntervalWindow(ts(0), ts(5)): ["a", "c"],
-            IntervalWindow(ts(5), ts(10)): ["b"],
-        }))
+        assert_that(
+            windowed | beam.Map(lambda d: d.feed_url),
+            equal_to_per_window(
+                {
+                    IntervalWindow(ts(0), ts(5)): ["a", "c"],
+                    IntervalWindow(ts(5), ts(10)): ["b"],
+                }
+            ),
+        )
 
 
 # Near copies on a TestStream.
@@ -204,9 +242,13 @@ PORT_STRIKE = (
 
 def syndicated(text: str) -> str:
     """The wire text as an outlet runs it: about one word in ten edited."""
-    for old, new in [("said on Monday", "announced on Monday"), ("told reporters", "said"),
-                     ("asked the Dunmore", "requested the Dunmore"), ("could cost", "might cost"),
-                     ("called for an", "demanded an")]:
+    for old, new in [
+        ("said on Monday", "announced on Monday"),
+        ("told reporters", "said"),
+        ("asked the Dunmore", "requested the Dunmore"),
+        ("could cost", "might cost"),
+        ("called for an", "demanded an"),
+    ]:
         assert old in text
         text = text.replace(old, new)
     return text
@@ -215,16 +257,26 @@ def syndicated(text: str) -> str:
 def story(key: str, fetched: float, text: str, title: str, language: str = "en") -> Article:
     """Article `key` from outlet `key`.test, published five minutes before its fetch."""
     host = f"{key}.test"
-    return Article(article_id=f"id-{key}", feed_url=f"https://{host}/rss", source=host, url=f"https://{host}/{key}",
-                   title=title, text=text, language=language, published_at=at(fetched - 5), fetched_at=at(fetched))
+    return Article(
+        article_id=f"id-{key}",
+        feed_url=f"https://{host}/rss",
+        source=host,
+        url=f"https://{host}/{key}",
+        title=title,
+        text=text,
+        language=language,
+        published_at=at(fetched - 5),
+        fetched_at=at(fetched),
+    )
 
 
 def wire(fetched: float) -> Article:
     return story("wire", fetched, PORT_STORY, "Crane failure strands 14 ships at Port Alden")
 
 
-def copy_of_wire(key: str, fetched: float, language: str = "en",
-                 title: str = "Ships wait outside Port Alden after crane breaks") -> Article:
+def copy_of_wire(
+    key: str, fetched: float, language: str = "en", title: str = "Ships wait outside Port Alden after crane breaks"
+) -> Article:
     return story(key, fetched, syndicated(PORT_STORY), title, language)
 
 
@@ -254,20 +306,29 @@ def test_a_syndicated_copy_in_a_later_poll_is_dropped_another_story_and_another_
         .advance_watermark_to(ts(0))
         .add_elements([wire(0)], event_timestamp=ts(0))
         .advance_watermark_to(ts(5))
-        .add_elements([wire(10),  # the same entry again: the exact dedup drops it first
-                       copy_of_wire("daily", 10),
-                       story("post", 10, PORT_STRIKE, "Strike leaves 22 ships waiting at Port Alden"),
-                       # Labelled German (and titled so: the exact dedup would drop the same title and text).
-                       copy_of_wire("zeitung", 10, language="de", title="Kranausfall in Port Alden")],
-                      event_timestamp=ts(10))
+        .add_elements(
+            [
+                wire(10),  # the same entry again: the exact dedup drops it first
+                copy_of_wire("daily", 10),
+                story("post", 10, PORT_STRIKE, "Strike leaves 22 ships waiting at Port Alden"),
+                # Labelled German (and titled so: the exact dedup would drop the same title and text).
+                copy_of_wire("zeitung", 10, language="de", title="Kranausfall in Port Alden"),
+            ],
+            event_timestamp=ts(10),
+        )
         .advance_watermark_to_infinity()
     )
-    kept = run_collecting(lambda p: (
-        p | polls | beam.Map(at_fetch_time)
-        | DeduplicateWithState(DedupSettings(forget_after_seconds=3600))
-        | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
-        | beam.Map(lambda a: (a.article_id, a.fetched_at, a.duplicate_of))
-    ), "syndicated")
+    kept = run_collecting(
+        lambda p: (
+            p
+            | polls
+            | beam.Map(at_fetch_time)
+            | DeduplicateWithState(DedupSettings(forget_after_seconds=3600))
+            | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
+            | beam.Map(lambda a: (a.article_id, a.fetched_at, a.duplicate_of))
+        ),
+        "syndicated",
+    )
     assert kept == [("id-post", at(10), ""), ("id-wire", at(0), ""), ("id-zeitung", at(10), "")]
 
 
@@ -284,11 +345,16 @@ def test_mark_mode_same_poll_copies_keep_the_smaller_id_and_buckets_forget_after
         .add_elements([copy_of_wire("herald", 95)], event_timestamp=ts(95))
         .advance_watermark_to_infinity()
     )
-    marked = run_collecting(lambda p: (
-        p | polls | beam.Map(at_fetch_time)
-        | DropNearCopiesWithState(NearDedupSettings(mode="mark"), lookback_seconds=3600)
-        | beam.Map(lambda a: (a.article_id, a.duplicate_of))
-    ), "mark")
+    marked = run_collecting(
+        lambda p: (
+            p
+            | polls
+            | beam.Map(at_fetch_time)
+            | DropNearCopiesWithState(NearDedupSettings(mode="mark"), lookback_seconds=3600)
+            | beam.Map(lambda a: (a.article_id, a.duplicate_of))
+        ),
+        "mark",
+    )
     assert marked == [("id-daily", ""), ("id-gazette", "id-daily"), ("id-herald", ""), ("id-wire", "id-daily")]
 
 
@@ -297,14 +363,20 @@ def test_heavily_edited_and_cut_copies_are_dropped_same_event_template_and_share
         body = paragraphs_or_text if isinstance(paragraphs_or_text, str) else texts.text(paragraphs_or_text)
         return story(key, fetched, body, title)
 
-    first = [paper("flood", 0, texts.WIRE, texts.WIRE_TITLE), paper("market", 0, texts.MARKET, texts.MARKET_TITLE),
-             paper("quote-a", 0, texts.QUOTE_STORY_A, texts.QUOTE_STORY_A_TITLE)]
+    first = [
+        paper("flood", 0, texts.WIRE, texts.WIRE_TITLE),
+        paper("market", 0, texts.MARKET, texts.MARKET_TITLE),
+        paper("quote-a", 0, texts.QUOTE_STORY_A, texts.QUOTE_STORY_A_TITLE),
+    ]
     edited_title, edited = texts.heavy_edit()
     cut_title, cut = texts.heavy_cut()
-    later = [paper("edited", 10, edited, edited_title), paper("regional", 10, cut, cut_title),
-             paper("event", 10, texts.SAME_EVENT, texts.SAME_EVENT_TITLE),
-             paper("market-next", 10, texts.MARKET_NEXT_DAY, texts.MARKET_TITLE),
-             paper("quote-b", 10, texts.QUOTE_STORY_B, texts.QUOTE_STORY_B_TITLE)]
+    later = [
+        paper("edited", 10, edited, edited_title),
+        paper("regional", 10, cut, cut_title),
+        paper("event", 10, texts.SAME_EVENT, texts.SAME_EVENT_TITLE),
+        paper("market-next", 10, texts.MARKET_NEXT_DAY, texts.MARKET_TITLE),
+        paper("quote-b", 10, texts.QUOTE_STORY_B, texts.QUOTE_STORY_B_TITLE),
+    ]
     polls = (
         test_stream.TestStream()
         .advance_watermark_to(ts(0))
@@ -313,19 +385,29 @@ def test_heavily_edited_and_cut_copies_are_dropped_same_event_template_and_share
         .add_elements(later, event_timestamp=ts(10))
         .advance_watermark_to_infinity()
     )
-    kept = run_collecting(lambda p: (
-        p | polls | beam.Map(at_fetch_time)
-        | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
-        | beam.Map(lambda a: a.article_id)
-    ), "heavy")
+    kept = run_collecting(
+        lambda p: (
+            p
+            | polls
+            | beam.Map(at_fetch_time)
+            | DropNearCopiesWithState(NearDedupSettings(), lookback_seconds=3600)
+            | beam.Map(lambda a: a.article_id)
+        ),
+        "heavy",
+    )
     assert kept == sorted(f"id-{k}" for k in ("flood", "market", "quote-a", "event", "market-next", "quote-b"))
 
 
 # Counters, in batch.
 
+
 def test_near_copies_are_counted_as_duplicates():
-    articles = [wire(0), copy_of_wire("daily", 10), story("post", 10, PORT_STRIKE, "Strike at Port Alden"),
-                art("nowords", 0, 10, text="...")]
+    articles = [
+        wire(0),
+        copy_of_wire("daily", 10),
+        story("post", 10, PORT_STRIKE, "Strike at Port Alden"),
+        art("nowords", 0, 10, text="..."),
+    ]
     articles[-1] = dataclasses.replace(articles[-1], title="")
     p = TestPipeline()
     kept = p | beam.Create(articles) | beam.Map(at_fetch_time) | DropNearCopiesWithState(NearDedupSettings())
@@ -341,9 +423,14 @@ def test_near_copies_are_counted_as_duplicates():
 
 
 def test_every_outcome_is_counted():
-    articles = [art("x", 0, 10), art("x", 0, 20), art("x", 0, 30),  # two duplicates by id
-                art("y", 0, 10, "Shared text."), art("y2", 0, 10, "Shared text."),  # one by content
-                art("old", -3 * 1440, 10)]  # too late
+    articles = [
+        art("x", 0, 10),
+        art("x", 0, 20),
+        art("x", 0, 30),  # two duplicates by id
+        art("y", 0, 10, "Shared text."),
+        art("y2", 0, 10, "Shared text."),  # one by content
+        art("old", -3 * 1440, 10),
+    ]  # too late
     p = TestPipeline()
     unique = p | beam.Create(articles) | beam.Map(at_fetch_time) | DeduplicateWithState(DedupSettings())
     routed = unique | RouteTooLate(HOURLY)

@@ -33,14 +33,22 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 AGNEWS_CSV = SHARED / "data" / "agnews-train" / "train.csv"
 
 VOCABULARY = {
-    "sports": ("team coach season match goal league striker championship playoff stadium fans defeat win "
-               "tournament quarterback innings referee"),
-    "business": ("shares profit market investors quarterly earnings stock bank revenue merger economy "
-                 "inflation prices dividend analysts billion"),
-    "world": ("government minister election president troops rebels parliament border ceasefire embassy "
-              "talks protest capital diplomats refugees"),
-    "tech": ("software computer internet users chip browser network phone wireless security update "
-             "processor online website developers"),
+    "sports": (
+        "team coach season match goal league striker championship playoff stadium fans defeat win "
+        "tournament quarterback innings referee"
+    ),
+    "business": (
+        "shares profit market investors quarterly earnings stock bank revenue merger economy "
+        "inflation prices dividend analysts billion"
+    ),
+    "world": (
+        "government minister election president troops rebels parliament border ceasefire embassy "
+        "talks protest capital diplomats refugees"
+    ),
+    "tech": (
+        "software computer internet users chip browser network phone wireless security update "
+        "processor online website developers"
+    ),
 }
 OBVIOUS = {
     "sports": "The coach said the team will win the league championship this season",
@@ -113,8 +121,12 @@ def test_exported_model_reproduces_the_sklearn_pipeline(trained):
     labels, texts = read_training_csv(path)
     # Plain scikit-learn, built here rather than through the module's own training code.
     words = TfidfVectorizer(token_pattern=topic_model.TOKEN_RE.pattern, ngram_range=(1, 2), sublinear_tf=True)
-    chars = TfidfVectorizer(analyzer=lambda text: [ngram for word in topic_model.TOKEN_RE.findall(text.lower())
-                                                   for ngram in topic_model.char_ngrams(word)], norm="l1")
+    chars = TfidfVectorizer(
+        analyzer=lambda text: [
+            ngram for word in topic_model.TOKEN_RE.findall(text.lower()) for ngram in topic_model.char_ngrams(word)
+        ],
+        norm="l1",
+    )
     x_words, x_chars = words.fit_transform(texts), chars.fit_transform(texts)
     scale = 1 / np.sqrt(x_chars.multiply(x_chars).sum(axis=1)).mean()
     classifiers = {
@@ -123,8 +135,11 @@ def test_exported_model_reproduces_the_sklearn_pipeline(trained):
         "char_nb": ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(x_chars * scale, labels),
         "char_svm": LinearSVC(random_state=0).fit(x_chars * scale, labels),
     }
-    probe = list(OBVIOUS.values()) + texts[:20] + ["shares of the team fell", "Team team TEAM coach!",
-                                                   "The championships and coaches"]
+    probe = (
+        list(OBVIOUS.values())
+        + texts[:20]
+        + ["shares of the team fell", "Team team TEAM coach!", "The championships and coaches"]
+    )
     views = {"word": words.transform(probe), "char": chars.transform(probe) * scale}
     scores = 0
     for name, classifier in classifiers.items():
@@ -155,10 +170,10 @@ def test_predictions_do_not_depend_on_batching_threads_or_the_unseen_word_memo(t
     texts = [f"{text} novelword{i % 7} zzgadget{i % 5}" for i, text in enumerate(texts)]
     expected = model.probabilities(texts)
     for i in range(0, len(texts), 5):
-        np.testing.assert_array_equal(model.probabilities(texts[i:i + 5]), expected[i:i + 5])
+        np.testing.assert_array_equal(model.probabilities(texts[i : i + 5]), expected[i : i + 5])
     monkeypatch.setattr(topic_model, "_OOV_MEMO_SIZE", 3)  # forces the memo to be cleared under other threads
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda i: model.probabilities(texts[i:i + 3]), range(0, len(texts), 3)))
+        results = list(pool.map(lambda i: model.probabilities(texts[i : i + 3]), range(0, len(texts), 3)))
     np.testing.assert_array_equal(np.vstack(results), expected)
 
 
@@ -186,8 +201,10 @@ def test_applies_only_to_training_languages(trained):
 def test_numeric_labels_map_through_classes_txt_and_header_is_skipped(tmp_path):
     (tmp_path / "classes.txt").write_text("World\nSports\n", encoding="utf-8")
     write_csv(tmp_path / "train.csv", [("1", "Troops", "Rebels attack\\the capital"), ("2", "Goal", "Team wins")])
-    assert read_training_csv(tmp_path / "train.csv") == (["World", "Sports"],
-                                                         ["Troops\nRebels attack\\the capital", "Goal\nTeam wins"])
+    assert read_training_csv(tmp_path / "train.csv") == (
+        ["World", "Sports"],
+        ["Troops\nRebels attack\\the capital", "Goal\nTeam wins"],
+    )
     write_csv(tmp_path / "other.csv", [("label", "title", "text"), ("b", "", "body only")])
     assert read_training_csv(tmp_path / "other.csv") == (["b"], ["body only"])
     plain = tmp_path / "plain"
@@ -230,8 +247,7 @@ def test_save_load_round_trip_gives_equal_probabilities(trained, tmp_path):
     model, _, path = trained
     loaded = load_model(save_model(model, tmp_path / "model.npz"))
     _, texts = read_training_csv(path)
-    assert (loaded.labels, loaded.languages, loaded.temperature) == (model.labels, model.languages,
-                                                                     model.temperature)
+    assert (loaded.labels, loaded.languages, loaded.temperature) == (model.labels, model.languages, model.temperature)
     assert np.array_equal(loaded.probabilities(texts), model.probabilities(texts))
     assert loaded.predict_proba(texts)[0] == model.predict_proba(texts)[0]
     assert loaded.info["rows"] == len(texts)
@@ -279,6 +295,7 @@ def test_corrupt_model_files_are_rejected(trained, tmp_path):
             if item != "meta.json":
                 return content
             return json.dumps({**json.loads(content), **fields}).encode()
+
         return change
 
     assert_rejected(rewrite("format.npz", edit_meta(format="other")), "not a newsbeam topic model")
@@ -356,8 +373,9 @@ def test_run_inference_plain_texts(trained, tmp_path):
         results = pipeline | beam.Create(list(OBVIOUS.values())) | RunInference(TopicModelHandler(path))
         assert_that(
             results,
-            equal_to([PredictionResult(text, (label, expected_probs[text]), str(path))
-                      for label, text in OBVIOUS.items()]),
+            equal_to(
+                [PredictionResult(text, (label, expected_probs[text]), str(path)) for label, text in OBVIOUS.items()]
+            ),
         )
 
 
@@ -379,12 +397,13 @@ def test_default_model_ships_and_classifies_obvious_sentences():
     assert model.languages == ("en",)
     sentences = {
         topic_text("Yankees beat Red Sox in extra innings", "The pitcher struck out nine as New York won."): "Sports",
-        topic_text("Oil prices climb, stocks fall", "Shares slid on Wall Street as crude rose to a record."):
-            "Business",
-        topic_text("Microsoft patches Windows flaw", "The software update fixes a security hole in the browser."):
-            "Sci/Tech",
-        topic_text("Rebels attack UN peacekeepers", "Fighting near the border killed dozens, officials said."):
-            "World",
+        topic_text(
+            "Oil prices climb, stocks fall", "Shares slid on Wall Street as crude rose to a record."
+        ): "Business",
+        topic_text(
+            "Microsoft patches Windows flaw", "The software update fixes a security hole in the browser."
+        ): "Sci/Tech",
+        topic_text("Rebels attack UN peacekeepers", "Fighting near the border killed dozens, officials said."): "World",
     }
     labels, probs = model.predict_proba(list(sentences))
     assert labels == list(sentences.values())
@@ -398,8 +417,9 @@ def test_ag_news_training_matches_the_shipped_model():
     shipped = load_model(DEFAULT_MODEL_PATH)
     assert shipped.info["cv_accuracy"] >= 0.89
     labels, texts = read_training_csv(AGNEWS_CSV)
-    model = topic_model.fit(texts, labels, temperature=shipped.temperature,
-                            part_temperatures=shipped.info["part_temperatures"])
+    model = topic_model.fit(
+        texts, labels, temperature=shipped.temperature, part_temperatures=shipped.info["part_temperatures"]
+    )
     assert (model.unigrams, model.char_ngrams) == (shipped.unigrams, shipped.char_ngrams)
     np.testing.assert_array_equal(model.bigrams, shipped.bigrams)
     # Weights are compared through probabilities: another scikit-learn version may differ in the last bits.

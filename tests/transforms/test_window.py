@@ -21,11 +21,16 @@ def test_articles_land_in_their_hour_with_bounds():
     with TestPipeline() as p:
         out = p | beam.Create(articles) | WindowByEventTime(WindowSettings(3600))
         ids = out | beam.Map(lambda a: a.article_id)
-        assert_that(ids, equal_to_per_window({
-            IntervalWindow(ts(10), ts(11)): ["a", "b"],
-            IntervalWindow(ts(11), ts(12)): ["c"],
-            IntervalWindow(ts(13), ts(14)): ["d"],
-        }))
+        assert_that(
+            ids,
+            equal_to_per_window(
+                {
+                    IntervalWindow(ts(10), ts(11)): ["a", "b"],
+                    IntervalWindow(ts(11), ts(12)): ["c"],
+                    IntervalWindow(ts(13), ts(14)): ["d"],
+                }
+            ),
+        )
         bounds = out | beam.Map(lambda a: (a.article_id, a.window_start.hour, a.window_end.hour))
         assert_that(bounds, equal_to([("a", 10, 11), ("b", 10, 11), ("c", 11, 12), ("d", 13, 14)]), label="bounds")
 
@@ -33,5 +38,7 @@ def test_articles_land_in_their_hour_with_bounds():
 def test_daily_windows():
     with TestPipeline() as p:
         out = p | beam.Create([art("a", 1, hours=0), art("b", 59, hours=23)]) | WindowByEventTime(WindowSettings(86400))
-        assert_that(out | beam.Map(lambda a: (a.window_start.isoformat(), a.window_end.isoformat())),
-                    equal_to([("2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00")] * 2))
+        assert_that(
+            out | beam.Map(lambda a: (a.window_start.isoformat(), a.window_end.isoformat())),
+            equal_to([("2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00")] * 2),
+        )
