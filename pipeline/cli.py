@@ -376,8 +376,10 @@ def _run_locked(
     seen_index = state.write_seen_index(config.output, run_id, seen, now, {f.url for f in config.feeds} - read)
     summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
     new_health = dict(health)
-    for report in reports:
-        new_health[report.feed_url] = schedule.next_health(health.get(report.feed_url), report, now, config.schedule)
+    for feed_report in reports:
+        new_health[feed_report.feed_url] = schedule.next_health(
+            health.get(feed_report.feed_url), feed_report, now, config.schedule
+        )
     schedule.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()

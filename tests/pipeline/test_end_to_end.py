@@ -75,6 +75,7 @@ def test_run_succeeds_and_reconciles(served_run):
     assert record["feeds_malformed"] == 2  # wire.xml's broken item, and malformed.xml
     assert record["articles_written"] >= 70
     assert record["duplicates"] >= 2  # the syndicated copies
+    assert not (output / "_report").exists()  # the HTML report only with --report
 
 
 def test_articles_read_back_with_pyarrow(served_run):
