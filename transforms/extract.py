@@ -26,7 +26,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
-import email.utils
 import html
 import json
 import re
@@ -56,7 +55,15 @@ from transforms.article import (
     key_hash,
     utcnow,
 )
-from transforms.netguard import AllowList, BlockedAddress, Deadline, DeadlineExceeded, check_url, guarded_session
+from transforms.netguard import (
+    AllowList,
+    BlockedAddress,
+    Deadline,
+    DeadlineExceeded,
+    check_url,
+    guarded_session,
+    retry_after_seconds,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding
@@ -510,21 +517,6 @@ class HostLimiter:
             self._next[host] = max(self._next.get(host, 0.0), self._clock() + seconds)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - dt.datetime.now(UTC)).total_seconds())
-
-
 class PageFetcher:
     """Fetches pages politely (per-host limits, robots.txt, Retry-After) through the SSRF guard. Thread-safe."""
 
@@ -582,7 +574,7 @@ class PageFetcher:
                         current = urllib.parse.urljoin(current, response.headers["Location"])
                         continue
                     if status in (429, 503):
-                        wait = _retry_after(response.headers.get("Retry-After"))
+                        wait = retry_after_seconds(response.headers.get("Retry-After"))
                         if wait is not None:
                             self._limiter.push_back(host, wait)
                         if retried or wait is None or wait > s.max_retry_after:

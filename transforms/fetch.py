@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import email.utils
 import random
 import time
 import urllib.parse
@@ -33,7 +32,8 @@ import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter, utcnow
+from transforms.article import DEAD_LETTER_TAG, DeadLetter, utcnow
+from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
 STAGE = "fetch"
 
@@ -199,22 +199,6 @@ def fetch_feed(
     if scheme == "":
         return _read_local(source, Path(source.url), settings)
     raise FetchError("unsupported_scheme", f"cannot fetch {scheme}:// URLs")
-
-
-def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or utcnow())).total_seconds())
 
 
 def backoff_delay(base: float, attempt: int, rand: Callable[[], float] = random.random) -> float:

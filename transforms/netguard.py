@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime as dt
+import email.utils
 import ipaddress
 import re
 import socket
@@ -504,3 +506,19 @@ def guarded_session(user_agent: str, allow: AllowList = AllowList(), *, pool_max
     session.mount("https://", adapter)
     session.headers["User-Agent"] = user_agent
     return session
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (shared by the feed and page fetchers) (delta-seconds or HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
