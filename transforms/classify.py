@@ -127,6 +127,45 @@ def choose_topic(rule_topic: str, model_label: str, model_score: float, default_
 _FOR_MODEL_TAG = "for_model"
 
 
+def classify_error(article: Article, err: Exception, run_id: str) -> DeadLetter:
+    """The dead letter of an article that classifying raised on (counted as `classify/failed`)."""
+    Metrics.counter("classify", "failed").inc()
+    return DeadLetter(
+        stage="classify",
+        reason="classify_error",
+        feed_url=article.feed_url,
+        entry_key=article.article_id,
+        message=f"{type(err).__name__}: {err}",
+        raw_excerpt=excerpt(article.text),
+        time=utcnow(),
+        run_id=run_id,
+    )
+
+
+def unscored(failed_batch: tuple) -> Iterable[Article]:
+    """The articles of a batch the topic model raised on: they go on without the model's topic (rules and the
+    feed's default decide), so a model bug costs topics, never articles."""
+    Metrics.counter("classify", "topic_model_failed_batches").inc()
+    for article, _text in failed_batch[0]:
+        Metrics.counter("classify", "topic_model_failed_articles").inc()
+        yield article
+
+
+def model_failure(failed_batch: tuple, run_id: str) -> DeadLetter:
+    """One dead letter per batch the topic model raised on. Its articles are kept (see `unscored`), so it names no
+    entry and does not count as a lost one."""
+    batch, (exc_type, exc_value, _trace) = failed_batch
+    return DeadLetter(
+        stage="classify",
+        reason="topic_model_error",
+        feed_url="",
+        message=f"{exc_value} on a batch of {len(batch)} article(s), kept with the topic from rules or feed default",
+        raw_excerpt=excerpt(batch[0][1] if batch else ""),
+        time=utcnow(),
+        run_id=run_id,
+    )
+
+
 class _DetectLanguageFn(beam.DoFn):
     """Sets language and language_score; an article in one of `model_languages` goes out on the `for_model` output
     as (article, the model's input text), the others on the main output. One step instead of three (detect,
@@ -136,7 +175,6 @@ class _DetectLanguageFn(beam.DoFn):
         self._settings = settings
         self._run_id = run_id
         self._model_languages = model_languages
-        self._failed = Metrics.counter("classify", "failed")
         self._shared = Shared()
         self._detector: LanguageDetector | None = None
 
@@ -148,20 +186,7 @@ class _DetectLanguageFn(beam.DoFn):
         try:
             language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
         except Exception as err:  # one odd text must not stop the run; the article goes to the dead letters
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                DeadLetter(
-                    stage="classify",
-                    reason="classify_error",
-                    feed_url=article.feed_url,
-                    entry_key=article.article_id,
-                    message=f"{type(err).__name__}: {err}",
-                    raw_excerpt=excerpt(article.text),
-                    time=utcnow(),
-                    run_id=self._run_id,
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err, self._run_id))
             return
         article = dataclasses.replace(article, language=language, language_score=score)
         if language in self._model_languages:
@@ -173,8 +198,9 @@ class _DetectLanguageFn(beam.DoFn):
 class _ApplyTopicFn(beam.DoFn):
     """Sets topic, topic_score and labels from the rules and the model's prediction (if any)."""
 
-    def __init__(self, settings: ClassifySettings):
+    def __init__(self, settings: ClassifySettings, run_id: str = ""):
         self._settings = settings
+        self._run_id = run_id
         self._rules: Rules | None = None
         self._classified = Metrics.counter("classify", "articles")
         self._by_model = Metrics.counter("classify", "topic_by_model")
@@ -184,18 +210,18 @@ class _ApplyTopicFn(beam.DoFn):
 
     def process(self, element) -> Iterable[Article]:
         article, prediction = element if isinstance(element, tuple) else (element, None)
-        label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
-        rule_topic = self._rules.topic_from_categories(article.tags)
-        topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
+        try:
+            label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
+            rule_topic = self._rules.topic_from_categories(article.tags)
+            topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
+            labels = self._rules.labels(article.title, article.text, article.tags)
+        except Exception as err:  # one odd article must not stop the run; it goes to the dead letters
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err, self._run_id))
+            return
         if not rule_topic and label != NO_LABEL:
             self._by_model.inc()
         self._classified.inc()
-        yield dataclasses.replace(
-            article,
-            topic=topic,
-            topic_score=topic_score,
-            labels=self._rules.labels(article.title, article.text, article.tags),
-        )
+        yield dataclasses.replace(article, topic=topic, topic_score=topic_score, labels=labels)
 
 
 class ClassifyArticles(beam.PTransform):
@@ -216,12 +242,23 @@ class ClassifyArticles(beam.PTransform):
         detected = articles | "DetectLanguage" >> beam.ParDo(
             _DetectLanguageFn(self._settings.language, self._run_id, self._model_languages)
         ).with_outputs(DEAD_LETTER_TAG, _FOR_MODEL_TAG, main="articles")
-        predicted = detected[_FOR_MODEL_TAG] | "TopicModel" >> RunInference(
-            KeyedModelHandler(TopicModelHandler(self._settings.model_path or DEFAULT_MODEL_PATH))
-        )
+        to_topics, letters = [detected.articles], [detected[DEAD_LETTER_TAG]]
+        if self._settings.model_path:  # with `topic_model: none` no worker loads a model
+            predicted, failed = (
+                detected[_FOR_MODEL_TAG]
+                | "TopicModel"
+                >> RunInference(
+                    KeyedModelHandler(TopicModelHandler(self._settings.model_path))
+                ).with_exception_handling()
+            )
+            to_topics += [predicted, failed.failed_inferences | "Unscored" >> beam.FlatMap(unscored)]
+            letters.append(failed.failed_inferences | "ModelFailures" >> beam.Map(model_failure, self._run_id))
         classified = (
-            (predicted, detected.articles)
+            tuple(to_topics)
             | "Rejoin" >> beam.Flatten()
-            | "ApplyTopic" >> beam.ParDo(_ApplyTopicFn(self._settings))
+            | "ApplyTopic"
+            >> beam.ParDo(_ApplyTopicFn(self._settings, self._run_id)).with_outputs(DEAD_LETTER_TAG, main="articles")
         )
-        return Routed(classified, detected[DEAD_LETTER_TAG])
+        letters.append(classified[DEAD_LETTER_TAG])
+        dead_letters = tuple(letters) | "ClassifyDeadLetters" >> beam.Flatten()
+        return Routed(classified.articles, dead_letters)

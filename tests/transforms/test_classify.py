@@ -5,9 +5,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import art
+from tests.conftest import art, counter
+from transforms import classify as classify_module
 from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
-from transforms.topic_model import TopicModelError
+from transforms.topic_model import TopicModelError, TopicModelHandler
 
 SPORT = (
     "The striker scored twice as the home team won the league match on Saturday, and the coach praised "
@@ -74,9 +75,56 @@ def test_composite_uses_rules_model_and_defaults():
 
 def test_without_model_topics_come_from_rules_and_defaults():
     settings = ClassifySettings(topic_model="none")
+    p = TestPipeline()
+    out = p | beam.Create([art("a", 0, text=SPORT, default_topic="World")]) | ClassifyArticles(settings)
+    assert_that(out.articles | beam.Map(lambda a: (a.topic, a.topic_score)), equal_to([("World", 0.5)]))
+    labels = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
+    assert not [label for label in labels if "TopicModel" in label]  # no model step: no worker loads a model
+    p.run().wait_until_finish()
+
+
+def test_a_topic_model_that_raises_costs_topics_not_articles(monkeypatch):
+    # The model's batch fails: its articles go on with the rule's or feed's topic, and one dead letter says so
+    # without naming an entry (nothing was lost, so the run's counts still reconcile).
+    def broken(self, batch, model, inference_args=None):
+        raise RuntimeError("model bug")
+
+    monkeypatch.setattr(TopicModelHandler, "run_inference", broken)
+    articles = [art("sport", 0, text=SPORT, default_topic="World"), art("tagged", 0, text=MARKETS, tags=("Sport",))]
+    p = TestPipeline()
+    out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings(), "r1")
+    assert_that(
+        out.articles | beam.Map(lambda a: (a.article_id, a.topic, a.language)),
+        equal_to([("sport", "World", "en"), ("tagged", "Sports", "en")]),
+    )
+    assert_that(
+        out.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.is_entry, "model bug" in d.message)),
+        equal_to([("classify", "topic_model_error", False, True)]),
+        label="letters",
+    )
+    result = p.run()
+    result.wait_until_finish()
+    assert counter(result, "classify/topic_model_failed_articles") == 2
+
+
+def test_an_article_that_makes_topic_rules_raise_is_a_dead_letter_and_the_others_go_on(monkeypatch):
+    real = classify_module.choose_topic
+
+    def fussy(rule_topic, label, score, default_topic):
+        if default_topic == "Explode":
+            raise KeyError("odd article")
+        return real(rule_topic, label, score, default_topic)
+
+    monkeypatch.setattr(classify_module, "choose_topic", fussy)
+    articles = [art("fine", 0, text=SPORT), art("odd", 0, text=MARKETS, default_topic="Explode")]
     with TestPipeline() as p:
-        out = p | beam.Create([art("a", 0, text=SPORT, default_topic="World")]) | ClassifyArticles(settings)
-        assert_that(out.articles | beam.Map(lambda a: (a.topic, a.topic_score)), equal_to([("World", 0.5)]))
+        out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings(), "r1")
+        assert_that(out.articles | beam.Map(lambda a: a.article_id), equal_to(["fine"]))
+        assert_that(
+            out.dead_letters | beam.Map(lambda d: (d.reason, d.entry_key, d.is_entry, d.message)),
+            equal_to([("classify_error", "odd", True, "KeyError: 'odd article'")]),
+            label="letters",
+        )
 
 
 def test_missing_or_corrupt_model_is_rejected_when_built(tmp_path):
