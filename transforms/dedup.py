@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import re
 import unicodedata
@@ -73,6 +74,15 @@ class DedupSettings:
     forget_after_seconds: int = dataclasses.field(default=30 * 86400, metadata={"unit": "seconds"})
 
 
+@functools.lru_cache(maxsize=16)
+def _tracking_rules(tracking_parameters: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(exact names, name prefixes) of tracking parameters, lower-cased: built once per list, not once per URL
+    (ParseEntries canonicalises every entry's link)."""
+    exact = frozenset(p.lower() for p in tracking_parameters if not p.endswith("*"))
+    prefixes = tuple(p[:-1].lower() for p in tracking_parameters if p.endswith("*"))
+    return exact, prefixes
+
+
 def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
     """The URL with scheme and host lower-cased, default port, fragment and tracking parameters removed,
     and the remaining query sorted. A string that is not an absolute URL is returned stripped, unchanged."""
@@ -94,8 +104,7 @@ def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKIN
         netloc = f"{netloc}:{port}"
     if parts.username:
         netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
-    exact = {p.lower() for p in tracking_parameters if not p.endswith("*")}
-    prefixes = tuple(p[:-1].lower() for p in tracking_parameters if p.endswith("*"))
+    exact, prefixes = _tracking_rules(tuple(tracking_parameters))
     query = sorted(
         (k, v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
