@@ -55,6 +55,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.article import UTC, Article, stable_id
 from transforms.dedup import CachedSideInput
@@ -633,6 +634,41 @@ def bucket_pairs(
     return pairs, capped
 
 
+class BandBatch(NamedTuple):
+    """One band's keys of a batch of records: `keys[i]` is the band key of the record `ids[i]`."""
+
+    keys: np.ndarray  # int64
+    ids: list[str]
+    prior: np.ndarray  # bool
+
+
+def band_batches(records: Sequence[SignatureRecord], bands: int) -> list[BandBatch]:
+    """The BandBatch of each band (in band order) for `records`."""
+    signatures = np.stack([r.values() for r in records])
+    salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64)
+    keys = band_key_matrix(signatures, salts, bands).view(np.int64)
+    ids = [r.article_id for r in records]
+    prior = np.array([r.prior for r in records], dtype=bool)
+    return [BandBatch(np.ascontiguousarray(keys[:, band]), ids, prior) for band in range(bands)]
+
+
+def shared_buckets(batches: Iterable[BandBatch]) -> Iterator[list[tuple[str, bool]]]:
+    """The (article_id, prior) members of every bucket of one band that holds more than one record."""
+    batches = list(batches)
+    if not batches:
+        return
+    keys = np.concatenate([b.keys for b in batches])
+    prior = np.concatenate([b.prior for b in batches])
+    ids = [article_id for b in batches for article_id in b.ids]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    ends = np.r_[starts[1:], len(sorted_keys)]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if end - start > 1:
+            yield [(ids[i], bool(prior[i])) for i in order[start:end].tolist()]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Signature records: what banding and verification need of an article, and what the run state keeps.
 
@@ -1122,18 +1158,48 @@ def _band_members(record: SignatureRecord, bands: int) -> Iterator[tuple[int, tu
         yield key, (record.article_id, record.prior)
 
 
+class _BandBatchFn(beam.DoFn):
+    """Records -> (band, BandBatch) per band for each bundle's records (at most `flush_every` at a time).
+
+    One element per record and band (32 per article) made banding most of the run's Beam elements, each costing
+    more to route and encode than to compute; a batch per band and bundle costs a few elements per bundle."""
+
+    def __init__(self, bands: int, flush_every: int = 4096):
+        self._bands = bands
+        self._flush_every = flush_every
+        self._records: list[SignatureRecord] = []
+
+    def start_bundle(self):
+        self._records = []
+
+    def process(self, record: SignatureRecord) -> Iterable[tuple[int, BandBatch]]:
+        self._records.append(record)
+        if len(self._records) >= self._flush_every:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for band_batch in self._flush():
+            yield GlobalWindows.windowed_value_at_end_of_window(band_batch)
+
+    def _flush(self) -> Iterator[tuple[int, BandBatch]]:
+        records, self._records = self._records, []
+        if records:
+            yield from enumerate(band_batches(records, self._bands))
+
+
 class _PairsFn(beam.DoFn):
-    """A bucket (band key, members) -> its candidate pairs."""
+    """(band, its BandBatches) -> the candidate pairs of the band's buckets."""
 
     def __init__(self, settings: NearDedupSettings):
         self._settings = settings
         self._capped = Metrics.counter("neardup", "buckets_capped")
 
-    def process(self, bucket: tuple[int, Iterable[tuple[str, bool]]]) -> Iterable[tuple[str, str]]:
-        pairs, capped = bucket_pairs(bucket[1], self._settings.max_bucket_size, self._settings.bucket_window)
-        if capped:
-            self._capped.inc()
-        yield from pairs
+    def process(self, band: tuple[int, Iterable[BandBatch]]) -> Iterable[tuple[str, str]]:
+        for members in shared_buckets(band[1]):
+            pairs, capped = bucket_pairs(members, self._settings.max_bucket_size, self._settings.bucket_window)
+            if capped:
+                self._capped.inc()
+            yield from pairs
 
 
 def _pick(records: Iterable[SignatureRecord]) -> SignatureRecord | None:
@@ -1309,8 +1375,8 @@ class DeduplicateNearCopies(beam.PTransform):
         keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
         pairs = (
             records
-            | "BandKeys" >> beam.FlatMap(_band_members, settings.bands)
-            | "Buckets" >> beam.GroupByKey()
+            | "BandBatches" >> beam.ParDo(_BandBatchFn(settings.bands))
+            | "ByBand" >> beam.GroupByKey()
             | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))
             | "UniquePairs" >> beam.Distinct()
         )
