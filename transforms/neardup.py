@@ -1153,11 +1153,6 @@ class _SignFn(beam.DoFn):
                 yield record
 
 
-def _band_members(record: SignatureRecord, bands: int) -> Iterator[tuple[int, tuple[str, bool]]]:
-    for key in band_keys(record.values(), record.language, bands):
-        yield key, (record.article_id, record.prior)
-
-
 class _BandBatchFn(beam.DoFn):
     """Records -> (band, BandBatch) per band for each bundle's records (at most `flush_every` at a time).
 
@@ -1322,16 +1317,21 @@ class _PriorFn(beam.DoFn):
         yield record if record.prior else dataclasses.replace(record, prior=True)
 
 
+def _all_band_keys(batches: Iterable[tuple[int, BandBatch]]) -> np.ndarray:
+    batches = list(batches)
+    return np.unique(np.concatenate([b.keys for _, b in batches])) if batches else np.zeros(0, np.int64)
+
+
 class _SharesBandFn(beam.DoFn):
-    """Prior records that share at least one band key with this run's records."""
+    """Prior records that share at least one band key with this run's records (given as their band batches)."""
 
     def __init__(self, bands: int):
         self._bands = bands
-        self._run_keys = CachedSideInput(set)
+        self._run_keys = CachedSideInput(_all_band_keys)
 
-    def process(self, record: SignatureRecord, run_bands: list[int]) -> Iterable[SignatureRecord]:
+    def process(self, record: SignatureRecord, run_bands: list[tuple[int, BandBatch]]) -> Iterable[SignatureRecord]:
         keys = self._run_keys.get(run_bands)
-        if any(key in keys for key, _ in _band_members(record, self._bands)):
+        if len(keys) and np.isin(band_keys(record.values(), record.language, self._bands), keys).any():
             yield record
 
 
@@ -1360,22 +1360,21 @@ class DeduplicateNearCopies(beam.PTransform):
             | "Sign" >> beam.ParDo(_SignFn(settings))
         )
         records = signed
+        bands = signed | "BandBatches" >> beam.ParDo(_BandBatchFn(settings.bands))
         if self._prior is not None:
             # Only priors that share a band with this run can match: filtering them first keeps the shuffle as
             # small as the run, however long the history.
-            run_bands = beam.pvalue.AsList(
-                signed | "RunBandKeys" >> beam.FlatMap(lambda r: [k for k, _ in _band_members(r, settings.bands)])
-            )
             prior = (
                 self._prior
                 | "MarkPrior" >> beam.ParDo(_PriorFn(settings.scheme))
-                | "PriorsSharingABand" >> beam.ParDo(_SharesBandFn(settings.bands), run_bands)
+                | "PriorsSharingABand" >> beam.ParDo(_SharesBandFn(settings.bands), beam.pvalue.AsList(bands))
             )
             records = (signed, prior) | "WithPrior" >> beam.Flatten()
+            prior_bands = prior | "PriorBandBatches" >> beam.ParDo(_BandBatchFn(settings.bands))
+            bands = (bands, prior_bands) | "AllBandBatches" >> beam.Flatten()
         keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
         pairs = (
-            records
-            | "BandBatches" >> beam.ParDo(_BandBatchFn(settings.bands))
+            bands
             | "ByBand" >> beam.GroupByKey()
             | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))
             | "UniquePairs" >> beam.Distinct()
