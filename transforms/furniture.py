@@ -14,7 +14,7 @@ import difflib
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from transforms.html_text import _ends_sentence, normalise_text
 
@@ -165,6 +165,26 @@ def _compile(patterns: tuple[str, ...], suffix: str) -> tuple[re.Pattern[str], .
     return tuple(compiled)
 
 
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+@functools.lru_cache(maxsize=64)
+def _full_matcher(patterns: tuple[str, ...], suffix: str) -> Callable[[str], bool]:
+    """Whether a line matches one of `patterns` whole. One alternation costs one regex call per line instead of
+    one per pattern (about 60 per article with the defaults); patterns that cannot share one (numbered
+    backreferences, inline global flags) are tried one by one."""
+    compiled = _compile(patterns, suffix)
+    if not compiled:
+        return lambda line: False
+    if not any(_BACKREFERENCE.search(p) for p in patterns):
+        try:
+            combined = re.compile("|".join(p.pattern for p in compiled), re.IGNORECASE)
+            return lambda line: combined.fullmatch(line) is not None
+        except re.error:
+            pass
+    return lambda line: any(p.fullmatch(line) for p in compiled)
+
+
 # Runs of characters that are not alphanumeric (re's \W is "not isalnum() and not _").
 _NOT_ALNUM = re.compile(r"[\W_]+")
 
@@ -243,21 +263,25 @@ def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> li
         titles = [t for t in {_comparable(title), _comparable(crumb_title)} if t]
         titles = [t for t in titles if t not in {_comparable(w) for w in settings.breadcrumb_words}]
         if titles:
+            # A paragraph far longer than every title cannot repeat one; reducing it (_comparable) is most of the
+            # cost. A near match is at most 1/similarity times a title's length; four times that allows for what
+            # folding can expand (casefold "ß" -> "ss", NFKC ligatures).
+            longest = 4 * max(map(len, titles)) / settings.title_similarity + 16
             for i in head:
-                if not drop[i] and _is_title(lines[i], titles, settings.title_similarity):
+                if not drop[i] and len(lines[i]) <= longest and _is_title(lines[i], titles, settings.title_similarity):
                     drop[i] = True
 
-    line_patterns = _compile(settings.drop_line_patterns + settings.extra_drop_line_patterns, "")
+    is_line_furniture = _full_matcher(settings.drop_line_patterns + settings.extra_drop_line_patterns, "")
     for i in nonblank:
         if not drop[i] and len(lines[i]) <= settings.max_furniture_chars:
-            drop[i] = any(p.fullmatch(lines[i]) for p in line_patterns)
+            drop[i] = is_line_furniture(lines[i])
 
     # A tail heading can only be followed by tail_max_lines kept lines, so only the last few are candidates.
-    tail_patterns = _compile(settings.drop_tail_patterns + settings.extra_drop_tail_patterns, _TAIL_SUFFIX)
+    is_tail_heading = _full_matcher(settings.drop_tail_patterns + settings.extra_drop_tail_patterns, _TAIL_SUFFIX)
     kept = [i for i in nonblank if not drop[i]]
     first = kept[-settings.tail_max_lines - 1] if len(kept) > settings.tail_max_lines else 0
     for i in nonblank[bisect.bisect_left(nonblank, first) :]:
-        if len(lines[i]) > settings.max_furniture_chars or not any(p.fullmatch(lines[i]) for p in tail_patterns):
+        if len(lines[i]) > settings.max_furniture_chars or not is_tail_heading(lines[i]):
             continue
         rest = kept[bisect.bisect_right(kept, i) :]
         if len(rest) <= settings.tail_max_lines and all(_link_like(lines[j], settings) for j in rest):
