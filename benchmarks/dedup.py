@@ -816,7 +816,7 @@ def cmd_speed(args) -> None:
     print(
         json.dumps(
             {
-                "code": str(Path(sys.modules["transforms.neardup"].__file__).parent.parent),
+                "code": str(Path(sys.modules["transforms.neardup"].__file__).parents[2]),
                 "articles": len(devset.articles),
                 "mean_words": round(float(words), 1),
                 "signatures_per_cpu_second": round(signature_rate(devset.articles, settings)),

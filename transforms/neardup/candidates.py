@@ -1,0 +1,128 @@
+"""Candidate pairs: the keys an article is bucketed under (LSH bands of its signature, and its lead keys) and the
+capped buckets they make.
+
+Two sources, so that what one misses the other finds. Bands of 2 rows find pairs alike as a whole (Jaccard 0.25 is a
+candidate with probability 0.98) but a copy cut to a third of its story with a local paragraph added often has a
+Jaccard similarity of 0.1-0.2 and shares no band. Such a copy keeps the top of its story, so each article is also
+bucketed under `lead_keys` sampled word 4-grams of its first LEAD_REACH * lead_words words (the bottom values of
+their salted hashes, as a MinHash does): two texts whose tops share most of their words share one of those keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from transforms.neardup.hashing import _mix, _mix_int
+from transforms.neardup.records import SignatureRecord
+from transforms.neardup.settings import NearDedupSettings
+
+# Banding.
+
+
+def language_salt(language: str) -> int:
+    """A stable 64-bit number for a language code, mixed into every band key."""
+    return int.from_bytes(hashlib.blake2b(language.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+_BAND_SALT = np.array([_mix_int(0xB5AD4ECEDA1CE2A9 + i) for i in range(1024)], dtype=np.uint64)
+
+
+def band_key_matrix(signatures: np.ndarray, salts: np.ndarray, bands: int, only: int | None = None) -> np.ndarray:
+    """(n, bands) uint64 band keys for an (n, num_perm) signature array and one language salt per row; with
+    `only`, the (n,) keys of that band alone."""
+    n, num_perm = signatures.shape
+    rows = num_perm // bands
+    chosen = range(bands) if only is None else [only]
+    values = signatures.reshape(n, bands, rows)[:, chosen, :].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        acc = np.broadcast_to(_BAND_SALT[list(chosen)], (n, len(chosen))) ^ salts.astype(np.uint64)[:, None]
+        for r in range(rows):
+            acc = _mix(acc ^ values[:, :, r])
+    return acc if only is None else acc[:, 0]
+
+
+def band_keys(signature: np.ndarray, language: str, bands: int) -> list[int]:
+    """The band keys of one signature: equal keys mean equal values in that band, in the same language. Signed
+    64-bit, so that Beam encodes them as plain varints."""
+    salt = np.array([language_salt(language)], dtype=np.uint64)
+    return band_key_matrix(signature[None, :], salt, bands)[0].view(np.int64).tolist()
+
+
+_LEAD_SALT = np.uint64(_mix_int(0x6C62272E07BB0142))
+
+
+def lead_keys(record: SignatureRecord, count: int) -> list[int]:
+    """`count` keys from the top of a record's text: the smallest salted hashes of its lead's word 4-grams (two
+    overlapping 3-word shingles of the 16-bit lead hashes the record keeps, so records from the run state have them
+    too). A lead with fewer distinct 4-grams is padded with keys of the article's own, which no other article has.
+    Signed 64-bit, as band keys."""
+    lead = np.frombuffer(record.lead, dtype="<u2").astype(np.uint64)
+    salt = _LEAD_SALT ^ np.uint64(language_salt(record.language))
+    keys = np.zeros(0, dtype=np.uint64)
+    if len(lead) > 1:
+        with np.errstate(over="ignore"):
+            keys = np.unique(_mix(((lead[:-1] << np.uint64(16)) | lead[1:]) ^ salt))[:count]
+    out = keys.view(np.int64).tolist()
+    if len(out) < count:
+        own = language_salt(record.article_id)
+        out += [_mix_int(own + i) - (1 << 63) for i in range(count - len(out))]
+    return out
+
+
+def candidate_keys(record: SignatureRecord, settings: NearDedupSettings) -> list[int]:
+    """Every bucket key of a record: its `bands` band keys, then its `lead_keys` lead keys (`keys_per_record` in
+    all, always)."""
+    keys = band_keys(record.values(), record.language, settings.bands)
+    if settings.lead_keys:
+        keys += lead_keys(record, settings.lead_keys)
+    return keys
+
+
+def bucket_pairs(
+    members: Iterable[tuple[str, bool]], max_bucket_size: int, window: int
+) -> tuple[list[tuple[str, str]], bool]:
+    """Candidate pairs (smaller id first) of one bucket's (article_id, prior) members, and whether it was capped.
+
+    Two prior members are never a pair: their clusters were settled in their own run. Up to `max_bucket_size`
+    members every other pair is a candidate. A larger bucket is shared furniture or a very widely syndicated story:
+    its members, sorted by id, are paired with their next `window` neighbours only. True copies still chain into one
+    cluster (through these pairs and their other bands), boilerplate does not, and the bucket costs O(n) pairs.
+    """
+    prior_of: dict[str, bool] = {}
+    for article_id, prior in members:
+        prior_of[article_id] = prior_of.get(article_id, True) and prior  # the same id current and prior: current
+    ids = sorted(prior_of)
+    capped = len(ids) > max_bucket_size
+    reach = window if capped else len(ids)
+    pairs = [
+        (a, ids[j])
+        for i, a in enumerate(ids)
+        for j in range(i + 1, min(i + 1 + reach, len(ids)))
+        if not (prior_of[a] and prior_of[ids[j]])
+    ]
+    return pairs, capped
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bucket_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, sizes) of the buckets with two or more members among the (n,) keys of one band: bucket i
+    holds rows order[starts[i]:starts[i] + sizes[i]]. A sort standing in for the GroupByKey of the composite."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    boundary = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate(([0], boundary))
+    sizes = np.diff(np.concatenate((starts, [len(keys)])))
+    multi = sizes > 1
+    return order, starts[multi], sizes[multi]
+
+
+def group_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:
+    """Row indices of each bucket with two or more members, from the (n,) keys of one band."""
+    order, starts, sizes = bucket_bounds(keys)
+    for start, size in zip(starts.tolist(), sizes.tolist()):
+        yield order[start : start + size]
