@@ -713,6 +713,9 @@ CANDIDATES = {
     "word 1-shingles, Jaccard 0.5": {"shingle_size": 1, "threshold": 0.5},
     "clusters chain through copies (follow_copies 0, as components)": {"follow_copies": 0.0},
     "no lead check (lead_overlap 0)": {"lead_overlap": 0.0},
+    "no lead keys (bands only: lead_keys 0)": {"lead_keys": 0},
+    "4 lead keys": {"lead_keys": 4},
+    "16 lead keys": {"lead_keys": 16},
 }
 
 

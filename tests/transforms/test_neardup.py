@@ -26,6 +26,7 @@ from transforms.neardup import (
     NearDedupSettings,
     band_keys,
     bucket_pairs,
+    candidate_key_matrix,
     candidate_keys,
     cluster_verdicts,
     facts_agree,
@@ -237,6 +238,9 @@ def test_lead_keys_are_a_fixed_number_drawn_from_the_top_of_the_text():
     assert not set(lead_keys(short_a, 8)) & set(lead_keys(short_b, 8))
     assert candidate_keys(original, settings)[: settings.bands] == band_keys(original.values(), "en", settings.bands)
     assert candidate_keys(original, NearDedupSettings(lead_keys=0)) == band_keys(original.values(), "en", 64)
+    # A batch gives each record the keys it gets alone (the composite keys records a batch at a time).
+    batch = [original, short_a, syndicated, short_b]
+    assert candidate_key_matrix(batch, settings).tolist() == [candidate_keys(r, settings) for r in batch]
 
 
 LONG_WIRE = art("long-wire", texts.long_wire()[1], title=texts.long_wire()[0], host="wire.test")

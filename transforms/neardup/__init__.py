@@ -46,9 +46,11 @@ from transforms.neardup.candidates import (
     band_keys,
     bucket_bounds,
     bucket_pairs,
+    candidate_key_matrix,
     candidate_keys,
     group_buckets,
     language_salt,
+    lead_key_matrix,
     lead_keys,
 )
 from transforms.neardup.clusters import (
@@ -104,6 +106,7 @@ __all__ = [
     "band_keys",
     "bucket_bounds",
     "bucket_pairs",
+    "candidate_key_matrix",
     "candidate_keys",
     "canonical_order",
     "cluster_verdicts",
@@ -114,6 +117,7 @@ __all__ = [
     "has_signature",
     "is_near_copy",
     "language_salt",
+    "lead_key_matrix",
     "lead_keys",
     "leads_agree",
     "member_of",

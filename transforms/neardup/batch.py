@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms.article import Article
-from transforms.neardup.candidates import bucket_pairs, candidate_keys
+from transforms.neardup.candidates import bucket_pairs, candidate_key_matrix
 from transforms.neardup.clusters import (
     Link,
     Member,
@@ -52,9 +53,15 @@ class _SignFn(beam.DoFn):
                 yield record
 
 
-def _bucket_members(record: SignatureRecord, settings: NearDedupSettings) -> Iterator[tuple[int, tuple[str, bool]]]:
-    for key in candidate_keys(record, settings):
-        yield key, (record.article_id, record.prior)
+def _bucket_members(
+    records: list[SignatureRecord], settings: NearDedupSettings
+) -> Iterator[tuple[int, tuple[str, bool]]]:
+    """(key, member) for every bucket key of a batch of records (keys of one record at a time cost more than its
+    signature)."""
+    for record, keys in zip(records, candidate_key_matrix(records, settings).tolist()):
+        member = (record.article_id, record.prior)
+        for key in keys:
+            yield key, member
 
 
 class _PairsFn(beam.DoFn):
@@ -192,16 +199,16 @@ class _PriorFn(beam.DoFn):
 
 
 class _SharesBucketFn(beam.DoFn):
-    """Prior records that share at least one bucket key with this run's records."""
+    """A batch of prior records -> those that share at least one bucket key with this run's records."""
 
     def __init__(self, settings: NearDedupSettings):
         self._settings = settings
-        self._run_keys = CachedSideInput(set)
+        self._run_keys = CachedSideInput(lambda keys: np.unique(np.asarray(keys, dtype=np.int64)))
 
-    def process(self, record: SignatureRecord, run_keys: list[int]) -> Iterable[SignatureRecord]:
-        keys = self._run_keys.get(run_keys)
-        if any(key in keys for key, _ in _bucket_members(record, self._settings)):
-            yield record
+    def process(self, records: list[SignatureRecord], run_keys: list[int]) -> Iterable[SignatureRecord]:
+        shared = np.isin(candidate_key_matrix(records, self._settings), self._run_keys.get(run_keys)).any(axis=1)
+        for i in np.flatnonzero(shared).tolist():
+            yield records[i]
 
 
 class DeduplicateNearCopies(beam.PTransform):
@@ -233,17 +240,21 @@ class DeduplicateNearCopies(beam.PTransform):
             # Only priors that share a bucket with this run can match: filtering them first keeps the shuffle as
             # small as the run, however long the history.
             run_keys = beam.pvalue.AsList(
-                signed | "RunBucketKeys" >> beam.FlatMap(lambda r: candidate_keys(r, settings))
+                signed
+                | "BatchRunRecords" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
+                | "RunBucketKeys" >> beam.FlatMap(lambda rs: candidate_key_matrix(rs, settings).reshape(-1).tolist())
             )
             prior = (
                 self._prior
                 | "MarkPrior" >> beam.ParDo(_PriorFn(settings.scheme))
+                | "BatchPriors" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
                 | "PriorsSharingABucket" >> beam.ParDo(_SharesBucketFn(settings), run_keys)
             )
             records = (signed, prior) | "WithPrior" >> beam.Flatten()
         keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
         pairs = (
             records
+            | "BatchRecords" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
             | "BandKeys" >> beam.FlatMap(_bucket_members, settings)
             | "Buckets" >> beam.GroupByKey()
             | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))

@@ -10,8 +10,9 @@ their salted hashes, as a MinHash does): two texts whose tops share most of thei
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from transforms.neardup.settings import NearDedupSettings
 # Banding.
 
 
+@functools.lru_cache(maxsize=1024)
 def language_salt(language: str) -> int:
     """A stable 64-bit number for a language code, mixed into every band key."""
     return int.from_bytes(hashlib.blake2b(language.encode("utf-8"), digest_size=8).digest(), "little")
@@ -59,26 +61,53 @@ def lead_keys(record: SignatureRecord, count: int) -> list[int]:
     overlapping 3-word shingles of the 16-bit lead hashes the record keeps, so records from the run state have them
     too). A lead with fewer distinct 4-grams is padded with keys of the article's own, which no other article has.
     Signed 64-bit, as band keys."""
-    lead = np.frombuffer(record.lead, dtype="<u2").astype(np.uint64)
-    salt = _LEAD_SALT ^ np.uint64(language_salt(record.language))
-    keys = np.zeros(0, dtype=np.uint64)
-    if len(lead) > 1:
+    return lead_key_matrix([record], count)[0].tolist()
+
+
+def lead_key_matrix(records: Sequence[SignatureRecord], count: int) -> np.ndarray:
+    """(n, count) int64: `lead_keys` of each record, for a whole batch in a few numpy passes."""
+    leads = [np.frombuffer(r.lead, dtype="<u2") for r in records]
+    lengths = np.array([len(x) for x in leads], dtype=np.int64)
+    out = np.zeros((len(records), count), dtype=np.int64)
+    if lengths.sum() > 1:
+        values = np.concatenate(leads).astype(np.uint64)
+        owner = np.repeat(np.arange(len(records)), lengths)
+        within = owner[:-1] == owner[1:]
+        owner = owner[:-1][within]
+        salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64) ^ _LEAD_SALT
         with np.errstate(over="ignore"):
-            keys = np.unique(_mix(((lead[:-1] << np.uint64(16)) | lead[1:]) ^ salt))[:count]
-    out = keys.view(np.int64).tolist()
-    if len(out) < count:
-        own = language_salt(record.article_id)
-        out += [_mix_int(own + i) - (1 << 63) for i in range(count - len(out))]
+            keys = _mix(((values[:-1] << np.uint64(16)) | values[1:])[within] ^ salts[owner])
+        order = np.lexsort((keys, owner))
+        keys, owner = keys[order], owner[order]
+        distinct = np.ones(len(keys), dtype=bool)
+        distinct[1:] = (keys[1:] != keys[:-1]) | (owner[1:] != owner[:-1])
+        keys, owner = keys[distinct], owner[distinct]
+        rank = np.arange(len(keys)) - np.searchsorted(owner, owner)
+        take = rank < count
+        out[owner[take], rank[take]] = keys[take].view(np.int64)
+        found = np.bincount(owner[take], minlength=len(records))
+    else:
+        found = np.zeros(len(records), dtype=np.int64)
+    for i in np.flatnonzero(found < count).tolist():
+        own = language_salt(records[i].article_id)
+        out[i, found[i] :] = [_mix_int(own + j) - (1 << 63) for j in range(count - found[i])]
     return out
 
 
-def candidate_keys(record: SignatureRecord, settings: NearDedupSettings) -> list[int]:
-    """Every bucket key of a record: its `bands` band keys, then its `lead_keys` lead keys (`keys_per_record` in
-    all, always)."""
-    keys = band_keys(record.values(), record.language, settings.bands)
+def candidate_key_matrix(records: Sequence[SignatureRecord], settings: NearDedupSettings) -> np.ndarray:
+    """(n, keys_per_record) int64: every bucket key of each record, its `bands` band keys, then its `lead_keys`
+    lead keys. Per batch: computed one record at a time, the keys cost more than the signature."""
+    salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64)
+    signatures = np.stack([r.values() for r in records]) if records else np.zeros((0, settings.num_perm), np.uint32)
+    keys = band_key_matrix(signatures, salts, settings.bands).view(np.int64)
     if settings.lead_keys:
-        keys += lead_keys(record, settings.lead_keys)
+        keys = np.concatenate([keys, lead_key_matrix(records, settings.lead_keys)], axis=1)
     return keys
+
+
+def candidate_keys(record: SignatureRecord, settings: NearDedupSettings) -> list[int]:
+    """Every bucket key of a record (`candidate_key_matrix` of one): `keys_per_record` of them, always."""
+    return candidate_key_matrix([record], settings)[0].tolist()
 
 
 def bucket_pairs(

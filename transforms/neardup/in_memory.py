@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transforms.neardup.candidates import band_key_matrix, bucket_pairs, group_buckets, language_salt, lead_keys
+from transforms.neardup.candidates import bucket_pairs, candidate_key_matrix, group_buckets
 from transforms.neardup.clusters import Link, Verdict, cluster_verdicts, member_of, orient, star_clusters
 from transforms.neardup.records import SignatureRecord
 from transforms.neardup.settings import NearDedupSettings
@@ -34,21 +34,15 @@ def find_near_copies(
         if stats is not None:
             stats.update(counts)
         return {}
-    sigs = np.stack([r.values() for r in everything])
-    salts = np.array([language_salt(r.language) for r in everything], dtype=np.uint64)
-    rows = np.arange(len(everything))
-    key_sets = [(band_key_matrix(sigs, salts, settings.bands, only=band), rows) for band in range(settings.bands)]
-    if settings.lead_keys:
-        # Lead keys are not aligned by position (one text's first key may be another's third): one flat key set.
-        lead = np.array([lead_keys(r, settings.lead_keys) for r in everything], dtype=np.int64)
-        key_sets.append((lead.reshape(-1).view(np.uint64), np.repeat(rows, settings.lead_keys)))
+    # Band keys carry their band's salt and lead keys another: one sort of all of them stands for the GroupByKey.
+    keys = candidate_key_matrix(everything, settings)
+    row_of = np.repeat(np.arange(len(everything)), keys.shape[1])
     pairs = set()
-    for keys, row_of in key_sets:
-        for bucket in group_buckets(keys):
-            members = [(everything[i].article_id, everything[i].prior) for i in row_of[bucket].tolist()]
-            found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
-            counts["buckets_capped"] += capped
-            pairs.update(found)
+    for bucket in group_buckets(keys.reshape(-1)):
+        members = [(everything[i].article_id, everything[i].prior) for i in row_of[bucket].tolist()]
+        found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
+        counts["buckets_capped"] += capped
+        pairs.update(found)
     by_id = {r.article_id: r for r in everything}
     links = []
     for a, b in sorted(pairs):
