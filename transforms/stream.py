@@ -57,7 +57,10 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
 from transforms.dedup import ByKey, DedupSettings, content_hash
 from transforms.fetch import FeedSource
-from transforms.neardup import NearDedupSettings, SignatureRecord, candidate_keys, is_near_copy, signature_records
+from transforms.neardup.candidates import candidate_keys
+from transforms.neardup.records import SignatureRecord, signature_records
+from transforms.neardup.settings import NearDedupSettings
+from transforms.neardup.verification import is_near_copy
 from transforms.window import WindowSettings, lateness_deadline, window_bounds
 
 STAGE = "stream"
