@@ -23,10 +23,14 @@ from transforms.neardup.settings import NearDedupSettings
 # Banding.
 
 
+def _stable64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
 @functools.lru_cache(maxsize=1024)
 def language_salt(language: str) -> int:
     """A stable 64-bit number for a language code, mixed into every band key."""
-    return int.from_bytes(hashlib.blake2b(language.encode("utf-8"), digest_size=8).digest(), "little")
+    return _stable64(language)
 
 
 _BAND_SALT = np.array([_mix_int(0xB5AD4ECEDA1CE2A9 + i) for i in range(1024)], dtype=np.uint64)
@@ -89,7 +93,7 @@ def lead_key_matrix(records: Sequence[SignatureRecord], count: int) -> np.ndarra
     else:
         found = np.zeros(len(records), dtype=np.int64)
     for i in np.flatnonzero(found < count).tolist():
-        own = language_salt(records[i].article_id)
+        own = _stable64(records[i].article_id)
         out[i, found[i] :] = [_mix_int(own + j) - (1 << 63) for j in range(count - found[i])]
     return out
 
