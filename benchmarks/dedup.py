@@ -713,6 +713,9 @@ CANDIDATES = {
     "word 1-shingles, Jaccard 0.5": {"shingle_size": 1, "threshold": 0.5},
     "clusters chain through copies (follow_copies 0, as components)": {"follow_copies": 0.0},
     "no lead check (lead_overlap 0)": {"lead_overlap": 0.0},
+    "no lead keys (bands only: lead_keys 0)": {"lead_keys": 0},
+    "4 lead keys": {"lead_keys": 4},
+    "16 lead keys": {"lead_keys": 16},
 }
 
 
@@ -816,7 +819,7 @@ def cmd_speed(args) -> None:
     print(
         json.dumps(
             {
-                "code": str(Path(sys.modules["transforms.neardup"].__file__).parent.parent),
+                "code": str(Path(sys.modules["transforms.neardup"].__file__).parents[2]),
                 "articles": len(devset.articles),
                 "mean_words": round(float(words), 1),
                 "signatures_per_cpu_second": round(signature_rate(devset.articles, settings)),

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from transforms.article import INDEX_KEY_COLUMNS, Article, key_hash  # noqa: F401 (re-exported)
+from transforms.side_inputs import CachedSideInput
 
 DEFAULT_TRACKING_PARAMETERS = (
     "utm_*",
@@ -212,21 +213,6 @@ def identity_keys(article: Article) -> list[tuple[str, int]]:
     canonical URL and content hash, each when not empty."""
     values = (article.article_id, article.url, article.content_hash)
     return [(column, key_hash(value)) for column, value in zip(INDEX_KEY_COLUMNS, values) if value]
-
-
-class CachedSideInput:
-    """Converts a side input once per DoFn instance rather than once per element (Beam hands the same list each
-    time): `CachedSideInput(set).get(side_input)`."""
-
-    def __init__(self, convert: Callable):
-        self._convert = convert
-        self._source_id: int | None = None
-        self._value = None
-
-    def get(self, side_input):
-        if self._source_id != id(side_input):
-            self._source_id, self._value = id(side_input), self._convert(side_input)
-        return self._value
 
 
 def _keys_by_column(keys: Iterable[tuple[str, int]]) -> dict[str, pa.Array]:

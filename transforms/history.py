@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet, ReadAllFromParquetBatched
 
-from transforms.neardup import signature_from_row
+from transforms.neardup.records import signature_from_row
 
 # The index columns DeduplicateArticles matches on (transforms.dedup.INDEX_KEY_COLUMNS).
 KEY_COLUMNS = ("id_key", "url_key", "content_key")

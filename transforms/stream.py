@@ -57,7 +57,10 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
 from transforms.dedup import ByKey, DedupSettings, content_hash
 from transforms.fetch import FeedSource
-from transforms.neardup import NearDedupSettings, SignatureRecord, band_keys, is_near_copy, signature_records
+from transforms.neardup.candidates import candidate_keys
+from transforms.neardup.records import SignatureRecord, signature_records
+from transforms.neardup.settings import NearDedupSettings
+from transforms.neardup.verification import is_near_copy
 from transforms.window import WindowSettings, lateness_deadline, window_bounds
 
 STAGE = "stream"
@@ -266,9 +269,9 @@ class _SignOneFn(beam.DoFn):
         yield article, record, forget_at(article, self._lookback_seconds).micros
 
 
-def _band_elements(signed: tuple, bands: int) -> Iterable[tuple[int, tuple[int, SignatureRecord]]]:
+def _band_elements(signed: tuple, settings: NearDedupSettings) -> Iterable[tuple[int, tuple[int, SignatureRecord]]]:
     _, record, expiry = signed
-    for key in band_keys(record.values(), record.language, bands):
+    for key in candidate_keys(record, settings):  # its bands and its lead keys, `keys_per_record` in all
         yield key, (expiry, record)
 
 
@@ -494,7 +497,7 @@ class DropNearCopiesWithState(beam.PTransform):
         )
         verdicts = (
             signed.signed
-            | "BandKeys" >> beam.FlatMap(_band_elements, settings.bands).with_output_types(tuple[int, tuple])
+            | "BandKeys" >> beam.FlatMap(_band_elements, settings).with_output_types(tuple[int, tuple])
             | "Buckets" >> beam.ParDo(_BucketFn(settings)).with_output_types(tuple[str, tuple])
         )
         by_id = signed.signed | "KeyById" >> beam.Map(
@@ -503,7 +506,7 @@ class DropNearCopiesWithState(beam.PTransform):
         decided = (
             (by_id, verdicts)
             | "ArticleAndVerdicts" >> beam.Flatten()
-            | "Decide" >> beam.ParDo(_DecideFn(settings.bands, settings.mode))
+            | "Decide" >> beam.ParDo(_DecideFn(settings.keys_per_record, settings.mode))
         )
         return (decided, signed[_SignOneFn.UNSIGNED]) | "WithUnsigned" >> beam.Flatten()
 

@@ -135,3 +135,14 @@ def heavy_edit() -> tuple[str, str]:
 def heavy_cut() -> tuple[str, str]:
     """(title, text) of the wire story cut to its first two of seven paragraphs with a local paragraph added."""
     return "Valley villages evacuated as river bursts its banks", text(edited(WIRE[:2], 0.03, seed=7) + [LOCAL])
+
+
+def long_wire() -> tuple[str, str]:
+    """(title, text) of a long wire story: the flood report and then the budget story's twelve paragraphs in all."""
+    return WIRE_TITLE, text(WIRE + QUOTE_STORY_A)
+
+
+def cut_to_lead() -> tuple[str, str]:
+    """(title, text) of the long wire story cut to its first two of twelve paragraphs with a local paragraph added:
+    a Jaccard similarity near 0.1, too low to share a band of 8 rows, but the same top."""
+    return "Valley villages evacuated as river bursts its banks", text(edited(WIRE[:2], 0.03, seed=7) + [LOCAL])

@@ -24,12 +24,16 @@ from transforms.neardup import (
     Link,
     Member,
     NearDedupSettings,
+    band_keys,
     bucket_pairs,
+    candidate_key_matrix,
+    candidate_keys,
     cluster_verdicts,
     facts_agree,
     find_near_copies,
     has_signature,
     is_near_copy,
+    lead_keys,
     minhash_signature,
     minhash_signatures,
     outlet_of,
@@ -41,6 +45,7 @@ from transforms.neardup import (
     star_clusters,
     words,
 )
+from transforms.neardup.candidates import group_buckets, key_batches, shared_buckets
 
 T0 = dt.datetime(2026, 11, 20, 8, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -201,6 +206,93 @@ def test_facts_agree_on_shared_names_and_on_figures_after_the_same_words():
     assert facts_agree(a, facts(names(1, 2, 3, 4), figures((1, 10), (7, 70), (8, 80))), 0.6, 3, 0.5, 1)
     assert facts_agree(a, facts(names(7, 8), figures((9, 90))), 0.6, 3, 0.5, 1)  # too few of either to judge
     assert facts_agree(a, facts(names(1, 2, 3, 4), figures((1, 11))), 0.6, 3, 0.0, 1)  # the figures check is off
+
+
+def test_figures_are_compared_between_the_same_words():
+    def facts(text):
+        return signature_records([art("x", text)])[0].facts
+
+    def agree(a, b):
+        return facts_agree(facts(a), facts(b), 0.0, 3, 0.5, 1)
+
+    friday = "The index rose 3 percent to 5,432 points. Banks gained 2 percent and AD600 bonds fell."
+    # A template: the same words around other figures (a code with a digit in it changed too).
+    assert not agree(friday, "The index rose 4 percent to 5,611 points. Banks gained 1 percent and AD458 bonds fell.")
+    assert agree(friday, friday.replace("Banks gained", "Lenders gained"))  # a copy with a word edited
+    # A local paragraph's figure that only shares the word before it with the story is another context, not a
+    # disagreement (compared by the word before alone, it cost cut copies their match).
+    assert agree("The bridge was built in 2019 when the river rose.", "The school opened in 2020 the mayor said.")
+    assert not agree("The bridge was built in 2019 when the river rose.", "The bridge was built in 2018 when it rose.")
+
+
+def test_lead_keys_are_a_fixed_number_drawn_from_the_top_of_the_text():
+    settings = NearDedupSettings()
+    original, syndicated = record(ORIGINAL), record(SYNDICATED)
+    keys = lead_keys(original, 8)
+    assert len(keys) == len(set(keys)) == 8 and keys == lead_keys(original, 8)  # the same on every worker
+    assert all(-(1 << 63) <= k < 1 << 63 for k in keys)  # signed 64-bit, as band keys
+    assert len(set(keys) & set(lead_keys(syndicated, 8))) >= 4  # a copy with furniture: mostly the same top
+    assert not set(keys) & set(lead_keys(record(OTHER_STORY), 8))
+    # Always `keys_per_record`: a text too short for 8 lead keys is padded with keys of its own.
+    short_a, short_b = record(art("a", "Budget passed.")), record(art("b", "Budget passed."))
+    assert len(candidate_keys(short_a, settings)) == settings.keys_per_record == settings.bands + 8
+    assert not set(lead_keys(short_a, 8)) & set(lead_keys(short_b, 8))
+    assert candidate_keys(original, settings)[: settings.bands] == band_keys(original.values(), "en", settings.bands)
+    assert candidate_keys(original, NearDedupSettings(lead_keys=0)) == band_keys(original.values(), "en", 64)
+    # A batch gives each record the keys it gets alone (the composite keys records a batch at a time).
+    batch = [original, short_a, syndicated, short_b]
+    assert candidate_key_matrix(batch, settings).tolist() == [candidate_keys(r, settings) for r in batch]
+
+
+def test_sharded_key_batches_hold_the_same_buckets_as_one_sort_of_all_keys():
+    # The composite groups key batches by shard instead of keys one by one: the buckets must be the same.
+    settings = NearDedupSettings()
+    records = [record(a) for a in (ORIGINAL, SYNDICATED, OTHER_STORY, art("a", "Budget passed."))]
+    records.append(dataclasses.replace(record(SYNDICATED), prior=True))  # the same id from an earlier run too
+    keys = candidate_key_matrix(records, settings)
+    row = np.repeat(np.arange(len(records)), keys.shape[1])
+    expected = sorted(
+        sorted((records[i].article_id, records[i].prior) for i in row[b].tolist())
+        for b in group_buckets(keys.reshape(-1))
+    )
+    assert expected  # the copies share buckets
+    for shards in (1, 3, 32):
+        # Each record in its own batch, as different bundles would give them.
+        by_shard = [[] for _ in range(shards)]
+        for r in records:
+            for shard, batch in enumerate(key_batches([r], settings, shards)):
+                by_shard[shard].append(batch)
+        found = sorted(sorted(members) for batches in by_shard for members in shared_buckets(batches))
+        assert found == expected
+
+
+LONG_WIRE = art("long-wire", texts.long_wire()[1], title=texts.long_wire()[0], host="wire.test")
+CUT_TO_LEAD = art("cut-to-lead", texts.cut_to_lead()[1], title=texts.cut_to_lead()[0], minutes=60, host="region.test")
+# 16 bands of 8 rows: a pair at Jaccard 0.1 shares none, so only the lead keys make it a candidate.
+WIDE_BANDS = NearDedupSettings(bands=16)
+
+
+def test_a_copy_cut_to_its_lead_becomes_a_candidate_through_its_lead_keys():
+    wire, cut = signature_records([LONG_WIRE, CUT_TO_LEAD], WIDE_BANDS)
+    assert similarity(wire.values(), cut.values()) < 0.15
+    assert not set(band_keys(wire.values(), "en", 16)) & set(band_keys(cut.values(), "en", 16))
+    assert set(lead_keys(wire, 8)) & set(lead_keys(cut, 8)) and is_near_copy(wire, cut, WIDE_BANDS)[0]
+    assert find_near_copies([wire, cut], (), dataclasses.replace(WIDE_BANDS, lead_keys=0)) == {}
+    verdicts = find_near_copies([wire, cut], (), WIDE_BANDS)
+    assert verdicts["cut-to-lead"].canonical_id == "long-wire" and not verdicts["cut-to-lead"].is_canonical
+    # The composite, within a run and against the signature of an earlier run's article.
+    state = [signature_from_row(signature_row(wire))]
+    near, _ = run_all(
+        [
+            dict(
+                articles=[LONG_WIRE, CUT_TO_LEAD],
+                settings=WIDE_BANDS,
+                rows=[("long-wire", cluster("long-wire"), 2, "")],
+            ),
+            dict(articles=[CUT_TO_LEAD], settings=WIDE_BANDS, prior=state, rows=[]),
+        ]
+    )
+    assert near["copies_dropped"] == 2 and near["matched_prior"] == 1
 
 
 def test_is_near_copy_rules():

@@ -398,6 +398,30 @@ def test_heavily_edited_and_cut_copies_are_dropped_same_event_template_and_share
     assert kept == sorted(f"id-{k}" for k in ("flood", "market", "quote-a", "event", "market-next", "quote-b"))
 
 
+def test_a_copy_cut_to_its_lead_is_found_through_its_lead_keys_as_in_batch():
+    # 16 bands of 8 rows: the cut copy (Jaccard near 0.1) shares no band; only its lead keys bring it to the wire.
+    (wire_title, wire), (cut_title, cut) = texts.long_wire(), texts.cut_to_lead()
+    polls = (
+        test_stream.TestStream()
+        .advance_watermark_to(ts(0))
+        .add_elements([story("wire", 0, wire, wire_title)], event_timestamp=ts(0))
+        .advance_watermark_to(ts(5))
+        .add_elements([story("regional", 10, cut, cut_title)], event_timestamp=ts(10))
+        .advance_watermark_to_infinity()
+    )
+    kept = run_collecting(
+        lambda p: (
+            p
+            | polls
+            | beam.Map(at_fetch_time)
+            | DropNearCopiesWithState(NearDedupSettings(bands=16), lookback_seconds=3600)
+            | beam.Map(lambda a: a.article_id)
+        ),
+        "lead-keys",
+    )
+    assert kept == ["id-wire"]
+
+
 # Counters, in batch.
 
 

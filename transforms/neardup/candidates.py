@@ -1,0 +1,198 @@
+"""Candidate pairs: the keys an article is bucketed under (LSH bands of its signature, and its lead keys) and the
+capped buckets they make.
+
+Two sources, so that what one misses the other finds. Bands of 2 rows find pairs alike as a whole (Jaccard 0.25 is a
+candidate with probability 0.98) but a copy cut to a third of its story with a local paragraph added often has a
+Jaccard similarity of 0.1-0.2 and shares no band. Such a copy keeps the top of its story, so each article is also
+bucketed under `lead_keys` sampled word 4-grams of its first LEAD_REACH * lead_words words (the bottom values of
+their salted hashes, as a MinHash does): two texts whose tops share most of their words share one of those keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from transforms.neardup.hashing import _mix, _mix_int
+from transforms.neardup.records import SignatureRecord
+from transforms.neardup.settings import NearDedupSettings
+
+# Banding.
+
+
+def _stable64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@functools.lru_cache(maxsize=1024)
+def language_salt(language: str) -> int:
+    """A stable 64-bit number for a language code, mixed into every band key."""
+    return _stable64(language)
+
+
+_BAND_SALT = np.array([_mix_int(0xB5AD4ECEDA1CE2A9 + i) for i in range(1024)], dtype=np.uint64)
+
+
+def band_key_matrix(signatures: np.ndarray, salts: np.ndarray, bands: int, only: int | None = None) -> np.ndarray:
+    """(n, bands) uint64 band keys for an (n, num_perm) signature array and one language salt per row; with
+    `only`, the (n,) keys of that band alone."""
+    n, num_perm = signatures.shape
+    rows = num_perm // bands
+    chosen = range(bands) if only is None else [only]
+    values = signatures.reshape(n, bands, rows)[:, chosen, :].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        acc = np.broadcast_to(_BAND_SALT[list(chosen)], (n, len(chosen))) ^ salts.astype(np.uint64)[:, None]
+        for r in range(rows):
+            acc = _mix(acc ^ values[:, :, r])
+    return acc if only is None else acc[:, 0]
+
+
+def band_keys(signature: np.ndarray, language: str, bands: int) -> list[int]:
+    """The band keys of one signature: equal keys mean equal values in that band, in the same language. Signed
+    64-bit, so that Beam encodes them as plain varints."""
+    salt = np.array([language_salt(language)], dtype=np.uint64)
+    return band_key_matrix(signature[None, :], salt, bands)[0].view(np.int64).tolist()
+
+
+_LEAD_SALT = np.uint64(_mix_int(0x6C62272E07BB0142))
+
+
+def lead_keys(record: SignatureRecord, count: int) -> list[int]:
+    """`count` keys from the top of a record's text: the smallest salted hashes of its lead's word 4-grams (two
+    overlapping 3-word shingles of the 16-bit lead hashes the record keeps, so records from the run state have them
+    too). A lead with fewer distinct 4-grams is padded with keys of the article's own, which no other article has.
+    Signed 64-bit, as band keys."""
+    return lead_key_matrix([record], count)[0].tolist()
+
+
+def lead_key_matrix(records: Sequence[SignatureRecord], count: int) -> np.ndarray:
+    """(n, count) int64: `lead_keys` of each record, for a whole batch in a few numpy passes."""
+    leads = [np.frombuffer(r.lead, dtype="<u2") for r in records]
+    lengths = np.array([len(x) for x in leads], dtype=np.int64)
+    out = np.zeros((len(records), count), dtype=np.int64)
+    if lengths.sum() > 1:
+        values = np.concatenate(leads).astype(np.uint64)
+        owner = np.repeat(np.arange(len(records)), lengths)
+        within = owner[:-1] == owner[1:]
+        owner = owner[:-1][within]
+        salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64) ^ _LEAD_SALT
+        with np.errstate(over="ignore"):
+            keys = _mix(((values[:-1] << np.uint64(16)) | values[1:])[within] ^ salts[owner])
+        order = np.lexsort((keys, owner))
+        keys, owner = keys[order], owner[order]
+        distinct = np.ones(len(keys), dtype=bool)
+        distinct[1:] = (keys[1:] != keys[:-1]) | (owner[1:] != owner[:-1])
+        keys, owner = keys[distinct], owner[distinct]
+        rank = np.arange(len(keys)) - np.searchsorted(owner, owner)
+        take = rank < count
+        out[owner[take], rank[take]] = keys[take].view(np.int64)
+        found = np.bincount(owner[take], minlength=len(records))
+    else:
+        found = np.zeros(len(records), dtype=np.int64)
+    for i in np.flatnonzero(found < count).tolist():
+        own = _stable64(records[i].article_id)
+        out[i, found[i] :] = [_mix_int(own + j) - (1 << 63) for j in range(count - found[i])]
+    return out
+
+
+def candidate_key_matrix(records: Sequence[SignatureRecord], settings: NearDedupSettings) -> np.ndarray:
+    """(n, keys_per_record) int64: every bucket key of each record, its `bands` band keys, then its `lead_keys`
+    lead keys. Per batch: computed one record at a time, the keys cost more than the signature."""
+    salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64)
+    signatures = np.stack([r.values() for r in records]) if records else np.zeros((0, settings.num_perm), np.uint32)
+    keys = band_key_matrix(signatures, salts, settings.bands).view(np.int64)
+    if settings.lead_keys:
+        keys = np.concatenate([keys, lead_key_matrix(records, settings.lead_keys)], axis=1)
+    return keys
+
+
+def candidate_keys(record: SignatureRecord, settings: NearDedupSettings) -> list[int]:
+    """Every bucket key of a record (`candidate_key_matrix` of one): `keys_per_record` of them, always."""
+    return candidate_key_matrix([record], settings)[0].tolist()
+
+
+def bucket_pairs(
+    members: Iterable[tuple[str, bool]], max_bucket_size: int, window: int
+) -> tuple[list[tuple[str, str]], bool]:
+    """Candidate pairs (smaller id first) of one bucket's (article_id, prior) members, and whether it was capped.
+
+    Two prior members are never a pair: their clusters were settled in their own run. Up to `max_bucket_size`
+    members every other pair is a candidate. A larger bucket is shared furniture or a very widely syndicated story:
+    its members, sorted by id, are paired with their next `window` neighbours only. True copies still chain into one
+    cluster (through these pairs and their other bands), boilerplate does not, and the bucket costs O(n) pairs.
+    """
+    prior_of: dict[str, bool] = {}
+    for article_id, prior in members:
+        prior_of[article_id] = prior_of.get(article_id, True) and prior  # the same id current and prior: current
+    ids = sorted(prior_of)
+    capped = len(ids) > max_bucket_size
+    reach = window if capped else len(ids)
+    pairs = [
+        (a, ids[j])
+        for i, a in enumerate(ids)
+        for j in range(i + 1, min(i + 1 + reach, len(ids)))
+        if not (prior_of[a] and prior_of[ids[j]])
+    ]
+    return pairs, capped
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bucket_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, sizes) of the buckets with two or more members among the (n,) keys of one band: bucket i
+    holds rows order[starts[i]:starts[i] + sizes[i]]. A sort standing in for the GroupByKey of the composite."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    boundary = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate(([0], boundary))
+    sizes = np.diff(np.concatenate((starts, [len(keys)])))
+    multi = sizes > 1
+    return order, starts[multi], sizes[multi]
+
+
+class KeyBatch(NamedTuple):
+    """The bucket keys of a batch of records that fall in one shard: `keys[i]` is a key of the record `ids[i]`."""
+
+    keys: np.ndarray  # int64
+    ids: list[str]
+    prior: np.ndarray  # bool
+
+
+def key_batches(records: Sequence[SignatureRecord], settings: NearDedupSettings, shards: int) -> list[KeyBatch]:
+    """Every bucket key of `records`, split by `key % shards` into one KeyBatch per shard: equal keys always fall in
+    the same shard, so a shard's batches hold whole buckets."""
+    keys = candidate_key_matrix(records, settings)
+    row = np.repeat(np.arange(len(records)), keys.shape[1])
+    keys = keys.reshape(-1)
+    shard = keys % shards
+    ids = [r.article_id for r in records]
+    prior = np.array([r.prior for r in records], dtype=bool)
+    batches = []
+    for s in range(shards):
+        rows = row[shard == s]
+        batches.append(KeyBatch(keys[shard == s], [ids[i] for i in rows.tolist()], prior[rows]))
+    return batches
+
+
+def shared_buckets(batches: Iterable[KeyBatch]) -> Iterator[list[tuple[str, bool]]]:
+    """The (article_id, prior) members of every bucket with two or more members among one shard's batches."""
+    batches = list(batches)
+    if not batches:
+        return
+    keys = np.concatenate([b.keys for b in batches])
+    prior = np.concatenate([b.prior for b in batches])
+    ids = [article_id for b in batches for article_id in b.ids]
+    for bucket in group_buckets(keys):
+        yield [(ids[i], bool(prior[i])) for i in bucket.tolist()]
+
+
+def group_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:
+    """Row indices of each bucket with two or more members, from the (n,) keys of one band."""
+    order, starts, sizes = bucket_bounds(keys)
+    for start, size in zip(starts.tolist(), sizes.tolist()):
+        yield order[start : start + size]
