@@ -42,7 +42,10 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     env = (
         dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
     )
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Output goes to files, not pipes: read only after the process ends, a full pipe (multi-processing workers log
+    # a line per file written) would block the command forever.
+    out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out_file, stderr=err_file)
     startup_cpu = []
 
     def watch() -> None:  # the command's own CPU seconds when the first feed request arrives (load-insensitive)
@@ -60,7 +63,9 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     _, status, usage = os.wait4(process.pid, 0)
     watcher.join()
     wall = time.perf_counter() - started
-    out, err = process.stdout.read(), process.stderr.read()
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.exit(f"{command[:4]} failed ({process.returncode}):\n{err.decode()[-3000:]}\n{out.decode()[-2000:]}")
