@@ -48,8 +48,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
     `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
     lookback = config.dedup.lookback_seconds
-    fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch, run_id)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
+    fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch)
+    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
     written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
     entries, page_dead_letters = parsed.articles, ()
     if extraction_on(config):
@@ -60,8 +60,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
             config.extract, config.feeds, run_id, written_keys=written_keys
         )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
+    cleaned = entries | "Clean" >> CleanArticles(config.clean)
+    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
     deduplicated = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
     unique = deduplicated.articles
     prior = p | "PriorSignatures" >> ReadPriorSignatures(

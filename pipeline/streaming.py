@@ -64,8 +64,8 @@ def build_streaming(
         source = PollFeeds(config.feeds, stream)
     polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
 
-    fetched = polls | "Fetch" >> FetchFeeds(config.fetch, run_id)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
+    fetched = polls | "Fetch" >> FetchFeeds(config.fetch)
+    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
     entries, page_dead_letters = parsed.articles, ()
     if any((feed.extract or config.extract.mode) != "off" for feed in config.feeds):
         # No written keys here: the streaming job's own state deduplicates after classify, so an entry seen in
@@ -74,8 +74,8 @@ def build_streaming(
             config.extract, config.feeds, run_id, group_by_url=False
         )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
+    cleaned = entries | "Clean" >> CleanArticles(config.clean)
+    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
     unique = (
         classified.articles
         | "PollTime" >> beam.Map(at_fetch_time)
@@ -83,7 +83,7 @@ def build_streaming(
     )
     if config.neardup.enabled and stream.near_duplicates:
         unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
-    timely = unique | "TooLate" >> RouteTooLate(config.window, run_id)
+    timely = unique | "TooLate" >> RouteTooLate(config.window)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 
     # Not under _temp/: a batch run's clean-up removes every other run's directory there.

@@ -130,7 +130,7 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
         .advance_watermark_to_infinity()
     )
     with streaming() as p:
-        routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY, "r1")
+        routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY)
         windowed = routed.articles | WindowByEventTime(HOURLY, streaming=True)
         assert_that(
             windowed | "Ids" >> beam.Map(lambda a: a.article_id),
@@ -171,7 +171,7 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
             label="Bounds",
         )
         letters = routed.dead_letters | "Letters" >> beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
-        assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "r1")]), label="TooLate")
+        assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "")]), label="TooLate")
 
 
 def test_an_entry_in_every_poll_is_kept_once_and_counts_as_new_after_the_lookback():
