@@ -28,6 +28,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils.shared import Shared
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.counters import ARTICLES_CLASSIFIED, counter
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.topic_model import DEFAULT_MODEL_PATH, NO_LABEL, TopicModelHandler, load_model, topic_text
 
@@ -188,7 +189,7 @@ class _ApplyTopicFn(beam.DoFn):
     def __init__(self, settings: ClassifySettings):
         self._settings = settings
         self._rules: Rules | None = None
-        self._classified = Metrics.counter("classify", "articles")
+        self._classified = counter(ARTICLES_CLASSIFIED)
         self._by_model = Metrics.counter("classify", "topic_by_model")
 
     def setup(self) -> None:

@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.counters import ARTICLES_CLEANED, counter
 
 # Re-exported: callers import these from transforms.clean.
 from transforms.furniture import CleanSettings, _remove_furniture_counted, remove_furniture
@@ -66,7 +67,7 @@ class _CleanArticleFn(beam.DoFn):
 
     def __init__(self, settings: CleanSettings) -> None:
         self._settings = settings
-        self._cleaned = Metrics.counter(STAGE, "articles_cleaned")
+        self._cleaned = counter(ARTICLES_CLEANED)
         self._empty = Metrics.counter(STAGE, "empty_after_cleaning")
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
         self._title_only = Metrics.counter(STAGE, "title_only")

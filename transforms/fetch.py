@@ -33,6 +33,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
 from transforms.article import DEAD_LETTER_TAG, reject, utcnow
+from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
 from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
 STAGE = "fetch"
@@ -399,8 +400,8 @@ class FetchFeedFn(beam.DoFn):
     def __init__(self, settings: FetchSettings):
         self._settings = settings
         self._session: requests.Session | None = None
-        self._ok = Metrics.counter(STAGE, "feeds_ok")
-        self._failed = Metrics.counter(STAGE, "feeds_failed")
+        self._ok = counter(FEEDS_OK)
+        self._failed = counter(FEEDS_FAILED)
         self._bytes = Metrics.counter(STAGE, "bytes")
 
     def setup(self):

@@ -53,6 +53,15 @@ from transforms.article import (
     reject,
     stable_id,
 )
+from transforms.counters import (
+    ARTICLES_PARSED,
+    ENTRIES_READ,
+    FEEDS_PARSED,
+    MALFORMED_FEEDS,
+    NOT_A_FEED,
+    NOT_MODIFIED,
+    counter,
+)
 from transforms.dedup import canonical_url
 from transforms.health import FeedReport, body_hash, max_age_seconds
 
@@ -1011,15 +1020,15 @@ def _jsonable(value: Any) -> Any:
 class _ParseFeedFn(beam.DoFn):
     def __init__(self, settings: ParseSettings):
         self._settings = settings
-        self._feeds = Metrics.counter(STAGE, "feeds_parsed")
-        self._entries = Metrics.counter(STAGE, "entries_read")
-        self._articles = Metrics.counter(STAGE, "articles")
+        self._feeds = counter(FEEDS_PARSED)
+        self._entries = counter(ENTRIES_READ)
+        self._articles = counter(ARTICLES_PARSED)
         self._rejects = Metrics.counter(STAGE, "empty_entries")
         self._bad_entries = Metrics.counter(STAGE, "bad_entries")
         self._unread = Metrics.counter(STAGE, "unread_entries")
-        self._malformed = Metrics.counter(STAGE, "malformed_feeds")
-        self._not_feeds = Metrics.counter(STAGE, "not_a_feed")
-        self._not_modified = Metrics.counter(STAGE, "not_modified")
+        self._malformed = counter(MALFORMED_FEEDS)
+        self._not_feeds = counter(NOT_A_FEED)
+        self._not_modified = counter(NOT_MODIFIED)
         self._repaired = Metrics.counter(STAGE, "encoding_repaired_feeds")
         self._links_dropped = Metrics.counter(STAGE, "links_dropped")
         self._dates_untrusted = Metrics.counter(STAGE, "dates_untrusted")

@@ -42,6 +42,16 @@ from transforms.article import (
     article_row,
     dead_letter_row,
 )
+from transforms.counters import (
+    ARTICLES_WRITTEN,
+    BY_DEAD_LETTER_REASON,
+    BY_LANGUAGE,
+    BY_TOPIC,
+    DEAD_LETTER_ENTRIES,
+    DEAD_LETTER_FEEDS,
+    DEAD_LETTER_PAGES,
+    counter,
+)
 
 ARTICLES_DIR = "articles"
 DEAD_LETTER_DIR = "dead_letter"
@@ -149,24 +159,24 @@ class _CheckWrittenFn(beam.DoFn):
 
 class _CountArticlesFn(beam.DoFn):
     def __init__(self):
-        self._written = Metrics.counter("sink", "articles")
+        self._written = counter(ARTICLES_WRITTEN)
 
     def process(self, article: Article) -> Iterable[Article]:
         self._written.inc()
-        Metrics.counter("sink.language", article.language or "und").inc()
-        Metrics.counter("sink.topic", article.topic or "unknown").inc()
+        Metrics.counter(BY_LANGUAGE, article.language or "und").inc()
+        Metrics.counter(BY_TOPIC, article.topic or "unknown").inc()
         yield article
 
 
 class _CountDeadLettersFn(beam.DoFn):
     def __init__(self):
-        self._entries = Metrics.counter("sink", "dead_letter_entries")
-        self._feeds = Metrics.counter("sink", "dead_letter_feeds")
-        self._pages = Metrics.counter("sink", "dead_letter_pages")
+        self._entries = counter(DEAD_LETTER_ENTRIES)
+        self._feeds = counter(DEAD_LETTER_FEEDS)
+        self._pages = counter(DEAD_LETTER_PAGES)
 
     def process(self, letter: DeadLetter) -> Iterable[DeadLetter]:
         (self._pages if letter.is_page else self._entries if letter.is_entry else self._feeds).inc()
-        Metrics.counter("sink.dead_letter", f"{letter.stage}/{letter.reason}").inc()
+        Metrics.counter(BY_DEAD_LETTER_REASON, f"{letter.stage}/{letter.reason}").inc()
         yield letter
 
 
