@@ -44,12 +44,12 @@ from pipeline.config import (
     load_config,
     parse_duration,
 )
+from pipeline.layout import STAGED_ARTICLES, OutputLayout
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
-from transforms.sink import ARTICLES_DIR
 from transforms.topic_model import TopicModelError, load_model
 
 _LOG = logging.getLogger("newsbeam")
@@ -256,7 +256,7 @@ def reindex_command(output: str) -> int:
     except state.LockHeld as err:
         print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
         return 1
-    print(f"reindexed {rows} article(s) into {state.seen_path(output, name)}")
+    print(f"reindexed {rows} article(s) into {OutputLayout(output).seen(name)}")
     return 0
 
 
@@ -369,7 +369,7 @@ def _run_locked(
     else:
         summary.state = "NOTHING_DUE"
         counters = {}
-    staged = state.staged_files(config.output, run_id, ARTICLES_DIR)
+    staged = state.staged_files(config.output, run_id, STAGED_ARTICLES)
     summarise(summary, counters, staged)
     reports = state.read_reports(config.output, run_id)
     read = {r.feed_url for r in reports if r.ok and not r.not_modified}
@@ -384,7 +384,7 @@ def _run_locked(
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
     record = {**summary.record(), "seen_index": seen_index}
-    state.write_json(state.run_record_path(config.output, run_id), record)  # last: the commit point
+    state.write_json(OutputLayout(config.output).run_record(run_id), record)  # last: the commit point
     state.settle_seen_index(config.output, seen_index)
     state.finish(config.output, run_id)
     print(format_table(summary))

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
+from pipeline.layout import OutputLayout
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
 from transforms.extract import FetchArticlePages
@@ -32,9 +32,6 @@ from transforms.stream import (
     at_fetch_time,
 )
 from transforms.window import WindowByEventTime
-
-# Where WriteToFiles writes files before renaming them into place: <output>/_streaming/<run_id>/<kind>/.
-STREAMING_TEMP_DIR = "_streaming"
 
 
 class StreamingGraph(NamedTuple):
@@ -87,7 +84,7 @@ def build_streaming(
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 
     # Not under _temp/: a batch run's clean-up removes every other run's directory there.
-    temp = FileSystems.join(config.output, STREAMING_TEMP_DIR)
+    temp = OutputLayout(config.output).streaming_temp
     sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (
