@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 
 from pipeline import state
 from pipeline.layout import OutputLayout
-from transforms.article import ARTICLE_SCHEMA, UTC, Article, article_row
+from tests.conftest import art
+from transforms.article import ARTICLE_SCHEMA, UTC, article_row
 from transforms.dedup import key_hash
 
 T = dt.datetime(2027, 1, 10, tzinfo=UTC)
@@ -47,10 +48,8 @@ def write_articles(out: Path, partition: str, ids: list[str], name: str = "part-
     directory.mkdir(parents=True, exist_ok=True)
     rows = [
         article_row(
-            Article(
-                article_id=i,
-                feed_url="https://f.test/rss",
-                source="s",
+            art(
+                i,
                 url=f"https://n.test/{i}",
                 content_hash=f"h{i}",
                 published_at=T - 400 * DAY,

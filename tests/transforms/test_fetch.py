@@ -10,10 +10,10 @@ import time
 import apache_beam as beam
 import pytest
 import requests
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline  # not the class by name: pytest would try to collect it
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.conftest import counter
 from tests.feed_server import FeedServer
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter
 from transforms.fetch import (
@@ -404,14 +404,6 @@ def test_unexpected_exception_becomes_a_dead_letter():
     )
 
 
-def _counters(result) -> dict[str, int]:
-    counters = result.metrics().query(MetricsFilter().with_namespace("fetch"))["counters"]
-    totals: dict[str, int] = {}
-    for counter in counters:
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
-    return totals
-
-
 def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
     feed_server.add("/good.xml", RSS, content_type="application/rss+xml; charset=ISO-8859-1")
     feed_server.add("/broken", status=500)
@@ -456,13 +448,14 @@ def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
     result = p.run()
     result.wait_until_finish()
 
-    assert _counters(result) == {
-        "feeds_ok": 2,
-        "feeds_failed": 4,
-        "bytes": len(RSS) + len(ATOM),
-        "failed_http_error": 2,
-        "failed_connection_error": 1,
-        "failed_file_not_found": 1,
-    }
+    names = (
+        "feeds_ok",
+        "feeds_failed",
+        "bytes",
+        "failed_http_error",
+        "failed_connection_error",
+        "failed_file_not_found",
+    )
+    assert [counter(result, f"fetch/{name}") for name in names] == [2, 4, len(RSS) + len(ATOM), 2, 1, 1]
     assert feed_server.hits("/broken") == 2
     assert feed_server.hits("/missing") == 1
