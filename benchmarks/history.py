@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import state  # noqa: E402
+from pipeline.layout import OutputLayout  # noqa: E402
 from transforms.article import ARTICLE_SCHEMA  # noqa: E402
 
 NOW = dt.datetime(2027, 1, 10, 12, tzinfo=dt.timezone.utc)
@@ -81,7 +82,7 @@ def put_index(output: Path, full: pa.Table, rows: int, label: str) -> None:
     table = full.slice(full.num_rows - min(rows, full.num_rows))
     name = f"gen-000000000001-{label}.parquet"
     state._write_parquet(
-        state.seen_path(str(output), name),
+        OutputLayout(str(output)).seen(name),
         table.replace_schema_metadata({b"newsbeam.written_at": NOW.isoformat().encode()}),
     )
     (output / "_runs").mkdir(exist_ok=True)
@@ -93,7 +94,8 @@ import datetime as dt, sys, time
 sys.path.insert(0, {repo!r})
 import apache_beam as beam
 from pipeline import state
-from pipeline.state import SEEN_KEYS_DIR, SEEN_KEYS_SCHEMA
+from pipeline.layout import STAGED_SEEN_KEYS, OutputLayout
+from pipeline.state import SEEN_KEYS_SCHEMA
 from transforms.article import Article
 from transforms.dedup import DeduplicateArticles, DedupSettings
 from transforms.history import ReadWrittenKeys
@@ -111,12 +113,13 @@ articles = [Article(article_id=aid, feed_url="https://hist.test/rss", source="s"
 articles += [Article(article_id=f"new{{i:029d}}", feed_url="https://new.test/rss", source="s",
                      url=f"https://new.test/{{i}}", title=f"t{{i}}", text=f"body {{i}}", published_at=now)
              for i in range(new - len(old))]
-sink = SinkSettings(state.staging_path(output, run_id), run_id, 86400, temp_path=output + "/_temp")
+layout = OutputLayout(output)
+sink = SinkSettings(layout.run_staging(run_id), run_id, 86400, temp_path=layout.temp)
 p = beam.Pipeline()
 written = p | ReadWrittenKeys(index.base_path)
 result = p | beam.Create(articles) | DeduplicateArticles(DedupSettings(), written)
 result.articles | WindowByEventTime(WindowSettings(size_seconds=86400)) | WriteParquetPartitions(sink)
-result.seen_keys | WriteParquet(sink, SEEN_KEYS_DIR, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {{"column": k[0], "key": k[1]}}, ()))
+result.seen_keys | WriteParquet(sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {{"column": k[0], "key": k[1]}}, ()))
 run = p.run(); run.wait_until_finish()
 name = state.write_seen_index(output, run_id, index, now, [])
 counters = {{c.key.metric.name: c.committed for c in run.metrics().query()["counters"]}}

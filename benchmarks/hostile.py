@@ -67,7 +67,7 @@ def _child_parse(path: str, compare: int) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stats = FeedStats()
     cpu = time.process_time()
-    articles = sum(1 for _ in iter_feed(feed, ParseSettings(), "bench", stats))
+    articles = sum(1 for _ in iter_feed(feed, ParseSettings(), stats))
     cpu = time.process_time() - cpu
     result = {
         "articles": articles,
@@ -86,12 +86,12 @@ def _child_parse(path: str, compare: int) -> None:
         head = head.replace(b"</channel></rss>", b"") + b"</channel></rss>"
         small = FetchedFeed(feed.source, feed.url, 200, feed.content_type, head, fetched_at)
         cpu = time.process_time()
-        sum(1 for _ in iter_feed(small, ParseSettings(), "bench", FeedStats()))
+        sum(1 for _ in iter_feed(small, ParseSettings(), FeedStats()))
         result["lxml_small_cpu_s"] = time.process_time() - cpu
         stats = FeedStats()
-        entries = _Entries(small, ParseSettings(), "bench", stats)
+        entries = _Entries(small, ParseSettings(), stats)
         cpu = time.process_time()
-        sum(1 for _ in _parse_with_feedparser(small, head, entries, "bench"))
+        sum(1 for _ in _parse_with_feedparser(small, head, entries))
         result["feedparser_small_cpu_s"] = time.process_time() - cpu
     print(json.dumps(result))
 

@@ -7,19 +7,11 @@ import datetime as dt
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
-from pipeline.state import (
-    REPORTS_DIR,
-    SEEN_KEYS_DIR,
-    SEEN_KEYS_SCHEMA,
-    SIGNATURES_DIR,
-    STATE_DIR,
-    report_to_json,
-    staging_path,
-)
+from pipeline.layout import STAGED_FEED_REPORTS, STAGED_SEEN_KEYS, STAGED_SIGNATURES, OutputLayout
+from pipeline.state import SEEN_KEYS_SCHEMA, report_to_json
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
 from transforms.dedup import DeduplicateArticles, MatchWrittenFn
@@ -48,8 +40,9 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
     `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
     lookback = config.dedup.lookback_seconds
-    fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch, run_id)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
+    layout = OutputLayout(config.output)
+    fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch)
+    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
     written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
     entries, page_dead_letters = parsed.articles, ()
     if extraction_on(config):
@@ -60,22 +53,19 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
             config.extract, config.feeds, run_id, written_keys=written_keys
         )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
+    cleaned = entries | "Clean" >> CleanArticles(config.clean)
+    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
     deduplicated = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
     unique = deduplicated.articles
-    prior = p | "PriorSignatures" >> ReadPriorSignatures(
-        FileSystems.join(config.output, STATE_DIR, SIGNATURES_DIR), now, lookback
-    )
+    prior = p | "PriorSignatures" >> ReadPriorSignatures(layout.signatures, now, lookback)
     near = unique | "NearDuplicates" >> DeduplicateNearCopies(config.neardup, prior)
     windowed = near.articles | "Window" >> WindowByEventTime(config.window)
 
-    staging = staging_path(config.output, run_id)
-    sink = SinkSettings(staging, run_id, config.window.size_seconds, temp_path=f"{config.output}/_temp")
+    sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)
     windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     # The index keys this run saw again: the driver moves their `last_seen` (pipeline.state.write_seen_index).
     deduplicated.seen_keys | "WriteSeenKeys" >> WriteParquet(
-        sink, SEEN_KEYS_DIR, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {"column": k[0], "key": k[1]}, ())
+        sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {"column": k[0], "key": k[1]}, ())
     )
     dead_letters = (
         fetched.dead_letters,
@@ -93,7 +83,7 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
         | "WriteSignatures"
         >> WriteParquet(
             sink,
-            SIGNATURES_DIR,
+            STAGED_SIGNATURES,
             lambda _: ParquetSink(SIGNATURE_SCHEMA, signature_row, ("article_id",)),
             lambda r: f"date={r.published_at:%Y-%m-%d}",
         )
@@ -104,9 +94,9 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
         | "ReportLines" >> beam.Map(report_to_json)
         | "WriteReports"
         >> fileio.WriteToFiles(
-            path=f"{staging}/{REPORTS_DIR}",
+            path=layout.staged(run_id, STAGED_FEED_REPORTS),
             file_naming=fileio.default_file_naming("reports", ".jsonl"),
-            temp_directory=StaticValueProvider(str, f"{config.output}/_temp/{run_id}/{REPORTS_DIR}"),
+            temp_directory=StaticValueProvider(str, layout.run_temp(run_id, STAGED_FEED_REPORTS)),
             shards=1,
         )
     )

@@ -30,9 +30,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.state import STAGING_DIR, OutputLock
+from pipeline.layout import OutputLayout
+from pipeline.state import OutputLock
 from transforms.article import ARTICLE_SCHEMA
-from transforms.sink import ARTICLES_DIR
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -87,7 +87,7 @@ def compact(output: str, older_than: dt.timedelta, now: dt.datetime | None = Non
     """Compact every partition of `output` whose window ended before `now - older_than` and has 2+ files."""
     now = now or dt.datetime.now(dt.timezone.utc)
     result = CompactionResult()
-    base = Path(output) / ARTICLES_DIR
+    base = Path(OutputLayout(output).articles)
     with OutputLock(output, "compact"):
         recover_compactions(output)
         for directory in sorted({p.parent for p in base.rglob("*.parquet")}):
@@ -96,7 +96,7 @@ def compact(output: str, older_than: dt.timedelta, now: dt.datetime | None = Non
             files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
             if end is None or end > now - older_than or len(files) < 2:
                 continue
-            rows, swapped = _compact_partition(Path(output), directory, files)
+            rows, swapped = _compact_partition(OutputLayout(output), directory, files)
             result.partitions_compacted += 1
             result.files_before += len(files)
             result.files_after += 1
@@ -105,8 +105,8 @@ def compact(output: str, older_than: dt.timedelta, now: dt.datetime | None = Non
     return result
 
 
-def _compact_partition(output: Path, directory: Path, files: list[Path]) -> tuple[int, bool]:
-    job = output / STAGING_DIR / f"compact-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+def _compact_partition(layout: OutputLayout, directory: Path, files: list[Path]) -> tuple[int, bool]:
+    job = Path(layout.compaction(f"compact-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"))
     table = pa.concat_tables([pq.read_table(f, schema=ARTICLE_SCHEMA) for f in files])
     table = table.sort_by([("published_at", "ascending"), ("article_id", "ascending")])
     name = f"part-compacted-{job.name[len('compact-') :]}-00000-of-00001.parquet"
@@ -128,7 +128,7 @@ def _compact_partition(output: Path, directory: Path, files: list[Path]) -> tupl
 
 def recover_compactions(output: str) -> None:
     """Finish or roll back compactions that were killed, by their journals. Every row ends up present once."""
-    staging = Path(output) / STAGING_DIR
+    staging = Path(OutputLayout(output).staging)
     if not staging.is_dir():
         return
     for job in sorted(staging.glob("compact-*")):

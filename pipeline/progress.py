@@ -23,6 +23,7 @@ import apache_beam as beam
 from tqdm import tqdm
 
 from pipeline.summary import counter_values
+from transforms import counters as n
 
 # (what is shown, the top-level step of pipeline/build.py whose output is counted, its output tag; None: all)
 STAGES = (
@@ -35,12 +36,12 @@ STAGES = (
 )
 # The same numbers from Beam's counters, for runners that report them while running.
 _COUNTERS = {
-    "feeds": ("fetch/feeds_ok", "fetch/feeds_failed"),
-    "parsed": ("parse/articles",),
-    "cleaned": ("clean/articles_cleaned",),
-    "classified": ("classify/articles",),
-    "kept": ("sink/articles",),
-    "dead letters": ("sink/dead_letter_entries", "sink/dead_letter_feeds"),
+    "feeds": (n.FEEDS_OK, n.FEEDS_FAILED),
+    "parsed": (n.ARTICLES_PARSED,),
+    "cleaned": (n.ARTICLES_CLEANED,),
+    "classified": (n.ARTICLES_CLASSIFIED,),
+    "kept": (n.ARTICLES_WRITTEN,),
+    "dead letters": (n.DEAD_LETTER_ENTRIES, n.DEAD_LETTER_FEEDS),
 }
 
 _TALLIES: collections.Counter = collections.Counter()

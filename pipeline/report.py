@@ -31,12 +31,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import schedule, state
-from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
+from pipeline import state
+from pipeline.layout import OutputLayout
 
 _LOG = logging.getLogger("newsbeam")
 
-REPORT_DIR = "_report"
 DEFAULT_SINCE_SECONDS = 7 * 86400
 SPARK_RUNS = 30  # entries per run: the sparkline shows a feed's last 30 polls in the period
 EXAMPLES = 3  # dead-letter examples per stage and reason
@@ -46,16 +45,11 @@ HOURLY_UP_TO = 14 * 86400  # longer periods are charted per day
 _BATCH_ROWS = 8192  # dead-letter rows carry up to 4 KB of raw input each: small batches keep memory flat
 
 
-def report_path(output: str) -> str:
-    """Where `newsbeam run --report` writes: `<output>/_report/index.html`."""
-    return FileSystems.join(output, REPORT_DIR, "index.html")
-
-
 def write_report(
     output: str, out: str | None = None, since_seconds: float = DEFAULT_SINCE_SECONDS, now: dt.datetime | None = None
 ) -> str:
-    """Build the report of `output` and write it atomically to `out` (default `report_path(output)`)."""
-    out = out or report_path(output)
+    """Build the report of `output` and write it atomically to `out` (default `_report/index.html` in it)."""
+    out = out or OutputLayout(output).report_page
     state.write_atomically(out, build_report(output, since_seconds, now).encode("utf-8"))
     return out
 
@@ -130,7 +124,7 @@ def _run_row(record: dict[str, Any], started: dt.datetime) -> dict[str, Any]:
 
 def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
     """The run records started at or after `cutoff`, oldest first."""
-    pattern = FileSystems.join(output, state.RUNS_DIR, "*.json")
+    pattern = FileSystems.join(OutputLayout(output).runs, "*.json")
     try:
         paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     except Exception:  # no _runs yet
@@ -170,7 +164,7 @@ def load_runs(output: str, cutoff: dt.datetime | None) -> Runs:
 
 def load_feed_state(output: str) -> list[dict[str, Any]] | str:
     """The rows of `_state/feeds.parquet` ([] when there is none), or the error that kept it from being read."""
-    path = schedule.feed_state_path(output)
+    path = OutputLayout(output).feed_state
     try:
         if not FileSystems.exists(path):
             return []
@@ -180,8 +174,7 @@ def load_feed_state(output: str) -> list[dict[str, Any]] | str:
         return f"{type(err).__name__}: {err}"
 
 
-def _dataset(output: str, kind: str) -> ds.Dataset | None:
-    path = FileSystems.join(output, kind)
+def _dataset(path: str) -> ds.Dataset | None:
     if not FileSystems.exists(path):
         return None
     return ds.dataset(path, format="parquet", partitioning="hive")
@@ -205,7 +198,7 @@ def scan_articles(output: str, cutoff: dt.datetime | None, now: dt.datetime) -> 
     language and by topic. Only three columns are read, batch by batch, and each batch is aggregated before the
     next is read, so memory stays flat however many articles the output holds."""
     empty = ArticleCounts(3600, {}, {}, 0, None, None)
-    dataset = _dataset(output, ARTICLES_DIR)
+    dataset = _dataset(OutputLayout(output).articles)
     if dataset is None or "fetched_at" not in dataset.schema.names:
         return empty
     columns = [c for c in ("fetched_at", "language", "topic") if c in dataset.schema.names]
@@ -252,7 +245,7 @@ class DeadLetterGroup:
 
 def scan_dead_letters(output: str, cutoff: dt.datetime | None) -> dict[tuple[str, str], DeadLetterGroup]:
     """Dead letters since `cutoff` by (stage, reason), with the first few of each, read in small batches."""
-    dataset = _dataset(output, DEAD_LETTER_DIR)
+    dataset = _dataset(OutputLayout(output).dead_letters)
     groups: dict[tuple[str, str], DeadLetterGroup] = collections.defaultdict(DeadLetterGroup)
     if dataset is None:
         return groups

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.state import FEED_STATE_FILE, STATE_DIR, write_atomically
+from pipeline.layout import OutputLayout
+from pipeline.state import write_atomically
 from transforms.health import FeedReport
 
 if TYPE_CHECKING:  # pipeline.config imports HealthSettings from here
@@ -180,15 +181,10 @@ FEED_HEALTH_SCHEMA = pa.schema(
 )
 
 
-def feed_state_path(output: str) -> str:
-    """`<output>/_state/feeds.parquet`."""
-    return FileSystems.join(output, STATE_DIR, FEED_STATE_FILE)
-
-
 def load_feed_health(output: str) -> dict[str, FeedHealth]:
     """Feed health by URL; {} on a first run. A corrupt or unreadable file is a warning, never an error: the run
     then behaves as a first run (the dataset, not this file, is what prevents duplicates)."""
-    path = feed_state_path(output)
+    path = OutputLayout(output).feed_state
     if not FileSystems.exists(path):
         return {}
     try:
@@ -208,4 +204,4 @@ def save_feed_health(output: str, health: Iterable[FeedHealth]) -> None:
     rows = [dataclasses.asdict(h) for h in sorted(health, key=lambda h: h.feed_url)]
     buffer = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=FEED_HEALTH_SCHEMA), buffer, compression="zstd")
-    write_atomically(feed_state_path(output), buffer.getvalue().to_pybytes())
+    write_atomically(OutputLayout(output).feed_state, buffer.getvalue().to_pybytes())

@@ -1,12 +1,6 @@
-"""What a run keeps beside its data in the output directory, and how it commits.
-
-    <output>/articles/, dead_letter/   the data: what readers see
-    <output>/_staging/<run_id>/        where a run's pipeline writes; moved into place only after it succeeded
-    <output>/_runs/<run_id>.json       the run record, written last: which files the run committed, every count
-    <output>/_state/feeds.parquet      feed health and conditional-GET validators (pipeline.schedule.FeedHealth)
-    <output>/_state/signatures/        near-duplicate signatures of written articles, by published date
-    <output>/_state/seen/              the key index of what was written and is still seen in feeds (below)
-    <output>/_state/lock               held while a run or a compaction changes the output
+"""What a run keeps beside its data in the output directory, and how it commits. Where each thing lives is
+`pipeline.layout.OutputLayout`: the data (articles/, dead_letter/), a run's staging (_staging/<run_id>/), its
+record (_runs/<run_id>.json, written last), the feed health, signatures and key index (_state/), the lock.
 
 Crash safety: every file becomes visible through one atomic rename, and only after the pipeline has finished. A
 run killed at any point leaves at most a `_staging/<run_id>` directory (removed by the next run), a journal of the
@@ -34,24 +28,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.layout import (
+    STAGED_ARTICLES,
+    STAGED_DEAD_LETTERS,
+    STAGED_FEED_REPORTS,
+    STAGED_SEEN,
+    STAGED_SEEN_KEYS,
+    STAGED_SIGNATURES,
+    OutputLayout,
+)
 from transforms.dedup import INDEX_KEY_COLUMNS, key_hash
 from transforms.health import FeedReport
-from transforms.sink import ARTICLES_DIR, DEAD_LETTER_DIR
 
 _LOG = logging.getLogger("newsbeam")
 
-STAGING_DIR = "_staging"
-RUNS_DIR = "_runs"
-STATE_DIR = "_state"
-REPORTS_DIR = "feed_reports"
-SIGNATURES_DIR = "signatures"
-FEED_STATE_FILE = "feeds.parquet"
 _TS = pa.timestamp("us", tz="UTC")
-
-
-def staging_path(output: str, run_id: str) -> str:
-    """Where a run's pipeline writes its files before they are committed."""
-    return FileSystems.join(output, STAGING_DIR, run_id)
 
 
 def _is_local(path: str) -> bool:
@@ -85,7 +76,7 @@ class OutputLock:
     """
 
     def __init__(self, output: str, owner: str):
-        self._path = Path(output) / STATE_DIR / "lock"
+        self._path = Path(OutputLayout(output).lock)
         self._owner = owner
         self._held = False
         self._local = _is_local(output)
@@ -137,8 +128,8 @@ def clean_leftovers(output: str, keep: str = "") -> list[str]:
     directories are removed as well. Returns the removed run directories.
     """
     removed: set[str] = set()
-    for parent in (STAGING_DIR, "_temp"):
-        root = FileSystems.join(output, parent)
+    layout = OutputLayout(output)
+    for root in (layout.staging, layout.temp):
         try:
             files = [m.path for m in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list]
         except Exception:  # nothing there yet
@@ -167,7 +158,7 @@ def clean_leftovers(output: str, keep: str = "") -> list[str]:
 
 def staged_files(output: str, run_id: str, kind: str) -> list[str]:
     """The files a run staged under `kind` (articles, dead_letter, feed_reports)."""
-    pattern = FileSystems.join(staging_path(output, run_id), kind, "**")
+    pattern = FileSystems.join(OutputLayout(output).staged(run_id, kind), "**")
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
@@ -176,15 +167,15 @@ def commit(output: str, run_id: str) -> tuple[list[str], list[str]]:
     dead letters, then the articles. Returns the committed article and dead-letter paths. Files keep their relative
     path (the partition directory) and their run-unique name."""
     committed: dict[str, list[str]] = {}
-    stage = staging_path(output, run_id)
+    layout = OutputLayout(output)
     destinations = {
-        SIGNATURES_DIR: FileSystems.join(output, STATE_DIR, SIGNATURES_DIR),
-        DEAD_LETTER_DIR: FileSystems.join(output, DEAD_LETTER_DIR),
-        ARTICLES_DIR: FileSystems.join(output, ARTICLES_DIR),
+        STAGED_SIGNATURES: layout.signatures,
+        STAGED_DEAD_LETTERS: layout.dead_letters,
+        STAGED_ARTICLES: layout.articles,
     }
     for kind, destination in destinations.items():
         moved = []
-        source_root = FileSystems.join(stage, kind)
+        source_root = layout.staged(run_id, kind)
         for source in staged_files(output, run_id, kind):
             relative = source[len(source_root) :].lstrip("/")
             target = FileSystems.join(destination, relative)
@@ -192,12 +183,13 @@ def commit(output: str, run_id: str) -> tuple[list[str], list[str]]:
             FileSystems.rename([source], [target])
             moved.append(target)
         committed[kind] = moved
-    return committed[ARTICLES_DIR], committed[DEAD_LETTER_DIR]
+    return committed[STAGED_ARTICLES], committed[STAGED_DEAD_LETTERS]
 
 
 def finish(output: str, run_id: str) -> None:
     """Remove what is left of the run's staging (its feed reports, empty directories)."""
-    for path in (staging_path(output, run_id), FileSystems.join(output, "_temp", run_id)):
+    layout = OutputLayout(output)
+    for path in (layout.run_staging(run_id), layout.run_temp(run_id)):
         if FileSystems.exists(path):
             _delete([path])
 
@@ -220,7 +212,7 @@ def write_json(path: str, document: Any) -> None:
 def read_reports(output: str, run_id: str) -> list[FeedReport]:
     """The FeedReports the run's pipeline staged (JSON lines)."""
     reports = []
-    for path in staged_files(output, run_id, REPORTS_DIR):
+    for path in staged_files(output, run_id, STAGED_FEED_REPORTS):
         with FileSystems.open(path, compression_type="uncompressed") as handle:
             for line in handle.read().decode("utf-8").splitlines():
                 if line.strip():
@@ -241,11 +233,6 @@ def report_from_json(line: str) -> FeedReport:
     return FeedReport(**data)
 
 
-def run_record_path(output: str, run_id: str) -> str:
-    """`<output>/_runs/<run_id>.json`."""
-    return FileSystems.join(output, RUNS_DIR, f"{run_id}.json")
-
-
 # The key index: what was written and is still seen in a feed (see "Scheduled runs" in README.md).
 #
 #     _state/seen/gen-<seq>-<run_id>.parquet    one generation of the index per run; it counts only once the run's
@@ -256,7 +243,6 @@ def run_record_path(output: str, run_id: str) -> str:
 # A run killed after some of its article files were renamed into place leaves a journal and no record; the next run
 # keeps the journal's rows whose article ids are in the partitions the journal names (it reads only those), so the
 # index never says "written" for a file not committed, and never misses one that was.
-SEEN_DIR = "seen"
 REINDEX_PREFIX = "reindex-"
 SEEN_SCHEMA = pa.schema(
     [
@@ -285,12 +271,6 @@ class SeenIndex:
     rebuilt: bool = False
 
 
-def seen_path(output: str, name: str = "") -> str:
-    """`<output>/_state/seen/<name>`."""
-    root = FileSystems.join(output, STATE_DIR, SEEN_DIR)
-    return FileSystems.join(root, name) if name else root
-
-
 def _match(pattern: str) -> list[str]:
     try:
         return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
@@ -299,7 +279,7 @@ def _match(pattern: str) -> list[str]:
 
 
 def _committed(output: str, run_id: str) -> bool:
-    return run_id.startswith(REINDEX_PREFIX) or FileSystems.exists(run_record_path(output, run_id))
+    return run_id.startswith(REINDEX_PREFIX) or FileSystems.exists(OutputLayout(output).run_record(run_id))
 
 
 def _generation(path: str) -> tuple[int, str]:
@@ -367,13 +347,15 @@ def _rows_of_files(paths: list[str], now: dt.datetime, root: str = "") -> pa.Tab
 def rebuild_seen_index(output: str, now: dt.datetime) -> pa.Table:
     """The index rebuilt from every article file of the output (this one read does grow with the output): each
     article last seen `now`, so it is remembered for `dedup.forget_after` from the rebuild."""
-    return _rows_of_files(_match(FileSystems.join(output, ARTICLES_DIR, "**.parquet")), now)
+    return _rows_of_files(_match(FileSystems.join(OutputLayout(output).articles, "**.parquet")), now)
 
 
 def _has_articles(output: str) -> bool:
     try:
         return bool(
-            FileSystems.match([FileSystems.join(output, ARTICLES_DIR, "**.parquet")], limits=[1])[0].metadata_list
+            FileSystems.match([FileSystems.join(OutputLayout(output).articles, "**.parquet")], limits=[1])[
+                0
+            ].metadata_list
         )
     except Exception:
         return False
@@ -381,7 +363,7 @@ def _has_articles(output: str) -> bool:
 
 def _current_generation(output: str) -> tuple[int, str, list[str]]:
     """(seq, path) of the index generation in force ((0, '') when none) and every generation file there is."""
-    paths = _match(seen_path(output, "gen-*.parquet"))
+    paths = _match(OutputLayout(output).seen("gen-*.parquet"))
     valid = [(_generation(p)[0], p) for p in paths if _committed(output, _generation(p)[1])]
     seq, path = max(valid) if valid else (0, "")
     return seq, path, paths
@@ -391,7 +373,7 @@ def _reconcile(output: str, journal: pa.Table) -> pa.Table:
     """The rows of a crashed run's journal whose article is in the dataset (in the partition the journal names)."""
     present: set[str] = set()
     for partition in set(journal.column("partition").to_pylist()):
-        for path in _match(FileSystems.join(output, ARTICLES_DIR, partition, "*.parquet")):
+        for path in _match(FileSystems.join(OutputLayout(output).articles, partition, "*.parquet")):
             with FileSystems.open(path, compression_type="uncompressed") as handle:
                 present.update(pq.read_table(handle, columns=["article_id"]).column("article_id").to_pylist())
     kept = pc.is_in(journal.column("article_id"), value_set=pa.array(sorted(present), pa.string()))
@@ -419,12 +401,14 @@ def load_seen_index(output: str, run_id: str, now: dt.datetime, forget_after_sec
             )
             table = None
     elif _has_articles(output):
-        _LOG.warning("the output has articles but no key index (%s); rebuilding it from the dataset", seen_path(output))
+        _LOG.warning(
+            "the output has articles but no key index (%s); rebuilding it from the dataset", OutputLayout(output).seen()
+        )
     if table is None:
         table = rebuild_seen_index(output, now) if _has_articles(output) else _empty_index()
         rebuilt = table.num_rows > 0
     journals = []
-    for journal_path in _match(seen_path(output, "pending-*.parquet")):
+    for journal_path in _match(OutputLayout(output).seen("pending-*.parquet")):
         journal_run = journal_path.rsplit("/", 1)[-1][len("pending-") : -len(".parquet")]
         if journal_run == run_id or _committed(output, journal_run):
             continue  # a recorded run's rows are in its generation; it was killed before removing its journal
@@ -448,7 +432,7 @@ def load_seen_index(output: str, run_id: str, now: dt.datetime, forget_after_sec
     table = table.filter(pc.greater_equal(table.column("last_seen"), pa.scalar(cutoff, _TS)))
     index = SeenIndex(table.combine_chunks(), seq, journals, rebuilt=rebuilt)
     if table.num_rows:
-        index.base_path = FileSystems.join(staging_path(output, run_id), SEEN_DIR, "base.parquet")
+        index.base_path = FileSystems.join(OutputLayout(output).staged(run_id, STAGED_SEEN), "base.parquet")
         _write_parquet(index.base_path, index.table)
     return index
 
@@ -473,7 +457,6 @@ def next_seen_index(
     return pa.concat_tables([table, new]).combine_chunks()
 
 
-SEEN_KEYS_DIR = "seen_keys"
 SEEN_KEYS_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("key", pa.int64())])
 
 
@@ -481,30 +464,34 @@ def write_seen_index(output: str, run_id: str, index: SeenIndex, now: dt.datetim
     """Before the run's files are committed: write its journal (the keys of the articles it staged, before any is
     renamed into place) and the next index generation (which counts only once the run record exists). Returns the
     generation's file name, for the run record."""
-    seen_files = staged_files(output, run_id, SEEN_KEYS_DIR)
+    seen_files = staged_files(output, run_id, STAGED_SEEN_KEYS)
     seen_keys = (
         pa.concat_tables([_read_parquet(p) for p in seen_files]) if seen_files else SEEN_KEYS_SCHEMA.empty_table()
     )
-    root = FileSystems.join(staging_path(output, run_id), ARTICLES_DIR)
-    written = _rows_of_files(staged_files(output, run_id, ARTICLES_DIR), now, root=root)
+    root = OutputLayout(output).staged(run_id, STAGED_ARTICLES)
+    written = _rows_of_files(staged_files(output, run_id, STAGED_ARTICLES), now, root=root)
     if written.num_rows:
-        _write_parquet(seen_path(output, f"pending-{run_id}.parquet"), written)
+        _write_parquet(OutputLayout(output).seen(f"pending-{run_id}.parquet"), written)
     table = next_seen_index(index, now, seen_keys, written, unread_feeds)
     name = f"gen-{index.seq + 1:012d}-{run_id}.parquet"
-    _write_parquet(seen_path(output, name), table.replace_schema_metadata({_WRITTEN_AT: now.isoformat().encode()}))
+    _write_parquet(
+        OutputLayout(output).seen(name), table.replace_schema_metadata({_WRITTEN_AT: now.isoformat().encode()})
+    )
     return name
 
 
 def settle_seen_index(output: str, keep: str) -> None:
     """After the run record (or a reindex): remove every other index generation and every journal (all are in `keep`)."""
-    _delete([p for p in _match(seen_path(output, "*")) if p.rsplit("/", 1)[-1] != keep])
+    _delete([p for p in _match(OutputLayout(output).seen("*")) if p.rsplit("/", 1)[-1] != keep])
 
 
 def reindex(output: str, now: dt.datetime) -> tuple[str, int]:
     """`newsbeam reindex`: rebuild the key index from the dataset and put it in force. Returns (file name, rows)."""
     table = rebuild_seen_index(output, now)
-    seqs = [_generation(p)[0] for p in _match(seen_path(output, "gen-*.parquet"))]
+    seqs = [_generation(p)[0] for p in _match(OutputLayout(output).seen("gen-*.parquet"))]
     name = f"gen-{max(seqs, default=0) + 1:012d}-{REINDEX_PREFIX}{now:%Y%m%dT%H%M%SZ}.parquet"
-    _write_parquet(seen_path(output, name), table.replace_schema_metadata({_WRITTEN_AT: now.isoformat().encode()}))
+    _write_parquet(
+        OutputLayout(output).seen(name), table.replace_schema_metadata({_WRITTEN_AT: now.isoformat().encode()})
+    )
     settle_seen_index(output, name)
     return name, table.num_rows

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
+from pipeline.layout import OutputLayout
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
 from transforms.extract import FetchArticlePages
@@ -32,9 +32,6 @@ from transforms.stream import (
     at_fetch_time,
 )
 from transforms.window import WindowByEventTime
-
-# Where WriteToFiles writes files before renaming them into place: <output>/_streaming/<run_id>/<kind>/.
-STREAMING_TEMP_DIR = "_streaming"
 
 
 class StreamingGraph(NamedTuple):
@@ -64,8 +61,8 @@ def build_streaming(
         source = PollFeeds(config.feeds, stream)
     polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
 
-    fetched = polls | "Fetch" >> FetchFeeds(config.fetch, run_id)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse, run_id)
+    fetched = polls | "Fetch" >> FetchFeeds(config.fetch)
+    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
     entries, page_dead_letters = parsed.articles, ()
     if any((feed.extract or config.extract.mode) != "off" for feed in config.feeds):
         # No written keys here: the streaming job's own state deduplicates after classify, so an entry seen in
@@ -74,8 +71,8 @@ def build_streaming(
             config.extract, config.feeds, run_id, group_by_url=False
         )
         entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean, run_id)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify, run_id)
+    cleaned = entries | "Clean" >> CleanArticles(config.clean)
+    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
     unique = (
         classified.articles
         | "PollTime" >> beam.Map(at_fetch_time)
@@ -83,11 +80,11 @@ def build_streaming(
     )
     if config.neardup.enabled and stream.near_duplicates:
         unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
-    timely = unique | "TooLate" >> RouteTooLate(config.window, run_id)
+    timely = unique | "TooLate" >> RouteTooLate(config.window)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 
     # Not under _temp/: a batch run's clean-up removes every other run's directory there.
-    temp = FileSystems.join(config.output, STREAMING_TEMP_DIR)
+    temp = OutputLayout(config.output).streaming_temp
     sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (

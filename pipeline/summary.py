@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import counters as n
+
 
 @dataclasses.dataclass
 class RunSummary:
@@ -97,25 +99,25 @@ def summarise(summary: RunSummary, counters: dict[str, int], article_files: list
     """Fill `summary` from the counters and the article files the run wrote."""
     c = collections.defaultdict(int, counters)
     summary.counters = dict(sorted(counters.items()))
-    summary.feeds_ok = c["parse/feeds_parsed"]
-    summary.feeds_malformed = c["parse/malformed_feeds"]
-    summary.feeds_failed = c["fetch/feeds_failed"] + c["parse/not_a_feed"]
-    summary.entries_read = c["parse/entries_read"]
-    summary.articles_written = c["sink/articles"]
-    summary.duplicates = c["dedup/duplicates"]
-    summary.already_written = c["dedup/already_written"]
-    summary.near_duplicates_dropped = c["neardup/copies_dropped"]
-    summary.near_duplicates_marked = c["neardup/copies_marked"]
-    summary.near_duplicate_clusters = c["neardup/clusters"]
-    summary.near_duplicates_of_earlier_runs = c["neardup/matched_prior"]
-    summary.revisions = c["neardup/revisions"]
-    summary.feeds_not_modified = c["parse/not_modified"]
-    summary.entry_dead_letters = c["sink/dead_letter_entries"]
-    summary.feed_dead_letters = c["sink/dead_letter_feeds"]
-    summary.page_dead_letters = c["sink/dead_letter_pages"]
-    summary.dead_letters_by_reason = _with_prefix(counters, "sink.dead_letter")
-    summary.articles_by_language = _with_prefix(counters, "sink.language")
-    summary.articles_by_topic = _with_prefix(counters, "sink.topic")
+    summary.feeds_ok = c[n.FEEDS_PARSED]
+    summary.feeds_malformed = c[n.MALFORMED_FEEDS]
+    summary.feeds_failed = c[n.FEEDS_FAILED] + c[n.NOT_A_FEED]
+    summary.entries_read = c[n.ENTRIES_READ]
+    summary.articles_written = c[n.ARTICLES_WRITTEN]
+    summary.duplicates = c[n.DUPLICATES]
+    summary.already_written = c[n.ALREADY_WRITTEN]
+    summary.near_duplicates_dropped = c[n.NEAR_COPIES_DROPPED]
+    summary.near_duplicates_marked = c[n.NEAR_COPIES_MARKED]
+    summary.near_duplicate_clusters = c[n.NEAR_CLUSTERS]
+    summary.near_duplicates_of_earlier_runs = c[n.NEAR_MATCHED_PRIOR]
+    summary.revisions = c[n.NEAR_REVISIONS]
+    summary.feeds_not_modified = c[n.NOT_MODIFIED]
+    summary.entry_dead_letters = c[n.DEAD_LETTER_ENTRIES]
+    summary.feed_dead_letters = c[n.DEAD_LETTER_FEEDS]
+    summary.page_dead_letters = c[n.DEAD_LETTER_PAGES]
+    summary.dead_letters_by_reason = _with_prefix(counters, n.BY_DEAD_LETTER_REASON)
+    summary.articles_by_language = _with_prefix(counters, n.BY_LANGUAGE)
+    summary.articles_by_topic = _with_prefix(counters, n.BY_TOPIC)
     summary.rows_in_files = parquet_rows(article_files)
     return summary
 

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures and helpers: the feed server, an Article factory, a counter reader."""
+"""Shared pytest fixtures and helpers: the feed server, an Article factory, the counter readers."""
 
 import datetime as dt
 
@@ -40,3 +40,9 @@ def art(
 def counter(result, name: str) -> int:
     """The value of counter `namespace/name` in a finished pipeline's result (0 if it never counted)."""
     return counter_values(result.metrics()).get(name, 0)
+
+
+def counters(result, namespace: str) -> dict[str, int]:
+    """Every counter of `namespace` in a finished pipeline's result, by name."""
+    prefix = namespace + "/"
+    return {k[len(prefix) :]: v for k, v in counter_values(result.metrics()).items() if k.startswith(prefix)}

@@ -5,8 +5,10 @@ An `Article` is created by ParseEntries from one feed entry and refined by each 
 Until CleanArticles has run, `title` and `text` hold the entry's raw markup; afterwards they are plain text.
 
 A `DeadLetter` is the record of something that could not become (or stay) an Article: a feed that failed to
-fetch or parse, an entry with nothing in it, an article left empty by cleaning. Every stage routes its
-rejects to the `dead_letters` output, and WriteParquetPartitions writes them all to one place.
+fetch or parse, an entry with nothing in it, an article left empty by cleaning. Every stage builds its rejects with
+`reject` and routes them to the `dead_letters` output; WriteDeadLetters writes them all to one place.
+
+Neither is stamped with the run id by a stage: the sink sets the `run_id` column of every row it writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime as dt
 import hashlib
 import operator
 import os
+import traceback
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -25,6 +28,8 @@ UTC = dt.timezone.utc
 
 # Dead letters keep at most this much of the raw input: enough to debug, never a copy of a whole feed.
 RAW_EXCERPT_BYTES = 4096
+# And at most this much of a message (some libraries put a whole document in an exception's text).
+MESSAGE_CHARS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +100,7 @@ class DeadLetter:
     retry_after_seconds: float | None = None
     raw_excerpt: str = ""
     time: dt.datetime | None = None
-    run_id: str = ""
+    run_id: str = ""  # set in the written row by WriteDeadLetters, not by the stage that rejects
 
     @property
     def is_page(self) -> bool:
@@ -107,6 +112,51 @@ class DeadLetter:
     def is_entry(self) -> bool:
         """True when this rejects one entry (it counts in the reconciliation), False for a whole feed or a page."""
         return bool(self.entry_key) and not self.is_page
+
+
+def reject(
+    stage: str,
+    reason: str,
+    *,
+    article: Article | None = None,
+    feed_url: str = "",
+    entry_key: str = "",
+    message: str = "",
+    error: BaseException | None = None,
+    status: int | None = None,
+    retry_after_seconds: float | None = None,
+    raw: bytes | str | None = None,
+    time: dt.datetime | None = None,
+) -> DeadLetter:
+    """The one way a stage builds a DeadLetter.
+
+    `article` gives the feed URL and the entry key (its id) unless they are given. `error` gives the message when
+    there is none: the exception's type and text and where it was raised. `raw` is kept as an excerpt of at most
+    RAW_EXCERPT_BYTES, the message is cut to MESSAGE_CHARS, and `time` defaults to now. No run id: the sink stamps it.
+    """
+    if article is not None:
+        feed_url = feed_url or article.feed_url
+        entry_key = entry_key or article.article_id
+    if error is not None and not message:
+        message = describe_error(error)
+    return DeadLetter(
+        stage=stage,
+        reason=reason,
+        feed_url=feed_url,
+        entry_key=entry_key,
+        message=message[:MESSAGE_CHARS],
+        status=status,
+        retry_after_seconds=retry_after_seconds,
+        raw_excerpt=excerpt(raw),
+        time=time or utcnow(),
+    )
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: text (at file.py:line in function)`: the traceback's last frame is enough to find the bug."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 class Routed(NamedTuple):

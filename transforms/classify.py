@@ -27,7 +27,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils.shared import Shared
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.counters import ARTICLES_CLASSIFIED, counter
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.topic_model import DEFAULT_MODEL_PATH, NO_LABEL, TopicModelHandler, load_model, topic_text
 
@@ -127,19 +128,10 @@ def choose_topic(rule_topic: str, model_label: str, model_score: float, default_
 _FOR_MODEL_TAG = "for_model"
 
 
-def classify_error(article: Article, err: Exception, run_id: str) -> DeadLetter:
+def classify_error(article: Article, err: Exception) -> DeadLetter:
     """The dead letter of an article that classifying raised on (counted as `classify/failed`)."""
     Metrics.counter("classify", "failed").inc()
-    return DeadLetter(
-        stage="classify",
-        reason="classify_error",
-        feed_url=article.feed_url,
-        entry_key=article.article_id,
-        message=f"{type(err).__name__}: {err}",
-        raw_excerpt=excerpt(article.text),
-        time=utcnow(),
-        run_id=run_id,
-    )
+    return reject("classify", "classify_error", article=article, error=err, raw=article.text)
 
 
 def unscored(failed_batch: tuple) -> Iterable[Article]:
@@ -151,18 +143,15 @@ def unscored(failed_batch: tuple) -> Iterable[Article]:
         yield article
 
 
-def model_failure(failed_batch: tuple, run_id: str) -> DeadLetter:
+def model_failure(failed_batch: tuple) -> DeadLetter:
     """One dead letter per batch the topic model raised on. Its articles are kept (see `unscored`), so it names no
     entry and does not count as a lost one."""
     batch, (exc_type, exc_value, _trace) = failed_batch
-    return DeadLetter(
-        stage="classify",
-        reason="topic_model_error",
-        feed_url="",
+    return reject(
+        "classify",
+        "topic_model_error",
         message=f"{exc_value} on a batch of {len(batch)} article(s), kept with the topic from rules or feed default",
-        raw_excerpt=excerpt(batch[0][1] if batch else ""),
-        time=utcnow(),
-        run_id=run_id,
+        raw=batch[0][1] if batch else "",
     )
 
 
@@ -171,9 +160,8 @@ class _DetectLanguageFn(beam.DoFn):
     as (article, the model's input text), the others on the main output. One step instead of three (detect,
     partition, prepare): each step costs every element a pass through Beam, and each ParDo a fixed cost per run."""
 
-    def __init__(self, settings: LanguageSettings, run_id: str, model_languages: frozenset[str] = frozenset()):
+    def __init__(self, settings: LanguageSettings, model_languages: frozenset[str] = frozenset()):
         self._settings = settings
-        self._run_id = run_id
         self._model_languages = model_languages
         self._shared = Shared()
         self._detector: LanguageDetector | None = None
@@ -186,7 +174,7 @@ class _DetectLanguageFn(beam.DoFn):
         try:
             language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
         except Exception as err:  # one odd text must not stop the run; the article goes to the dead letters
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err, self._run_id))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err))
             return
         article = dataclasses.replace(article, language=language, language_score=score)
         if language in self._model_languages:
@@ -198,11 +186,10 @@ class _DetectLanguageFn(beam.DoFn):
 class _ApplyTopicFn(beam.DoFn):
     """Sets topic, topic_score and labels from the rules and the model's prediction (if any)."""
 
-    def __init__(self, settings: ClassifySettings, run_id: str = ""):
+    def __init__(self, settings: ClassifySettings):
         self._settings = settings
-        self._run_id = run_id
         self._rules: Rules | None = None
-        self._classified = Metrics.counter("classify", "articles")
+        self._classified = counter(ARTICLES_CLASSIFIED)
         self._by_model = Metrics.counter("classify", "topic_by_model")
 
     def setup(self) -> None:
@@ -216,7 +203,7 @@ class _ApplyTopicFn(beam.DoFn):
             topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
             labels = self._rules.labels(article.title, article.text, article.tags)
         except Exception as err:  # one odd article must not stop the run; it goes to the dead letters
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err, self._run_id))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err))
             return
         if not rule_topic and label != NO_LABEL:
             self._by_model.inc()
@@ -231,16 +218,15 @@ class ClassifyArticles(beam.PTransform):
     error before any feed is fetched.
     """
 
-    def __init__(self, settings: ClassifySettings = ClassifySettings(), run_id: str = ""):
+    def __init__(self, settings: ClassifySettings = ClassifySettings()):
         super().__init__()
         self._settings = settings
-        self._run_id = run_id
         path = settings.model_path
         self._model_languages = frozenset(load_model(path).languages) if path else frozenset()
 
     def expand(self, articles: beam.PCollection) -> Routed:
         detected = articles | "DetectLanguage" >> beam.ParDo(
-            _DetectLanguageFn(self._settings.language, self._run_id, self._model_languages)
+            _DetectLanguageFn(self._settings.language, self._model_languages)
         ).with_outputs(DEAD_LETTER_TAG, _FOR_MODEL_TAG, main="articles")
         to_topics, letters = [detected.articles], [detected[DEAD_LETTER_TAG]]
         if self._settings.model_path:  # with `topic_model: none` no worker loads a model
@@ -252,12 +238,11 @@ class ClassifyArticles(beam.PTransform):
                 ).with_exception_handling()
             )
             to_topics += [predicted, failed.failed_inferences | "Unscored" >> beam.FlatMap(unscored)]
-            letters.append(failed.failed_inferences | "ModelFailures" >> beam.Map(model_failure, self._run_id))
+            letters.append(failed.failed_inferences | "ModelFailures" >> beam.Map(model_failure))
         classified = (
             tuple(to_topics)
             | "Rejoin" >> beam.Flatten()
-            | "ApplyTopic"
-            >> beam.ParDo(_ApplyTopicFn(self._settings, self._run_id)).with_outputs(DEAD_LETTER_TAG, main="articles")
+            | "ApplyTopic" >> beam.ParDo(_ApplyTopicFn(self._settings)).with_outputs(DEAD_LETTER_TAG, main="articles")
         )
         letters.append(classified[DEAD_LETTER_TAG])
         dead_letters = tuple(letters) | "ClassifyDeadLetters" >> beam.Flatten()

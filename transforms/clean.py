@@ -21,13 +21,13 @@ article (a headline with a link is news) and makes one left with neither title n
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.counters import ARTICLES_CLEANED, counter
 
 # Re-exported: callers import these from transforms.clean.
 from transforms.furniture import CleanSettings, _remove_furniture_counted, remove_furniture
@@ -65,10 +65,9 @@ def clean_text(html_text: str, title: str = "", settings: CleanSettings = CleanS
 class _CleanArticleFn(beam.DoFn):
     """Cleans one Article; routes it to the dead letters when no text is left."""
 
-    def __init__(self, settings: CleanSettings, run_id: str) -> None:
+    def __init__(self, settings: CleanSettings) -> None:
         self._settings = settings
-        self._run_id = run_id
-        self._cleaned = Metrics.counter(STAGE, "articles_cleaned")
+        self._cleaned = counter(ARTICLES_CLEANED)
         self._empty = Metrics.counter(STAGE, "empty_after_cleaning")
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
         self._title_only = Metrics.counter(STAGE, "title_only")
@@ -79,7 +78,8 @@ class _CleanArticleFn(beam.DoFn):
             outputs = list(self._clean(article))
         except Exception as err:  # a bug on one odd article must not fail the run: it becomes a dead letter
             self._failed.inc()
-            outputs = [beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._error_letter(article, err))]
+            letter = reject(STAGE, CLEAN_ERROR, article=article, error=err, raw=article.text)
+            outputs = [beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)]
         yield from outputs
 
     def _clean(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
@@ -104,21 +104,6 @@ class _CleanArticleFn(beam.DoFn):
         source = "page" if article.text_source == "page" and text else "feed" if text else "none"
         yield dataclasses.replace(article, title=title, text=text, summary=summary, text_source=source)
 
-    def _error_letter(self, article: Article, err: Exception) -> DeadLetter:
-        # The type and message, and where it was raised: the traceback's last frame, enough to find the bug.
-        frame = traceback.extract_tb(err.__traceback__)[-1]
-        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
-        return DeadLetter(
-            stage=STAGE,
-            reason=CLEAN_ERROR,
-            feed_url=article.feed_url,
-            entry_key=article.article_id or article.url,
-            message=f"{type(err).__name__}: {err} (at {where})"[:1000],
-            raw_excerpt=excerpt(article.text),
-            time=utcnow(),
-            run_id=self._run_id or article.run_id,
-        )
-
     def _dead_letter(self, article: Article, plain: str, text: str, removed: int) -> DeadLetter:
         if not (plain or clean_title(article.title)):
             why = "the entry has neither title nor text (markup only or empty)"
@@ -128,16 +113,7 @@ class _CleanArticleFn(beam.DoFn):
             why = f"all {removed} line(s) of text were page furniture or repeated the title"
         else:
             why = f"{len(text)} character(s) left, fewer than min_chars={self._settings.min_chars}"
-        return DeadLetter(
-            stage=STAGE,
-            reason=EMPTY_AFTER_CLEANING,
-            feed_url=article.feed_url,
-            entry_key=article.article_id or article.url,
-            message=why,
-            raw_excerpt=excerpt(article.text),
-            time=utcnow(),
-            run_id=self._run_id or article.run_id,
-        )
+        return reject(STAGE, EMPTY_AFTER_CLEANING, article=article, message=why, raw=article.text)
 
 
 class CleanArticles(beam.PTransform):
@@ -147,13 +123,12 @@ class CleanArticles(beam.PTransform):
     an article with neither title nor text, or with text shorter than `min_chars`, becomes a dead letter.
     """
 
-    def __init__(self, settings: CleanSettings = CleanSettings(), run_id: str = "") -> None:
+    def __init__(self, settings: CleanSettings = CleanSettings()) -> None:
         super().__init__()
         self._settings = settings
-        self._run_id = run_id
 
     def expand(self, articles: beam.PCollection) -> Routed:
-        results = articles | "CleanText" >> beam.ParDo(_CleanArticleFn(self._settings, self._run_id)).with_outputs(
+        results = articles | "CleanText" >> beam.ParDo(_CleanArticleFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, main="articles"
         )
         return Routed(results.articles, results[DEAD_LETTER_TAG])

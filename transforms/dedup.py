@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from transforms.article import INDEX_KEY_COLUMNS, Article, key_hash  # noqa: F401 (re-exported)
+from transforms.counters import ALREADY_WRITTEN, DUPLICATES, counter
 from transforms.side_inputs import CachedSideInput
 
 DEFAULT_TRACKING_PARAMETERS = (
@@ -197,7 +198,7 @@ def _drop_duplicates_by(kind: str, key_fn: Callable[[Article], str]) -> ByKey:
 
 class _CountDropped(beam.DoFn):
     def __init__(self, kind: str):
-        self._dropped = Metrics.counter("dedup", "duplicates")
+        self._dropped = counter(DUPLICATES)
         self._dropped_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
 
     def process(self, keyed_group: tuple[str, tuple[Article, int]]) -> Iterable[Article]:
@@ -245,7 +246,7 @@ class _DropWrittenFn(beam.DoFn):
 
     def __init__(self):
         self._known = CachedSideInput(set)
-        self._dropped = Metrics.counter("dedup", "already_written")
+        self._dropped = counter(ALREADY_WRITTEN)
 
     def process(self, article: Article, written_keys: list[tuple[str, int]]) -> Iterable:
         known = self._known.get(written_keys)

@@ -53,6 +53,7 @@ from transforms.article import (
     DeadLetter,
     Routed,
     key_hash,
+    reject,
     utcnow,
 )
 from transforms.netguard import (
@@ -659,23 +660,21 @@ def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-def apply_page(article: Article, result: PageResult, run_id: str = "") -> tuple[Article, DeadLetter | None]:
+def apply_page(article: Article, result: PageResult) -> tuple[Article, DeadLetter | None]:
     """The article with its page's text and metadata (or unchanged, with a dead letter, when the page failed).
 
     The feed's own text moves to `summary`; the page fills the canonical URL, and the authors, language hint and
     published date only where the feed had none (a page date later than a day after the fetch is not trusted).
     """
     if result.page is None:
-        letter = DeadLetter(
-            stage=PAGE_STAGE,
-            reason=result.reason,
-            feed_url=article.feed_url,
-            entry_key=article.url or article.article_id,
+        letter = reject(
+            PAGE_STAGE,
+            result.reason,
+            article=article,
+            entry_key=article.url,
             status=result.status,
             retry_after_seconds=result.retry_after,
-            message=f"{result.url}: {result.message}"[:1000],
-            time=utcnow(),
-            run_id=run_id or article.run_id,
+            message=f"{result.url}: {result.message}",
         )
         return article, letter
     page = result.page
@@ -799,7 +798,7 @@ class _FetchPagesFn(beam.DoFn):
                 result = self._cache[url]
                 self._counters["pages_cached"].inc()
             for article in articles:
-                updated, letter = apply_page(article, result, self._run_id)
+                updated, letter = apply_page(article, result)
                 yield where.with_value(updated)
                 if letter is not None:
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, where.with_value(letter))

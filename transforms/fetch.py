@@ -32,7 +32,8 @@ import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, DeadLetter, utcnow
+from transforms.article import DEAD_LETTER_TAG, reject, utcnow
+from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
 from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
 STAGE = "fetch"
@@ -396,12 +397,11 @@ def _read_local(source: FeedSource, path: Path, settings: FetchSettings) -> Fetc
 class FetchFeedFn(beam.DoFn):
     """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance."""
 
-    def __init__(self, settings: FetchSettings, run_id: str = ""):
+    def __init__(self, settings: FetchSettings):
         self._settings = settings
-        self._run_id = run_id
         self._session: requests.Session | None = None
-        self._ok = Metrics.counter(STAGE, "feeds_ok")
-        self._failed = Metrics.counter(STAGE, "feeds_failed")
+        self._ok = counter(FEEDS_OK)
+        self._failed = counter(FEEDS_FAILED)
         self._bytes = Metrics.counter(STAGE, "bytes")
 
     def setup(self):
@@ -433,35 +433,24 @@ class FetchFeedFn(beam.DoFn):
     ):
         self._failed.inc()
         Metrics.counter(STAGE, f"failed_{reason}").inc()
-        return beam.pvalue.TaggedOutput(
-            DEAD_LETTER_TAG,
-            DeadLetter(
-                stage=STAGE,
-                reason=reason,
-                feed_url=str(source.url),
-                message=message,
-                status=status,
-                retry_after_seconds=retry_after,
-                time=utcnow(),
-                run_id=self._run_id,
-            ),
+        letter = reject(
+            STAGE, reason, feed_url=str(source.url), message=message, status=status, retry_after_seconds=retry_after
         )
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
 
 
 class FetchFeeds(beam.PTransform):
     """FeedSource -> Fetched(feeds: FetchedFeed, dead_letters: DeadLetter)."""
 
-    def __init__(self, settings: FetchSettings = FetchSettings(), run_id: str = ""):
+    def __init__(self, settings: FetchSettings = FetchSettings()):
         super().__init__()
         self._settings = settings
-        self._run_id = run_id
 
     def expand(self, sources):
         fetched = (
             sources
             # The source list comes from one Create; without this, one worker would fetch every feed.
             | "SpreadFeeds" >> beam.Reshuffle()
-            | "Fetch"
-            >> beam.ParDo(FetchFeedFn(self._settings, self._run_id)).with_outputs(DEAD_LETTER_TAG, main="feeds")
+            | "Fetch" >> beam.ParDo(FetchFeedFn(self._settings)).with_outputs(DEAD_LETTER_TAG, main="feeds")
         )
         return Fetched(fetched.feeds, fetched[DEAD_LETTER_TAG])

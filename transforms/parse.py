@@ -50,9 +50,17 @@ from transforms.article import (
     UTC,
     Article,
     DeadLetter,
-    excerpt,
+    reject,
     stable_id,
-    utcnow,
+)
+from transforms.counters import (
+    ARTICLES_PARSED,
+    ENTRIES_READ,
+    FEEDS_PARSED,
+    MALFORMED_FEEDS,
+    NOT_A_FEED,
+    NOT_MODIFIED,
+    counter,
 )
 from transforms.dedup import canonical_url
 from transforms.health import FeedReport, body_hash, max_age_seconds
@@ -382,59 +390,58 @@ class ParsedFeed:
     stats: FeedStats | None = None
 
 
-def parse_feed(fetched: Any, settings: ParseSettings = ParseSettings(), run_id: str = "") -> ParsedFeed:
+def parse_feed(fetched: Any, settings: ParseSettings = ParseSettings()) -> ParsedFeed:
     """Parse one FetchedFeed (from transforms.fetch) into lists of Articles and dead letters. Never raises.
 
     For tests and tools; the pipeline uses `iter_feed`, which does not hold a feed's articles all at once.
     """
     stats = FeedStats()
     articles, rejects = [], []
-    for item in iter_feed(fetched, settings, run_id, stats):
+    for item in iter_feed(fetched, settings, stats):
         (rejects if isinstance(item, DeadLetter) else articles).append(item)
     return ParsedFeed(articles, rejects, stats.problem, stats.entries_read, stats.ttl_seconds, stats)
 
 
 def iter_feed(
-    fetched: Any, settings: ParseSettings = ParseSettings(), run_id: str = "", stats: FeedStats | None = None
+    fetched: Any, settings: ParseSettings = ParseSettings(), stats: FeedStats | None = None
 ) -> Iterator[Article | DeadLetter]:
     """Articles and entry dead letters of one FetchedFeed, one at a time; `stats` gets the rest. Never raises."""
     stats = stats if stats is not None else FeedStats()
     if fetched.not_modified:
         return
     try:
-        yield from _iter_document(fetched, settings, run_id, stats)
+        yield from _iter_document(fetched, settings, stats)
     except Exception as err:  # noqa: BLE001 - a parser bug costs this feed (counted), not the run
-        stats.problem = _feed_problem(fetched, "parse_error", f"{type(err).__name__}: {err}", run_id)
+        stats.problem = _feed_problem(fetched, "parse_error", f"{type(err).__name__}: {err}")
     if stats.problem is not None and stats.problem.reason != "malformed_feed":
-        yield from _unread_entries(fetched, stats, run_id)
+        yield from _unread_entries(fetched, stats)
 
 
-def _iter_document(fetched: Any, settings: ParseSettings, run_id: str, stats: FeedStats) -> Iterator:
+def _iter_document(fetched: Any, settings: ParseSettings, stats: FeedStats) -> Iterator:
     decoding = choose_decoding(fetched.body, fetched.content_type)
     if decoding is None:
-        stats.problem = _feed_problem(fetched, "bad_encoding", "no character encoding decodes this document", run_id)
+        stats.problem = _feed_problem(fetched, "bad_encoding", "no character encoding decodes this document")
         return
     stats.encoding_repaired = decoding.repaired
-    reader = _Entries(fetched, settings, run_id, stats)
+    reader = _Entries(fetched, settings, stats)
     if is_json_feed(fetched.body[decoding.bom :], fetched.content_type):
         stats.parser = "json"
-        yield from _parse_json_feed(fetched, decoding, reader, run_id)
+        yield from _parse_json_feed(fetched, decoding, reader)
         return
     # lxml reads UTF-8 bytes as they are; anything else is re-encoded once (the XML declaration is overridden).
     if decoding.codec == "utf-8" and decoding.errors == "strict":
         data = fetched.body[decoding.bom :]
     else:
         data = decoding.decode(fetched.body).encode("utf-8")
-    yield from _parse_xml_feed(fetched, data, reader, run_id)
+    yield from _parse_xml_feed(fetched, data, reader)
 
 
 class _Entries:
     """Turns the fields of one entry into an Article or a dead letter; counts what it sees."""
 
-    def __init__(self, fetched: Any, settings: ParseSettings, run_id: str, stats: FeedStats):
+    def __init__(self, fetched: Any, settings: ParseSettings, stats: FeedStats):
         self.fetched = fetched
         self.settings = settings
-        self.run_id = run_id
         self.stats = stats
         self.feed_language = ""
 
@@ -492,19 +499,16 @@ class _Entries:
             declared_language=source.language or fields.get("language") or self.feed_language,
             default_topic=source.topic,
             encoding_repaired=self.stats.encoding_repaired,
-            run_id=self.run_id,
         )
 
     def _reject(self, index: int, key: str, reason: str, message: str, raw: str) -> DeadLetter:
-        return DeadLetter(
-            stage=STAGE,
-            reason=reason,
+        return reject(
+            STAGE,
+            reason,
             feed_url=self.fetched.source.url,
             entry_key=key or f"{self.fetched.url}#entry-{index}",
-            message=message[:1000],
-            raw_excerpt=excerpt(raw),
-            time=utcnow(),
-            run_id=self.run_id,
+            message=message,
+            raw=raw,
         )
 
 
@@ -512,21 +516,20 @@ class _Entries:
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s>/]")
 
 
-def _unread_entries(fetched: Any, stats: FeedStats, run_id: str) -> Iterator[DeadLetter]:
+def _unread_entries(fetched: Any, stats: FeedStats) -> Iterator[DeadLetter]:
     """One entry dead letter per entry the document seems to hold beyond those read, so the run counts them."""
     problem = stats.problem
     start = stats.entries_read
     total = len(_ENTRY_TAG.findall(fetched.body))
     for index in range(start, total):
         stats.entries_read += 1
-        yield DeadLetter(
-            stage=STAGE,
-            reason=problem.reason,
+        yield reject(
+            STAGE,
+            problem.reason,
             feed_url=fetched.source.url,
             entry_key=f"{fetched.url}#entry-{index}",
             message=f"entry {index + 1} of {total} in a feed that could not be read",
             time=problem.time,
-            run_id=run_id,
         )
 
 
@@ -556,7 +559,7 @@ class _NotStreamable(Exception):
     """A document the streaming reader does not handle: feedparser reads it instead."""
 
 
-def _parse_xml_feed(fetched: Any, data: bytes, entries: _Entries, run_id: str) -> Iterator:
+def _parse_xml_feed(fetched: Any, data: bytes, entries: _Entries) -> Iterator:
     done = 0
     try:
         for item in _stream_xml(data, entries):
@@ -568,7 +571,7 @@ def _parse_xml_feed(fetched: Any, data: bytes, entries: _Entries, run_id: str) -
         pass
     except Exception:  # noqa: BLE001 - not well-formed (or an lxml surprise): feedparser salvages what it can
         pass
-    yield from _parse_with_feedparser(fetched, data, entries, run_id, skip=done)
+    yield from _parse_with_feedparser(fetched, data, entries, skip=done)
 
 
 def _root_kind(data: bytes) -> tuple[str, str]:
@@ -848,7 +851,7 @@ def _base(elem: Any) -> str:
         return ""
 
 
-def _parse_with_feedparser(fetched: Any, data: bytes, entries: _Entries, run_id: str, skip: int = 0) -> Iterator:
+def _parse_with_feedparser(fetched: Any, data: bytes, entries: _Entries, skip: int = 0) -> Iterator:
     """Malformed or rarer documents. `skip`: entries the streaming reader already gave before it failed."""
     import feedparser  # imported here: it is slow to import and only workers need it
 
@@ -861,7 +864,7 @@ def _parse_with_feedparser(fetched: Any, data: bytes, entries: _Entries, run_id:
     )
     if not doc.get("version") and not doc.entries and not skip:
         message = str(doc.get("bozo_exception") or "no feed element found")
-        entries.stats.problem = _feed_problem(fetched, "not_a_feed", message, run_id)
+        entries.stats.problem = _feed_problem(fetched, "not_a_feed", message)
         return
     entries.feed_language = _language_code(doc.feed.get("language"))
     entries.stats.ttl_seconds = _ttl_seconds(doc.feed.get("ttl"))
@@ -872,7 +875,6 @@ def _parse_with_feedparser(fetched: Any, data: bytes, entries: _Entries, run_id:
             fetched,
             "malformed_feed",
             f"kept {max(skip, len(doc.entries))} salvaged entries; {doc.get('bozo_exception')}",
-            run_id,
         )
     for index, entry in enumerate(doc.entries):
         if index < skip:
@@ -923,18 +925,18 @@ def _feedparser_fields(entry: Any, single_date: bool) -> dict[str, Any]:
 # JSON Feed
 
 
-def _parse_json_feed(fetched: Any, decoding: Decoding, entries: _Entries, run_id: str) -> Iterator:
+def _parse_json_feed(fetched: Any, decoding: Decoding, entries: _Entries) -> Iterator:
     try:
         doc = json.loads(decoding.decode(fetched.body))
     except ValueError as err:
-        entries.stats.problem = _feed_problem(fetched, "not_a_feed", f"invalid JSON: {err}", run_id)
+        entries.stats.problem = _feed_problem(fetched, "not_a_feed", f"invalid JSON: {err}")
         return
     if not isinstance(doc, dict) or not _JSON_FEED_VERSION.match(str(doc.get("version", ""))):
-        entries.stats.problem = _feed_problem(fetched, "not_a_feed", "JSON without a JSON Feed version", run_id)
+        entries.stats.problem = _feed_problem(fetched, "not_a_feed", "JSON without a JSON Feed version")
         return
     items = doc.get("items")
     if not isinstance(items, list):
-        entries.stats.problem = _feed_problem(fetched, "not_a_feed", "JSON Feed without an items list", run_id)
+        entries.stats.problem = _feed_problem(fetched, "not_a_feed", "JSON Feed without an items list")
         return
     entries.feed_language = _language_code(doc.get("language"))
     for index, item in enumerate(items):
@@ -997,17 +999,8 @@ def feed_report(fetched: Any, stats: FeedStats | ParsedFeed) -> FeedReport:
     )
 
 
-def _feed_problem(fetched: Any, reason: str, message: str, run_id: str) -> DeadLetter:
-    return DeadLetter(
-        stage=STAGE,
-        reason=reason,
-        feed_url=fetched.source.url,
-        status=fetched.status,
-        message=message[:1000],
-        raw_excerpt=excerpt(fetched.body),
-        time=utcnow(),
-        run_id=run_id,
-    )
+def _feed_problem(fetched: Any, reason: str, message: str) -> DeadLetter:
+    return reject(STAGE, reason, feed_url=fetched.source.url, status=fetched.status, message=message, raw=fetched.body)
 
 
 def _jsonable(value: Any) -> Any:
@@ -1025,18 +1018,17 @@ def _jsonable(value: Any) -> Any:
 
 
 class _ParseFeedFn(beam.DoFn):
-    def __init__(self, settings: ParseSettings, run_id: str):
+    def __init__(self, settings: ParseSettings):
         self._settings = settings
-        self._run_id = run_id
-        self._feeds = Metrics.counter(STAGE, "feeds_parsed")
-        self._entries = Metrics.counter(STAGE, "entries_read")
-        self._articles = Metrics.counter(STAGE, "articles")
+        self._feeds = counter(FEEDS_PARSED)
+        self._entries = counter(ENTRIES_READ)
+        self._articles = counter(ARTICLES_PARSED)
         self._rejects = Metrics.counter(STAGE, "empty_entries")
         self._bad_entries = Metrics.counter(STAGE, "bad_entries")
         self._unread = Metrics.counter(STAGE, "unread_entries")
-        self._malformed = Metrics.counter(STAGE, "malformed_feeds")
-        self._not_feeds = Metrics.counter(STAGE, "not_a_feed")
-        self._not_modified = Metrics.counter(STAGE, "not_modified")
+        self._malformed = counter(MALFORMED_FEEDS)
+        self._not_feeds = counter(NOT_A_FEED)
+        self._not_modified = counter(NOT_MODIFIED)
         self._repaired = Metrics.counter(STAGE, "encoding_repaired_feeds")
         self._links_dropped = Metrics.counter(STAGE, "links_dropped")
         self._dates_untrusted = Metrics.counter(STAGE, "dates_untrusted")
@@ -1044,7 +1036,7 @@ class _ParseFeedFn(beam.DoFn):
     def process(self, fetched: Any) -> Iterable[Any]:
         stats = FeedStats()
         # One at a time, as they are read: a feed's articles are never all in memory together.
-        for item in iter_feed(fetched, self._settings, self._run_id, stats):
+        for item in iter_feed(fetched, self._settings, stats):
             if isinstance(item, DeadLetter):
                 {"empty_entry": self._rejects, "bad_entry": self._bad_entries}.get(item.reason, self._unread).inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
@@ -1080,13 +1072,12 @@ class Parsed(NamedTuple):
 class ParseEntries(beam.PTransform):
     """FetchedFeed -> Article per entry; unreadable feeds and entries -> dead letters; a report per feed."""
 
-    def __init__(self, settings: ParseSettings = ParseSettings(), run_id: str = ""):
+    def __init__(self, settings: ParseSettings = ParseSettings()):
         super().__init__()
         self._settings = settings
-        self._run_id = run_id
 
     def expand(self, feeds: beam.PCollection) -> Parsed:
-        outputs = feeds | "ParseFeed" >> beam.ParDo(_ParseFeedFn(self._settings, self._run_id)).with_outputs(
+        outputs = feeds | "ParseFeed" >> beam.ParDo(_ParseFeedFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, REPORT_TAG, main="articles"
         )
         return Parsed(outputs.articles, outputs[DEAD_LETTER_TAG], outputs[REPORT_TAG])

@@ -14,12 +14,14 @@ rename, on the worker that renames). And a rename failure is not an error to it,
 to exist afterwards, and a missing one fails the run.
 
 Rows in a file are sorted by `published_at` (then `article_id`), with an explicit schema and zstd compression.
+The `run_id` column of every article and dead-letter row is set here, from SinkSettings: no stage stamps it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +41,16 @@ from transforms.article import (
     DeadLetter,
     article_row,
     dead_letter_row,
+)
+from transforms.counters import (
+    ARTICLES_WRITTEN,
+    BY_DEAD_LETTER_REASON,
+    BY_LANGUAGE,
+    BY_TOPIC,
+    DEAD_LETTER_ENTRIES,
+    DEAD_LETTER_FEEDS,
+    DEAD_LETTER_PAGES,
+    counter,
 )
 
 ARTICLES_DIR = "articles"
@@ -64,10 +76,17 @@ def partition_depth(window_seconds: int) -> int:
 class ParquetSink(fileio.FileSink):
     """Buffers the rows of one file, then writes them sorted, as one Parquet file with an explicit schema."""
 
-    def __init__(self, schema: pa.Schema, to_row: Callable[[Any], dict], sort_keys: tuple[str, ...]):
+    def __init__(
+        self,
+        schema: pa.Schema,
+        to_row: Callable[[Any], dict],
+        sort_keys: tuple[str, ...],
+        constants: dict[str, Any] | None = None,
+    ):
         self._schema = schema
         self._to_row = to_row
         self._sort_keys = sort_keys
+        self._constants = constants or {}  # columns with one value in every row of the file, such as run_id
         self._fh = None
         self._rows: list[dict] = []
 
@@ -76,7 +95,9 @@ class ParquetSink(fileio.FileSink):
         self._rows = []
 
     def write(self, record: Any) -> None:
-        self._rows.append(self._to_row(record))
+        row = self._to_row(record)
+        row.update(self._constants)
+        self._rows.append(row)
 
     def flush(self) -> None:
         if self._fh is None:
@@ -89,12 +110,14 @@ class ParquetSink(fileio.FileSink):
         self._rows = []
 
 
-def _article_sink(_destination: str) -> ParquetSink:
-    return ParquetSink(ARTICLE_SCHEMA, article_row, ("published_at", "article_id"))
+def _article_sink(run_id: str, _destination: str) -> ParquetSink:
+    return ParquetSink(ARTICLE_SCHEMA, article_row, ("published_at", "article_id"), {"run_id": run_id})
 
 
-def _dead_letter_sink(_destination: str) -> ParquetSink:
-    return ParquetSink(DEAD_LETTER_SCHEMA, dead_letter_row, ("stage", "reason", "feed_url", "entry_key"))
+def _dead_letter_sink(run_id: str, _destination: str) -> ParquetSink:
+    return ParquetSink(
+        DEAD_LETTER_SCHEMA, dead_letter_row, ("stage", "reason", "feed_url", "entry_key"), {"run_id": run_id}
+    )
 
 
 class PartitionFileNaming:
@@ -136,24 +159,24 @@ class _CheckWrittenFn(beam.DoFn):
 
 class _CountArticlesFn(beam.DoFn):
     def __init__(self):
-        self._written = Metrics.counter("sink", "articles")
+        self._written = counter(ARTICLES_WRITTEN)
 
     def process(self, article: Article) -> Iterable[Article]:
         self._written.inc()
-        Metrics.counter("sink.language", article.language or "und").inc()
-        Metrics.counter("sink.topic", article.topic or "unknown").inc()
+        Metrics.counter(BY_LANGUAGE, article.language or "und").inc()
+        Metrics.counter(BY_TOPIC, article.topic or "unknown").inc()
         yield article
 
 
 class _CountDeadLettersFn(beam.DoFn):
     def __init__(self):
-        self._entries = Metrics.counter("sink", "dead_letter_entries")
-        self._feeds = Metrics.counter("sink", "dead_letter_feeds")
-        self._pages = Metrics.counter("sink", "dead_letter_pages")
+        self._entries = counter(DEAD_LETTER_ENTRIES)
+        self._feeds = counter(DEAD_LETTER_FEEDS)
+        self._pages = counter(DEAD_LETTER_PAGES)
 
     def process(self, letter: DeadLetter) -> Iterable[DeadLetter]:
         (self._pages if letter.is_page else self._entries if letter.is_entry else self._feeds).inc()
-        Metrics.counter("sink.dead_letter", f"{letter.stage}/{letter.reason}").inc()
+        Metrics.counter(BY_DEAD_LETTER_REASON, f"{letter.stage}/{letter.reason}").inc()
         yield letter
 
 
@@ -206,7 +229,8 @@ class WriteParquet(beam.PTransform):
 
 
 class WriteParquetPartitions(beam.PTransform):
-    """Windowed Articles -> Parquet files under `<output>/articles/<partition>/`. Returns the written paths."""
+    """Windowed Articles -> Parquet files under `<output>/articles/<partition>/`, each row stamped with the run id.
+    Returns the written paths."""
 
     def __init__(self, settings: SinkSettings):
         super().__init__()
@@ -219,13 +243,17 @@ class WriteParquetPartitions(beam.PTransform):
             | "Count" >> beam.ParDo(_CountArticlesFn())
             | "Files"
             >> WriteParquet(
-                self._settings, ARTICLES_DIR, _article_sink, lambda a: partition_path(a.window_start, window_seconds)
+                self._settings,
+                ARTICLES_DIR,
+                functools.partial(_article_sink, self._settings.run_id),
+                lambda a: partition_path(a.window_start, window_seconds),
             )
         )
 
 
 class WriteDeadLetters(beam.PTransform):
-    """DeadLetters -> Parquet files under `<output>/dead_letter/`. Returns the written paths."""
+    """DeadLetters -> Parquet files under `<output>/dead_letter/`, each row stamped with the run id. Returns the written
+    paths."""
 
     def __init__(self, settings: SinkSettings):
         super().__init__()
@@ -235,7 +263,10 @@ class WriteDeadLetters(beam.PTransform):
         return (
             letters
             | "Count" >> beam.ParDo(_CountDeadLettersFn())
-            | "Files" >> WriteParquet(self._settings, DEAD_LETTER_DIR, _dead_letter_sink)
+            | "Files"
+            >> WriteParquet(
+                self._settings, DEAD_LETTER_DIR, functools.partial(_dead_letter_sink, self._settings.run_id)
+            )
         )
 
 

@@ -6,7 +6,7 @@ for their window to the dead letters, and window the dead letters so they can be
     timed = articles | "PollTime" >> beam.Map(at_fetch_time)                    # element timestamp := fetched_at
     unique = timed | "Deduplicate" >> DeduplicateWithState(DedupSettings())
     unique = unique | "NearDuplicates" >> DropNearCopiesWithState(NearDedupSettings(), DedupSettings().lookback_seconds)
-    routed = unique | "TooLate" >> RouteTooLate(WindowSettings(), run_id)        # Routed(articles, dead_letters)
+    routed = unique | "TooLate" >> RouteTooLate(WindowSettings())        # Routed(articles, dead_letters)
     routed.articles | WindowByEventTime(WindowSettings(), streaming=True) | WriteParquetPartitions(...)
 
 PollFeeds: one PeriodicImpulse per distinct poll interval (`poll_interval_seconds`, overridden per feed by name or
@@ -54,7 +54,8 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse, RebaseMode
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, excerpt, utcnow
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.counters import DUPLICATES, NEAR_COPIES_DROPPED, NEAR_COPIES_MARKED, counter
 from transforms.dedup import ByKey, DedupSettings, content_hash
 from transforms.fetch import FeedSource
 from transforms.neardup.candidates import candidate_keys
@@ -184,7 +185,7 @@ class _FirstSeenFn(beam.DoFn):
 
     def __init__(self, kind: str, lookback_seconds: float):
         self._lookback_seconds = lookback_seconds
-        self._duplicates = Metrics.counter("dedup", "duplicates")
+        self._duplicates = counter(DUPLICATES)
         self._duplicates_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
         self._forgotten = Metrics.counter("dedup", f"forgotten_{kind}_keys")
 
@@ -427,8 +428,8 @@ class _DecideFn(beam.DoFn):
     def __init__(self, bands: int, mode: str):
         self._bands = bands
         self._mode = mode
-        self._copies = Metrics.counter("neardup", "copies_dropped" if mode == "drop" else "copies_marked")
-        self._duplicates = Metrics.counter("dedup", "duplicates")
+        self._copies = counter(NEAR_COPIES_DROPPED if mode == "drop" else NEAR_COPIES_MARKED)
+        self._duplicates = counter(DUPLICATES)
         self._kept = Metrics.counter("neardup", "kept")
 
     def process(
@@ -519,9 +520,8 @@ def is_too_late(article: Article, settings: WindowSettings) -> bool:
 
 
 class _RouteTooLateFn(beam.DoFn):
-    def __init__(self, settings: WindowSettings, run_id: str):
+    def __init__(self, settings: WindowSettings):
         self._settings = settings
-        self._run_id = run_id
         self._in_time = Metrics.counter(STAGE, "in_time")
         self._too_late = Metrics.counter(STAGE, TOO_LATE)
 
@@ -534,19 +534,17 @@ class _RouteTooLateFn(beam.DoFn):
         start, end = window_bounds(article.published_at, self._settings.size_seconds)
         yield beam.pvalue.TaggedOutput(
             DEAD_LETTER_TAG,
-            DeadLetter(
-                stage="window",
-                reason=TOO_LATE,
-                feed_url=article.feed_url,
-                entry_key=article.url or article.guid or article.article_id,
+            reject(
+                "window",
+                TOO_LATE,
+                article=article,
+                entry_key=article.url or article.guid,
                 message=(
                     f"published {article.published_at.isoformat()}, fetched {article.fetched_at.isoformat()}: "
                     f"window {start.isoformat()}..{end.isoformat()} took late articles for "
                     f"{self._settings.allowed_lateness_seconds}s after its end"
                 ),
-                raw_excerpt=excerpt(f"{article.title}\n\n{article.text}"),
-                time=utcnow(),
-                run_id=self._run_id,
+                raw=f"{article.title}\n\n{article.text}",
             ),
         )
 
@@ -554,13 +552,12 @@ class _RouteTooLateFn(beam.DoFn):
 class RouteTooLate(beam.PTransform):
     """Articles -> Routed(articles still in time for their window, dead letters `too_late` for the others)."""
 
-    def __init__(self, settings: WindowSettings = WindowSettings(), run_id: str = ""):
+    def __init__(self, settings: WindowSettings = WindowSettings()):
         super().__init__()
         self._settings = settings
-        self._run_id = run_id
 
     def expand(self, articles: beam.PCollection) -> Routed:
-        routed = articles | "Route" >> beam.ParDo(_RouteTooLateFn(self._settings, self._run_id)).with_outputs(
+        routed = articles | "Route" >> beam.ParDo(_RouteTooLateFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, main="articles"
         )
         return Routed(routed.articles, routed[DEAD_LETTER_TAG])

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from pipeline.cli import main
 from pipeline.compact import recover_compactions
-from pipeline.schedule import feed_state_path, load_feed_health
+from pipeline.layout import OutputLayout
+from pipeline.schedule import load_feed_health
 from tests.feed_server import FeedServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def test_corrupt_state_runs_as_first_run_without_duplicates(tmp_path, caplog):
         config = write_config(tmp_path, [server.url("/a.xml")])
         out = tmp_path / "out"
         run(config, out)
-        Path(feed_state_path(str(out))).write_bytes(b"this is not parquet")
+        Path(OutputLayout(str(out)).feed_state).write_bytes(b"this is not parquet")
         again = run(config, out)
     assert again["articles_written"] == 0 and again["already_written"] == 5
     assert any("feeds.parquet" in r.getMessage() for r in caplog.records)

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import state
-from transforms.article import ARTICLE_SCHEMA, UTC, Article, article_row
+from pipeline.layout import OutputLayout
+from tests.conftest import art
+from transforms.article import ARTICLE_SCHEMA, UTC, article_row
 from transforms.dedup import key_hash
 
 T = dt.datetime(2027, 1, 10, tzinfo=UTC)
@@ -33,7 +35,7 @@ def write_generation(out: Path, seq: int, run_id: str, rows: list[dict], written
     table = pa.Table.from_pylist(rows, schema=state.SEEN_SCHEMA)
     name = f"gen-{seq:012d}-{run_id}.parquet"
     state._write_parquet(
-        state.seen_path(str(out), name),
+        OutputLayout(str(out)).seen(name),
         table.replace_schema_metadata({b"newsbeam.written_at": written_at.isoformat().encode()}),
     )
     if record:
@@ -46,10 +48,8 @@ def write_articles(out: Path, partition: str, ids: list[str], name: str = "part-
     directory.mkdir(parents=True, exist_ok=True)
     rows = [
         article_row(
-            Article(
-                article_id=i,
-                feed_url="https://f.test/rss",
-                source="s",
+            art(
+                i,
                 url=f"https://n.test/{i}",
                 content_hash=f"h{i}",
                 published_at=T - 400 * DAY,
@@ -111,7 +111,8 @@ def test_a_crashed_runs_journal_adds_exactly_the_articles_it_committed(tmp_path)
         for i in ("committed", "staged-only")
     ]
     state._write_parquet(
-        state.seen_path(str(tmp_path), "pending-r2.parquet"), pa.Table.from_pylist(journal, schema=state.JOURNAL_SCHEMA)
+        OutputLayout(str(tmp_path)).seen("pending-r2.parquet"),
+        pa.Table.from_pylist(journal, schema=state.JOURNAL_SCHEMA),
     )
     index = state.load_seen_index(str(tmp_path), "r3", T + 2 * DAY, FORGET)
     assert ids_in(index) == {key_hash("old"), key_hash("committed")}
@@ -130,7 +131,7 @@ def test_missing_or_corrupt_index_is_rebuilt_from_the_dataset_with_a_warning(tmp
     assert set(missing.table.column("last_seen").to_pylist()) == {T}  # remembered for forget_after from now
 
     write_generation(tmp_path, 1, "r1", [row("a", T)], written_at=T)
-    Path(state.seen_path(str(tmp_path), "gen-000000000001-r1.parquet")).write_bytes(b"PAR1 not really")
+    Path(OutputLayout(str(tmp_path)).seen("gen-000000000001-r1.parquet")).write_bytes(b"PAR1 not really")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="newsbeam"):
         corrupt = state.load_seen_index(str(tmp_path), "r2", T, FORGET)

@@ -1,6 +1,7 @@
 """The streaming graph end to end on the DirectRunner in streaming mode, with a TestStream of polls in place of
-PeriodicImpulse (which the Python DirectRunner cannot run): real feed files fetched at every poll, real Parquet read
-back. And the graph itself: `--streaming` builds the polling source and the stateful dedup, batch has neither."""
+PeriodicImpulse so the test moves the watermark itself (the real PeriodicImpulse runs on the DirectRunner too: see
+test_streaming_local.py): real feed files fetched at every poll, real Parquet read back. And the graph itself:
+`--streaming` builds the polling source and the stateful dedup, batch has neither."""
 
 import dataclasses
 import datetime as dt
@@ -24,14 +25,21 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from pipeline.build import build
 from pipeline.config import Config
 from pipeline.streaming import build_streaming
-from transforms.article import UTC, stable_id
+from transforms.article import NOW_ENV, UTC, stable_id
 from transforms.fetch import FeedSource
 from transforms.stream import PollOverride, StreamSettings
 
-# The real clock matters: FetchFeeds stamps each article with the time it fetched it, and that is what the
-# too-late rule compares with. So the story is told around the current hour H.
-NOW = dt.datetime.now(UTC)
+# FetchFeeds stamps each article with the time it fetched it, and that is what the too-late rule compares with:
+# the clock is fixed at NOW (NEWSBEAM_NOW, which transforms.article.utcnow reads) and the story told around hour H.
+NOW = dt.datetime(2026, 11, 20, 12, 20, 30, tzinfo=UTC)
 H = NOW.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch):
+    monkeypatch.setenv(NOW_ENV, NOW.isoformat())
+
+
 TEXT = "The council met on Tuesday to discuss the new bridge, the budget for schools and the winter road plan."
 
 

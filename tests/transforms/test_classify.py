@@ -52,7 +52,7 @@ def test_composite_uses_rules_model_and_defaults():
         art("short", 0, text="Ja.", declared_language="de"),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(articles) | ClassifyArticles(settings, "r1")
+        out = p | beam.Create(articles) | ClassifyArticles(settings)
         assert_that(
             out.articles | beam.Map(lambda a: (a.article_id, a.language, a.topic, a.labels)),
             equal_to(
@@ -92,7 +92,7 @@ def test_a_topic_model_that_raises_costs_topics_not_articles(monkeypatch):
     monkeypatch.setattr(TopicModelHandler, "run_inference", broken)
     articles = [art("sport", 0, text=SPORT, default_topic="World"), art("tagged", 0, text=MARKETS, tags=("Sport",))]
     p = TestPipeline()
-    out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings(), "r1")
+    out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings())
     assert_that(
         out.articles | beam.Map(lambda a: (a.article_id, a.topic, a.language)),
         equal_to([("sport", "World", "en"), ("tagged", "Sports", "en")]),
@@ -116,13 +116,16 @@ def test_an_article_that_makes_topic_rules_raise_is_a_dead_letter_and_the_others
         return real(rule_topic, label, score, default_topic)
 
     monkeypatch.setattr(classify_module, "choose_topic", fussy)
+    raised_at = fussy.__code__.co_firstlineno + 2  # the dead letter names the line that raised
     articles = [art("fine", 0, text=SPORT), art("odd", 0, text=MARKETS, default_topic="Explode")]
     with TestPipeline() as p:
-        out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings(), "r1")
+        out = p | beam.Create(articles) | ClassifyArticles(ClassifySettings())
         assert_that(out.articles | beam.Map(lambda a: a.article_id), equal_to(["fine"]))
         assert_that(
             out.dead_letters | beam.Map(lambda d: (d.reason, d.entry_key, d.is_entry, d.message)),
-            equal_to([("classify_error", "odd", True, "KeyError: 'odd article'")]),
+            equal_to(
+                [("classify_error", "odd", True, f"KeyError: 'odd article' (at test_classify.py:{raised_at} in fussy)")]
+            ),
             label="letters",
         )
 

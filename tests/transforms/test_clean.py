@@ -287,7 +287,7 @@ NOTHING = art("a4", run_id="r0", title="<b></b>", text="<p>&nbsp;</p><script>tra
 
 
 def test_dofn_cleans_title_and_text_and_routes_empty_articles():
-    fn = _CleanArticleFn(CleanSettings(), run_id="r1")
+    fn = _CleanArticleFn(CleanSettings())
     [cleaned] = fn.process(GOOD)
     assert (cleaned.title, cleaned.text, cleaned.article_id) == ("Council approves budget", BODY, "a1")
     assert (cleaned.summary, cleaned.text_source) == (BODY, "feed")
@@ -305,35 +305,35 @@ def test_dofn_cleans_title_and_text_and_routes_empty_articles():
         "empty_after_cleaning",
         "a4",
         "https://f.test/rss",
-        "r1",
+        "",
     )
     assert letter.raw_excerpt == NOTHING.text and letter.time is not None
     assert "neither title nor text" in letter.message
     # min_chars=0 still drops an entry with nothing in it; a high min_chars rejects short texts, not title-only ones.
-    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=0), "").process(NOTHING))).tag == DEAD_LETTER_TAG
-    [short] = _CleanArticleFn(CleanSettings(min_chars=500), "").process(GOOD)
+    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=0)).process(NOTHING))).tag == DEAD_LETTER_TAG
+    [short] = _CleanArticleFn(CleanSettings(min_chars=500)).process(GOOD)
     assert short.tag == DEAD_LETTER_TAG and "min_chars=500" in short.value.message
-    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=500), "").process(EMPTY))).text_source == "none"
+    assert next(iter(_CleanArticleFn(CleanSettings(min_chars=500)).process(EMPTY))).text_source == "none"
 
 
 def test_page_text_keeps_the_feed_text_as_summary():
     page = dataclasses.replace(
         GOOD, text=f"Council approves budget\n\n{BODY}", summary="<p>A short teaser.</p>", text_source="page"
     )
-    [cleaned] = _CleanArticleFn(CleanSettings(), "").process(page)
+    [cleaned] = _CleanArticleFn(CleanSettings()).process(page)
     assert (cleaned.text, cleaned.summary, cleaned.text_source) == (BODY, "A short teaser.", "page")
 
 
 def test_clean_articles_routes_outputs_and_counts():
     pipeline = TestPipeline()
-    routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY, NOTHING]) | CleanArticles(run_id="r1")
+    routed = pipeline | beam.Create([GOOD, EMPTY, FURNITURE_ONLY, NOTHING]) | CleanArticles()
     expected = Article(
         **{**GOOD.__dict__, "title": "Council approves budget", "text": BODY, "summary": BODY, "text_source": "feed"}
     )
     kept = routed.articles | beam.Map(lambda a: a if a.article_id == "a1" else (a.article_id, a.text_source))
     assert_that(kept, equal_to([expected, ("a2", "none"), ("a3", "none")]), label="articles")
     letters = routed.dead_letters | beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
-    assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a4", "r1")]), label="dead_letters")
+    assert_that(letters, equal_to([("clean", "empty_after_cleaning", "a4", "")]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
     counts = [
@@ -356,7 +356,7 @@ def test_a_bug_on_one_article_becomes_a_dead_letter_and_the_others_go_through(mo
     monkeypatch.setattr(clean_module, "html_to_text", html_to_text)
     odd = art("a5", run_id="r0", title="Odd one", text=sentinel)
     pipeline = TestPipeline()
-    routed = pipeline | beam.Create([GOOD, odd]) | CleanArticles(run_id="r1")
+    routed = pipeline | beam.Create([GOOD, odd]) | CleanArticles()
     assert_that(
         routed.articles | beam.Map(lambda a: (a.article_id, a.text)), equal_to([("a1", BODY)]), label="articles"
     )
@@ -365,7 +365,7 @@ def test_a_bug_on_one_article_becomes_a_dead_letter_and_the_others_go_through(mo
     )
     raised_at = html_to_text.__code__.co_firstlineno + 2  # the traceback's last frame: the raise above
     message = f"KeyError: 'unexpected markup' (at test_clean.py:{raised_at} in html_to_text)"
-    assert_that(letters, equal_to([("clean", "clean_error", "a5", "r1", sentinel, message)]), label="dead_letters")
+    assert_that(letters, equal_to([("clean", "clean_error", "a5", "", sentinel, message)]), label="dead_letters")
     result = pipeline.run()
     result.wait_until_finish()
     assert counter(result, "clean/failed") == 1

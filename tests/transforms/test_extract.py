@@ -10,6 +10,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.conftest import art
 from tests.feed_server import FeedServer
 from transforms.article import Article, key_hash
 from transforms.clean import clean_text
@@ -227,8 +228,8 @@ def test_host_limiter_spaces_requests_per_host():
 def article(
     url: str, text: str = "Teaser.", feed_url: str = "https://daily.test/feed", title: str = "Budget", **kw
 ) -> Article:
-    return Article(
-        article_id=url.rsplit("/", 1)[-1],
+    return art(
+        url.rsplit("/", 1)[-1],
         feed_url=feed_url,
         source="daily",
         url=url,

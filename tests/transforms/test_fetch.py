@@ -10,10 +10,10 @@ import time
 import apache_beam as beam
 import pytest
 import requests
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline  # not the class by name: pytest would try to collect it
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.conftest import counter
 from tests.feed_server import FeedServer
 from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter
 from transforms.fetch import (
@@ -390,7 +390,7 @@ def test_unexpected_exception_becomes_a_dead_letter():
         def get(self, *args, **kwargs):
             raise RuntimeError("boom")
 
-    fn = FetchFeedFn(FAST, run_id="run-1")
+    fn = FetchFeedFn(FAST)
     fn._session = ExplodingSession()  # instead of setup(): stands in for a bug anywhere below fetch_feed
     (output,) = fn.process(FeedSource("x", "http://127.0.0.1:1/feed.xml"))
     fn.teardown()
@@ -400,16 +400,8 @@ def test_unexpected_exception_becomes_a_dead_letter():
         "fetch",
         "unexpected_error",
         "RuntimeError: boom",
-        "run-1",
+        "",  # no stage stamps the run id: WriteDeadLetters does, when it writes the row
     )
-
-
-def _counters(result) -> dict[str, int]:
-    counters = result.metrics().query(MetricsFilter().with_namespace("fetch"))["counters"]
-    totals: dict[str, int] = {}
-    for counter in counters:
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
-    return totals
 
 
 def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
@@ -429,7 +421,7 @@ def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
     settings = FetchSettings(connect_timeout=1.0, read_timeout=0.5, retries=1, backoff=0.01)
 
     p = test_pipeline.TestPipeline()
-    fetched = p | beam.Create(sources) | FetchFeeds(settings, run_id="run-7")
+    fetched = p | beam.Create(sources) | FetchFeeds(settings)
     assert_that(
         fetched.feeds | "FeedKeys" >> beam.Map(lambda feed: (feed.source.name, feed.url, feed.status, feed.body)),
         equal_to([("good", feed_server.url("/good.xml"), 200, RSS), ("local", str(local), None, ATOM)]),
@@ -440,10 +432,10 @@ def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
         | "LetterKeys" >> beam.Map(lambda d: (d.feed_url, d.stage, d.reason, d.status, d.entry_key, d.run_id)),
         equal_to(
             [
-                (feed_server.url("/missing"), "fetch", "http_error", 404, "", "run-7"),
-                (feed_server.url("/broken"), "fetch", "http_error", 500, "", "run-7"),
-                (refused, "fetch", "connection_error", None, "", "run-7"),
-                (str(tmp_path / "gone.xml"), "fetch", "file_not_found", None, "", "run-7"),
+                (feed_server.url("/missing"), "fetch", "http_error", 404, "", ""),
+                (feed_server.url("/broken"), "fetch", "http_error", 500, "", ""),
+                (refused, "fetch", "connection_error", None, "", ""),
+                (str(tmp_path / "gone.xml"), "fetch", "file_not_found", None, "", ""),
             ]
         ),
         label="DeadLetters",
@@ -456,13 +448,14 @@ def test_fetch_feeds_routes_good_feeds_and_dead_letters(feed_server, tmp_path):
     result = p.run()
     result.wait_until_finish()
 
-    assert _counters(result) == {
-        "feeds_ok": 2,
-        "feeds_failed": 4,
-        "bytes": len(RSS) + len(ATOM),
-        "failed_http_error": 2,
-        "failed_connection_error": 1,
-        "failed_file_not_found": 1,
-    }
+    names = (
+        "feeds_ok",
+        "feeds_failed",
+        "bytes",
+        "failed_http_error",
+        "failed_connection_error",
+        "failed_file_not_found",
+    )
+    assert [counter(result, f"fetch/{name}") for name in names] == [2, 4, len(RSS) + len(ATOM), 2, 1, 1]
     assert feed_server.hits("/broken") == 2
     assert feed_server.hits("/missing") == 1

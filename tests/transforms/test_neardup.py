@@ -16,6 +16,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.conftest import art as base_art
+from tests.conftest import counters
 from tests.transforms import neardup_texts as texts
 from transforms.article import UTC, Article, stable_id
 from transforms.neardup import (
@@ -103,15 +105,15 @@ def story(paragraphs, edits=()):
 
 
 def art(article_id, text, title="Northbridge approves budget", minutes=0, language="en", host="ledger.test", **kw):
-    return Article(
-        article_id=article_id,
+    return base_art(
+        article_id,
+        published_at=T0 + dt.timedelta(minutes=minutes),
         feed_url=f"https://{host}/rss",
         source=host,
         url=f"https://{host}/{article_id}",
         title=title,
         text=text,
         language=language,
-        published_at=T0 + dt.timedelta(minutes=minutes),
         **kw,
     )
 
@@ -495,15 +497,6 @@ def test_chain_preconditions():
     # CHAIN_C is all in CHAIN_B but starts with its sixth paragraph: a follow-up that keeps none of the top of the
     # story is not a copy of it (without the lead check it would be).
     assert not is_near_copy(b, c)[0] and is_near_copy(b, c, NearDedupSettings(lead_overlap=0))[0]
-
-
-def counters(result, namespace):
-    """Committed counters of `namespace` by name, added up over the steps that report them."""
-    out = {}
-    for c in result.metrics().query()["counters"]:
-        if c.key.metric.namespace == namespace:
-            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + c.committed
-    return out
 
 
 def run(articles, settings=NearDedupSettings(), prior=None, rows=None, signatures=None):

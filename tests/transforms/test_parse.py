@@ -49,7 +49,7 @@ def fetched(body: bytes, content_type: str = "application/rss+xml", url: str = "
 
 
 def test_rss_entries_become_articles_with_canonical_urls_and_dates():
-    result = parse_feed(fetched(RSS), run_id="r1")
+    result = parse_feed(fetched(RSS))
     assert result.entries_read == 4
     first, no_date, future = result.articles
     assert first.url == "https://news.test/a?a=1&b=2"
@@ -60,7 +60,7 @@ def test_rss_entries_become_articles_with_canonical_urls_and_dates():
     assert first.tags == ("World",)
     assert first.declared_language == "en"
     assert first.default_topic == "World"
-    assert first.run_id == "r1"
+    assert first.run_id == ""  # WriteParquetPartitions stamps it in the row
     assert (no_date.published_at, no_date.date_source) == (FETCHED_AT, "fetched")
     assert (future.published_at, future.date_source) == (FETCHED_AT, "fetched")
     [reject] = result.rejects
@@ -160,9 +160,7 @@ def test_resolve_event_time_order():
 
 def test_parse_entries_composite():
     with TestPipeline() as p:
-        out = (
-            p | beam.Create([fetched(RSS), fetched(b"<html></html>", "text/html")]) | ParseEntries(ParseSettings(), "r")
-        )
+        out = p | beam.Create([fetched(RSS), fetched(b"<html></html>", "text/html")]) | ParseEntries(ParseSettings())
         assert_that(out.articles | beam.Map(lambda a: a.title), equal_to(["First & foremost", "No date", "Future"]))
         assert_that(
             out.dead_letters | beam.Map(lambda d: d.reason), equal_to(["empty_entry", "not_a_feed"]), label="dead"
@@ -360,7 +358,7 @@ def test_entities_are_not_expanded_and_external_ones_not_read(tmp_path):
 
 def test_parse_entries_yields_articles_of_one_feed_one_at_a_time():
     feed = fetched(rss(*(item(f"n{i}", f"https://o.test/{i}") for i in range(5))))
-    stream = iter_feed(feed, ParseSettings(), "r", FeedStats())
+    stream = iter_feed(feed, ParseSettings(), FeedStats())
     first = next(stream)
     assert first.title == "n0"  # given before the rest of the document is read
     assert [a.title for a in stream] == ["n1", "n2", "n3", "n4"]

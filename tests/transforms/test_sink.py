@@ -4,13 +4,15 @@ import datetime as dt
 
 import apache_beam as beam
 import duckdb
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from tests.conftest import T0, art
-from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, DeadLetter
+from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, reject
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions, partition_depth, partition_path
 from transforms.window import WindowByEventTime, WindowSettings
 
@@ -36,7 +38,6 @@ def articles(n, hours):
             text="x",
             language="en",
             topic="World",
-            run_id="run1",
         )
         for i in range(n)
     ]
@@ -89,26 +90,18 @@ def test_two_runs_add_files_never_overwrite(tmp_path):
     write(tmp_path, items, run_id="run2")
     table = ds.dataset(str(tmp_path / "articles"), format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 20
+    # The sink stamps each row with its own run's id (the articles carry none).
+    assert sorted(table.column("run_id").to_pylist()) == ["run1"] * 10 + ["run2"] * 10
 
 
-def test_dead_letters_are_written_with_their_schema(tmp_path):
-    letters = [
-        DeadLetter(stage="fetch", reason="timeout", feed_url=f"https://f{i}.test", status=None, time=T0, run_id="run1")
-        for i in range(3)
-    ]
-    letters.append(
-        DeadLetter(
-            stage="clean",
-            reason="empty_after_cleaning",
-            feed_url="https://f.test",
-            entry_key="k",
-            raw_excerpt="<p></p>",
-            time=T0,
-            run_id="run1",
-        )
-    )
+def test_dead_letters_are_written_with_their_schema_and_the_run_id(tmp_path):
+    letters = [reject("fetch", "timeout", feed_url=f"https://f{i}.test", time=T0) for i in range(3)]
+    letters.append(reject("clean", "empty_after_cleaning", article=art("k", 0), raw="<p></p>" + "x" * 5000, time=T0))
     with TestPipeline() as p:
         p | beam.Create(letters) | WriteDeadLetters(SinkSettings(str(tmp_path), "run1"))
     table = pq.read_table(tmp_path / "dead_letter")
     assert table.schema.equals(DEAD_LETTER_SCHEMA, check_metadata=False)
     assert sorted(table.column("reason").to_pylist()) == ["empty_after_cleaning", "timeout", "timeout", "timeout"]
+    assert set(table.column("run_id").to_pylist()) == {"run1"}
+    [clean] = table.filter(pa.compute.equal(table.column("stage"), "clean")).to_pylist()
+    assert (clean["feed_url"], clean["entry_key"], len(clean["raw_excerpt"])) == ("https://f.test/rss", "k", 4096)

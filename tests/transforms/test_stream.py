@@ -16,7 +16,8 @@ from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from pipeline.summary import counter_values
+from tests.conftest import art as base_art
+from tests.conftest import counter
 from tests.transforms import neardup_texts as texts
 from transforms.article import UTC, Article, DeadLetter
 from transforms.dedup import DedupSettings
@@ -50,10 +51,9 @@ def ts(minutes: float) -> Timestamp:
 
 def art(key: str, published: float, fetched: float, text: str = "") -> Article:
     """Article `key`, published and fetched so many minutes after T0; given a `text`, its title is the same too."""
-    return Article(
-        article_id=f"id-{key}",
+    return base_art(
+        f"id-{key}",
         feed_url="https://news.example/feed",
-        source="s",
         url=f"https://news.example/{key}",
         title="Wire story" if text else f"Story {key}",
         text=text or f"The text of story {key}.",
@@ -106,7 +106,7 @@ def test_too_late_once_fetched_at_or_after_window_end_plus_lateness():
 def test_forget_at_counts_from_the_later_of_publication_and_fetch():
     assert forget_at(art("x", 0, 10), 3600) == ts(70)
     assert forget_at(art("x", 30, 10), 3600) == ts(90)  # dated ahead of the fetch
-    undated = Article(article_id="u", feed_url="f", source="s")
+    undated = base_art("u")
     assert forget_at(undated, 3600) == GlobalWindow().max_timestamp()
     assert forget_at(art("x", 0, 0), 1e13) == GlobalWindow().max_timestamp()
 
@@ -130,7 +130,7 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
         .advance_watermark_to_infinity()
     )
     with streaming() as p:
-        routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY, "r1")
+        routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY)
         windowed = routed.articles | WindowByEventTime(HOURLY, streaming=True)
         assert_that(
             windowed | "Ids" >> beam.Map(lambda a: a.article_id),
@@ -171,7 +171,7 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
             label="Bounds",
         )
         letters = routed.dead_letters | "Letters" >> beam.Map(lambda d: (d.stage, d.reason, d.entry_key, d.run_id))
-        assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "r1")]), label="TooLate")
+        assert_that(letters, equal_to([("window", "too_late", "https://news.example/z", "")]), label="TooLate")
 
 
 def test_an_entry_in_every_poll_is_kept_once_and_counts_as_new_after_the_lookback():
@@ -257,8 +257,8 @@ def syndicated(text: str) -> str:
 def story(key: str, fetched: float, text: str, title: str, language: str = "en") -> Article:
     """Article `key` from outlet `key`.test, published five minutes before its fetch."""
     host = f"{key}.test"
-    return Article(
-        article_id=f"id-{key}",
+    return base_art(
+        f"id-{key}",
         feed_url=f"https://{host}/rss",
         source=host,
         url=f"https://{host}/{key}",
@@ -438,12 +438,11 @@ def test_near_copies_are_counted_as_duplicates():
     assert_that(kept | beam.Map(lambda a: a.article_id), equal_to(["id-wire", "id-post", "id-nowords"]))
     result = p.run()
     result.wait_until_finish()
-    counts = counter_values(result.metrics())
-    assert counts["neardup/signed"] == 3
-    assert counts["neardup/unsigned"] == 1
-    assert counts["neardup/copies_dropped"] == 1
-    assert counts["dedup/duplicates"] == 1
-    assert counts["neardup/kept"] == 2
+    assert counter(result, "neardup/signed") == 3
+    assert counter(result, "neardup/unsigned") == 1
+    assert counter(result, "neardup/copies_dropped") == 1
+    assert counter(result, "dedup/duplicates") == 1
+    assert counter(result, "neardup/kept") == 2
 
 
 def test_every_outcome_is_counted():
@@ -461,11 +460,12 @@ def test_every_outcome_is_counted():
     assert_that(routed.articles | beam.Map(lambda a: a.article_id), equal_to(["id-x", "id-y"]))
     result = p.run()
     result.wait_until_finish()
-    counts = counter_values(result.metrics())
-    assert counts["dedup/duplicates"] == 3
-    assert counts["dedup/duplicates_by_id"] == 2
-    assert counts["dedup/duplicates_by_content"] == 1
-    assert counts["stream/in_time"] == 2
-    assert counts["stream/too_late"] == 1
+    assert counter(result, "dedup/duplicates") == 3
+    assert counter(result, "dedup/duplicates_by_id") == 2
+    assert counter(result, "dedup/duplicates_by_content") == 1
+    assert counter(result, "stream/in_time") == 2
+    assert counter(result, "stream/too_late") == 1
     # articles in = kept + duplicates + too late
-    assert len(articles) == counts["stream/in_time"] + counts["dedup/duplicates"] + counts["stream/too_late"]
+    assert len(articles) == counter(result, "stream/in_time") + counter(result, "dedup/duplicates") + counter(
+        result, "stream/too_late"
+    )

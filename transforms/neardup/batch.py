@@ -12,6 +12,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.article import Article
+from transforms.counters import (
+    DUPLICATES,
+    NEAR_CLUSTERS,
+    NEAR_COPIES_DROPPED,
+    NEAR_COPIES_MARKED,
+    NEAR_MATCHED_PRIOR,
+    NEAR_REVISIONS,
+    counter,
+)
 from transforms.neardup.candidates import KeyBatch, bucket_pairs, candidate_key_matrix, key_batches, shared_buckets
 from transforms.neardup.clusters import (
     Link,
@@ -167,7 +176,7 @@ class _StarClustersFn(beam.CombineFn):
 
 class _VerdictsFn(beam.DoFn):
     def __init__(self):
-        self._clusters = Metrics.counter("neardup", "clusters")
+        self._clusters = counter(NEAR_CLUSTERS)
 
     def process(self, component: list[Member]) -> Iterable[tuple[str, Verdict]]:
         self._clusters.inc()
@@ -179,10 +188,10 @@ class _ApplyFn(beam.DoFn):
 
     def __init__(self, mode: str):
         self._mode = mode
-        self._copies = Metrics.counter("neardup", "copies_dropped" if mode == "drop" else "copies_marked")
-        self._duplicates = Metrics.counter("dedup", "duplicates")
-        self._revisions = Metrics.counter("neardup", "revisions")
-        self._matched_prior = Metrics.counter("neardup", "matched_prior")
+        self._copies = counter(NEAR_COPIES_DROPPED if mode == "drop" else NEAR_COPIES_MARKED)
+        self._duplicates = counter(DUPLICATES)
+        self._revisions = counter(NEAR_REVISIONS)
+        self._matched_prior = counter(NEAR_MATCHED_PRIOR)
 
     def process(self, article: Article, verdicts: dict[str, Verdict]) -> Iterable[Article]:
         verdict = verdicts.get(article.article_id)
