@@ -10,17 +10,13 @@ from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
+from pipeline.ingest import IngestFeeds
 from pipeline.layout import STAGED_FEED_REPORTS, STAGED_SEEN_KEYS, STAGED_SIGNATURES, OutputLayout
 from pipeline.state import SEEN_KEYS_SCHEMA, report_to_json
-from transforms.classify import ClassifyArticles
-from transforms.clean import CleanArticles
-from transforms.dedup import DeduplicateArticles, MatchWrittenFn
-from transforms.extract import FetchArticlePages, page_keys
-from transforms.fetch import FetchFeeds
+from transforms.dedup import DeduplicateArticles
 from transforms.health import ReportFeedHealth
 from transforms.history import ReadPriorSignatures, ReadWrittenKeys
 from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
-from transforms.parse import ParseEntries
 from transforms.sink import (
     ParquetSink,
     SinkSettings,
@@ -31,31 +27,14 @@ from transforms.sink import (
 from transforms.window import WindowByEventTime
 
 
-def extraction_on(config: Config) -> bool:
-    """True when some feed's entries may have their page fetched (the stage is left out of the graph otherwise)."""
-    return any((feed.extract or config.extract.mode) != "off" for feed in config.feeds)
-
-
 def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
     `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
     lookback = config.dedup.lookback_seconds
     layout = OutputLayout(config.output)
-    fetched = p | "Feeds" >> beam.Create(config.feeds) | "Fetch" >> FetchFeeds(config.fetch)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
     written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
-    entries, page_dead_letters = parsed.articles, ()
-    if extraction_on(config):
-        # Entries already written are not fetched again: their id and URL keys found in the key index.
-        run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(page_keys))
-        written_keys = written | "WrittenPageKeys" >> beam.ParDo(MatchWrittenFn(), run_keys)
-        pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
-            config.extract, config.feeds, run_id, written_keys=written_keys
-        )
-        entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
-    deduplicated = classified.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
+    ingested = p | "Feeds" >> beam.Create(config.feeds) | "Ingest" >> IngestFeeds(config, run_id, written=written)
+    deduplicated = ingested.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
     unique = deduplicated.articles
     prior = p | "PriorSignatures" >> ReadPriorSignatures(layout.signatures, now, lookback)
     near = unique | "NearDuplicates" >> DeduplicateNearCopies(config.neardup, prior)
@@ -67,14 +46,7 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
     deduplicated.seen_keys | "WriteSeenKeys" >> WriteParquet(
         sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {"column": k[0], "key": k[1]}, ())
     )
-    dead_letters = (
-        fetched.dead_letters,
-        parsed.dead_letters,
-        *page_dead_letters,
-        cleaned.dead_letters,
-        classified.dead_letters,
-    ) | "AllDeadLetters" >> beam.Flatten()
-    dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
+    ingested.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
     (
         near.signatures
         # What later runs match against: the articles written (in drop mode the copies point at them anyway).
@@ -89,8 +61,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
         )
     )
     (
-        parsed.reports
-        | "FeedHealth" >> ReportFeedHealth(fetched.dead_letters, near.articles)
+        ingested.reports
+        | "FeedHealth" >> ReportFeedHealth(ingested.fetch_failures, near.articles)
         | "ReportLines" >> beam.Map(report_to_json)
         | "WriteReports"
         >> fileio.WriteToFiles(

@@ -30,7 +30,7 @@ from transforms.extract import ExtractSettings
 from transforms.fetch import FeedSource, FetchSettings
 from transforms.neardup import NearDedupSettings
 from transforms.parse import ParseSettings
-from transforms.stream import StreamSettings
+from transforms.poll import StreamSettings
 from transforms.window import WindowSettings
 
 

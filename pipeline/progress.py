@@ -25,14 +25,14 @@ from tqdm import tqdm
 from pipeline.summary import counter_values
 from transforms import counters as n
 
-# (what is shown, the top-level step of pipeline/build.py whose output is counted, its output tag; None: all)
+# (what is shown, the full label of the step of pipeline/build.py whose output is counted, its output tag; None: all)
 STAGES = (
-    ("feeds", "Fetch", None),
-    ("parsed", "Parse", "articles"),
-    ("cleaned", "Clean", "articles"),
-    ("classified", "Classify", "articles"),
+    ("feeds", "Ingest/Fetch", None),
+    ("parsed", "Ingest/Parse", "articles"),
+    ("cleaned", "Ingest/Clean", "articles"),
+    ("classified", "Ingest/Classify", "articles"),
     ("kept", "Window", None),
-    ("dead letters", "AllDeadLetters", None),
+    ("dead letters", "Ingest/AllDeadLetters", None),
 )
 # The same numbers from Beam's counters, for runners that report them while running.
 _COUNTERS = {
@@ -65,7 +65,11 @@ def tap(pipeline: beam.Pipeline) -> int:
     """Count the outputs of the stages in STAGES (found by their labels; a missing one is not counted). Call after
     the graph is built; returns the token that `local_counts` reads."""
     token = next(_TOKENS)
-    steps = {part.full_label: part for part in pipeline.transforms_stack[0].parts}
+    steps, parts = {}, list(pipeline.transforms_stack[0].parts)
+    while parts:
+        part = parts.pop()
+        steps[part.full_label] = part
+        parts.extend(part.parts)
     for key, label, tag in STAGES:
         step = steps.get(label)
         if step is None:

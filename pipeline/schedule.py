@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.layout import OutputLayout
 from pipeline.state import write_atomically
-from transforms.health import FeedReport
+from transforms.feed_report import FeedReport
 
 if TYPE_CHECKING:  # pipeline.config imports HealthSettings from here
     from pipeline.config import Config

@@ -37,8 +37,8 @@ from pipeline.layout import (
     STAGED_SIGNATURES,
     OutputLayout,
 )
-from transforms.dedup import INDEX_KEY_COLUMNS, key_hash
-from transforms.health import FeedReport
+from transforms.article import INDEX_KEY_COLUMNS, key_hash
+from transforms.feed_report import FeedReport
 
 _LOG = logging.getLogger("newsbeam")
 

@@ -2,8 +2,8 @@
 
     newsbeam run --streaming --runner=DataflowRunner ...      (see the README for Dataflow and Flink)
 
-`build_streaming()` is the assembly, beside `pipeline.build.build()` (batch): the same FetchFeeds, ParseEntries,
-CleanArticles and ClassifyArticles stages, then the streaming-only ones of transforms.stream. Files go straight into
+`build_streaming()` is the assembly, beside `pipeline.build.build()` (batch): the same head (pipeline.ingest.IngestFeeds),
+then the streaming halves of the stages (keyed-state dedup, too-late routing, windowed dead letters). Files go straight into
 `<output>/articles/` and `<output>/dead_letter/` (there is no end of run to stage a commit for); every firing of a
 window writes new files, never over an earlier one. Feed health, conditional GET and the run summary are batch-only.
 """
@@ -15,23 +15,13 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from pipeline.config import Config
+from pipeline.ingest import IngestFeeds
 from pipeline.layout import OutputLayout
-from transforms.classify import ClassifyArticles
-from transforms.clean import CleanArticles
-from transforms.extract import FetchArticlePages
-from transforms.fetch import FetchFeeds
-from transforms.parse import ParseEntries
+from transforms.dedup import DeduplicateWithState
+from transforms.neardup.streaming import DropNearCopiesWithState
+from transforms.poll import PollFeeds, StreamSettings, at_fetch_time
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions
-from transforms.stream import (
-    DeduplicateWithState,
-    DropNearCopiesWithState,
-    PollFeeds,
-    RouteTooLate,
-    StreamSettings,
-    WindowDeadLetters,
-    at_fetch_time,
-)
-from transforms.window import WindowByEventTime
+from transforms.window import RouteTooLate, WindowByEventTime, WindowDeadLetters
 
 
 class StreamingGraph(NamedTuple):
@@ -61,22 +51,9 @@ def build_streaming(
         source = PollFeeds(config.feeds, stream)
     polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
 
-    fetched = polls | "Fetch" >> FetchFeeds(config.fetch)
-    parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
-    entries, page_dead_letters = parsed.articles, ()
-    if any((feed.extract or config.extract.mode) != "off" for feed in config.feeds):
-        # No written keys here: the streaming job's own state deduplicates after classify, so an entry seen in
-        # every poll has its page fetched once per worker instance (the stage's cache), not once per poll.
-        pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
-            config.extract, config.feeds, run_id, group_by_url=False
-        )
-        entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-    cleaned = entries | "Clean" >> CleanArticles(config.clean)
-    classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
+    ingested = polls | "Ingest" >> IngestFeeds(config, run_id, streaming=True)
     unique = (
-        classified.articles
-        | "PollTime" >> beam.Map(at_fetch_time)
-        | "Deduplicate" >> DeduplicateWithState(config.dedup)
+        ingested.articles | "PollTime" >> beam.Map(at_fetch_time) | "Deduplicate" >> DeduplicateWithState(config.dedup)
     )
     if config.neardup.enabled and stream.near_duplicates:
         unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
@@ -88,16 +65,9 @@ def build_streaming(
     sink = SinkSettings(config.output, run_id, config.window.size_seconds, temp_path=temp)
     article_files = windowed | "WriteArticles" >> WriteParquetPartitions(sink)
     dead_letters = (
-        (
-            fetched.dead_letters,
-            parsed.dead_letters,
-            *page_dead_letters,
-            cleaned.dead_letters,
-            classified.dead_letters,
-            timely.dead_letters,
-        )
+        (ingested.dead_letters, timely.dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLetterWindows" >> WindowDeadLetters(stream, config.window)
+        | "DeadLetterWindows" >> WindowDeadLetters(stream.dead_letter_window_seconds, config.window)
     )
     dead_letter_files = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
     return StreamingGraph(windowed, dead_letters, article_files, dead_letter_files)

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import operator
 import os
 import traceback
+from collections.abc import Iterable
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms import window as beam_window
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 UTC = dt.timezone.utc
 
@@ -85,6 +90,92 @@ def _article_from_values(values: tuple) -> Article:
     article = object.__new__(Article)
     article.__dict__.update(zip(_ARTICLE_FIELDS, values))
     return article
+
+
+# Article identity: the canonical form of a link (ParseEntries keys articles by it, dedup compares it).
+
+DEFAULT_TRACKING_PARAMETERS = (
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "_ga",
+    "yclid",
+    "ref_src",
+    "cmpid",
+    "ito",
+    "at_medium",
+    "at_campaign",
+    "ns_mchannel",
+    "ns_source",
+    "ns_campaign",
+    "ns_linkname",
+    "ns_fee",
+    "xtor",
+)
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+@functools.lru_cache(maxsize=16)
+def _tracking_rules(tracking_parameters: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(exact names, name prefixes) of tracking parameters, lower-cased: built once per list, not once per URL
+    (ParseEntries canonicalises every entry's link)."""
+    exact = frozenset(p.lower() for p in tracking_parameters if not p.endswith("*"))
+    prefixes = tuple(p[:-1].lower() for p in tracking_parameters if p.endswith("*"))
+    return exact, prefixes
+
+
+def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
+    """The URL with scheme and host lower-cased, default port, fragment and tracking parameters removed,
+    and the remaining query sorted. A string that is not an absolute URL is returned stripped, unchanged."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    netloc = host if ":" not in host else f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and str(port) != _DEFAULT_PORTS.get(scheme):
+        netloc = f"{netloc}:{port}"
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    exact, prefixes = _tracking_rules(tuple(tracking_parameters))
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in exact and not (prefixes and k.lower().startswith(prefixes))
+    )
+    return urlunsplit((scheme, netloc, parts.path or "/", urlencode(query), ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedSource:
+    """One configured feed. `url` is http(s), file://, or an absolute local path.
+
+    `etag` and `last_modified` are the validators of the last fetch; when set, the request is conditional
+    (If-None-Match / If-Modified-Since) and a 304 comes back as a FetchedFeed with `not_modified`.
+    """
+
+    name: str
+    url: str
+    language: str = ""
+    topic: str = ""
+    # Full article text for this feed's entries: "off", "when_short" or "always"; "" follows the config's extract.mode.
+    extract: str = ""
+    etag: str = ""
+    last_modified: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,3 +373,15 @@ def utcnow() -> dt.datetime:
     """Now, in UTC, to the microsecond (Parquet's resolution); the instant in NEWSBEAM_NOW when it is set."""
     fixed = os.environ.get(NOW_ENV)
     return parse_instant(fixed) if fixed else dt.datetime.now(UTC)
+
+
+_END_OF_GLOBAL_WINDOW = beam_window.GlobalWindow().max_timestamp()
+
+
+def forget_at(article: Article, lookback_seconds: float) -> Timestamp:
+    """When a key last seen with this article may be forgotten: `max(published_at, fetched_at) + lookback`, in event
+    time. Counted from the fetch too, so an old entry still in its feed is not re-admitted at every poll."""
+    times = [t for t in (article.published_at, article.fetched_at) if t is not None]
+    if not times:
+        return _END_OF_GLOBAL_WINDOW
+    return min(Timestamp.from_utc_datetime(max(times)) + Duration(seconds=lookback_seconds), _END_OF_GLOBAL_WINDOW)

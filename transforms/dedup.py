@@ -12,54 +12,37 @@ of the id, canonical URL and content hash of every article written and still see
 URL or content hash is among them is dropped and counted as `dedup/already_written`, and the keys it matched are
 emitted so the index can note they were seen again. The index is streamed past the set of this run's keys (a side
 input, as small as the run), never the other way round.
+
+Streaming (DeduplicateWithState): two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by
+content hash. Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
+`max(published_at, fetched_at) + dedup.forget_after` of the last copy seen (an event-time timer clears it): an entry
+seen in every poll is written once, and one that comes back after that long away counts as new (the batch key index
+follows the same rule). The first copy to arrive is the one kept (a stream cannot wait for an earlier-published one),
+and `duplicate_count` stays 0 (the copy is written before its duplicates arrive). It runs before RouteTooLate, so an
+old entry that stays in its feed is one dead letter, not one per poll.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.article import INDEX_KEY_COLUMNS, Article, key_hash  # noqa: F401 (re-exported)
+from transforms.article import DEFAULT_TRACKING_PARAMETERS, INDEX_KEY_COLUMNS, Article, forget_at, key_hash
 from transforms.counters import ALREADY_WRITTEN, DUPLICATES, counter
 from transforms.side_inputs import CachedSideInput
-
-DEFAULT_TRACKING_PARAMETERS = (
-    "utm_*",
-    "fbclid",
-    "gclid",
-    "dclid",
-    "msclkid",
-    "mc_cid",
-    "mc_eid",
-    "igshid",
-    "_ga",
-    "yclid",
-    "ref_src",
-    "cmpid",
-    "ito",
-    "at_medium",
-    "at_campaign",
-    "ns_mchannel",
-    "ns_source",
-    "ns_campaign",
-    "ns_linkname",
-    "ns_fee",
-    "xtor",
-)
-
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,45 +57,6 @@ class DedupSettings:
     lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
     # How long an article written is remembered after it was last seen in a feed (batch key index, streaming state).
     forget_after_seconds: int = dataclasses.field(default=30 * 86400, metadata={"unit": "seconds"})
-
-
-@functools.lru_cache(maxsize=16)
-def _tracking_rules(tracking_parameters: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """(exact names, name prefixes) of tracking parameters, lower-cased: built once per list, not once per URL
-    (ParseEntries canonicalises every entry's link)."""
-    exact = frozenset(p.lower() for p in tracking_parameters if not p.endswith("*"))
-    prefixes = tuple(p[:-1].lower() for p in tracking_parameters if p.endswith("*"))
-    return exact, prefixes
-
-
-def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKING_PARAMETERS) -> str:
-    """The URL with scheme and host lower-cased, default port, fragment and tracking parameters removed,
-    and the remaining query sorted. A string that is not an absolute URL is returned stripped, unchanged."""
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if not parts.scheme or not parts.netloc:
-        return url
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
-    netloc = host if ":" not in host else f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is not None and str(port) != _DEFAULT_PORTS.get(scheme):
-        netloc = f"{netloc}:{port}"
-    if parts.username:
-        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
-    exact, prefixes = _tracking_rules(tuple(tracking_parameters))
-    query = sorted(
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k.lower() not in exact and not (prefixes and k.lower().startswith(prefixes))
-    )
-    return urlunsplit((scheme, netloc, parts.path or "/", urlencode(query), ""))
 
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -300,3 +244,77 @@ class DeduplicateArticles(beam.PTransform):
             SEEN_TAG, main="articles"
         )
         return Deduplicated(dropped.articles, dropped[SEEN_TAG])
+
+
+# Streaming: the same keys as keyed state, each remembered until `dedup.forget_after` after its last copy.
+
+
+class _FirstSeenFn(beam.DoFn):
+    """Keyed (key, article) -> the article the first time its key is seen; later copies are counted and dropped.
+
+    Each copy pushes the key's expiry (`forget_at`) later, so an entry that stays in its feed stays known; the key
+    is forgotten once the watermark passes the lookback after the last copy.
+    """
+
+    # The expiry, in microseconds: timers cannot be read back, and a copy must only ever push it later.
+    FORGET_AT = userstate.ReadModifyWriteStateSpec("forget_at", VarIntCoder())
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, kind: str, lookback_seconds: float):
+        self._lookback_seconds = lookback_seconds
+        self._duplicates = counter(DUPLICATES)
+        self._duplicates_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
+        self._forgotten = Metrics.counter("dedup", f"forgotten_{kind}_keys")
+
+    def process(
+        self,
+        keyed: tuple[str, Article],
+        forget_state=beam.DoFn.StateParam(FORGET_AT),
+        forget_timer=beam.DoFn.TimerParam(FORGET),
+    ) -> Iterable[Article]:
+        article = keyed[1]
+        known_until = forget_state.read()
+        expiry = forget_at(article, self._lookback_seconds)
+        if known_until is None or expiry.micros > known_until:
+            forget_state.write(expiry.micros)
+            forget_timer.set(expiry)
+        if known_until is not None:
+            self._duplicates.inc()
+            self._duplicates_kind.inc()
+            return
+        yield article
+
+    @userstate.on_timer(FORGET)
+    def on_forget(self, forget_state=beam.DoFn.StateParam(FORGET_AT)) -> Iterable[Article]:
+        forget_state.clear()
+        self._forgotten.inc()
+        return ()
+
+
+def _drop_seen(kind: str, key_fn: Callable[[Article], str], lookback_seconds: float) -> ByKey:
+    """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
+    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, lookback_seconds)))
+
+
+def _content_key(article: Article) -> str:
+    # Two articles with neither title nor text share a hash without sharing anything else.
+    return article.content_hash if (article.title or article.text) else ""
+
+
+class DeduplicateWithState(beam.PTransform):
+    """Articles (in the global window) -> each article once: by id, then by content hash (`by_content`), each key
+    remembered until the watermark passes `forget_at` (`dedup.forget_after` after the last copy)."""
+
+    def __init__(self, settings: DedupSettings = DedupSettings()):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+        lookback = self._settings.forget_after_seconds
+        hashed = articles | "ContentHash" >> beam.Map(
+            lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
+        )
+        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, lookback)
+        if self._settings.by_content:
+            unique = unique | "ByContent" >> _drop_seen("content", _content_key, lookback)
+        return unique

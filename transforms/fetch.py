@@ -32,7 +32,7 @@ import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, reject, utcnow
+from transforms.article import DEAD_LETTER_TAG, FeedSource, reject, utcnow
 from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
 from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
@@ -57,24 +57,6 @@ _LOCAL_CONTENT_TYPES = {
     ".json": "application/feed+json",
     ".rdf": "application/rdf+xml",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class FeedSource:
-    """One configured feed. `url` is http(s), file://, or an absolute local path.
-
-    `etag` and `last_modified` are the validators of the last fetch; when set, the request is conditional
-    (If-None-Match / If-Modified-Since) and a 304 comes back as a FetchedFeed with `not_modified`.
-    """
-
-    name: str
-    url: str
-    language: str = ""
-    topic: str = ""
-    # Full article text for this feed's entries: "off", "when_short" or "always"; "" follows the config's extract.mode.
-    extract: str = ""
-    etag: str = ""
-    last_modified: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,52 +9,13 @@ decides when the feed is due again (pipeline/schedule.py).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import re
 from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.article import DeadLetter
-
-
-@dataclasses.dataclass(frozen=True)
-class FeedReport:
-    """What happened to one feed in one run."""
-
-    feed_url: str
-    fetched_at: dt.datetime | None = None
-    ok: bool = False
-    status: int | None = None
-    error: str = ""
-    not_modified: bool = False
-    sent_validators: bool = False
-    etag: str = ""
-    last_modified: str = ""
-    body_hash: str = ""
-    entries: int = 0
-    new_entries: int = 0
-    ttl_seconds: float | None = None
-    max_age_seconds: float | None = None
-    retry_after_seconds: float | None = None
-
-
-def body_hash(body: bytes) -> str:
-    """The hash by which two fetches of a feed are compared."""
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
-
-
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.I)
-
-
-def max_age_seconds(cache_control: str | None) -> float | None:
-    """`max-age` from a Cache-Control header, or None."""
-    if not cache_control or re.search(r"no-cache|no-store", cache_control, re.I):
-        return None
-    match = _MAX_AGE.search(cache_control)
-    return float(match.group(1)) if match else None
+from transforms.feed_report import FeedReport
 
 
 def failure_report(letter: DeadLetter) -> FeedReport:

@@ -50,6 +50,7 @@ from transforms.article import (
     UTC,
     Article,
     DeadLetter,
+    canonical_url,
     reject,
     stable_id,
 )
@@ -62,8 +63,7 @@ from transforms.counters import (
     NOT_MODIFIED,
     counter,
 )
-from transforms.dedup import canonical_url
-from transforms.health import FeedReport, body_hash, max_age_seconds
+from transforms.feed_report import FeedReport, body_hash, max_age_seconds
 
 STAGE = "parse"
 

@@ -7,7 +7,15 @@ window of the configured size that holds it, which name its output partition, an
 In streaming (`WindowByEventTime(settings, streaming=True)`) a window fires when the watermark passes its end, then
 once more for each bundle of late articles (discarding mode: a late pane holds only the new articles), until the
 watermark passes `window_end + allowed_lateness + late_margin`. Articles too late for that never reach this stage:
-transforms.stream.RouteTooLate sends them to the dead letters first, by the rule in `lateness_deadline`.
+RouteTooLate sends them to the dead letters first, by the rule in `lateness_deadline`.
+
+RouteTooLate (streaming): Beam drops an element that reaches a window after the watermark has passed the window's end
+plus the allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article
+carries: it is too late when `window_end + allowed_lateness <= fetched_at` (see `is_too_late`). The source's
+watermark follows its ticks, which are never after the fetch, so an article this rule lets through is one Beam
+accepts, as long as it takes less than `late_margin_seconds` from its fetch to the window (the windows stay open
+that much longer). WindowDeadLetters puts the dead letters in windows of their own so a streaming job writes them
+as it runs.
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ import datetime as dt
 from collections.abc import Iterable
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.article import UTC, Article
+from transforms.article import DEAD_LETTER_TAG, UTC, Article, DeadLetter, Routed, reject
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -113,3 +122,92 @@ class WindowByEventTime(beam.PTransform):
             streaming_windows(self._settings) if self._streaming else beam.WindowInto(beam_window.FixedWindows(size))
         )
         return articles | "Stamp" >> beam.ParDo(_StampFn(size)) | "FixedWindows" >> windows
+
+
+# Streaming: articles too late for their window, and the dead letters' own windows.
+
+TOO_LATE = "too_late"
+
+
+def is_too_late(article: Article, settings: WindowSettings) -> bool:
+    """True when the article was fetched at or after its window's end plus the allowed lateness."""
+    if article.fetched_at is None:  # ParseEntries always sets it; without it there is no "now" to judge by
+        return False
+    return lateness_deadline(article.published_at, settings) <= article.fetched_at
+
+
+class _RouteTooLateFn(beam.DoFn):
+    def __init__(self, settings: WindowSettings):
+        self._settings = settings
+        self._in_time = Metrics.counter("window", "in_time")
+        self._too_late = Metrics.counter("window", TOO_LATE)
+
+    def process(self, article: Article) -> Iterable:
+        if not is_too_late(article, self._settings):
+            self._in_time.inc()
+            yield article
+            return
+        self._too_late.inc()
+        start, end = window_bounds(article.published_at, self._settings.size_seconds)
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG,
+            reject(
+                "window",
+                TOO_LATE,
+                article=article,
+                entry_key=article.url or article.guid,
+                message=(
+                    f"published {article.published_at.isoformat()}, fetched {article.fetched_at.isoformat()}: "
+                    f"window {start.isoformat()}..{end.isoformat()} took late articles for "
+                    f"{self._settings.allowed_lateness_seconds}s after its end"
+                ),
+                raw=f"{article.title}\n\n{article.text}",
+            ),
+        )
+
+
+class RouteTooLate(beam.PTransform):
+    """Articles -> Routed(articles still in time for their window, dead letters `too_late` for the others)."""
+
+    def __init__(self, settings: WindowSettings = WindowSettings()):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, articles: beam.PCollection) -> Routed:
+        routed = articles | "Route" >> beam.ParDo(_RouteTooLateFn(self._settings)).with_outputs(
+            DEAD_LETTER_TAG, main="articles"
+        )
+        return Routed(routed.articles, routed[DEAD_LETTER_TAG])
+
+
+def _at_rejection_time(letter: DeadLetter, timestamp=beam.DoFn.TimestampParam) -> Iterable:
+    yield beam_window.TimestampedValue(
+        letter, Timestamp.from_utc_datetime(letter.time) if letter.time is not None else timestamp
+    )
+
+
+class WindowDeadLetters(beam.PTransform):
+    """DeadLetters -> the same, in fixed windows of their rejection time, ready for a windowed write.
+
+    Fixed windows rather than the global window with a processing-time trigger: they close as the watermark passes,
+    which TestStream drives in tests and a drained job completes, and a dead letter is rejected after its poll, so it
+    is on time. Should one arrive late all the same, it gets a late pane of its own (allowed lateness as articles').
+    """
+
+    def __init__(self, size_seconds: int = 300, window: WindowSettings = WindowSettings()):
+        super().__init__()
+        self._size = size_seconds
+        self._lateness = window.allowed_lateness_seconds + window.late_margin_seconds
+
+    def expand(self, letters: beam.PCollection) -> beam.PCollection:
+        return (
+            letters
+            | "RejectionTime" >> beam.FlatMap(_at_rejection_time)
+            | "FixedWindows"
+            >> beam.WindowInto(
+                beam_window.FixedWindows(self._size),
+                trigger=beam_trigger.AfterWatermark(late=beam_trigger.AfterCount(1)),
+                accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=Duration(seconds=self._lateness),
+            )
+        )

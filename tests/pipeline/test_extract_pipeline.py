@@ -8,9 +8,9 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.build import extraction_on
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
+from pipeline.ingest import extraction_on
 from tests.feed_server import FeedServer
 
 PARAGRAPHS = [

@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 from pipeline import state
 from pipeline.layout import OutputLayout
 from tests.conftest import art
-from transforms.article import ARTICLE_SCHEMA, UTC, article_row
-from transforms.dedup import key_hash
+from transforms.article import ARTICLE_SCHEMA, UTC, article_row, key_hash
 
 T = dt.datetime(2027, 1, 10, tzinfo=UTC)
 DAY = dt.timedelta(days=1)

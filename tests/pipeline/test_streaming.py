@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.streaming import build_streaming
 from transforms.article import NOW_ENV, UTC, stable_id
 from transforms.fetch import FeedSource
-from transforms.stream import PollOverride, StreamSettings
+from transforms.poll import PollOverride, StreamSettings
 
 # FetchFeeds stamps each article with the time it fetched it, and that is what the too-late rule compares with:
 # the clock is fixed at NOW (NEWSBEAM_NOW, which transforms.article.utcnow reads) and the story told around hour H.

@@ -8,7 +8,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art, counter
-from transforms.dedup import DeduplicateArticles, canonical_url, content_hash
+from transforms.article import canonical_url
+from transforms.dedup import DeduplicateArticles, content_hash
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Feed reports: the server hints a fetch reads (the rules that fold reports into health: tests/pipeline/test_schedule.py)."""
 
-from transforms.health import max_age_seconds
+from transforms.feed_report import max_age_seconds
 
 
 def test_max_age():

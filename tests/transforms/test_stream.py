@@ -19,23 +19,21 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from tests.conftest import art as base_art
 from tests.conftest import counter
 from tests.transforms import neardup_texts as texts
-from transforms.article import UTC, Article, DeadLetter
-from transforms.dedup import DedupSettings
+from transforms.article import UTC, Article, DeadLetter, forget_at
+from transforms.dedup import DeduplicateWithState, DedupSettings
 from transforms.fetch import FeedSource
 from transforms.neardup import NearDedupSettings
-from transforms.stream import (
-    DeduplicateWithState,
-    DropNearCopiesWithState,
-    PollOverride,
+from transforms.neardup.streaming import DropNearCopiesWithState
+from transforms.poll import PollOverride, StreamSettings, at_fetch_time, poll_schedule
+from transforms.window import (
     RouteTooLate,
-    StreamSettings,
+    WindowByEventTime,
     WindowDeadLetters,
-    at_fetch_time,
-    forget_at,
+    WindowSettings,
     is_too_late,
-    poll_schedule,
+    lateness_deadline,
+    window_bounds,
 )
-from transforms.window import WindowByEventTime, WindowSettings, lateness_deadline, window_bounds
 
 T0 = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
 HOURLY = WindowSettings(size_seconds=3600, allowed_lateness_seconds=86400)
@@ -207,7 +205,7 @@ def test_dead_letters_are_windowed_by_rejection_time():
         .advance_watermark_to_infinity()
     )
     with streaming() as p:
-        windowed = p | letters | WindowDeadLetters(StreamSettings(dead_letter_window_seconds=300), HOURLY)
+        windowed = p | letters | WindowDeadLetters(300, HOURLY)
         assert_that(
             windowed | beam.Map(lambda d: d.feed_url),
             equal_to_per_window(
@@ -463,9 +461,9 @@ def test_every_outcome_is_counted():
     assert counter(result, "dedup/duplicates") == 3
     assert counter(result, "dedup/duplicates_by_id") == 2
     assert counter(result, "dedup/duplicates_by_content") == 1
-    assert counter(result, "stream/in_time") == 2
-    assert counter(result, "stream/too_late") == 1
+    assert counter(result, "window/in_time") == 2
+    assert counter(result, "window/too_late") == 1
     # articles in = kept + duplicates + too late
-    assert len(articles) == counter(result, "stream/in_time") + counter(result, "dedup/duplicates") + counter(
-        result, "stream/too_late"
+    assert len(articles) == counter(result, "window/in_time") + counter(result, "dedup/duplicates") + counter(
+        result, "window/too_late"
     )

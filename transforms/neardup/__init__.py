@@ -41,6 +41,7 @@ is dropped. The stage returns the signatures of this run's articles (`NearDedupR
 """
 
 from transforms.neardup.batch import DeduplicateNearCopies, NearDedupResult
+from transforms.neardup.streaming import DropNearCopiesWithState
 from transforms.neardup.candidates import (
     band_key_matrix,
     band_keys,
@@ -91,6 +92,7 @@ from transforms.neardup.verification import containment, facts_agree, is_near_co
 
 __all__ = [
     "DeduplicateNearCopies",
+    "DropNearCopiesWithState",
     "LEAD_REACH",
     "Link",
     "MODES",
