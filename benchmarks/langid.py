@@ -29,16 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.training import read_sentences, train_pair_model  # noqa: E402
+from transforms.classifier_file import save_model  # noqa: E402
 from transforms.language import (  # noqa: E402
     LANGUAGE_SCRIPTS,
     LanguageDetector,
     LanguageSettings,
     load_pair_model,
     normalize_code,
-    read_sentences,
-    train_pair_model,
 )
-from transforms.topic_model import save_model  # noqa: E402
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
 # Single detectors are measured raw (threshold 0: every best guess counts), since their own probabilities are not

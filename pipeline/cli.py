@@ -50,7 +50,8 @@ from pipeline.summary import RunSummary, counter_values, feed_table, format_tabl
 from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
 from transforms.sink import ARTICLES_DIR
-from transforms.topic_model import TopicModelError, load_model
+from transforms.text_classifier import ClassifierError
+from transforms.topic_model import load_topic_model
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -139,7 +140,7 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def train_topics_command(args: argparse.Namespace) -> int:
     """`newsbeam train-topics`: train, report cross-validated accuracy, save. Returns the exit status."""
-    from transforms.topic_model import train_from_csv
+    from pipeline.training import train_from_csv
 
     trained = _train_and_save(
         args,
@@ -155,7 +156,7 @@ def train_topics_command(args: argparse.Namespace) -> int:
 
 def train_language_pair_command(args: argparse.Namespace) -> int:
     """`newsbeam train-language-pair`: train, report cross-validated accuracy, save. Returns the exit status."""
-    from transforms.language import read_sentences, train_pair_model
+    from pipeline.training import read_sentences, train_pair_model
 
     def train():
         texts, labels = read_sentences(args.data, args.languages.split(","))
@@ -173,7 +174,7 @@ def train_language_pair_command(args: argparse.Namespace) -> int:
 def _train_and_save(args: argparse.Namespace, train):
     """(model, cross-validated accuracy, path written) from `train()` saved to `args.out`; None after printing a
     one-line error when the training data is unusable."""
-    from transforms.topic_model import TopicModelError, save_model
+    from transforms.classifier_file import save_model
 
     try:
         import sklearn  # noqa: F401  (workers do not need it, so it is an extra)
@@ -182,7 +183,7 @@ def _train_and_save(args: argparse.Namespace, train):
         return None
     try:
         model, accuracy = train()
-    except (OSError, ValueError, TopicModelError) as err:
+    except (OSError, ValueError, ClassifierError) as err:
         print(f"newsbeam: error: {args.data}: {err}", file=sys.stderr)
         return None
     return model, accuracy, save_model(model, args.out)
@@ -322,7 +323,7 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
         return 2
     try:
         check_models(config)
-    except (TopicModelError, ImportError, ValueError) as err:
+    except (ClassifierError, ImportError, ValueError) as err:
         print(f"newsbeam: error: {err}", file=sys.stderr)
         return 2
     run_id = ours.run_id or new_run_id()
@@ -430,7 +431,7 @@ def check_models(config: Config) -> None:
     corrupt model file (or a detector package that is not installed) is a clear error before any feed is fetched.
     The detector itself (seconds to load) is built by the workers that use it."""
     if config.classify.model_path:
-        load_model(config.classify.model_path)
+        load_topic_model(config.classify.model_path)
     check_detector(config.classify.language)
 
 

@@ -15,9 +15,9 @@ from transforms.language import (
     LanguageDetector,
     LanguageSettings,
     check_detector,
-    normalize_code,
-    script_profile,
 )
+from transforms.language_backends import normalize_code
+from transforms.writing_systems import script_profile
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
@@ -331,8 +331,8 @@ def _pair_sentences(directory: Path) -> Path:
 
 
 def test_a_pair_model_has_its_say_between_its_two_languages(tmp_path):
-    from transforms.language import read_sentences, train_pair_model
-    from transforms.topic_model import save_model
+    from pipeline.training import read_sentences, train_pair_model
+    from transforms.classifier_file import save_model
 
     texts, labels = read_sentences(_pair_sentences(tmp_path), ["bs", "hr"])
     model, accuracy = train_pair_model(texts, labels)
@@ -355,13 +355,14 @@ def test_a_pair_model_has_its_say_between_its_two_languages(tmp_path):
 
 @pytest.mark.parametrize("build", [LanguageDetector, check_detector])
 def test_pair_models_that_cannot_serve_are_rejected_at_start(build, tmp_path):
-    from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelError
+    from transforms.text_classifier import ClassifierError
+    from transforms.topic_model import DEFAULT_MODEL_PATH
 
-    with pytest.raises(TopicModelError, match="language pair model file not found"):
+    with pytest.raises(ClassifierError, match="language pair model file not found"):
         build(LanguageSettings(pair_models=(str(tmp_path / "absent.npz"),)))
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(TopicModelError, match=r"language pair model .*corrupt\.npz is unusable"):
+    with pytest.raises(ClassifierError, match=r"language pair model .*corrupt\.npz is unusable"):
         build(LanguageSettings(pair_models=(str(corrupt),)))
     # A topic model's labels are not languages.
     with pytest.raises(ValueError, match="not language codes"):
@@ -371,7 +372,7 @@ def test_pair_models_that_cannot_serve_are_rejected_at_start(build, tmp_path):
 
 
 def test_pair_model_training_needs_two_known_languages(tmp_path):
-    from transforms.language import train_pair_model
+    from pipeline.training import train_pair_model
 
     with pytest.raises(ValueError, match="at least two"):
         train_pair_model(["a b c"] * 10, ["bs"] * 10)
