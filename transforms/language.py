@@ -112,6 +112,9 @@ class LanguageSettings:
     # well as 1000 did: every development sentence is shorter (255 at most), and on 2,725 articles of the benchmark
     # corpus (11 languages) both were right on all; the detectors' CPU per article fell from 2.25 to 1.21 ms.
     max_chars: int = 300
+    # py3langid, the slowest fast detector, is skipped when CLD2 and fastText both give one language at least this
+    # probability (see `LanguageDetector._votes`); 0 always runs it.
+    agreement: float = 0.9
     # Languages the detector may answer with; () means DEFAULT_LANGUAGES for "ensemble" and "lingua", and
     # whatever the backend knows otherwise.
     languages: tuple[str, ...] = ()
@@ -224,6 +227,7 @@ class LanguageDetector:
         self.languages = allowed if allowed is not None else self._backends[0].supported
         self._fast = [b for b in self._backends if b.name != "lingua"]
         self._lingua = next((b for b in self._backends if b.name == "lingua"), None)
+        self._py3langid = next((b for b in self._fast if b.name == "py3langid"), None)
         scripts: dict[str, set[str]] = {}
         for code in self.languages:
             for script in LANGUAGE_SCRIPTS.get(code, ()):
@@ -306,7 +310,7 @@ class LanguageDetector:
         allowed = frozenset().union(*(self._script_languages.get(script, ()) for script in main_scripts))
         if not allowed:
             return {}
-        votes = [(b, b.scores(text)) for b in self._fast]
+        votes = self._votes(text, allowed, prior)
         candidates = {code for _, found in votes for code in found if code in allowed}
         if prior and prior in allowed:
             candidates.add(prior)
@@ -322,6 +326,37 @@ class LanguageDetector:
         else:
             combined = {code: combined[code] for code in ranked}
         return self._pair_decision(text, combined, allowed)
+
+    def _votes(self, text: str, allowed: frozenset[str], prior: str) -> list[tuple[Backend, dict[str, float]]]:
+        """Each fast detector's scores. py3langid, the slowest, is not run when CLD2 and fastText agree
+        confidently (`settings.agreement`) on a language with no close sibling that the feed does not contradict;
+        it then counts as agreeing with certainty, which on the development data it did (benchmarks/langid.py)."""
+        found = {}
+        for backend in self._fast:
+            if backend is not self._py3langid:
+                found[backend] = backend.scores(text)
+        if self._py3langid is not None:
+            agreed = self._agreed(found.values(), allowed)
+            if agreed and prior in ("", agreed):
+                found[self._py3langid] = {agreed: 1.0}
+            else:
+                found[self._py3langid] = self._py3langid.scores(text)
+        return [(backend, found[backend]) for backend in self._fast]
+
+    def _agreed(self, found: Iterable[dict[str, float]], allowed: frozenset[str]) -> str:
+        """The language every one of `found` gives at least `settings.agreement`, if it has no close sibling."""
+        threshold, found = self.settings.agreement, list(found)
+        if not threshold or len(found) < 2:
+            return ""
+        agreed = ""
+        for scores in found:
+            if not scores:
+                return ""
+            code, prob = max(scores.items(), key=lambda item: item[1])
+            if prob < threshold or (agreed and code != agreed):
+                return ""
+            agreed = code
+        return agreed if agreed in allowed and agreed not in self._siblings else ""
 
     def _pair_decision(self, text: str, combined: dict[str, float], allowed: frozenset[str]) -> dict[str, float]:
         """`combined` with the pair model's say added, when the best candidate belongs to a modelled pair."""

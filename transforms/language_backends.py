@@ -7,6 +7,7 @@ the codes the packages (and feeds) use onto the ISO 639-1 codes the pipeline sto
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -27,6 +28,7 @@ _ALIASES: Mapping[str, tuple[str, ...]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # called for every label of every detector's answer; the tags are few
 def normalize_code(code: str) -> tuple[str, ...]:
     """ISO 639-1 code(s) for a backend's or a feed's language tag ("en-US" -> en, "no" -> nb, "zh-Hant" -> zh)."""
     base = code.strip().replace("_", "-").split("-")[0].lower()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping
 
 # The scripts of the languages not written in Latin (only the scripts that matter for telling languages apart).
@@ -111,26 +112,43 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _CJK_WEIGHT = 3
 _CJK = frozenset({"Han", "Kana", "Hangul"})
 
+# Each non-ASCII character's (script, weight) once looked up (weight 0 for what is not a letter): a text's
+# characters are counted first, then each distinct one is looked up, so a script's letters cost little each.
+# Bounded so that a long-running worker's memory stays flat: when full, the memo starts over.
+_SCRIPT_OF_CHAR: dict[str, tuple[str, float]] = {}
+_MEMO_SIZE = 50_000
+
+
+def _char_script(ch: str) -> tuple[str, float]:
+    o = ord(ch)
+    # Vowel signs of Indic scripts are marks, not letters, but they are half the writing.
+    if not ch.isalpha() and (o < 0x370 or not unicodedata.category(ch).startswith("M")):
+        return "", 0.0
+    if o < 0x250:
+        return "Latin", 1.0
+    i = bisect.bisect_right(_BLOCK_STARTS, o) - 1
+    script = _SCRIPT_BLOCKS[i][2] if i >= 0 and o <= _SCRIPT_BLOCKS[i][1] else "Other"
+    return script, float(_CJK_WEIGHT) if script in _CJK else 1.0
+
 
 def script_profile(text: str) -> tuple[dict[str, float], float]:
     """Letters per script in `text` (CJK characters weighted), and the weighted total."""
     counts: dict[str, float] = {}
-    # ASCII letters are counted by the regex engine; only the other characters take the per-character path
-    # (for most news, a few accented letters).
+    # ASCII letters are counted by the regex engine; only the other characters are looked up (for most news, a
+    # few accented letters).
     ascii_letters = sum(map(len, _ASCII_LETTERS.findall(text)))
     if ascii_letters:
         counts["Latin"] = float(ascii_letters)
-    for ch in _NON_ASCII.findall(text):
-        o = ord(ch)
-        # Vowel signs of Indic scripts are marks, not letters, but they are half the writing.
-        if not ch.isalpha() and (o < 0x370 or not unicodedata.category(ch).startswith("M")):
-            continue
-        if o < 0x250:
-            script = "Latin"
-        else:
-            i = bisect.bisect_right(_BLOCK_STARTS, o) - 1
-            script = _SCRIPT_BLOCKS[i][2] if i >= 0 and o <= _SCRIPT_BLOCKS[i][1] else "Other"
-        counts[script] = counts.get(script, 0.0) + (_CJK_WEIGHT if script in _CJK else 1.0)
+    memo = _SCRIPT_OF_CHAR
+    for ch, n in Counter(_NON_ASCII.findall(text)).items():
+        found = memo.get(ch)
+        if found is None:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            found = memo[ch] = _char_script(ch)
+        script, weight = found
+        if weight:
+            counts[script] = counts.get(script, 0.0) + n * weight
     # Japanese mixes kana with Han characters: any real share of kana makes the Han part Japanese too.
     kana, han = counts.get("Kana", 0.0), counts.get("Han", 0.0)
     if kana and kana >= 0.1 * (kana + han):

@@ -223,6 +223,26 @@ def test_accuracy_on_a_sample_of_the_development_set(detector):
     assert right / len(sample) >= 0.93, right / len(sample)
 
 
+def test_py3langid_is_skipped_when_cld2_and_fasttext_agree_and_no_answer_changes(detector, monkeypatch):
+    sample = _dev_sample(8)
+    sentences = [text for _, text in sample]
+    by_language: dict[str, list[str]] = {}
+    for lang, text in sample:
+        by_language.setdefault(lang, []).append(text)
+    articles = ["\n\n".join(" ".join(lines[i : i + 2]) for i in range(0, 8, 2)) for lines in by_language.values()]
+    always = LanguageDetector(LanguageSettings(agreement=0.0))
+    runs = []
+    monkeypatch.setattr(
+        detector._py3langid, "scores", lambda text, scores=detector._py3langid.scores: runs.append(1) or scores(text)
+    )
+    texts = sentences + articles
+    answers = [detector.detect(text) for text in texts]
+    # On both sentences and multi-paragraph articles: the same languages, py3langid consulted for fewer than
+    # two texts in three (the others were settled by their script, or by CLD2 and fastText agreeing).
+    assert [code for code, _ in answers] == [always.detect(text)[0] for text in texts]
+    assert 0 < len(runs) < 2 * len(texts) / 3, len(runs)
+
+
 # News sentences written for these tests, each with words only one language of its group uses (Malaysian "kerana",
 # "bahawa", "Kesihatan" against Indonesian "karena", "bahwa", "Kesehatan"; Bosnian "sedmica", "hiljada", "historija"
 # against Croatian "tjedan", "tisuća", "povijest"). The development set's Malay and Bosnian files are mostly
