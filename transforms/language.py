@@ -155,6 +155,8 @@ def _validated(settings: LanguageSettings) -> tuple[frozenset[str] | None, list[
         raise ValueError(f"unknown language backend {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
     if not 0.0 <= settings.threshold <= 1.0 or not 0.0 < settings.declared_prior < 1.0:
         raise ValueError("language threshold must be in [0, 1] and declared_prior in (0, 1)")
+    if not 0.0 <= settings.agreement <= 1.0:
+        raise ValueError("language agreement must be in [0, 1]")
     requested = frozenset(c for lang in settings.languages for c in normalize_code(lang))
     if settings.backend in ("ensemble", "lingua"):
         unknown = requested - set(DEFAULT_LANGUAGES)
