@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from transforms.classifier_file import _one_line
-from transforms.language import DEFAULT_LANGUAGES, normalize_code
-from transforms.text_classifier import CHAR_NGRAMS, MAX_CHARS, TOKEN_RE, ClassifierError, TextClassifier, char_ngrams
+from transforms.language import DEFAULT_LANGUAGES
+from transforms.language_backends import normalize_code
+from transforms.text_classifier import (
+    CHAR_NGRAMS,
+    MAX_CHARS,
+    TOKEN_RE,
+    ClassifierError,
+    TextClassifier,
+    char_ngrams,
+    one_line,
+)
 from transforms.topic_model import topic_text
 
 # Chosen from {0.1, 0.3, 1.0} by 5-fold CV on AG News for the word-only model (0.885, 0.888, 0.885) and kept
@@ -46,7 +54,7 @@ def read_training_csv(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     except FileNotFoundError:
         raise ClassifierError(f"training data not found: {path}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ClassifierError(f"cannot read training data {path}: {_one_line(err)}") from None
+        raise ClassifierError(f"cannot read training data {path}: {one_line(err)}") from None
 
     if rows and [cell.strip().lower() for cell in rows[0]] == ["label", "title", "text"]:
         rows = rows[1:]
@@ -151,7 +159,7 @@ def fit_parts(
         x_words = words.fit_transform(word_docs)
         x_chars = chars.fit_transform(char_docs)
     except ValueError as err:  # scikit-learn's "empty vocabulary"
-        raise ClassifierError(f"training texts have no words: {_one_line(err)}") from None
+        raise ClassifierError(f"training texts have no words: {one_line(err)}") from None
     # An l1-normalised row of a few hundred n-grams has a tiny l2 norm; scaled to a mean l2 norm of 1 it suits
     # the SVM's C=1 as the word view's l2-normalised rows do (the naive Bayes is indifferent to the scale).
     norms = np.sqrt(np.asarray(x_chars.multiply(x_chars).sum(axis=1)).ravel())

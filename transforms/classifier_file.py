@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms.text_classifier import ClassifierError, TextClassifier
+from transforms.text_classifier import ClassifierError, TextClassifier, one_line
 
 FORMAT_NAME = "newsbeam-topic-model"
 FORMAT_VERSION = 2  # what a model with a character view is written as; version 1 files (words only) still load
@@ -132,9 +132,9 @@ def load_model(path: str | os.PathLike, kind: str = "classifier") -> TextClassif
     except ClassifierError as err:
         raise ClassifierError(f"{kind} {path} is unusable: {err}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise ClassifierError(f"{kind} {path} is unusable: damaged archive ({_one_line(err)})") from None
+        raise ClassifierError(f"{kind} {path} is unusable: damaged archive ({one_line(err)})") from None
     except (OSError, ValueError, KeyError) as err:
-        raise ClassifierError(f"{kind} {path} is unusable: {_one_line(err)}") from None
+        raise ClassifierError(f"{kind} {path} is unusable: {one_line(err)}") from None
 
 
 def _read(path: Path) -> TextClassifier:
@@ -230,7 +230,3 @@ def _read(path: Path) -> TextClassifier:
 
 def _decode_strings(array: np.ndarray) -> tuple[str, ...]:
     return tuple(array.tobytes().decode("utf-8").split("\n")) if array.size else ()
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())

@@ -55,6 +55,11 @@ class ClassifierError(ValueError):
     """A classifier file, or the data to train one, is unusable; the message is one line naming the file."""
 
 
+def one_line(err: BaseException) -> str:
+    """An exception as one line for a ClassifierError's message: its type and its text, whitespace collapsed."""
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
 class _Vocabulary(dict):
     """Word -> feature id, -1 for an unknown word (lets a C-level map() look words up)."""
 
