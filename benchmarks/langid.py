@@ -1,6 +1,6 @@
 """Accuracy, speed, load time and memory of each language-identification backend, and of the default.
 
-    python benchmarks/langid.py [--data DIR] [--per-language] [--limit N] [--backends a,b,...]
+    python benchmarks/langid.py [--data DIR] [--per-language] [--limit N] [--backends a,b,...] [--articles N]
 
 The data is one file per language, named by its ISO 639-1 code, one sentence per line (default:
 ../shared/data/langid-dev beside the repository). Each backend runs in its own fresh process, so its load
@@ -12,13 +12,22 @@ script shortcut: the slowest path), and "cold/s" is the accuracy pass itself, mo
 Load time is building the detector; Lingua loads each language's models lazily, so its cost shows in
 "cold/s" and in the peak RSS, which is that of the whole run.
 For the default a reliability table shows, per score bin, how often the answer was right.
+
+Articles: besides single sentences, each language's sentences are grouped into `--articles` multi-paragraph articles
+per language (1-6 paragraphs of 2-5 sentences, seeded, all from one cross-validation fold so that the fold's pair
+models never saw them), as news reaches the detector; "acc art" is the accuracy on those, and "ms/art" the CPU per
+article (median of the timed runs) over them and the real article bodies of ../shared/data/extraction-dev (mostly
+English; no language labels, so timed only). `ensemble-always-py3langid` is the default without the agreement
+shortcut (py3langid runs on every text): the speed-up and the unchanged accuracy in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing as mp
+import random
 import resource
 import statistics
 import sys
@@ -29,18 +38,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.training import read_sentences, train_pair_model  # noqa: E402
+from transforms.classifier_file import save_model  # noqa: E402
 from transforms.language import (  # noqa: E402
     LANGUAGE_SCRIPTS,
     LanguageDetector,
     LanguageSettings,
     load_pair_model,
     normalize_code,
-    read_sentences,
-    train_pair_model,
 )
-from transforms.topic_model import save_model  # noqa: E402
 
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
+BODIES = REPO / ".." / "shared" / "data" / "extraction-dev" / "ground-truth.json"
 # Single detectors are measured raw (threshold 0: every best guess counts), since their own probabilities are not
 # calibrated; the ensembles with their default threshold, so "und" answers count as wrong.
 VARIANTS = {
@@ -51,6 +60,7 @@ VARIANTS = {
     "lingua": LanguageSettings(backend="lingua", threshold=0.0),
     "ensemble-fast": LanguageSettings(ensemble=("py3langid", "pycld2", "fasttext")),
     "ensemble-lowmem": LanguageSettings(lingua_low_accuracy=True),
+    "ensemble-always-py3langid": LanguageSettings(agreement=0.0),
     "ensemble": LanguageSettings(),
 }
 DEFAULT = "ensemble"
@@ -63,6 +73,26 @@ def load_data(directory: Path, limit: int) -> list[tuple[str, str]]:
     codes = sorted(path.stem for path in directory.glob("??.txt"))  # not LICENSE.txt and the like
     texts, labels = read_sentences(directory, codes)
     return [(lang, text) for lang, text, i in zip(labels, texts, _line_numbers(labels)) if not limit or i < limit]
+
+
+def build_articles(
+    data: list[tuple[str, str]], per_language: int, folds: int, seed: int = 0
+) -> list[tuple[str, str, int]]:
+    """(language, article, fold): `per_language` articles per language of 1-6 paragraphs of 2-5 sentences, each
+    article's sentences drawn from one fold (a sentence's fold is its line number modulo `folds`)."""
+    rng = random.Random(seed)
+    pools: dict[tuple[str, int], list[str]] = {}
+    for (lang, text), i in zip(data, _line_numbers([lang for lang, _ in data])):
+        pools.setdefault((lang, i % folds), []).append(text)
+    articles = []
+    for lang in sorted({lang for lang, _ in data}):
+        for n in range(per_language):
+            pool = pools[(lang, n % folds)]
+            paragraphs = [
+                " ".join(rng.sample(pool, min(len(pool), rng.randint(2, 5)))) for _ in range(rng.randint(1, 6))
+            ]
+            articles.append((lang, "\n\n".join(paragraphs), n % folds))
+    return articles
 
 
 def _line_numbers(gold: list[str]) -> list[int]:
@@ -118,6 +148,8 @@ def run_backend(
     runs: int,
     folds: list[int] | None = None,
     fold_models: list[list[str]] | None = None,
+    articles: list[tuple[str, str, int]] = (),
+    bodies: list[str] = (),
 ) -> dict:
     """Builds a detector in this (fresh) process; returns its answers, load time, speed and peak RSS.
 
@@ -130,21 +162,30 @@ def run_backend(
     load = time.perf_counter() - start
     # The first pass is cold: Lingua loads a language's models the first time it weighs that language.
     start = time.process_time()
+    article_texts = [text for _, text, _ in articles]
     if fold_models:
         shipped = [load_pair_model(name) for name in settings.pair_models]
         answers: list = [None] * len(texts)
+        article_answers: list = [None] * len(articles)
         for k, files in enumerate(fold_models):
             detector.use_pair_models([load_pair_model(f) for f in files])
             for i in (i for i, fold in enumerate(folds) if fold == k):
                 answers[i] = detector.detect(texts[i])
+            for i in (i for i, (_, _, fold) in enumerate(articles) if fold == k):
+                article_answers[i] = detector.detect(article_texts[i])
         detector.use_pair_models(shipped)
     else:
         answers = [detector.detect(text) for text in texts]
+        article_answers = [detector.detect(text) for text in article_texts]
     first_pass = len(texts) / max(time.process_time() - start, 1e-9)
     speed, latin_speed = _speed(detector, timing_texts, runs), _speed(detector, latin_texts, runs)
+    timed_articles = article_texts + list(bodies)
+    ms_per_article = 1000 / _speed(detector, timed_articles, runs) if timed_articles else float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "answers": answers,
+        "article_answers": article_answers,
+        "ms_per_article": ms_per_article,
         "load_s": load,
         "first_pass_per_s": first_pass,
         "texts_per_s": speed,
@@ -185,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-limit", type=int, default=20, help="sentences per language for the timed runs")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (the median counts)")
     parser.add_argument("--per-language", action="store_true", help="print accuracy per language and backend")
+    parser.add_argument("--articles", type=int, default=20, help="multi-paragraph articles per language (0: none)")
     parser.add_argument(
         "--pair-folds",
         type=int,
@@ -217,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     latin_texts = [text for lang, text in timing if LANGUAGE_SCRIPTS.get(lang) == ("Latin",)]
     all_languages = set(gold)
     ld_languages = all_languages & langdetect_languages()
+    articles = build_articles(data, args.articles, max(args.pair_folds, 1))
+    article_gold = [lang for lang, _, _ in articles]
+    bodies = []
+    if args.articles and BODIES.is_file():
+        bodies = [e.get("articleBody") or "" for e in json.loads(BODIES.read_text(encoding="utf-8")).values()]
+        bodies = [body for body in bodies if body.strip()]
     names = [name.strip() for name in args.backends.split(",") if name.strip()]
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
@@ -224,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(texts)} sentences in {len(all_languages)} languages ({len(ld_languages)} known to langdetect); "
         f"timing on {len(timing_texts)} sentences ({len(latin_texts)} in Latin script for latin/s), "
-        f"median of {args.runs} runs of CPU time"
+        f"median of {args.runs} runs of CPU time; {len(articles)} articles of langid-dev sentences "
+        f"(mean {statistics.fmean(len(t) for _, t, _ in articles) if articles else 0:.0f} characters) for acc art, "
+        f"timed with {len(bodies)} extraction-dev bodies for ms/art"
     )
 
     # The pair models were trained on these very sentences: judging a sentence with a model that saw it would
@@ -252,24 +302,26 @@ def main(argv: list[str] | None = None) -> int:
         models = fold_models.get(settings.pair_models) if settings.backend == "ensemble" else None
         with ctx.Pool(1) as pool:  # a fresh process per backend: its own load time and memory
             results[name] = pool.apply(
-                _in_child, ((settings, texts, timing_texts, latin_texts, args.runs, folds, models),)
+                _in_child, ((settings, texts, timing_texts, latin_texts, args.runs, folds, models, articles, bodies),)
             )
         r = results[name]
         threshold = VARIANTS[name].threshold
         r["predicted"] = [code if score >= threshold else "und" for code, score in r["answers"]]
+        r["article_predicted"] = [code if score >= threshold else "und" for code, score in r["article_answers"]]
 
     header = (
-        f"{'backend':<20} {'acc langdetect langs':>20} {'acc all':>8} {'texts/s':>8} {'latin/s':>8} "
-        f"{'cold/s':>7} {'load s':>7} {'peak RSS MB':>11}"
+        f"{'backend':<26} {'acc langdetect langs':>20} {'acc all':>8} {'acc art':>8} {'texts/s':>8} {'latin/s':>8} "
+        f"{'ms/art':>7} {'cold/s':>7} {'load s':>7} {'peak RSS MB':>11}"
     )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         label = f"{name} (default)" if name == DEFAULT else name
         print(
-            f"{label:<20} {accuracy(gold, r['predicted'], ld_languages):20.4f} "
-            f"{accuracy(gold, r['predicted'], all_languages):8.4f} {r['texts_per_s']:8.0f} "
-            f"{r['latin_texts_per_s']:8.0f} "
+            f"{label:<26} {accuracy(gold, r['predicted'], ld_languages):20.4f} "
+            f"{accuracy(gold, r['predicted'], all_languages):8.4f} "
+            f"{accuracy(article_gold, r['article_predicted'], all_languages):8.4f} {r['texts_per_s']:8.0f} "
+            f"{r['latin_texts_per_s']:8.0f} {r['ms_per_article']:7.3f} "
             f"{r['first_pass_per_s']:7.0f} "
             f"{r['load_s']:7.2f} {r['rss_mb']:11.0f}"
         )

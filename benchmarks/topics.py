@@ -1,4 +1,4 @@
-"""Accuracy and speed of the topic classifier (transforms/topic_model.py).
+"""Accuracy and speed of the topic classifier (transforms/text_classifier.py, transforms/topic_model.py).
 
 Prints the 5-fold cross-validated accuracy of the shipped model's recipe on a training CSV, with each of its
 four classifiers' own accuracy and a tf-idf + naive Bayes baseline, whether retraining reproduces the shipped
@@ -36,22 +36,20 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # noq
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 
-from transforms import topic_model  # noqa: E402
-from transforms.topic_model import (  # noqa: E402
+from pipeline.training import (  # noqa: E402
     COMPONENTS,
-    DEFAULT_MODEL_PATH,
-    TOKEN_RE,
-    TopicModelHandler,
     analyse,
     cross_validate,
     fit,
     fit_parts,
     fit_temperature,
-    load_model,
     read_training_csv,
-    save_model,
     train_from_csv,
 )
+from transforms import text_classifier  # noqa: E402
+from transforms.classifier_file import load_model, save_model  # noqa: E402
+from transforms.text_classifier import TOKEN_RE  # noqa: E402
+from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelHandler  # noqa: E402
 
 DEFAULT_CSV = REPO / ".." / "shared" / "data" / "agnews-train" / "train.csv"
 
@@ -344,11 +342,11 @@ def main(argv=None):
     sample = [unseen[i % len(unseen)] for i in range(args.articles)]
     run = lambda: [refit.predict_proba(sample[i : i + batch]) for i in range(0, len(sample), batch)]  # noqa: E731
     with_memo = median_rate(run, len(sample))
-    memo_size, topic_model._OOV_MEMO_SIZE = topic_model._OOV_MEMO_SIZE, 0
+    memo_size, text_classifier._OOV_MEMO_SIZE = text_classifier._OOV_MEMO_SIZE, 0
     try:
         without_memo = median_rate(run, len(sample))
     finally:
-        topic_model._OOV_MEMO_SIZE = memo_size
+        text_classifier._OOV_MEMO_SIZE = memo_size
     print(
         f"inference, bare predict_proba on rows held out of a refit ({unseen_share:.1%} of their words unseen): "
         f"{with_memo:,.0f} articles/s, {without_memo:,.0f} articles/s with the memo of unseen words off"

@@ -30,7 +30,8 @@ from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.article import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
-from transforms.topic_model import TopicModelError, load_model
+from transforms.text_classifier import ClassifierError
+from transforms.topic_model import load_topic_model
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -102,7 +103,7 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
         return 2
     try:
         check_models(config)
-    except (TopicModelError, ImportError, ValueError) as err:
+    except (ClassifierError, ImportError, ValueError) as err:
         print(f"newsbeam: error: {err}", file=sys.stderr)
         return 2
     run_id = ours.run_id or new_run_id()
@@ -210,7 +211,7 @@ def check_models(config: Config) -> None:
     corrupt model file (or a detector package that is not installed) is a clear error before any feed is fetched.
     The detector itself (seconds to load) is built by the workers that use it."""
     if config.classify.model_path:
-        load_model(config.classify.model_path)
+        load_topic_model(config.classify.model_path)
     check_detector(config.classify.language)
 
 

@@ -30,7 +30,8 @@ from apache_beam.utils.shared import Shared
 from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
 from transforms.counters import ARTICLES_CLASSIFIED, counter
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
-from transforms.topic_model import DEFAULT_MODEL_PATH, NO_LABEL, TopicModelHandler, load_model, topic_text
+from transforms.text_classifier import NO_LABEL
+from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelHandler, load_topic_model, topic_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +223,7 @@ class ClassifyArticles(beam.PTransform):
         super().__init__()
         self._settings = settings
         path = settings.model_path
-        self._model_languages = frozenset(load_model(path).languages) if path else frozenset()
+        self._model_languages = frozenset(load_topic_model(path).languages) if path else frozenset()
 
     def expand(self, articles: beam.PCollection) -> Routed:
         detected = articles | "DetectLanguage" >> beam.ParDo(

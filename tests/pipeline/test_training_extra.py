@@ -27,8 +27,8 @@ def test_worker_code_runs_without_importing_sklearn():
     script = (
         "import sys\n"
         "import pipeline.build, pipeline.streaming, transforms.classify, transforms.language\n"
-        "from transforms.topic_model import load_model\n"
-        "labels, _ = load_model().predict_proba(['Shares fell as the central bank raised rates.'])\n"
+        "from transforms.topic_model import load_topic_model\n"
+        "labels, _ = load_topic_model().predict_proba(['Shares fell as the central bank raised rates.'])\n"
         "assert labels, labels\n"
         "print('sklearn' in sys.modules)\n"
     )

@@ -8,7 +8,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import art, counter
 from transforms import classify as classify_module
 from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
-from transforms.topic_model import TopicModelError, TopicModelHandler
+from transforms.text_classifier import ClassifierError
+from transforms.topic_model import TopicModelHandler
 
 SPORT = (
     "The striker scored twice as the home team won the league match on Saturday, and the coach praised "
@@ -131,9 +132,9 @@ def test_an_article_that_makes_topic_rules_raise_is_a_dead_letter_and_the_others
 
 
 def test_missing_or_corrupt_model_is_rejected_when_built(tmp_path):
-    with pytest.raises(TopicModelError, match="not found"):
+    with pytest.raises(ClassifierError, match="not found"):
         ClassifyArticles(ClassifySettings(topic_model=str(tmp_path / "absent.npz")))
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a model")
-    with pytest.raises(TopicModelError, match="corrupt.npz"):
+    with pytest.raises(ClassifierError, match="corrupt.npz"):
         ClassifyArticles(ClassifySettings(topic_model=str(corrupt)))

@@ -15,9 +15,9 @@ from transforms.language import (
     LanguageDetector,
     LanguageSettings,
     check_detector,
-    normalize_code,
-    script_profile,
 )
+from transforms.language_backends import normalize_code
+from transforms.writing_systems import script_profile
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_DATA = REPO / ".." / "shared" / "data" / "langid-dev"
@@ -223,6 +223,26 @@ def test_accuracy_on_a_sample_of_the_development_set(detector):
     assert right / len(sample) >= 0.93, right / len(sample)
 
 
+def test_py3langid_is_skipped_when_cld2_and_fasttext_agree_and_no_answer_changes(detector, monkeypatch):
+    sample = _dev_sample(8)
+    sentences = [text for _, text in sample]
+    by_language: dict[str, list[str]] = {}
+    for lang, text in sample:
+        by_language.setdefault(lang, []).append(text)
+    articles = ["\n\n".join(" ".join(lines[i : i + 2]) for i in range(0, 8, 2)) for lines in by_language.values()]
+    always = LanguageDetector(LanguageSettings(agreement=0.0))
+    runs = []
+    monkeypatch.setattr(
+        detector._py3langid, "scores", lambda text, scores=detector._py3langid.scores: runs.append(1) or scores(text)
+    )
+    texts = sentences + articles
+    answers = [detector.detect(text) for text in texts]
+    # On both sentences and multi-paragraph articles: the same languages, py3langid consulted for fewer than
+    # two texts in three (the others were settled by their script, or by CLD2 and fastText agreeing).
+    assert [code for code, _ in answers] == [always.detect(text)[0] for text in texts]
+    assert 0 < len(runs) < 2 * len(texts) / 3, len(runs)
+
+
 # News sentences written for these tests, each with words only one language of its group uses (Malaysian "kerana",
 # "bahawa", "Kesihatan" against Indonesian "karena", "bahwa", "Kesehatan"; Bosnian "sedmica", "hiljada", "historija"
 # against Croatian "tjedan", "tisuća", "povijest"). The development set's Malay and Bosnian files are mostly
@@ -331,8 +351,8 @@ def _pair_sentences(directory: Path) -> Path:
 
 
 def test_a_pair_model_has_its_say_between_its_two_languages(tmp_path):
-    from transforms.language import read_sentences, train_pair_model
-    from transforms.topic_model import save_model
+    from pipeline.training import read_sentences, train_pair_model
+    from transforms.classifier_file import save_model
 
     texts, labels = read_sentences(_pair_sentences(tmp_path), ["bs", "hr"])
     model, accuracy = train_pair_model(texts, labels)
@@ -355,13 +375,14 @@ def test_a_pair_model_has_its_say_between_its_two_languages(tmp_path):
 
 @pytest.mark.parametrize("build", [LanguageDetector, check_detector])
 def test_pair_models_that_cannot_serve_are_rejected_at_start(build, tmp_path):
-    from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelError
+    from transforms.text_classifier import ClassifierError
+    from transforms.topic_model import DEFAULT_MODEL_PATH
 
-    with pytest.raises(TopicModelError, match="language pair model file not found"):
+    with pytest.raises(ClassifierError, match="language pair model file not found"):
         build(LanguageSettings(pair_models=(str(tmp_path / "absent.npz"),)))
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(TopicModelError, match=r"language pair model .*corrupt\.npz is unusable"):
+    with pytest.raises(ClassifierError, match=r"language pair model .*corrupt\.npz is unusable"):
         build(LanguageSettings(pair_models=(str(corrupt),)))
     # A topic model's labels are not languages.
     with pytest.raises(ValueError, match="not language codes"):
@@ -371,7 +392,7 @@ def test_pair_models_that_cannot_serve_are_rejected_at_start(build, tmp_path):
 
 
 def test_pair_model_training_needs_two_known_languages(tmp_path):
-    from transforms.language import train_pair_model
+    from pipeline.training import train_pair_model
 
     with pytest.raises(ValueError, match="at least two"):
         train_pair_model(["a b c"] * 10, ["bs"] * 10)

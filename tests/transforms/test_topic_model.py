@@ -1,4 +1,5 @@
-"""Tests for transforms/topic_model.py: training, the model file, and the RunInference handler."""
+"""Tests for the text classifier (pipeline/training.py, transforms/text_classifier.py, transforms/classifier_file.py)
+and the topic model (transforms/topic_model.py): training, the model file, and the RunInference handler."""
 
 from __future__ import annotations
 
@@ -16,18 +17,12 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms import topic_model
-from transforms.topic_model import (
-    DEFAULT_MODEL_PATH,
-    NO_LABEL,
-    TopicModelError,
-    TopicModelHandler,
-    load_model,
-    read_training_csv,
-    save_model,
-    topic_text,
-    train_from_csv,
-)
+from pipeline import training
+from pipeline.training import read_training_csv, train_from_csv
+from transforms import text_classifier
+from transforms.classifier_file import load_model, save_model
+from transforms.text_classifier import NO_LABEL, ClassifierError
+from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelHandler, load_topic_model, topic_text
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 AGNEWS_CSV = SHARED / "data" / "agnews-train" / "train.csv"
@@ -120,19 +115,21 @@ def test_exported_model_reproduces_the_sklearn_pipeline(trained):
     model, _, path = trained
     labels, texts = read_training_csv(path)
     # Plain scikit-learn, built here rather than through the module's own training code.
-    words = TfidfVectorizer(token_pattern=topic_model.TOKEN_RE.pattern, ngram_range=(1, 2), sublinear_tf=True)
+    words = TfidfVectorizer(token_pattern=text_classifier.TOKEN_RE.pattern, ngram_range=(1, 2), sublinear_tf=True)
     chars = TfidfVectorizer(
         analyzer=lambda text: [
-            ngram for word in topic_model.TOKEN_RE.findall(text.lower()) for ngram in topic_model.char_ngrams(word)
+            ngram
+            for word in text_classifier.TOKEN_RE.findall(text.lower())
+            for ngram in text_classifier.char_ngrams(word)
         ],
         norm="l1",
     )
     x_words, x_chars = words.fit_transform(texts), chars.fit_transform(texts)
     scale = 1 / np.sqrt(x_chars.multiply(x_chars).sum(axis=1)).mean()
     classifiers = {
-        "word_nb": ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(x_words, labels),
+        "word_nb": ComplementNB(alpha=training.DEFAULT_ALPHA).fit(x_words, labels),
         "word_svm": LinearSVC(random_state=0).fit(x_words, labels),
-        "char_nb": ComplementNB(alpha=topic_model.DEFAULT_ALPHA).fit(x_chars * scale, labels),
+        "char_nb": ComplementNB(alpha=training.DEFAULT_ALPHA).fit(x_chars * scale, labels),
         "char_svm": LinearSVC(random_state=0).fit(x_chars * scale, labels),
     }
     probe = (
@@ -171,7 +168,7 @@ def test_predictions_do_not_depend_on_batching_threads_or_the_unseen_word_memo(t
     expected = model.probabilities(texts)
     for i in range(0, len(texts), 5):
         np.testing.assert_array_equal(model.probabilities(texts[i : i + 5]), expected[i : i + 5])
-    monkeypatch.setattr(topic_model, "_OOV_MEMO_SIZE", 3)  # forces the memo to be cleared under other threads
+    monkeypatch.setattr(text_classifier, "_OOV_MEMO_SIZE", 3)  # forces the memo to be cleared under other threads
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda i: model.probabilities(texts[i : i + 3]), range(0, len(texts), 3)))
     np.testing.assert_array_equal(np.vstack(results), expected)
@@ -223,20 +220,20 @@ def test_numeric_labels_map_through_classes_txt_and_header_is_skipped(tmp_path):
 )
 def test_bad_training_rows_are_rejected_with_file_and_line(tmp_path, rows, message):
     path = write_csv(tmp_path / "bad.csv", rows)
-    with pytest.raises(TopicModelError, match=message) as err:
+    with pytest.raises(ClassifierError, match=message) as err:
         read_training_csv(path)
     assert str(path) in str(err.value)
 
 
 def test_training_data_errors(tmp_path):
     (tmp_path / "classes.txt").write_text("World\nSports\n", encoding="utf-8")
-    with pytest.raises(TopicModelError, match=r"labels run 1\.\.3 but .*classes 1\.\.2"):
+    with pytest.raises(ClassifierError, match=r"labels run 1\.\.3 but .*classes 1\.\.2"):
         read_training_csv(write_csv(tmp_path / "train.csv", [("1", "t", "x"), ("3", "t", "x")]))
-    with pytest.raises(TopicModelError, match="training data not found"):
+    with pytest.raises(ClassifierError, match="training data not found"):
         read_training_csv(tmp_path / "absent.csv")
     (tmp_path / "few").mkdir()
     few = write_csv(tmp_path / "few" / "few.csv", [("a", "t", "x")] * 5 + [("b", "t", "y")] * 2)
-    with pytest.raises(TopicModelError, match="at least 5 rows per label; smallest label has 2"):
+    with pytest.raises(ClassifierError, match="at least 5 rows per label; smallest label has 2"):
         train_from_csv(few, folds=5)
 
 
@@ -254,8 +251,8 @@ def test_save_load_round_trip_gives_equal_probabilities(trained, tmp_path):
 
 
 def assert_rejected(path: Path, reason: str):
-    with pytest.raises(TopicModelError) as err:
-        load_model(path)
+    with pytest.raises(ClassifierError) as err:
+        load_topic_model(path)
     message = str(err.value)
     assert str(path) in message and reason in message
     assert "\n" not in message
@@ -298,7 +295,7 @@ def test_corrupt_model_files_are_rejected(trained, tmp_path):
 
         return change
 
-    assert_rejected(rewrite("format.npz", edit_meta(format="other")), "not a newsbeam topic model")
+    assert_rejected(rewrite("format.npz", edit_meta(format="other")), "not a newsbeam classifier file")
     assert_rejected(rewrite("version.npz", edit_meta(version=99)), "unsupported model version 99")
     swapped = list(reversed(model.labels))
     assert_rejected(rewrite("labels.npz", edit_meta(labels=swapped)), "checksum mismatch")
@@ -327,7 +324,7 @@ def test_corrupt_model_files_are_rejected(trained, tmp_path):
 
 def test_character_ngrams_must_be_sorted(trained):
     model, _, _ = trained
-    with pytest.raises(TopicModelError, match="character n-grams must be distinct, sorted"):
+    with pytest.raises(ClassifierError, match="character n-grams must be distinct, sorted"):
         dataclasses.replace(model, char_ngrams=tuple(reversed(model.char_ngrams)))
 
 
@@ -383,7 +380,7 @@ def test_handler_batches_and_loads_through_load_model(tmp_path):
     handler = TopicModelHandler(tmp_path / "absent.npz", min_batch_size=10, max_batch_size=500)
     assert handler.batch_elements_kwargs() == {"min_batch_size": 10, "max_batch_size": 500}
     assert handler.get_num_bytes(["abc", "de"]) == 5
-    with pytest.raises(TopicModelError, match="topic model file not found"):
+    with pytest.raises(ClassifierError, match="topic model file not found"):
         handler.load_model()
 
 
@@ -415,12 +412,25 @@ def test_ag_news_training_matches_the_shipped_model():
     # The full train_from_csv (5-fold CV, then the final fit) takes half a minute; benchmarks/topics.py runs it
     # and checks the file byte for byte. Here: the final fit, with the temperatures the shipped model records.
     shipped = load_model(DEFAULT_MODEL_PATH)
-    assert shipped.info["cv_accuracy"] >= 0.89
     labels, texts = read_training_csv(AGNEWS_CSV)
-    model = topic_model.fit(
+    model = training.fit(
         texts, labels, temperature=shipped.temperature, part_temperatures=shipped.info["part_temperatures"]
     )
     assert (model.unigrams, model.char_ngrams) == (shipped.unigrams, shipped.char_ngrams)
     np.testing.assert_array_equal(model.bigrams, shipped.bigrams)
     # Weights are compared through probabilities: another scikit-learn version may differ in the last bits.
     np.testing.assert_allclose(model.probabilities(texts[:500]), shipped.probabilities(texts[:500]), atol=1e-6)
+
+
+@pytest.mark.skipif(not AGNEWS_CSV.is_file(), reason="shared AG News data absent")
+def test_the_recipe_classifies_held_out_ag_news_rows():
+    # Accuracy on rows the model never saw: every fifth row of AG News is held out of training. 5-fold
+    # cross-validation of the shipped recipe gives 0.89 (benchmarks/topics.py); one split of 1,120 rows varies by
+    # about 0.01, and a majority-class guess scores 0.25.
+    labels, texts = read_training_csv(AGNEWS_CSV)
+    held_out = set(range(0, len(texts), 5))
+    train = [i for i in range(len(texts)) if i not in held_out]
+    model = training.fit([texts[i] for i in train], [labels[i] for i in train])
+    predicted, _ = model.predict_proba([texts[i] for i in sorted(held_out)])
+    accuracy = np.mean([p == labels[i] for p, i in zip(predicted, sorted(held_out))])
+    assert accuracy >= 0.86, accuracy

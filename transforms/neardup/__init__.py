@@ -41,7 +41,6 @@ is dropped. The stage returns the signatures of this run's articles (`NearDedupR
 """
 
 from transforms.neardup.batch import DeduplicateNearCopies, NearDedupResult
-from transforms.neardup.streaming import DropNearCopiesWithState
 from transforms.neardup.candidates import (
     band_key_matrix,
     band_keys,
@@ -88,6 +87,7 @@ from transforms.neardup.records import (
     signature_row,
 )
 from transforms.neardup.settings import MODES, NearDedupSettings
+from transforms.neardup.streaming import DropNearCopiesWithState
 from transforms.neardup.verification import containment, facts_agree, is_near_copy, leads_agree
 
 __all__ = [
