@@ -38,14 +38,10 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     seen = len(server.requests)
     started_wall = time.time()
     started = time.perf_counter()
-    # Another checkout's bytecode is cached outside it (the checkout stays untouched, and still starts warm).
-    env = (
-        dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "e2e-pycache")) if cwd != REPO else None
-    )
     # Output goes to files, not pipes: read only after the process ends, a full pipe (multi-processing workers log
     # a line per file written) would block the command forever.
     out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out_file, stderr=err_file)
+    process = subprocess.Popen(command, cwd=cwd, stdout=out_file, stderr=err_file)
     startup_cpu = []
 
     def watch() -> None:  # the command's own CPU seconds when the first feed request arrives (load-insensitive)

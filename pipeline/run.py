@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import progress, schedule, state
+from pipeline import beam_startup, progress, schedule, state
 from pipeline.build import build
 from pipeline.compact import recover_compactions
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, check_feeds, check_output, load_config
@@ -81,6 +81,7 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
 
 
 def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
+    beam_startup.install()
     options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
     ours = options.view_as(NewsbeamOptions)
     try:
