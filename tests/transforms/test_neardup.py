@@ -3,6 +3,7 @@
 import dataclasses
 import datetime as dt
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -244,6 +245,13 @@ def test_lead_keys_are_a_fixed_number_drawn_from_the_top_of_the_text():
     # A batch gives each record the keys it gets alone (the composite keys records a batch at a time).
     batch = [original, short_a, syndicated, short_b]
     assert candidate_key_matrix(batch, settings).tolist() == [candidate_keys(r, settings) for r in batch]
+
+
+def test_a_record_survives_pickling_whole():
+    # Records are pickled for every candidate pair they are in (a tuple of values, not the default reduction).
+    original = dataclasses.replace(record(ORIGINAL), prior=True, canonical_id="x", outlet="wire.test")
+    again = pickle.loads(pickle.dumps(original))
+    assert again == original and type(again) is type(original) and again.values().tolist() == original.values().tolist()
 
 
 def test_sharded_key_batches_hold_the_same_buckets_as_one_sort_of_all_keys():

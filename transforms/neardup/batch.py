@@ -115,9 +115,11 @@ def _pick(records: Iterable[SignatureRecord]) -> SignatureRecord | None:
 
 
 def _attach_first(joined: tuple[str, dict]) -> Iterator[tuple[str, SignatureRecord]]:
+    """(first id, {its record, the ids paired with it}) -> (second id, first record), once per distinct pair (two
+    buckets may give the same pair)."""
     record = _pick(joined[1]["record"])
     if record is not None:
-        for other in joined[1]["other"]:
+        for other in set(joined[1]["other"]):
             yield other, record
 
 
@@ -289,12 +291,7 @@ class DeduplicateNearCopies(beam.PTransform):
             prior_buckets = prior | "PriorKeyBatches" >> beam.ParDo(_KeyBatchFn(settings))
             buckets = (buckets, prior_buckets) | "AllKeyBatches" >> beam.Flatten()
         keyed = records | "KeyById" >> beam.Map(lambda r: (r.article_id, r))
-        pairs = (
-            buckets
-            | "ByShard" >> beam.GroupByKey()
-            | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))
-            | "UniquePairs" >> beam.Distinct()
-        )
+        pairs = buckets | "ByShard" >> beam.GroupByKey() | "CandidatePairs" >> beam.ParDo(_PairsFn(settings))
         halves = (
             {"other": pairs, "record": keyed}
             | "JoinFirst" >> beam.CoGroupByKey()

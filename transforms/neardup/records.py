@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
 import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -42,6 +43,22 @@ class SignatureRecord:
     def values(self) -> np.ndarray:
         """The signature as a uint32 array."""
         return np.frombuffer(self.signature, dtype="<u4")
+
+    def __reduce__(self):
+        # A record is pickled for every candidate pair it is in (the joins of the batch composite): a tuple of the
+        # values in field order pickles about twice as fast as the default dict of field names.
+        return _record_from_values, (_RECORD_VALUES(self),)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(SignatureRecord))
+_RECORD_VALUES = operator.attrgetter(*_RECORD_FIELDS)
+
+
+def _record_from_values(values: tuple) -> SignatureRecord:
+    # Bypasses the frozen __init__: the values came from a valid record.
+    record = object.__new__(SignatureRecord)
+    record.__dict__.update(zip(_RECORD_FIELDS, values))
+    return record
 
 
 SIGNATURE_SCHEMA = pa.schema(
