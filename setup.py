@@ -6,7 +6,7 @@ workers run lives in the `pipeline` and `transforms` packages, and the data they
 
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # The version is defined once, in transforms/__init__.py; read, not imported (importing needs the dependencies).
 with open("transforms/__init__.py", encoding="utf-8") as handle:
@@ -22,7 +22,8 @@ setup(
     python_requires=">=3.10",
     # configs/ (the default config and its sample feeds) installs as pipeline/configs, so an installed copy
     # finds its default without a top-level package of that generic name.
-    packages=["pipeline", "pipeline.configs", "transforms"],
+    # Subpackages found, not listed: a listed set missed transforms/neardup/ and broke `pip install .` (not -e).
+    packages=[*find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]), "pipeline.configs"],
     package_dir={"pipeline.configs": "configs"},
     package_data={"pipeline.configs": ["*.yaml", "samples/*"], "transforms": ["models/*"]},
     install_requires=[
