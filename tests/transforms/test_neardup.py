@@ -48,7 +48,7 @@ from transforms.neardup import (
     star_clusters,
     words,
 )
-from transforms.neardup.candidates import group_buckets, key_batches, shared_buckets
+from transforms.neardup.candidates import closest_partners, group_buckets, key_batches, shared_buckets
 
 T0 = dt.datetime(2026, 11, 20, 8, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -245,6 +245,15 @@ def test_lead_keys_are_a_fixed_number_drawn_from_the_top_of_the_text():
     # A batch gives each record the keys it gets alone (the composite keys records a batch at a time).
     batch = [original, short_a, syndicated, short_b]
     assert candidate_key_matrix(batch, settings).tolist() == [candidate_keys(r, settings) for r in batch]
+
+
+def test_an_article_is_verified_against_the_candidates_sharing_most_buckets_first():
+    # One entry per shared bucket: "b" shares three, "c" two, "a" and "d" one each (ties by id).
+    partners = ["d", "b", "c", "b", "a", "c", "b"]
+    assert closest_partners(partners, 32) == ["b", "c", "a", "d"]
+    assert closest_partners(partners, 2) == ["b", "c"]
+    with pytest.raises(ValueError, match="max_partners"):
+        NearDedupSettings(max_partners=0)
 
 
 def test_a_record_survives_pickling_whole():

@@ -21,7 +21,14 @@ from transforms.counters import (
     NEAR_REVISIONS,
     counter,
 )
-from transforms.neardup.candidates import KeyBatch, bucket_pairs, candidate_key_matrix, key_batches, shared_buckets
+from transforms.neardup.candidates import (
+    KeyBatch,
+    bucket_pairs,
+    candidate_key_matrix,
+    closest_partners,
+    key_batches,
+    shared_buckets,
+)
 from transforms.neardup.clusters import (
     Link,
     Member,
@@ -114,12 +121,12 @@ def _pick(records: Iterable[SignatureRecord]) -> SignatureRecord | None:
     return min(records, key=lambda r: (r.prior, r.signature), default=None)
 
 
-def _attach_first(joined: tuple[str, dict]) -> Iterator[tuple[str, SignatureRecord]]:
-    """(first id, {its record, the ids paired with it}) -> (second id, first record), once per distinct pair (two
-    buckets may give the same pair)."""
+def _attach_first(joined: tuple[str, dict], max_partners: int) -> Iterator[tuple[str, SignatureRecord]]:
+    """(first id, {its record, the ids paired with it, once per shared bucket}) -> (second id, first record) for
+    its `closest_partners`."""
     record = _pick(joined[1]["record"])
     if record is not None:
-        for other in set(joined[1]["other"]):
+        for other in closest_partners(joined[1]["other"], max_partners):
             yield other, record
 
 
@@ -295,7 +302,7 @@ class DeduplicateNearCopies(beam.PTransform):
         halves = (
             {"other": pairs, "record": keyed}
             | "JoinFirst" >> beam.CoGroupByKey()
-            | "AttachFirst" >> beam.FlatMap(_attach_first)
+            | "AttachFirst" >> beam.FlatMap(_attach_first, settings.max_partners)
         )
         verdicts = (
             {"first": halves, "record": keyed}

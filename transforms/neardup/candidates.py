@@ -10,6 +10,7 @@ their salted hashes, as a MinHash does): two texts whose tops share most of thei
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -113,6 +114,13 @@ def candidate_key_matrix(records: Sequence[SignatureRecord], settings: NearDedup
 def candidate_keys(record: SignatureRecord, settings: NearDedupSettings) -> list[int]:
     """Every bucket key of a record (`candidate_key_matrix` of one): `keys_per_record` of them, always."""
     return candidate_key_matrix([record], settings)[0].tolist()
+
+
+def closest_partners(partners: Iterable[str], max_partners: int) -> list[str]:
+    """The distinct ids among `partners` (one entry per bucket shared with some article), those sharing the most
+    buckets first (ties by id), at most `max_partners` of them."""
+    shared = collections.Counter(partners)
+    return sorted(shared, key=lambda other: (-shared[other], other))[:max_partners]
 
 
 def bucket_pairs(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transforms.neardup.candidates import bucket_pairs, candidate_key_matrix, group_buckets
+from transforms.neardup.candidates import bucket_pairs, candidate_key_matrix, closest_partners, group_buckets
 from transforms.neardup.clusters import Link, Verdict, cluster_verdicts, member_of, orient, star_clusters
 from transforms.neardup.records import SignatureRecord
 from transforms.neardup.settings import NearDedupSettings
@@ -37,12 +37,18 @@ def find_near_copies(
     # Band keys carry their band's salt and lead keys another: one sort of all of them stands for the GroupByKey.
     keys = candidate_key_matrix(everything, settings)
     row_of = np.repeat(np.arange(len(everything)), keys.shape[1])
-    pairs = set()
+    partners: dict[str, list[str]] = {}  # the smaller id of each pair -> the other, once per shared bucket
     for bucket in group_buckets(keys.reshape(-1)):
         members = [(everything[i].article_id, everything[i].prior) for i in row_of[bucket].tolist()]
         found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
         counts["buckets_capped"] += capped
-        pairs.update(found)
+        for first, second in found:
+            partners.setdefault(first, []).append(second)
+    pairs = {
+        (first, second)
+        for first, others in partners.items()
+        for second in closest_partners(others, settings.max_partners)
+    }
     by_id = {r.article_id: r for r in everything}
     links = []
     for a, b in sorted(pairs):

@@ -61,6 +61,11 @@ class NearDedupSettings:
     # instead of 64 cuts the candidate pairs by 37% and loses no copy.
     max_bucket_size: int = 16
     bucket_window: int = 4
+    # Each article (the smaller id of a pair) is verified against at most this many candidates, those sharing the
+    # most buckets first: true copies share many bands or lead keys, a chance pair one or two. Without a cap the
+    # pairs of a 100,000-article run grew faster than the run (a finite pool of shared paragraphs and phrases) and
+    # filled 23 GB in the joins that carry a record per pair.
+    max_partners: int = 32
     # Only the first `max_chars` characters of title + text are shingled.
     max_chars: int = 50_000
     seed: int = 1
@@ -90,6 +95,8 @@ class NearDedupSettings:
             raise ValueError("lead_keys must be at least 0")
         if self.max_bucket_size < 2 or self.bucket_window < 1:
             raise ValueError("max_bucket_size must be at least 2 and bucket_window at least 1")
+        if self.max_partners < 1:
+            raise ValueError("max_partners must be at least 1")
 
     @property
     def rows(self) -> int:
