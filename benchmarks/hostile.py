@@ -130,6 +130,7 @@ def bench_parse(entries: int, runs: int, compare: int) -> None:
 
 
 def bench_run(entries: int, config_extra: str) -> None:
+    from benchmarks.e2e import newsbeam_command
     from tests.feed_server import FeedServer
 
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
@@ -141,18 +142,7 @@ def bench_run(entries: int, config_extra: str) -> None:
         )
         started = time.perf_counter()
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "run",
-                "--config",
-                str(config),
-                "--output",
-                str(Path(tmp) / "out"),
-                "--run_id",
-                "bench",
-            ],
+            newsbeam_command(config, Path(tmp) / "out", []),
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -182,8 +182,9 @@ def key_batches(records: Sequence[SignatureRecord], settings: NearDedupSettings,
     prior = np.array([r.prior for r in records], dtype=bool)
     batches = []
     for s in range(shards):
-        rows = row[shard == s]
-        batches.append(KeyBatch(keys[shard == s], [ids[i] for i in rows.tolist()], prior[rows]))
+        in_shard = shard == s
+        rows = row[in_shard]
+        batches.append(KeyBatch(keys[in_shard], [ids[i] for i in rows.tolist()], prior[rows]))
     return batches
 
 
