@@ -56,7 +56,7 @@ class IngestFeeds(beam.PTransform):
         self._written = written
         self._streaming = streaming
 
-    def expand(self, feeds: beam.PCollection) -> Ingested:
+    def expand(self, feeds: beam.PCollection):
         config = self._config
         fetched = feeds | "Fetch" >> FetchFeeds(config.fetch)
         parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import beam_startup, progress, schedule, state
+from pipeline import beam_startup, progress, runners, schedule, state
 from pipeline.build import build
 from pipeline.compact import recover_compactions
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, check_feeds, check_output, load_config
@@ -131,11 +131,12 @@ def _run_locked(
         run_id=run_id,
         output=config.output,
         started_at=_now(),
+        runner=runners.runner_name(options),
         feeds_configured=len(config.feeds),
         feeds_skipped=len(skipped),
     )
     if due:
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=runners.local_runner(options), options=options)
         build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path)
         token = None if quiet else progress.tap(pipeline)
         try:
@@ -187,7 +188,7 @@ def _run_locked(
 def run_streaming(config: Config, options: PipelineOptions, run_id: str) -> int:
     """`newsbeam run --streaming`: run the streaming graph until it is drained or cancelled. No staging, commit or
     summary: windows are written as they fire. On a remote runner the job keeps running if this process stops."""
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=runners.local_runner(options), options=options)
     try:
         build_streaming(pipeline, config, run_id)
     except ValueError as err:  # e.g. streaming.poll_overrides naming no feed
@@ -195,7 +196,10 @@ def run_streaming(config: Config, options: PipelineOptions, run_id: str) -> int:
         return 2
     try:
         result = pipeline.run()
-        print(f"newsbeam: streaming run {run_id} started, writing to {config.output}", file=sys.stderr)
+        print(
+            f"newsbeam: streaming run {run_id} started on {runners.runner_name(options)}, writing to {config.output}",
+            file=sys.stderr,
+        )
         final = str(result.wait_until_finish())
     except KeyboardInterrupt:
         print(f"newsbeam: stopped waiting for run {run_id} (a job on a remote runner keeps running)", file=sys.stderr)

@@ -24,6 +24,7 @@ class RunSummary:
     run_id: str
     output: str
     started_at: str
+    runner: str = ""
     finished_at: str = ""
     state: str = ""
     feeds_configured: int = 0
@@ -155,6 +156,7 @@ def format_table(summary: RunSummary) -> str:
     rows: list[tuple[str, Any]] = [
         ("run", summary.run_id),
         ("state", summary.state),
+        ("runner", summary.runner),
         ("output", summary.output),
         ("feeds configured", summary.feeds_configured),
         ("feeds skipped (not due)", summary.feeds_skipped),

@@ -21,11 +21,12 @@ import operator
 import os
 import traceback
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -258,6 +259,8 @@ class Routed(NamedTuple):
 
 
 DEAD_LETTER_TAG = "dead_letters"
+# A DoFn's dead-letter output, in its return hint: Beam (2.78+) then types the main output as its element alone.
+DeadLetterOutput = TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter]
 # The stage of dead letters about an article's page (FetchArticlePages): the article itself went on.
 PAGE_STAGE = "extract"
 

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.shared import Shared
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, DeadLetterOutput, Routed, reject
 from transforms.counters import ARTICLES_CLASSIFIED, counter
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.text_classifier import NO_LABEL
@@ -171,7 +173,9 @@ class _DetectLanguageFn(beam.DoFn):
         # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
         self._detector = self._shared.acquire(lambda: shared_detector(self._settings), tag=repr(self._settings))
 
-    def process(self, article: Article) -> Iterable[Article]:
+    def process(
+        self, article: Article
+    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[_FOR_MODEL_TAG], tuple[Article, str]]]:
         try:
             language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
         except Exception as err:  # one odd text must not stop the run; the article goes to the dead letters
@@ -196,7 +200,7 @@ class _ApplyTopicFn(beam.DoFn):
     def setup(self) -> None:
         self._rules = Rules(self._settings.topic_rules, self._settings.label_rules)
 
-    def process(self, element) -> Iterable[Article]:
+    def process(self, element) -> Iterator[Article | DeadLetterOutput]:
         article, prediction = element if isinstance(element, tuple) else (element, None)
         try:
             label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
@@ -225,7 +229,7 @@ class ClassifyArticles(beam.PTransform):
         path = settings.model_path
         self._model_languages = frozenset(load_topic_model(path).languages) if path else frozenset()
 
-    def expand(self, articles: beam.PCollection) -> Routed:
+    def expand(self, articles: beam.PCollection):
         detected = articles | "DetectLanguage" >> beam.ParDo(
             _DetectLanguageFn(self._settings.language, self._model_languages)
         ).with_outputs(DEAD_LETTER_TAG, _FOR_MODEL_TAG, main="articles")

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, Routed, reject
+from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, DeadLetterOutput, Routed, reject
 from transforms.counters import ARTICLES_CLEANED, counter
 
 # Re-exported: callers import these from transforms.clean.
@@ -73,7 +73,7 @@ class _CleanArticleFn(beam.DoFn):
         self._title_only = Metrics.counter(STAGE, "title_only")
         self._failed = Metrics.counter(STAGE, "failed")
 
-    def process(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
+    def process(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
         try:
             outputs = list(self._clean(article))
         except Exception as err:  # a bug on one odd article must not fail the run: it becomes a dead letter
@@ -82,7 +82,7 @@ class _CleanArticleFn(beam.DoFn):
             outputs = [beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)]
         yield from outputs
 
-    def _clean(self, article: Article) -> Iterator[Article | beam.pvalue.TaggedOutput]:
+    def _clean(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
         title = clean_title(article.title)
         plain = html_to_text(article.text)
         text, removed = _remove_furniture_counted(plain, title, self._settings)
@@ -127,7 +127,7 @@ class CleanArticles(beam.PTransform):
         super().__init__()
         self._settings = settings
 
-    def expand(self, articles: beam.PCollection) -> Routed:
+    def expand(self, articles: beam.PCollection):
         results = articles | "CleanText" >> beam.ParDo(_CleanArticleFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, main="articles"
         )

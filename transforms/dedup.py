@@ -29,14 +29,15 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
@@ -192,7 +193,9 @@ class _DropWrittenFn(beam.DoFn):
         self._known = CachedSideInput(set)
         self._dropped = counter(ALREADY_WRITTEN)
 
-    def process(self, article: Article, written_keys: list[tuple[str, int]]) -> Iterable:
+    def process(
+        self, article: Article, written_keys: list[tuple[str, int]]
+    ) -> Iterator[Article | TaggedOutput[Literal[SEEN_TAG], tuple[str, int]]]:
         known = self._known.get(written_keys)
         matched = [key for key in identity_keys(article) if key in known]
         if not matched:
@@ -222,7 +225,7 @@ class DeduplicateArticles(beam.PTransform):
         self._settings = settings
         self._written = written
 
-    def expand(self, articles: beam.PCollection) -> beam.PCollection:
+    def expand(self, articles: beam.PCollection):
         settings = self._settings
         hashed = articles | "ContentHash" >> beam.Map(
             lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))

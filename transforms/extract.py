@@ -33,7 +33,8 @@ import threading
 import time
 import urllib.parse
 import urllib.robotparser
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal
 from urllib.parse import urljoin
 
 import apache_beam as beam
@@ -41,6 +42,7 @@ import lxml.etree
 import lxml.html
 import requests
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
@@ -737,7 +739,7 @@ class _SelectFn(beam.DoFn):
         self._written = _SetOnce()
         self._skipped_written = Metrics.counter(PAGE_STAGE, "pages_skipped_already_written")
 
-    def process(self, article: Article, written_keys=()):
+    def process(self, article: Article, written_keys=()) -> Iterator[Article | TaggedOutput[Literal["fetch"], Article]]:
         mode = self._modes.get(article.feed_url) or self._settings.mode
         if not wants_page(article, mode, self._settings.min_chars):
             yield article
@@ -829,7 +831,7 @@ class FetchArticlePages(beam.PTransform):
         self._written_keys = written_keys
         self._group = group_by_url
 
-    def expand(self, articles: beam.PCollection) -> Routed:
+    def expand(self, articles: beam.PCollection):
         side = () if self._written_keys is None else (beam.pvalue.AsList(self._written_keys),)
         selected = articles | "Select" >> beam.ParDo(_SelectFn(self._settings, self._modes), *side).with_outputs(
             _SelectFn.FETCH_TAG, main="kept"

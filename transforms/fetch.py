@@ -22,7 +22,7 @@ import random
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +32,7 @@ import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, FeedSource, reject, utcnow
+from transforms.article import DEAD_LETTER_TAG, DeadLetterOutput, FeedSource, reject, utcnow
 from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
 from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
@@ -389,7 +389,7 @@ class FetchFeedFn(beam.DoFn):
     def setup(self):
         self._session = make_session(self._settings)
 
-    def process(self, source: FeedSource):
+    def process(self, source: FeedSource) -> Iterator[FetchedFeed | DeadLetterOutput]:
         try:
             feed = fetch_feed(source, self._settings, self._session)
         except FetchError as err:  # blocked_address among them: a refused target never has a body to keep

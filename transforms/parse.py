@@ -39,17 +39,19 @@ import io
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from transforms.article import (
     DEAD_LETTER_TAG,
     UTC,
     Article,
     DeadLetter,
+    DeadLetterOutput,
     canonical_url,
     reject,
     stable_id,
@@ -1033,7 +1035,9 @@ class _ParseFeedFn(beam.DoFn):
         self._links_dropped = Metrics.counter(STAGE, "links_dropped")
         self._dates_untrusted = Metrics.counter(STAGE, "dates_untrusted")
 
-    def process(self, fetched: Any) -> Iterable[Any]:
+    def process(
+        self, fetched: Any
+    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[REPORT_TAG], FeedReport]]:
         stats = FeedStats()
         # One at a time, as they are read: a feed's articles are never all in memory together.
         for item in iter_feed(fetched, self._settings, stats):
@@ -1076,7 +1080,7 @@ class ParseEntries(beam.PTransform):
         super().__init__()
         self._settings = settings
 
-    def expand(self, feeds: beam.PCollection) -> Parsed:
+    def expand(self, feeds: beam.PCollection):
         outputs = feeds | "ParseFeed" >> beam.ParDo(_ParseFeedFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, REPORT_TAG, main="articles"
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -30,7 +30,7 @@ from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.article import DEAD_LETTER_TAG, UTC, Article, DeadLetter, Routed, reject
+from transforms.article import DEAD_LETTER_TAG, UTC, Article, DeadLetter, DeadLetterOutput, Routed, reject
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -98,7 +98,7 @@ class _StampFn(beam.DoFn):
     def __init__(self, size_seconds: int):
         self._size = size_seconds
 
-    def process(self, article: Article) -> Iterable[beam_window.TimestampedValue]:
+    def process(self, article: Article) -> Iterator[Article]:  # each wrapped in a TimestampedValue
         start, end = window_bounds(article.published_at, self._size)
         stamped = dataclasses.replace(article, window_start=start, window_end=end)
         yield beam_window.TimestampedValue(stamped, event_timestamp(article))
@@ -142,7 +142,7 @@ class _RouteTooLateFn(beam.DoFn):
         self._in_time = Metrics.counter("window", "in_time")
         self._too_late = Metrics.counter("window", TOO_LATE)
 
-    def process(self, article: Article) -> Iterable:
+    def process(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
         if not is_too_late(article, self._settings):
             self._in_time.inc()
             yield article
@@ -173,7 +173,7 @@ class RouteTooLate(beam.PTransform):
         super().__init__()
         self._settings = settings
 
-    def expand(self, articles: beam.PCollection) -> Routed:
+    def expand(self, articles: beam.PCollection):
         routed = articles | "Route" >> beam.ParDo(_RouteTooLateFn(self._settings)).with_outputs(
             DEAD_LETTER_TAG, main="articles"
         )

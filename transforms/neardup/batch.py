@@ -274,7 +274,7 @@ class DeduplicateNearCopies(beam.PTransform):
         self._settings = settings
         self._prior = prior_signatures
 
-    def expand(self, articles: beam.PCollection) -> NearDedupResult:
+    def expand(self, articles: beam.PCollection):
         settings = self._settings
         if not settings.enabled:
             return NearDedupResult(articles, articles.pipeline | "NoSignatures" >> beam.Create([]))

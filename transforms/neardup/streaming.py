@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, StrUtf8Coder, VarIntCoder
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
@@ -48,7 +50,9 @@ class _SignOneFn(beam.DoFn):
         self._signed = Metrics.counter("neardup", "signed")
         self._unsigned = Metrics.counter("neardup", "unsigned")
 
-    def process(self, article: Article) -> Iterable:
+    def process(
+        self, article: Article
+    ) -> Iterator[tuple[Article, SignatureRecord, int] | TaggedOutput[Literal["unsigned"], Article]]:
         record = signature_records([article], self._settings)[0] if article.article_id else None
         if record is None:
             self._unsigned.inc()
@@ -286,12 +290,13 @@ class DropNearCopiesWithState(beam.PTransform):
         )
         verdicts = (
             signed.signed
-            | "BandKeys" >> beam.FlatMap(_band_elements, settings).with_output_types(tuple[int, tuple])
-            | "Buckets" >> beam.ParDo(_BucketFn(settings)).with_output_types(tuple[str, tuple])
+            | "BandKeys"
+            >> beam.FlatMap(_band_elements, settings).with_output_types(tuple[int, tuple[int, SignatureRecord]])
+            | "Buckets" >> beam.ParDo(_BucketFn(settings)).with_output_types(tuple[str, tuple[int, object]])
         )
         by_id = signed.signed | "KeyById" >> beam.Map(
             lambda signed_article: (signed_article[0].article_id, (_ARTICLE, signed_article[0]))
-        ).with_output_types(tuple[str, tuple])
+        ).with_output_types(tuple[str, tuple[int, object]])
         decided = (
             (by_id, verdicts)
             | "ArticleAndVerdicts" >> beam.Flatten()
