@@ -17,10 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${NEWSBEAM_ENGINES:-$HOME/.cache/newsbeam-engines}"
 BEAM_JAVA=2.62.0   # the job servers' Beam release (see above)
-FLINK=1.19         # Beam 2.62's newest Flink
-FLINK_VERSION=1.19.0
-SPARK_VERSION=3.5.0  # the Spark that Beam 2.62's Spark 3 job server is built with
-BEAM_PYTHON="$( (. .venv/bin/activate 2>/dev/null; python3 -c 'import apache_beam; print(apache_beam.__version__)') 2>/dev/null || echo 2.78.0)"
+FLINK=1.19           # the newest Flink that Beam 2.62 has a runner for
+SPARK_VERSION=3.5.0  # the runner is compiled against Spark 3.2.2 (its pom: provided); 3.5 runs on Java 17
+# The project's venv (as .ci/run makes it), for the tests and for the apache-beam version Prism must match.
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'; fi
+  . .venv/bin/activate
+fi
+BEAM_PYTHON="$(python -c 'import apache_beam; print(apache_beam.__version__)')"
 MVN=(mvn -q -B "-Dmaven.repo.local=$CACHE/m2")
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
@@ -73,7 +77,7 @@ job_server "spark-3-$BEAM_JAVA" org.apache.beam.runners.spark.SparkJobServerDriv
   "org.apache.spark:spark-streaming_2.12:$SPARK_VERSION" org.slf4j:slf4j-simple:1.7.30
 # Prism at the version of the installed apache-beam, built from Beam's Go module (the Go module proxy).
 if [ ! -x "$CACHE/prism-v$BEAM_PYTHON/prism" ]; then
-  GOBIN="$CACHE/prism-v$BEAM_PYTHON" GOMODCACHE="$CACHE/gomod" GOFLAGS=-mod=mod \
+  GOBIN="$CACHE/prism-v$BEAM_PYTHON" GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gobuild" GOFLAGS=-mod=mod \
     go install "github.com/apache/beam/sdks/v2/go/cmd/prism@v$BEAM_PYTHON"
 fi
 echo "engines: fetched and built in $((SECONDS - start)) s (cache $CACHE)" >&2
@@ -82,8 +86,4 @@ if [ "${1:-}" = "--fetch-only" ]; then exit 0; fi
 export NEWSBEAM_FLINK_JOB_SERVER_JAR="$CACHE/flink-$FLINK-$BEAM_JAVA/job-server.jar"
 export NEWSBEAM_SPARK_JOB_SERVER_JAR="$CACHE/spark-3-$BEAM_JAVA/job-server.jar"
 export NEWSBEAM_PRISM="$CACHE/prism-v$BEAM_PYTHON/prism"
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'; fi
-  . .venv/bin/activate
-fi
 pytest -m engine tests/engines

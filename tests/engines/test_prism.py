@@ -14,8 +14,12 @@ from tests.engines.conftest import check_batch_on_samples, prism_binary, worker_
 pytestmark = pytest.mark.engine
 
 
-def test_samples_on_prism_give_the_local_rows_once(samples_reference, tmp_path):
-    prism = prism_binary()
+@pytest.fixture(scope="module")
+def prism() -> str:
+    return prism_binary()
+
+
+def test_samples_on_prism_give_the_local_rows_once(prism, samples_reference, tmp_path):
     with worker_pool(tmp_path / "pool.log") as pool:
         engine = [
             "--runner=PrismRunner",

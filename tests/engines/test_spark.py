@@ -13,13 +13,17 @@ from tests.engines.conftest import check_batch_on_samples, job_server_jar, worke
 pytestmark = pytest.mark.engine
 
 
-def test_samples_on_spark_give_the_local_rows_once(samples_reference, tmp_path):
-    jar = job_server_jar("NEWSBEAM_SPARK_JOB_SERVER_JAR", "spark-3-2.62.0", "Spark job server")
+@pytest.fixture(scope="module")
+def spark_jar() -> str:
+    return job_server_jar("NEWSBEAM_SPARK_JOB_SERVER_JAR", "spark-3-2.62.0", "Spark job server")
+
+
+def test_samples_on_spark_give_the_local_rows_once(spark_jar, samples_reference, tmp_path):
     with worker_pool(tmp_path / "pool.log") as pool:
         engine = [
             "--runner=SparkRunner",
             "--spark_master_url=local[2]",
-            f"--spark_job_server_jar={jar}",
+            f"--spark_job_server_jar={spark_jar}",
             "--environment_type=EXTERNAL",
             f"--environment_config={pool}",
         ]
