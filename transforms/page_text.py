@@ -132,6 +132,8 @@ def join_split_body(tree: lxml.html.HtmlElement) -> int:
             if chunk.text and chunk.text.strip():
                 _append_text(first, chunk.text)
             first.extend(list(chunk))  # moves the children, their tails with them
+            if chunk.tail and chunk.tail.strip():
+                chunk.tail = "\n" + chunk.tail  # the chunk was a block: its tail must not run into the text before it
             chunk.drop_tree()  # keeps the chunk's own tail in its old place
             moved += 1
     return moved
