@@ -19,6 +19,7 @@ on both sets, they cost more precision than they give recall once the two steps 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import lxml.etree
@@ -93,6 +94,24 @@ def prune(tree: lxml.html.HtmlElement) -> None:
     for script in list(tree.iter("script")):
         if (script.get("type") or "").strip().lower() != "application/ld+json":
             script.drop_tree()
+
+
+# Source line breaks inside a text are spaces, as a browser shows them (white-space: normal); trafilatura keeps them,
+# and a paragraph whose HTML was wrapped came out as one paragraph per source line. Not inside pre/code/textarea.
+_SOURCE_BREAKS = re.compile(r"[ \t\r\n\f]*[\r\n][ \t\r\n\f]*")
+_PREFORMATTED = ("pre", "code", "textarea", "listing", "plaintext", "xmp")
+
+
+def unwrap_lines(tree: lxml.html.HtmlElement) -> None:
+    """Turns, in place, the line breaks of the HTML source inside texts into spaces (preformatted text excepted)."""
+    kept = {node for block in tree.iter(*_PREFORMATTED) for node in block.iter()}
+    for element in tree.iter():
+        if element.text and element not in kept and ("\n" in element.text or "\r" in element.text):
+            element.text = _SOURCE_BREAKS.sub(" ", element.text)
+        if element.tail and ("\n" in element.tail or "\r" in element.tail):
+            parent = element.getparent()
+            if parent is None or parent not in kept:
+                element.tail = _SOURCE_BREAKS.sub(" ", element.tail)
 
 
 def _own_paragraphs(element: lxml.html.HtmlElement) -> int:
@@ -188,6 +207,7 @@ def extract_body(tree: lxml.html.HtmlElement, url: str = "") -> str:
     none). The tree is changed (split bodies joined); trafilatura works on a copy of it."""
     import trafilatura  # imported here: loading it costs about a second, paid only by runs that extract
 
+    unwrap_lines(tree)
     join_split_body(tree)
     text = trafilatura.extract(tree, url=url or None, fast=True, include_comments=False, output_format="txt")
     if not text:
