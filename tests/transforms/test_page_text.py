@@ -1,11 +1,11 @@
 """Page body extraction (transforms/page_text.py) on small pages reduced from those where whole paragraphs of the
-body went missing: a body split into chunks around an advert (WIRED's layout in the extraction benchmark), and
-paragraphs the page repeats (Mozilla Readability's test pages)."""
+body went missing: a body split into chunks around an advert (WIRED's layout in the extraction benchmark),
+paragraphs the page repeats, and hard-wrapped paragraphs (Mozilla Readability's test pages)."""
 
 import lxml.html
 
 from transforms.extract import extract_page, parse_html
-from transforms.page_text import extract_body, join_split_body, prune, restore_repeats
+from transforms.page_text import extract_body, join_split_body, prune, restore_repeats, unwrap_lines
 
 PARAGRAPHS = [
     f"Paragraph {n} of the story: the council met on Tuesday and argued late into the night over the budget for "
@@ -113,3 +113,32 @@ def test_prune_keeps_json_ld_and_drops_what_never_holds_text():
     prune(tree)
     assert " ".join(" ".join(tree.itertext()).split()) == '{"articleBody": "b"} Kept'
     assert extract_body(parse_html("<html><body></body></html>")) == ""
+
+
+def wrapped(text: str, width: int = 60) -> str:
+    """The text as hand-written HTML has it: broken into indented source lines."""
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return "\n        ".join([*lines, line])
+
+
+def test_a_hard_wrapped_paragraph_stays_one_paragraph_and_its_repeat_is_kept():
+    """Readability's title-en-dash page: the body is two <div>s of the same hard-wrapped text."""
+    div = f"<div>\n        {wrapped(PARAGRAPHS[0])}\n    </div>"
+    text = extract_page(f"<html><body><article>\n    {div}\n    {div}\n</article></body></html>".encode()).text
+    assert text.split("\n\n") == [PARAGRAPHS[0], PARAGRAPHS[0]]
+
+
+def test_unwrap_lines_leaves_preformatted_text_alone():
+    tree = parse_html(
+        "<html><body><p>one\n  two<b>three\nfour</b>\nfive</p><pre>keep\n  this\n<code>and\nthis</code>\n</pre>"
+        "\nafter</body></html>"
+    )
+    unwrap_lines(tree)
+    assert " ".join(tree.find(".//p").itertext()) == "one two three four  five"
+    assert tree.find(".//pre").text_content() == "keep\n  this\nand\nthis\n"
+    assert tree.find(".//pre").tail == " after"
