@@ -100,18 +100,23 @@ def prune(tree: lxml.html.HtmlElement) -> None:
 # and a paragraph whose HTML was wrapped came out as one paragraph per source line. Not inside pre/code/textarea.
 _SOURCE_BREAKS = re.compile(r"[ \t\r\n\f]*[\r\n][ \t\r\n\f]*")
 _PREFORMATTED = ("pre", "code", "textarea", "listing", "plaintext", "xmp")
+# Found in C: the texts with a line break and something besides whitespace (indentation between tags is harmless).
+_WRAPPED_TEXTS = lxml.etree.XPath("//text()[contains(., '\n') or contains(., '\r')][normalize-space()]")
 
 
 def unwrap_lines(tree: lxml.html.HtmlElement) -> None:
     """Turns, in place, the line breaks of the HTML source inside texts into spaces (preformatted text excepted)."""
-    kept = {node for block in tree.iter(*_PREFORMATTED) for node in block.iter()}
-    for element in tree.iter():
-        if element.text and element not in kept and ("\n" in element.text or "\r" in element.text):
-            element.text = _SOURCE_BREAKS.sub(" ", element.text)
-        if element.tail and ("\n" in element.tail or "\r" in element.tail):
-            parent = element.getparent()
-            if parent is None or parent not in kept:
-                element.tail = _SOURCE_BREAKS.sub(" ", element.tail)
+    for found in _WRAPPED_TEXTS(tree):
+        owner = found.getparent()  # the element whose .text or .tail this is
+        container = owner.getparent() if found.is_tail else owner
+        if container is not None and (
+            container.tag in _PREFORMATTED or next(container.iterancestors(*_PREFORMATTED), None) is not None
+        ):
+            continue
+        if found.is_tail:
+            owner.tail = _SOURCE_BREAKS.sub(" ", owner.tail)
+        else:
+            owner.text = _SOURCE_BREAKS.sub(" ", owner.text)
 
 
 def _own_paragraphs(element: lxml.html.HtmlElement) -> int:
@@ -174,6 +179,10 @@ def restore_repeats(paragraphs: list[str], tree: lxml.html.HtmlElement) -> list[
     """The paragraphs with each one the page shows n times in one container (n identical visible blocks of at least
     REPEAT_MIN_CHARS characters under one parent) kept n times: the missing copies follow its last copy."""
     wanted = {_normal(p) for p in paragraphs if len(p) >= REPEAT_MIN_CHARS}
+    if wanted:  # a cheap first look (in C): only paragraphs found twice in the page's text can be repeated blocks
+        body = tree.find("body")
+        page = _normal((tree if body is None else body).text_content())
+        wanted = {text for text in wanted if page.count(text) > 1}
     if not wanted:
         return paragraphs
     # Keyed by the parent element itself: lxml makes a new proxy object per access, so id() of one is not stable.
