@@ -101,16 +101,20 @@ def prune(tree: lxml.html.HtmlElement) -> None:
 _SOURCE_BREAKS = re.compile(r"[ \t\r\n\f]*[\r\n][ \t\r\n\f]*")
 _PREFORMATTED = ("pre", "code", "textarea", "listing", "plaintext", "xmp")
 # Found in C: the texts with a line break and something besides whitespace (indentation between tags is harmless).
-_WRAPPED_TEXTS = lxml.etree.XPath("//text()[contains(., '\n') or contains(., '\r')][normalize-space()]")
+# libxml2 has turned CR LF and CR into LF while parsing.
+_WRAPPED_TEXTS = lxml.etree.XPath("//text()[contains(., '\n')][normalize-space()]")
 
 
 def unwrap_lines(tree: lxml.html.HtmlElement) -> None:
     """Turns, in place, the line breaks of the HTML source inside texts into spaces (preformatted text excepted)."""
+    preformatted = next(tree.iter(*_PREFORMATTED), None) is not None
     for found in _WRAPPED_TEXTS(tree):
         owner = found.getparent()  # the element whose .text or .tail this is
         container = owner.getparent() if found.is_tail else owner
-        if container is not None and (
-            container.tag in _PREFORMATTED or next(container.iterancestors(*_PREFORMATTED), None) is not None
+        if (
+            preformatted
+            and container is not None
+            and (container.tag in _PREFORMATTED or next(container.iterancestors(*_PREFORMATTED), None) is not None)
         ):
             continue
         if found.is_tail:
