@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import state
+from pipeline import storage
 from pipeline.layout import OutputLayout
 
 _LOG = logging.getLogger("newsbeam")
@@ -50,7 +50,7 @@ def write_report(
 ) -> str:
     """Build the report of `output` and write it atomically to `out` (default `_report/index.html` in it)."""
     out = out or OutputLayout(output).report_page
-    state.write_atomically(out, build_report(output, since_seconds, now).encode("utf-8"))
+    storage.write_atomically(out, build_report(output, since_seconds, now).encode("utf-8"))
     return out
 
 
@@ -175,9 +175,10 @@ def load_feed_state(output: str) -> list[dict[str, Any]] | str:
 
 
 def _dataset(path: str) -> ds.Dataset | None:
-    if not FileSystems.exists(path):
+    if not storage.has_files(path):
         return None
-    return ds.dataset(path, format="parquet", partitioning="hive")
+    filesystem, where = storage.arrow_filesystem(path)  # an object store is read with the command's options
+    return ds.dataset(where, filesystem=filesystem, format="parquet", partitioning="hive")
 
 
 @dataclasses.dataclass

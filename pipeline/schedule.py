@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.layout import OutputLayout
-from pipeline.state import write_atomically
+from pipeline.storage import write_atomically
 from transforms.feed_report import FeedReport
 
 if TYPE_CHECKING:  # pipeline.config imports HealthSettings from here

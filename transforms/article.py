@@ -341,7 +341,7 @@ def stable_id(*parts: str) -> str:
     return digest.hexdigest()
 
 
-# The identity keys, each under the column of the key index (`_state/seen/`, pipeline.state) that holds its hash.
+# The identity keys, each under the column of the key index (`_state/seen/`, pipeline.seen_index) that holds its hash.
 INDEX_KEY_COLUMNS = ("id_key", "url_key", "content_key")
 
 

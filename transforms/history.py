@@ -1,6 +1,6 @@
 """ReadWrittenKeys and ReadPriorSignatures: what earlier runs wrote, for deduplication across runs.
 
-ReadWrittenKeys reads the key index the driver prepared for this run (pipeline.state: `_state/seen/`, expired rows
+ReadWrittenKeys reads the key index the driver prepared for this run (pipeline.seen_index: `_state/seen/`, expired rows
 dropped, crashed runs reconciled): one row per article written and still seen in a feed, with 64-bit hashes of its
 id, canonical URL and content hash. Its size follows what the feeds carry, not the age of the output, and it is
 streamed as Arrow record batches: no step holds it whole. DeduplicateArticles matches the batches against the (much

@@ -27,7 +27,7 @@ def test_the_reader_and_the_matcher_agree_on_the_columns():
 
 
 def index_file(path, written: list[Article]):
-    """An index file as pipeline.state writes it (only the key columns matter here)."""
+    """An index file as pipeline.seen_index writes it (only the key columns matter here)."""
 
     def hashed(values):
         return pa.array([key_hash(v) if v else None for v in values], pa.int64())
