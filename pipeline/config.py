@@ -212,7 +212,7 @@ def _check_object_store(output: str) -> None:
         )
     probe = FileSystems.join(output, "_state", f".write-check-{os.getpid()}")
     try:
-        storage.write_atomically(probe, b"")
+        storage.write_atomically(probe, b"newsbeam")  # not empty: Beam's S3 writer cannot write an empty object
         FileSystems.delete([probe])
     except Exception as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
