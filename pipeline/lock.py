@@ -130,8 +130,9 @@ class _GcsObject:
         blob = self._bucket.get_blob(self._name)
         if blob is None:
             return None, None
+        generation = blob.generation  # before the download, which may reset it from the response's headers
         try:
-            return blob.download_as_bytes(if_generation_match=blob.generation), blob.generation
+            return blob.download_as_bytes(if_generation_match=generation), generation
         except NotFound:  # released between the two requests
             return None, None
 
