@@ -56,7 +56,7 @@ def make_feed(entries: int) -> bytes:
 
 def _child_parse(path: str, compare: int) -> None:
     """In a fresh process: read the feed the way ParseEntries does, and report as JSON on stdout."""
-    from transforms.fetch import FeedSource, FetchedFeed
+    from transforms.feed import FeedSource, FetchedFeed
     from transforms.parse import FeedStats, ParseSettings, _Entries, _parse_with_feedparser, iter_feed
 
     body = Path(path).read_bytes()

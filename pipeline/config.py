@@ -27,7 +27,8 @@ from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.extract import MODES as EXTRACT_MODES
 from transforms.extract import ExtractSettings
-from transforms.fetch import FeedSource, FetchSettings
+from transforms.feed import FeedSource
+from transforms.fetch import FetchSettings
 from transforms.neardup import NearDedupSettings
 from transforms.parse import ParseSettings
 from transforms.poll import StreamSettings

@@ -14,7 +14,7 @@ from pipeline import state
 from pipeline.compact import compact
 from pipeline.config import parse_duration
 from pipeline.layout import OutputLayout
-from transforms.article import utcnow
+from transforms.clock import utcnow
 
 
 def compact_command(output: str, older_than: str) -> int:

@@ -28,7 +28,7 @@ from pipeline.layout import STAGED_ARTICLES, OutputLayout
 from pipeline.options import NewsbeamOptions
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
-from transforms.article import NOW_ENV, parse_instant, utcnow
+from transforms.clock import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
 from transforms.text_classifier import ClassifierError
 from transforms.topic_model import load_topic_model
@@ -70,7 +70,7 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
     if args.now is None:
         return _run(argv, args)
     before = os.environ.get(NOW_ENV)
-    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
+    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.clock.utcnow)
     try:
         return _run(_without_option(argv, "--now"), args)
     finally:

@@ -33,7 +33,7 @@ from transforms.feed_report import FeedReport
 
 if TYPE_CHECKING:  # pipeline.config imports HealthSettings from here
     from pipeline.config import Config
-    from transforms.fetch import FeedSource
+    from transforms.feed import FeedSource
 
 _LOG = logging.getLogger("newsbeam")
 

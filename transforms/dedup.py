@@ -41,9 +41,11 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.article import DEFAULT_TRACKING_PARAMETERS, INDEX_KEY_COLUMNS, Article, forget_at, key_hash
+from transforms.article import INDEX_KEY_COLUMNS, Article, identity_keys
 from transforms.counters import ALREADY_WRITTEN, DUPLICATES, counter
+from transforms.expiry import forget_at
 from transforms.side_inputs import CachedSideInput
+from transforms.urls import DEFAULT_TRACKING_PARAMETERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,13 +154,6 @@ class _CountDropped(beam.DoFn):
             self._dropped.inc(members - 1)
             self._dropped_kind.inc(members - 1)
         yield article
-
-
-def identity_keys(article: Article) -> list[tuple[str, int]]:
-    """The (index column, key hash) pairs under which an article is looked up among those already written: its id,
-    canonical URL and content hash, each when not empty."""
-    values = (article.article_id, article.url, article.content_hash)
-    return [(column, key_hash(value)) for column, value in zip(INDEX_KEY_COLUMNS, values) if value]
 
 
 def _keys_by_column(keys: Iterable[tuple[str, int]]) -> dict[str, pa.Array]:

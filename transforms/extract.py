@@ -46,18 +46,9 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
-from transforms.article import (
-    DEAD_LETTER_TAG,
-    INDEX_KEY_COLUMNS,
-    PAGE_STAGE,
-    UTC,
-    Article,
-    DeadLetter,
-    Routed,
-    key_hash,
-    reject,
-    utcnow,
-)
+from transforms.article import Article, identity_keys
+from transforms.clock import UTC, utcnow
+from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
 from transforms.netguard import (
     AllowList,
     BlockedAddress,
@@ -456,15 +447,6 @@ def wants_page(article: Article, mode: str, min_chars: int) -> bool:
     return mode == "always" or feed_text_chars(article.text) < min_chars
 
 
-def page_keys(article: Article) -> list[tuple[str, int]]:
-    """The key index entries (column, key hash) that say an entry was written before: its id and canonical URL."""
-    return [
-        (column, key_hash(value))
-        for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url))
-        if value
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
 class PageResult:
     """The outcome of fetching one page: `page` on success, else `reason` (a dead-letter reason) and `message`."""
@@ -743,7 +725,7 @@ class _SelectFn(beam.DoFn):
         mode = self._modes.get(article.feed_url) or self._settings.mode
         if not wants_page(article, mode, self._settings.min_chars):
             yield article
-        elif any(key in self._written.get(written_keys) for key in page_keys(article)):
+        elif any(key in self._written.get(written_keys) for key in identity_keys(article)):
             self._skipped_written.inc()  # dropped later as already written: its page is not fetched again
             yield article
         else:

@@ -17,7 +17,6 @@ with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLet
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import random
 import time
 import urllib.parse
@@ -32,8 +31,10 @@ import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, DeadLetterOutput, FeedSource, reject, utcnow
+from transforms.clock import utcnow
 from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, dead_letter_on_error, reject
+from transforms.feed import FeedSource, FetchedFeed
 from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
 
 STAGE = "fetch"
@@ -57,28 +58,6 @@ _LOCAL_CONTENT_TYPES = {
     ".json": "application/feed+json",
     ".rdf": "application/rdf+xml",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class FetchedFeed:
-    """The raw bytes of one feed as fetched, with what the parser needs to decode them."""
-
-    source: FeedSource
-    url: str  # final URL after redirects (the path as given for local files)
-    status: int | None  # None for local files
-    content_type: str  # exactly as sent, charset parameter included
-    body: bytes  # decoded (gunzipped) body
-    fetched_at: dt.datetime
-    headers: tuple[tuple[str, str], ...] = ()  # INTERESTING_HEADERS present in the response, in that order
-
-    @property
-    def not_modified(self) -> bool:
-        """True for a 304 answer to a conditional request: nothing new, and no body."""
-        return self.status == 304
-
-    def header(self, name: str) -> str:
-        """A kept response header, '' when absent (names compare case-insensitively)."""
-        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +355,14 @@ def _read_local(source: FeedSource, path: Path, settings: FetchSettings) -> Fetc
     )
 
 
+def unexpected_error(source: FeedSource, err: Exception) -> DeadLetter:
+    """The dead letter of a feed whose fetch raised something other than a FetchError: a bug or a library surprise
+    costs one feed, never the run."""
+    counter(FEEDS_FAILED).inc()
+    Metrics.counter(STAGE, "failed_unexpected_error").inc()
+    return reject(STAGE, "unexpected_error", feed_url=str(source.url), error=err)
+
+
 class FetchFeedFn(beam.DoFn):
     """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance."""
 
@@ -389,14 +376,12 @@ class FetchFeedFn(beam.DoFn):
     def setup(self):
         self._session = make_session(self._settings)
 
+    @dead_letter_on_error(unexpected_error)
     def process(self, source: FeedSource) -> Iterator[FetchedFeed | DeadLetterOutput]:
         try:
             feed = fetch_feed(source, self._settings, self._session)
         except FetchError as err:  # blocked_address among them: a refused target never has a body to keep
             yield self._dead_letter(source, err.reason, err.message, err.status, err.retry_after)
-            return
-        except Exception as err:  # noqa: BLE001 - a bug or a library surprise must cost one feed, not the run
-            yield self._dead_letter(source, "unexpected_error", f"{type(err).__name__}: {err}", None)
             return
         self._ok.inc()
         self._bytes.inc(len(feed.body))

@@ -46,16 +46,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.article import (
-    DEAD_LETTER_TAG,
-    UTC,
-    Article,
-    DeadLetter,
-    DeadLetterOutput,
-    canonical_url,
-    reject,
-    stable_id,
-)
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
 from transforms.counters import (
     ARTICLES_PARSED,
     ENTRIES_READ,
@@ -65,7 +57,9 @@ from transforms.counters import (
     NOT_MODIFIED,
     counter,
 )
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, reject
 from transforms.feed_report import FeedReport, body_hash, max_age_seconds
+from transforms.urls import canonical_url
 
 STAGE = "parse"
 

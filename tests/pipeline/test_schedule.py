@@ -13,8 +13,8 @@ from pipeline.schedule import (
     schedule_feeds,
     use_validators,
 )
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
-from transforms.fetch import FeedSource
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
 S = HealthSettings()

@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 import duckdb
 
 from pipeline.cli import main
-from transforms.article import UTC
+from transforms.clock import UTC
 
 TEXT = "The harbour authority opened the new ferry terminal on Monday after two years of building work and delays."
 

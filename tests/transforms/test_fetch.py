@@ -15,9 +15,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import counter
 from tests.feed_server import FeedServer
-from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter
+from transforms.clock import UTC
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
+from transforms.feed import FeedSource
 from transforms.fetch import (
-    FeedSource,
     FetchError,
     FetchFeedFn,
     FetchFeeds,
@@ -390,6 +391,7 @@ def test_unexpected_exception_becomes_a_dead_letter():
         def get(self, *args, **kwargs):
             raise RuntimeError("boom")
 
+    raised_at = ExplodingSession.get.__code__.co_firstlineno + 1  # the dead letter names the line that raised
     fn = FetchFeedFn(FAST)
     fn._session = ExplodingSession()  # instead of setup(): stands in for a bug anywhere below fetch_feed
     (output,) = fn.process(FeedSource("x", "http://127.0.0.1:1/feed.xml"))
@@ -399,7 +401,7 @@ def test_unexpected_exception_becomes_a_dead_letter():
     assert (letter.stage, letter.reason, letter.message, letter.run_id) == (
         "fetch",
         "unexpected_error",
-        "RuntimeError: boom",
+        f"RuntimeError: boom (at test_fetch.py:{raised_at} in get)",
         "",  # no stage stamps the run id: WriteDeadLetters does, when it writes the row
     )
 

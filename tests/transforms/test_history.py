@@ -9,7 +9,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art, counter
-from transforms.article import INDEX_KEY_COLUMNS, UTC, Article, key_hash
+from transforms.article import INDEX_KEY_COLUMNS, Article, key_hash
+from transforms.clock import UTC
 from transforms.counters import ALREADY_WRITTEN
 from transforms.dedup import DeduplicateArticles, content_hash
 from transforms.history import KEY_COLUMNS, ReadWrittenKeys, lookback_patterns

@@ -20,7 +20,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import art as base_art
 from tests.conftest import counters
 from tests.transforms import neardup_texts as texts
-from transforms.article import UTC, Article, stable_id
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
 from transforms.neardup import (
     SIGNATURE_SCHEMA,
     DeduplicateNearCopies,

@@ -11,8 +11,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.article import UTC
-from transforms.fetch import FeedSource, FetchedFeed
+from transforms.clock import UTC
+from transforms.feed import FeedSource, FetchedFeed
 from transforms.parse import (
     FeedStats,
     ParseEntries,

@@ -24,8 +24,9 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.article import Article, forget_at
+from transforms.article import Article
 from transforms.counters import DUPLICATES, NEAR_COPIES_DROPPED, NEAR_COPIES_MARKED, counter
+from transforms.expiry import forget_at
 from transforms.neardup.candidates import candidate_keys
 from transforms.neardup.records import SignatureRecord, signature_records
 from transforms.neardup.settings import NearDedupSettings
