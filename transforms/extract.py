@@ -49,6 +49,7 @@ from transforms import __version__
 from transforms.article import Article, identity_keys
 from transforms.clock import UTC, utcnow
 from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
+from transforms.fetching import FetchError, read_capped, retry_after_seconds
 from transforms.netguard import (
     AllowList,
     BlockedAddress,
@@ -56,7 +57,6 @@ from transforms.netguard import (
     DeadlineExceeded,
     check_url,
     guarded_session,
-    retry_after_seconds,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -461,12 +461,6 @@ class PageResult:
     truncated: bool = False
 
 
-class PageError(Exception):
-    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.reason, self.message, self.status, self.retry_after = reason, message, status, retry_after
-
-
 class HostLimiter:
     """At most `connections` requests in flight per host, and request starts at least `delay` seconds apart."""
 
@@ -523,7 +517,7 @@ class PageFetcher:
         """Fetch and extract one page; never raises."""
         try:
             return self._fetch(url)
-        except PageError as err:
+        except FetchError as err:
             return PageResult(
                 url, status=err.status, reason=err.reason, message=err.message, retry_after=err.retry_after
             )
@@ -543,7 +537,7 @@ class PageFetcher:
         while True:
             check_url(current, self._allow)  # every hop, before anything is sent; the session checks again at connect
             if s.robots and not self._robots_allow(current):
-                raise PageError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
+                raise FetchError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
             host = (urllib.parse.urlsplit(current).hostname or "").lower()
             wait = None
             with self._limiter.slot(host), Deadline(s.total_timeout):
@@ -555,7 +549,7 @@ class PageFetcher:
                     if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                         redirects += 1
                         if redirects > s.max_redirects:
-                            raise PageError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
+                            raise FetchError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
                         current = urllib.parse.urljoin(current, response.headers["Location"])
                         continue
                     if status in (429, 503):
@@ -563,21 +557,21 @@ class PageFetcher:
                         if wait is not None:
                             self._limiter.push_back(host, wait)
                         if retried or wait is None or wait > s.max_retry_after:
-                            raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
+                            raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
                     elif status >= 400:
-                        raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
+                        raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
                     else:
                         content_type = response.headers.get("Content-Type", "")
                         media = content_type.split(";")[0].strip().lower()
                         if media not in HTML_TYPES:
-                            raise PageError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
-                        body, truncated = _read_capped(response, s.max_bytes)
+                            raise FetchError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
+                        body, truncated = read_capped(response, s.max_bytes, keep_start=True)
                         try:
                             page = extract_page(body, current, content_type)
                         except Exception as err:  # noqa: BLE001 - a page no parser copes with is a dead letter
-                            raise PageError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
+                            raise FetchError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
                         if not page.text:
-                            raise PageError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
+                            raise FetchError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
                         return PageResult(url, current, status, page, truncated=truncated)
             # Retry-After: once, after waiting outside the host's slot (the wait does not hold a connection).
             retried = True
@@ -612,8 +606,8 @@ class PageFetcher:
                         return parser
                     if response.status_code >= 400:
                         return None
-                    body, _ = _read_capped(response, 512 * 1024)
-        except (BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
+                    body, _ = read_capped(response, 512 * 1024, keep_start=True)
+        except (FetchError, BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
             return None  # the page fetch that follows reports what is wrong with the host
         parser.parse(body.decode("utf-8", "replace").splitlines())
         return parser
@@ -631,17 +625,6 @@ def _caused_by(err: BaseException, kind: type) -> BaseException | None:
         err = err.__cause__ or err.__context__
         seen += 1
     return None
-
-
-def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the (decompressed) body, and whether there was more."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
 
 
 def apply_page(article: Article, result: PageResult) -> tuple[Article, DeadLetter | None]:

@@ -18,16 +18,8 @@ from tests.feed_server import FeedServer
 from transforms.clock import UTC
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.feed import FeedSource
-from transforms.fetch import (
-    FetchError,
-    FetchFeedFn,
-    FetchFeeds,
-    FetchSettings,
-    backoff_delay,
-    fetch_feed,
-    make_session,
-    retry_after_seconds,
-)
+from transforms.fetch import FetchFeedFn, FetchFeeds, FetchSettings, backoff_delay, fetch_feed, make_session
+from transforms.fetching import FetchError
 
 RSS = (
     '<?xml version="1.0" encoding="iso-8859-1"?>\n'
@@ -366,15 +358,6 @@ def test_local_file_over_size_cap_is_too_large(tmp_path):
 
 
 # Helpers
-
-
-def test_retry_after_seconds_reads_both_forms():
-    now = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-    assert retry_after_seconds("120", now) == 120.0
-    assert retry_after_seconds("Wed, 01 May 2024 12:01:30 GMT", now) == 90.0
-    assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
-    assert retry_after_seconds("soon", now) is None
-    assert retry_after_seconds(None, now) is None
 
 
 def test_backoff_delay_grows_and_stays_in_its_jitter_band():
