@@ -30,8 +30,8 @@ from transforms.extract import ExtractSettings
 from transforms.feed import FeedSource
 from transforms.fetch import FetchSettings
 from transforms.neardup import NearDedupSettings
-from transforms.parse import ParseSettings
 from transforms.poll import StreamSettings
+from transforms.readers.base import ParseSettings
 from transforms.window import WindowSettings
 
 

@@ -21,7 +21,6 @@ earlier run), groups them by URL, fetches in parallel within each worker and mer
 
 from __future__ import annotations
 
-import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -47,7 +46,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
 from transforms.article import Article, identity_keys
-from transforms.clock import UTC, utcnow
+from transforms.charsets import BOMS, codec_name
+from transforms.clock import utcnow
+from transforms.dates import parse_date
 from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
 from transforms.fetching import FetchError, read_capped, retry_after_seconds
 from transforms.netguard import (
@@ -64,39 +65,20 @@ from transforms.netguard import (
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 # The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
 _META_SCAN_BYTES = 4096
-# Browsers treat these labels as windows-1252, which is a superset: the extra characters decode instead of failing.
-_LABEL_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "us-ascii": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-1": "cp1252",
-}
-
-
-def _codec(label: str) -> str:
-    label = label.strip().lower()
-    label = _LABEL_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return ""
 
 
 def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     """The page as text and the charset used (see the module docstring for the order of the sources)."""
-    for bom, name in _BOMS:
+    for bom, name in BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, "replace"), name
     header = _HEADER_CHARSET.search(content_type or "")
-    name = _codec(header.group(1)) if header else ""
+    name = codec_name(header.group(1)) if header else ""
     if not name:
         meta = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
-        name = _codec(meta.group(1).decode("ascii")) if meta else ""
+        name = codec_name(meta.group(1).decode("ascii")) if meta else ""
         if name.startswith("utf-16"):  # a meta tag readable as ASCII cannot be in UTF-16: the tag is wrong
             name = ""
     if name:
@@ -108,7 +90,7 @@ def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     from charset_normalizer import from_bytes  # only pages that are neither declared nor UTF-8 pay for it
 
     best = from_bytes(body[:65536]).best()
-    name = _codec(best.encoding) if best is not None else ""
+    name = codec_name(best.encoding) if best is not None else ""
     name = name or "cp1252"
     return body.decode(name, "replace"), name
 
@@ -166,25 +148,6 @@ def parse_html(text: str) -> lxml.html.HtmlElement | None:
     except (lxml.etree.ParserError, ValueError):
         return None
     return root if root is not None and isinstance(root, lxml.html.HtmlElement) else None
-
-
-def parse_datetime(value: str) -> dt.datetime | None:
-    """An ISO 8601 date or date-time (as meta tags and JSON-LD write them) in UTC; None when it is not one."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    value = re.sub(r"Z$", "+00:00", value)
-    value = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", value)  # +0200 -> +02:00
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _meta(tree: lxml.html.HtmlElement) -> dict[str, str]:
@@ -246,16 +209,16 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
 
     published = None
     for obj in ld:
-        published = parse_datetime(str(obj.get("datePublished", "")))
+        published = parse_date(str(obj.get("datePublished", "")))
         if published:
             break
     for key in _DATE_META:
         if published:
             break
-        published = parse_datetime(meta.get(key, ""))
+        published = parse_date(meta.get(key, ""))
     if published is None:
         for element in tree.iter("time"):
-            published = parse_datetime(element.get("datetime", ""))
+            published = parse_date(element.get("datetime", ""))
             if published:
                 break
 

@@ -1,10 +1,14 @@
-"""Links: the canonical form of an article's URL (ParseEntries keys articles by it, dedup compares it)."""
+"""Links: an entry's link as an absolute http(s) URL, and its canonical form.
+
+`article_link` is how the feed readers (transforms/readers/) take an entry's link; `canonical_url` is the form
+ParseEntries keys articles by and DeduplicateArticles compares (its tracking parameters are the dedup settings').
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 DEFAULT_TRACKING_PARAMETERS = (
     "utm_*",
@@ -70,3 +74,20 @@ def canonical_url(url: str, tracking_parameters: Iterable[str] = DEFAULT_TRACKIN
         if k.lower() not in exact and not (prefixes and k.lower().startswith(prefixes))
     )
     return urlunsplit((scheme, netloc, parts.path or "/", urlencode(query), ""))
+
+
+def article_link(link: str, base: str = "") -> str:
+    """The entry's link as an absolute http(s) URL, or '' when it is none (other scheme, invalid port or host)."""
+    link = (link or "").strip()
+    if not link:
+        return ""
+    try:
+        # Most links are absolute already: urljoin is the dearest step of reading an entry.
+        absolute = link if link[:8].lower().startswith(("http://", "https://")) or not base else urljoin(base, link)
+        parts = urlsplit(absolute)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    return absolute
