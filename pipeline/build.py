@@ -15,8 +15,8 @@ from pipeline.layout import STAGED_FEED_REPORTS, STAGED_SEEN_KEYS, STAGED_SIGNAT
 from pipeline.state import SEEN_KEYS_SCHEMA, report_to_json
 from transforms.dedup import DeduplicateArticles
 from transforms.health import ReportFeedHealth
-from transforms.history import ReadPriorSignatures, ReadWrittenKeys
-from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
+from transforms.history import ReadWrittenKeys
+from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, ReadPriorSignatures, signature_row
 from transforms.sink import (
     ParquetSink,
     SinkSettings,

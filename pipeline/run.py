@@ -126,7 +126,7 @@ def _run_locked(
     state.clean_leftovers(config.output, keep=run_id)
     seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = schedule.load_feed_health(config.output)
-    due, skipped = schedule.schedule_feeds(config, health, now, poll_all)
+    due, skipped = schedule.schedule_feeds(config.feeds, config.schedule, health, now, poll_all)
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
