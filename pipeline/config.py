@@ -70,7 +70,7 @@ class Config:
 _ALIASES = {
     "window.size": "size_seconds",
     "parse.max_future": "max_future_seconds",
-    "dedup.lookback": "lookback_seconds",
+    "dedup.lookback": "neardup_lookback_seconds",
     "dedup.forget_after": "forget_after_seconds",
     "schedule.poll": "poll_seconds",
     "schedule.failure_backoff": "failure_backoff_seconds",

@@ -56,7 +56,9 @@ def build_streaming(
         ingested.articles | "PollTime" >> beam.Map(at_fetch_time) | "Deduplicate" >> DeduplicateWithState(config.dedup)
     )
     if config.neardup.enabled and stream.near_duplicates:
-        unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
+        unique = unique | "NearDuplicates" >> DropNearCopiesWithState(
+            config.neardup, config.dedup.neardup_lookback_seconds
+        )
     timely = unique | "TooLate" >> RouteTooLate(config.window)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 

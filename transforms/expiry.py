@@ -14,10 +14,10 @@ from transforms.article import Article
 _END_OF_GLOBAL_WINDOW = beam_window.GlobalWindow().max_timestamp()
 
 
-def forget_at(article: Article, lookback_seconds: float) -> Timestamp:
-    """When a key last seen with this article may be forgotten: `max(published_at, fetched_at) + lookback`, in event
+def forget_at(article: Article, after_seconds: float) -> Timestamp:
+    """When a key last seen with this article may be forgotten: `max(published_at, fetched_at) + after_seconds`, in event
     time. Counted from the fetch too, so an old entry still in its feed is not re-admitted at every poll."""
     times = [t for t in (article.published_at, article.fetched_at) if t is not None]
     if not times:
         return _END_OF_GLOBAL_WINDOW
-    return min(Timestamp.from_utc_datetime(max(times)) + Duration(seconds=lookback_seconds), _END_OF_GLOBAL_WINDOW)
+    return min(Timestamp.from_utc_datetime(max(times)) + Duration(seconds=after_seconds), _END_OF_GLOBAL_WINDOW)

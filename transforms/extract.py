@@ -740,7 +740,7 @@ class FetchArticlePages(beam.PTransform):
     """Articles in (raw, as parsed); the same articles out, with their page's text where it was fetched.
 
     `feeds` gives each feed's own `extract` mode (a FeedSource's `extract`, empty for the config's). `written_keys`
-    is a PCollection of identity keys (`i:<article_id>`, `u:<url>`) already in the output: those entries are never
+    is a PCollection of identity keys (article.identity_keys: (index column, key hash)) already in the output: those are never
     fetched again (DeduplicateArticles drops them later). `group_by_url` (batch) fetches a URL once per run even
     across workers; streaming leaves it off (there is no end to group by) and relies on each instance's cache.
     """

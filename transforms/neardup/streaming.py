@@ -32,7 +32,8 @@ from transforms.neardup.records import SignatureRecord, signature_records
 from transforms.neardup.settings import NearDedupSettings
 from transforms.neardup.verification import is_near_copy
 
-# The dedup lookback's default (DedupSettings.lookback_seconds), without importing the dedup stage.
+# The near-duplicate lookback's default (`dedup.lookback`, DedupSettings.neardup_lookback_seconds), without importing
+# the dedup stage.
 DEFAULT_LOOKBACK_SECONDS = 14 * 86400
 
 
