@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import state
 from pipeline.layout import OutputLayout
+from pipeline.summary import ACCOUNTED
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -758,16 +759,15 @@ def _dead_letters_section(dead: dict[tuple[str, str], DeadLetterGroup] | str) ->
     )
 
 
-# The reconciliation as summary.RunSummary states it; fields a record lacks count as 0, and any other count in the
-# record is listed below it, so a field added later is shown even before this page knows its meaning.
-_ACCOUNTED = ("articles_written", "duplicates", "already_written", "entry_dead_letters")
+# The reconciliation is summary.ACCOUNTED; fields a record lacks count as 0, and any other count in the record is
+# listed below it, so a field added later is shown even before this page knows its meaning.
 
 
 def _reconciliation_section(latest: dict[str, Any] | None) -> str:
     if not latest:
         return _section("Latest run", '<p class="none">No run in this period.</p>', "latest")
     read = _num(latest, "entries_read")
-    terms = [(k.replace("_", " "), _num(latest, k)) for k in _ACCOUNTED]
+    terms = [(k.replace("_", " "), _num(latest, k)) for k in ACCOUNTED]
     rest = read - sum(v for _, v in terms)
     reconciled = latest.get("reconciled")
     verdict = {True: '<span class="ok">reconciled</span>', False: '<span class="bad">NOT reconciled</span>'}.get(
@@ -780,7 +780,7 @@ def _reconciliation_section(latest: dict[str, Any] | None) -> str:
             f'<tr><td class="warn">not accounted for by the counts above</td><td class="n">{_fmt(rest)}</td></tr>'
         )
     rows.append(f'<tr><td>rows in the files written</td><td class="n">{_fmt(_num(latest, "rows_in_files"))}</td></tr>')
-    shown = {"entries_read", "rows_in_files", *_ACCOUNTED}
+    shown = {"entries_read", "rows_in_files", *ACCOUNTED}
     other = [
         (k, v)
         for k, v in sorted(latest.items())

@@ -25,7 +25,7 @@ from pipeline.build import build
 from pipeline.compact import recover_compactions
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, check_feeds, check_output, load_config
 from pipeline.layout import STAGED_ARTICLES, OutputLayout
-from pipeline.options import NewsbeamOptions
+from pipeline.options import NewsbeamOptions, beam_args
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
 from transforms.clock import NOW_ENV, parse_instant, utcnow
@@ -40,19 +40,6 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time to the second plus a random suffix, e.g. 20261125T231500Z-3f9a1c."""
     now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _without_option(argv: Sequence[str], name: str) -> list[str]:
-    """`argv` without `name VALUE` / `name=VALUE`."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            kept.append(arg)
-    return kept
 
 
 def run(argv: Sequence[str], args: argparse.Namespace) -> int:
@@ -72,7 +59,7 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
     before = os.environ.get(NOW_ENV)
     os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.clock.utcnow)
     try:
-        return _run(_without_option(argv, "--now"), args)
+        return _run(argv, args)
     finally:
         if before is None:
             os.environ.pop(NOW_ENV, None)
@@ -82,7 +69,7 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
 
 def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
     beam_startup.install()
-    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
+    options = PipelineOptions(beam_args(argv))
     ours = options.view_as(NewsbeamOptions)
     try:
         config = load_config(ours.config)
