@@ -21,7 +21,7 @@ import pyarrow as pa
 
 @dataclasses.dataclass(frozen=True)
 class Article:
-    """One news article. Stages refine it with `dataclasses.replace`; see the README for each column."""
+    """One news article. Stages refine it with `dataclasses.replace`; see docs/output.md for each column."""
 
     article_id: str
     feed_url: str

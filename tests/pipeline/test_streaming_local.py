@@ -1,4 +1,4 @@
-"""`newsbeam run --streaming` on the Python DirectRunner, as the README tells a user to try streaming mode on a laptop:
+"""`newsbeam run --streaming` on the Python DirectRunner, as docs/streaming.md tells a user to try streaming mode on a laptop:
 PeriodicImpulse polls a real loopback feed for real, each window is written, and `streaming.stop_after` ends the run
 by itself. (Streaming runs poll on the wall clock, so the entries are dated a few minutes before it.)"""
 
