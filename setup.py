@@ -27,7 +27,9 @@ setup(
     package_dir={"pipeline.configs": "configs"},
     package_data={"pipeline.configs": ["*.yaml", "samples/*"], "transforms": ["models/*"]},
     install_requires=[
-        "apache-beam>=2.60,<3",
+        # 2.72 is the first release that reads typed tagged outputs (TaggedOutput[Literal[tag], T]) from a DoFn's
+        # return hint, which our DoFns rely on; .ci/releases.sh runs the samples on this floor and on the newest.
+        "apache-beam>=2.72,<3",
         "feedparser>=6.0.10,<7",
         # Full article text (transforms/extract.py): trafilatura extracts the body; with lxml 6 its import needs
         # lxml_html_clean; charset_normalizer detects undeclared page charsets. lxml also reads well-formed feeds
