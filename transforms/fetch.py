@@ -6,10 +6,11 @@ decoded body size (so a gzip bomb is refused too), a capped number of redirects,
 backoff and jitter on transient failures. A rate limit (429) or a Retry-After longer than `max_retry_after` is not
 waited for inside the run: the dead letter carries the wait, and feed health moves the feed's next due time.
 
-Every connection goes through transforms/netguard.py: no hop of a redirect chain may reach a non-public address
+Every connection goes through transforms/netguard/: no hop of a redirect chain may reach a non-public address
 (loopback, private, link-local, metadata, ...) unless `fetch.allow` lists it. A feed configured with a non-public
 address (an intranet feed) is allowed, and so are its redirects back to that host. Every failure is a `FetchError`
-with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLetter`.
+(transforms/fetching.py, shared with the page fetcher) with a short snake_case `reason`; FetchFeeds turns it into a
+feed-level `DeadLetter`.
 
     python -m pytest tests/transforms/test_fetch.py -q
 """
