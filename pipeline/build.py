@@ -16,8 +16,8 @@ from pipeline.layout import STAGED_FEED_REPORTS, STAGED_SEEN_KEYS, STAGED_SIGNAT
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.dedup import DeduplicateArticles
 from transforms.health import ReportFeedHealth
-from transforms.history import ReadPriorSignatures, ReadWrittenKeys
-from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
+from transforms.history import ReadWrittenKeys
+from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, ReadPriorSignatures, signature_row
 from transforms.sink import (
     ParquetSink,
     SinkSettings,
@@ -31,13 +31,12 @@ from transforms.window import WindowByEventTime
 def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
     `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty)."""
-    lookback = config.dedup.lookback_seconds
     layout = OutputLayout(config.output)
     written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
     ingested = p | "Feeds" >> beam.Create(config.feeds) | "Ingest" >> IngestFeeds(config, run_id, written=written)
     deduplicated = ingested.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
     unique = deduplicated.articles
-    prior = p | "PriorSignatures" >> ReadPriorSignatures(layout.signatures, now, lookback)
+    prior = p | "PriorSignatures" >> ReadPriorSignatures(layout.signatures, now, config.dedup.neardup_lookback_seconds)
     near = unique | "NearDuplicates" >> DeduplicateNearCopies(config.neardup, prior)
     windowed = near.articles | "Window" >> WindowByEventTime(config.window)
 

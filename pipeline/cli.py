@@ -30,28 +30,37 @@ from collections.abc import Sequence
 # up a stderr handler and print it on every command; a handler on root first keeps it quiet until we configure logging.
 logging.getLogger().addHandler(logging.NullHandler())
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline import storage
 from pipeline.maintenance import compact_command, reindex_command, report_command
-from pipeline.options import NewsbeamOptions
+from pipeline.options import NewsbeamOptions, add_run_flags
 from pipeline.run import run
 from pipeline.training import train_language_pair_command, train_topics_command
 
 
+class _RunParser(argparse.ArgumentParser):
+    """The parser of `newsbeam run` (and of the Beam options `compact`, `report` and `reindex` take). It checks the command line and prints --help; Beam's PipelineOptions parses the
+    pipeline options' values again from the same arguments, so a ValueProvider option is checked and shown here as
+    the plain option it is on the command line. (Beam's own parser class for that, _BeamArgumentParser, is private.)
+    """
+
+    def add_value_provider_argument(self, *args, **kwargs) -> None:
+        """What an options class that supports templates calls instead of add_argument."""
+        self.add_argument(*args, **kwargs)
+
+
 def run_parser() -> argparse.ArgumentParser:
     """The options of `newsbeam run`: ours, and every Apache Beam pipeline option, passed through to the runner."""
-    parser = _BeamArgumentParser(
+    parser = _RunParser(
         prog="newsbeam run",
         description="Fetch the configured feeds, clean, classify, deduplicate and window the articles, and write "
         "them as Parquet partitions. Every Apache Beam pipeline option below passes through to the runner.",
         allow_abbrev=False,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
-    parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
-    parser.add_argument("--report", action="store_true", help="write the HTML report to OUTPUT/_report/index.html")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr while the run works")
-    parser.add_argument("--now", help=argparse.SUPPRESS)  # the run's clock, for tests (as NEWSBEAM_NOW)
+    add_run_flags(parser)
+    # Every options class Beam knows registers its options through `_add_argparse_args`, the hook Beam's docs tell
+    # an options class to implement; a new method it calls on the parser fails tests/pipeline/test_cli.py.
     NewsbeamOptions._add_argparse_args(parser)
     _add_beam_options(parser)
     return parser
@@ -68,7 +77,7 @@ def _add_beam_options(parser: argparse.ArgumentParser) -> None:
 def _filesystem_options(command: str, beam_args: list[str]) -> PipelineOptions:
     """The Beam options given to a command that works on an existing output (they reach its filesystem); an
     unknown one exits 2 with one line, as `run` does."""
-    parser = _BeamArgumentParser(prog=f"newsbeam {command}", allow_abbrev=False)
+    parser = _RunParser(prog=f"newsbeam {command}", allow_abbrev=False)
     _add_beam_options(parser)
     parser.parse_args(beam_args)
     return PipelineOptions(beam_args)

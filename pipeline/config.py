@@ -31,10 +31,11 @@ from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.extract import MODES as EXTRACT_MODES
 from transforms.extract import ExtractSettings
-from transforms.fetch import FeedSource, FetchSettings
+from transforms.feed import FeedSource
+from transforms.fetch import FetchSettings
 from transforms.neardup import NearDedupSettings
-from transforms.parse import ParseSettings
 from transforms.poll import StreamSettings
+from transforms.readers.base import ParseSettings
 from transforms.window import WindowSettings
 
 
@@ -73,7 +74,7 @@ class Config:
 _ALIASES = {
     "window.size": "size_seconds",
     "parse.max_future": "max_future_seconds",
-    "dedup.lookback": "lookback_seconds",
+    "dedup.lookback": "neardup_lookback_seconds",
     "dedup.forget_after": "forget_after_seconds",
     "schedule.poll": "poll_seconds",
     "schedule.failure_backoff": "failure_backoff_seconds",

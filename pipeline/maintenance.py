@@ -15,7 +15,7 @@ from pipeline.config import parse_duration
 from pipeline.layout import OutputLayout
 from pipeline.lock import LockHeld, OutputLock
 from pipeline.seen_index import reindex
-from transforms.article import utcnow
+from transforms.clock import utcnow
 
 
 def _is_output(output: str) -> bool:

@@ -27,10 +27,10 @@ from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, check_feeds, ch
 from pipeline.feed_reports import read_reports
 from pipeline.layout import STAGED_ARTICLES, OutputLayout
 from pipeline.lock import LockHeld, OutputLock
-from pipeline.options import NewsbeamOptions
+from pipeline.options import NewsbeamOptions, beam_args
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
-from transforms.article import NOW_ENV, parse_instant, utcnow
+from transforms.clock import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
 from transforms.text_classifier import ClassifierError
 from transforms.topic_model import load_topic_model
@@ -42,19 +42,6 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time to the second plus a random suffix, e.g. 20261125T231500Z-3f9a1c."""
     now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _without_option(argv: Sequence[str], name: str) -> list[str]:
-    """`argv` without `name VALUE` / `name=VALUE`."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            kept.append(arg)
-    return kept
 
 
 def run(argv: Sequence[str], args: argparse.Namespace) -> int:
@@ -72,9 +59,9 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
     if args.now is None:
         return _run(argv, args)
     before = os.environ.get(NOW_ENV)
-    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
+    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.clock.utcnow)
     try:
-        return _run(_without_option(argv, "--now"), args)
+        return _run(argv, args)
     finally:
         if before is None:
             os.environ.pop(NOW_ENV, None)
@@ -84,7 +71,7 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
 
 def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
     beam_startup.install()
-    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
+    options = PipelineOptions(beam_args(argv))
     ours = options.view_as(NewsbeamOptions)
     storage.use_options(options)  # the driver's own file operations reach the output as the workers do
     try:
@@ -129,7 +116,7 @@ def _run_locked(
     commit.clean_leftovers(config.output, keep=run_id)
     seen = seen_index.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = schedule.load_feed_health(config.output)
-    due, skipped = schedule.schedule_feeds(config, health, now, poll_all)
+    due, skipped = schedule.schedule_feeds(config.feeds, config.schedule, health, now, poll_all)
     summary = RunSummary(
         run_id=run_id,
         output=config.output,

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from pipeline import seen_index, storage
 from pipeline.layout import OutputLayout
 from tests.conftest import art
-from transforms.article import ARTICLE_SCHEMA, UTC, article_row, key_hash
+from transforms.article import ARTICLE_SCHEMA, article_row, key_hash
+from transforms.clock import UTC
 
 T = dt.datetime(2027, 1, 10, tzinfo=UTC)
 DAY = dt.timedelta(days=1)
