@@ -16,10 +16,11 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from pipeline.config import Config
+from transforms.article import identity_keys
 from transforms.classify import ClassifyArticles
 from transforms.clean import CleanArticles
 from transforms.dedup import MatchWrittenFn
-from transforms.extract import FetchArticlePages, page_keys
+from transforms.extract import FetchArticlePages
 from transforms.fetch import FetchFeeds
 from transforms.parse import ParseEntries
 
@@ -64,7 +65,7 @@ class IngestFeeds(beam.PTransform):
         if extraction_on(config):
             written_keys = None
             if self._written is not None:
-                run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(page_keys))
+                run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(identity_keys))
                 written_keys = self._written | "WrittenPageKeys" >> beam.ParDo(MatchWrittenFn(), run_keys)
             pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
                 config.extract,

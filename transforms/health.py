@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.article import DeadLetter
+from transforms.dead_letter import DeadLetter
 from transforms.feed_report import FeedReport
 
 

@@ -8,8 +8,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art, counter
-from transforms.article import canonical_url
 from transforms.dedup import DeduplicateArticles, content_hash
+from transforms.urls import canonical_url
 
 
 @pytest.mark.parametrize(

@@ -9,25 +9,17 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art, counter
-from transforms.article import INDEX_KEY_COLUMNS, UTC, Article, key_hash
+from transforms.article import Article, key_hash
+from transforms.clock import UTC
 from transforms.counters import ALREADY_WRITTEN
 from transforms.dedup import DeduplicateArticles, content_hash
-from transforms.history import KEY_COLUMNS, ReadWrittenKeys, lookback_patterns
+from transforms.history import ReadWrittenKeys
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
-def test_lookback_patterns_cover_the_dates():
-    patterns = lookback_patterns("/out/articles", NOW, 2 * 86400, future_days=1)
-    assert patterns == [f"/out/articles/date=2026-11-{d}/**.parquet" for d in (18, 19, 20, 21)]
-
-
-def test_the_reader_and_the_matcher_agree_on_the_columns():
-    assert KEY_COLUMNS == INDEX_KEY_COLUMNS
-
-
 def index_file(path, written: list[Article]):
-    """An index file as pipeline.state writes it (only the key columns matter here)."""
+    """An index file as pipeline.seen_index writes it (only the key columns matter here)."""
 
     def hashed(values):
         return pa.array([key_hash(v) if v else None for v in values], pa.int64())

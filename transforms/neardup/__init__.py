@@ -78,6 +78,7 @@ from transforms.neardup.hashing import (
     words,
 )
 from transforms.neardup.in_memory import find_near_copies
+from transforms.neardup.prior import ReadPriorSignatures, lookback_patterns
 from transforms.neardup.records import (
     SIGNATURE_SCHEMA,
     SignatureRecord,
@@ -100,6 +101,7 @@ __all__ = [
     "NearDedupResult",
     "NearDedupSettings",
     "SIGNATURE_SCHEMA",
+    "ReadPriorSignatures",
     "ShingleBatch",
     "SignatureRecord",
     "Verdict",
@@ -115,6 +117,7 @@ __all__ = [
     "containment",
     "facts_agree",
     "find_near_copies",
+    "lookback_patterns",
     "group_buckets",
     "has_signature",
     "is_near_copy",
