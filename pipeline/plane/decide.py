@@ -315,8 +315,8 @@ class _DecideFn(beam.DoFn):
             settings,
         )
         prior, kept, other = read_prior_signatures(self._settings.prior_patterns, settings.scheme)
-        Metrics.counter("neardup", "prior_signatures").inc(kept)
-        Metrics.counter("neardup", "prior_signatures_other_scheme").inc(other)
+        _count("prior_signatures", kept)
+        _count("prior_signatures_other_scheme", other)
         prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=run.column("article_id"))))
         prior_ids = prior.column("article_id").to_pylist()
         prior_languages = [x or "und" for x in prior.column("language").to_pylist()]
@@ -340,11 +340,12 @@ class _DecideFn(beam.DoFn):
         pairs = candidate_pairs(everything, ids, is_prior, settings, counts)
         records = _Records(run, prior, settings)
         verdicts = verdicts_of_pairs(pairs, records.of, settings, counts)
-        Metrics.counter("neardup", "candidate_pairs").inc(counts["candidate_pairs"])
-        Metrics.counter("neardup", "pairs_verified").inc(counts["pairs_verified"])
-        Metrics.counter("neardup", "pairs_rejected").inc(counts["candidate_pairs"] - counts["pairs_verified"])
-        Metrics.counter("neardup", "buckets_capped").inc(counts["buckets_capped"])
-        self._clusters.inc(counts["clusters"])
+        _count("candidate_pairs", counts["candidate_pairs"])
+        _count("pairs_verified", counts["pairs_verified"])
+        _count("pairs_rejected", counts["candidate_pairs"] - counts["pairs_verified"])
+        _count("buckets_capped", counts["buckets_capped"])
+        if counts["clusters"]:
+            self._clusters.inc(counts["clusters"])
         index_of = {article_id: j for j, article_id in enumerate(run_ids)}
         canonical_ids = list(run_ids)  # the article each record's cluster kept (its own id when none)
         keep = keep.copy()
@@ -446,6 +447,12 @@ class _DecideFn(beam.DoFn):
             write_parquet(keep_path, table)
             paths = tuple(c.rows_path for c in chunks if c.first_window_us <= last and c.last_window_us >= first)
             yield WindowShard(index, first, last, paths, keep_path, len(table))
+
+
+def _count(name: str, value: int) -> None:
+    # Counted only when there is something to count, as the per-element steps did.
+    if value:
+        Metrics.counter("neardup", name).inc(value)
 
 
 class _Records:

@@ -209,9 +209,7 @@ class FeedProcessor:
                 self._skipped_written.inc()
                 continue
             wanted.setdefault(article.url, []).append(i)
-        futures = {
-            url: self._pool.submit(self._fetcher.fetch, url) for url in wanted if url not in self._pages
-        }
+        futures = {url: self._pool.submit(self._fetcher.fetch, url) for url in wanted if url not in self._pages}
         out = list(articles)
         for url, rows in wanted.items():
             if url in futures:
@@ -239,4 +237,3 @@ class _Prediction:
 
     def __init__(self, inference: tuple[str, float]):
         self.inference = inference
-

@@ -179,9 +179,7 @@ class _StageFeedFn(beam.DoFn):
     def process(
         self, element: tuple[int, FeedSource]
     ) -> Iterator[
-        StagedChunk
-        | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter]
-        | TaggedOutput[Literal[REPORT_TAG], FeedReport]
+        StagedChunk | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter] | TaggedOutput[Literal[REPORT_TAG], FeedReport]
     ]:
         index, source = element
         chunk_no = 0
@@ -195,17 +193,25 @@ class _StageFeedFn(beam.DoFn):
                 chunk_no += 1
 
     def _stage(self, articles: list[Article], index: int, chunk_no: int) -> StagedChunk:
-        rows, keys, first, last = chunk_tables(articles, (index << 32) | (chunk_no << 16), self._settings)
+        chunk, signed = stage_chunk(articles, index, chunk_no, self._settings)
         if self._settings.neardup.enabled:
-            signed = len(keys) - keys.column("signature").null_count
             self._signed.inc(signed)
-            self._unsigned.inc(len(keys) - signed)
-        name = f"feed-{index:06d}-{chunk_no:05d}.parquet"
-        rows_path = FileSystems.join(self._settings.work_dir, "rows", name)
-        keys_path = FileSystems.join(self._settings.work_dir, "keys", name)
-        write_parquet(rows_path, rows, ROW_GROUP_ROWS)
-        write_parquet(keys_path, keys)
-        return StagedChunk(rows_path, keys_path, len(articles), first, last)
+            self._unsigned.inc(len(articles) - signed)
+        return chunk
+
+
+def stage_chunk(articles: list[Article], index: int, chunk_no: int, settings: StageSettings) -> tuple[StagedChunk, int]:
+    """Write chunk `chunk_no` of feed `index` (at most 65,536 articles) to the staging; (its StagedChunk, how many
+    articles have a signature)."""
+    rows, keys, first, last = chunk_tables(articles, (index << 32) | (chunk_no << 16), settings)
+    name = f"feed-{index:06d}-{chunk_no:05d}.parquet"
+    rows_path = FileSystems.join(settings.work_dir, "rows", name)
+    keys_path = FileSystems.join(settings.work_dir, "keys", name)
+    write_parquet(rows_path, rows, ROW_GROUP_ROWS)
+    write_parquet(keys_path, keys)
+    return StagedChunk(rows_path, keys_path, len(articles), first, last), len(keys) - keys.column(
+        "signature"
+    ).null_count
 
 
 class Staged(NamedTuple):

@@ -40,7 +40,6 @@ banding and verification but are never written: a copy that arrives tomorrow joi
 is dropped. The stage returns the signatures of this run's articles (`NearDedupResult.signatures`) for the run state.
 """
 
-from transforms.neardup.batch import DeduplicateNearCopies, NearDedupResult
 from transforms.neardup.candidates import (
     band_key_matrix,
     band_keys,
@@ -77,7 +76,7 @@ from transforms.neardup.hashing import (
     similarity,
     words,
 )
-from transforms.neardup.in_memory import find_near_copies
+from transforms.neardup.in_memory import candidate_pairs, find_near_copies, verdicts_of_pairs
 from transforms.neardup.records import (
     SIGNATURE_SCHEMA,
     SignatureRecord,
@@ -91,13 +90,11 @@ from transforms.neardup.streaming import DropNearCopiesWithState
 from transforms.neardup.verification import containment, facts_agree, is_near_copy, leads_agree
 
 __all__ = [
-    "DeduplicateNearCopies",
     "DropNearCopiesWithState",
     "LEAD_REACH",
     "Link",
     "MODES",
     "Member",
-    "NearDedupResult",
     "NearDedupSettings",
     "SIGNATURE_SCHEMA",
     "ShingleBatch",
@@ -108,6 +105,7 @@ __all__ = [
     "band_keys",
     "bucket_bounds",
     "bucket_pairs",
+    "candidate_pairs",
     "candidate_key_matrix",
     "candidate_keys",
     "canonical_order",
@@ -136,5 +134,6 @@ __all__ = [
     "signature_row",
     "similarity",
     "star_clusters",
+    "verdicts_of_pairs",
     "words",
 ]

@@ -14,7 +14,6 @@ import collections
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
@@ -186,43 +185,6 @@ def bucket_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     sizes = np.diff(np.concatenate((starts, [len(keys)])))
     multi = sizes > 1
     return order, starts[multi], sizes[multi]
-
-
-class KeyBatch(NamedTuple):
-    """The bucket keys of a batch of records that fall in one shard: `keys[i]` is a key of the record `ids[i]`."""
-
-    keys: np.ndarray  # int64
-    ids: list[str]
-    prior: np.ndarray  # bool
-
-
-def key_batches(records: Sequence[SignatureRecord], settings: NearDedupSettings, shards: int) -> list[KeyBatch]:
-    """Every bucket key of `records`, split by `key % shards` into one KeyBatch per shard: equal keys always fall in
-    the same shard, so a shard's batches hold whole buckets."""
-    keys = candidate_key_matrix(records, settings)
-    row = np.repeat(np.arange(len(records)), keys.shape[1])
-    keys = keys.reshape(-1)
-    shard = keys % shards
-    ids = [r.article_id for r in records]
-    prior = np.array([r.prior for r in records], dtype=bool)
-    batches = []
-    for s in range(shards):
-        in_shard = shard == s
-        rows = row[in_shard]
-        batches.append(KeyBatch(keys[in_shard], [ids[i] for i in rows.tolist()], prior[rows]))
-    return batches
-
-
-def shared_buckets(batches: Iterable[KeyBatch]) -> Iterator[list[tuple[str, bool]]]:
-    """The (article_id, prior) members of every bucket with two or more members among one shard's batches."""
-    batches = list(batches)
-    if not batches:
-        return
-    keys = np.concatenate([b.keys for b in batches])
-    prior = np.concatenate([b.prior for b in batches])
-    ids = [article_id for b in batches for article_id in b.ids]
-    for bucket in group_buckets(keys):
-        yield [(ids[i], bool(prior[i])) for i in bucket.tolist()]
 
 
 def group_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:
