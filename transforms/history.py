@@ -12,7 +12,6 @@ import datetime as dt
 from apache_beam.io.filesystems import FileSystems
 
 
-
 def lookback_patterns(articles_path: str, now: dt.datetime, lookback_seconds: float, future_days: int = 2) -> list[str]:
     """File patterns of every partition whose date lies in [now - lookback, now + future_days].
 
