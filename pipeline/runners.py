@@ -6,23 +6,50 @@ holds (today a DoFn with exception handling, a TestStream or an unsafe trigger t
 internet access a run could land on a runner our tests never ran, and without it start-up could wait on a failed
 download. When no `--runner` is given, newsbeam therefore builds the runner DirectRunner falls back to for both of
 our graphs: Beam's in-process FnApiRunner (in memory, or worker processes with
-`--direct_running_mode=multi_processing`). It runs the streaming graph too, stage by stage: the polling stage ends at
+`--direct_running_mode=multi_processing`). A batch run of at least FEEDS_PER_WORKER feeds per core gets one worker
+process per core unless the command line names a running mode: the feeds are finished in parallel, each worker
+sending on only file paths and counts (pipeline/plane/), which is faster once there are a few feeds per worker (the
+README's Speed section has the figures); a smaller run stays in memory, where no worker has to start and load its
+models. It runs the streaming graph too, stage by stage: the polling stage ends at
 `streaming.stop_after`, and only then do the later stages see its articles, so a local streaming trial needs a
 `stop_after`. Prism, Flink, Spark or Dataflow are one `--runner=...` away.
 """
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import os
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 DEFAULT = "FnApiRunner"
+# A batch run with at least this many feeds per core runs on one worker process per core.
+FEEDS_PER_WORKER = 4
+
+
+def choose_local_mode(options: PipelineOptions, feeds: int, cores: int | None = None) -> None:
+    """Set the local runner's mode in `options` for a batch run of `feeds` feeds: one worker process per core when
+    there are at least FEEDS_PER_WORKER feeds per core (and more than one core), else in memory. A running mode or
+    worker count given on the command line, a named `--runner` or `--streaming` are left alone."""
+    cores = cores or os.cpu_count() or 1
+    if options.view_as(StandardOptions).runner or options.view_as(StandardOptions).streaming:
+        return
+    if any(flag.startswith(("--direct_running_mode", "--direct_num_workers")) for flag in options._flags):
+        return
+    if cores > 1 and feeds >= FEEDS_PER_WORKER * cores:
+        direct = options.view_as(DirectOptions)
+        direct.direct_running_mode = "multi_processing"
+        direct.direct_num_workers = cores
 
 
 def runner_name(options: PipelineOptions) -> str:
-    """The name of the runner a run with `options` uses: `--runner` as given, or the local default."""
+    """The name of the runner a run with `options` uses: `--runner` as given, or the local default (with its worker
+    processes, when it has them)."""
     runner = options.view_as(StandardOptions).runner
     if not runner:
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "multi_processing":
+            return f"{DEFAULT} (multi_processing x{direct.direct_num_workers or os.cpu_count()})"
         return DEFAULT
     return runner if isinstance(runner, str) else type(runner).__name__
 
