@@ -22,7 +22,6 @@ The counters are the stages' own names, so the run summary reconciles as before.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Literal, NamedTuple
@@ -54,7 +53,6 @@ from transforms.neardup.candidates import candidate_key_arrays
 from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
 
 _TS = pa.timestamp("us", tz="UTC")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 NEW_ENTRIES_TAG = "new_entries"
 SEEN_KEYS_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("key", pa.int64())])
 
@@ -99,7 +97,8 @@ class DecideSettings:
     shard_articles: int = 50_000
 
 
-_KEY_COLUMNS = [
+# What the first pass reads of every key file: everything but the signature's bytes.
+_DECISION_COLUMNS = [
     "uid",
     "article_id",
     "feed_url",
@@ -110,7 +109,14 @@ _KEY_COLUMNS = [
     "published_at",
     "window_start",
     "language",
+    "word_count",  # 0: no signature
+]
+# What a signature record needs (read back only for the chunks' signed rows, a chunk at a time).
+_RECORD_COLUMNS = [
+    "article_id",
+    "language",
     "signature",
+    "published_at",
     "text_length",
     "word_count",
     "facts",
@@ -143,13 +149,9 @@ def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.nd
     return data.view("<u4").reshape(len(array), num_perm)
 
 
-def _datetime(micros: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=micros)
-
-
 def read_keys(chunks: Iterable[StagedChunk]) -> pa.Table:
-    """The key columns of every staged chunk, in one table."""
-    tables = [read_parquet(c.keys_path, columns=_KEY_COLUMNS) for c in chunks]
+    """The decision columns of every staged chunk, in one table (chunk after chunk, in the given order)."""
+    tables = [read_parquet(c.keys_path, columns=_DECISION_COLUMNS) for c in chunks]
     return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
 
 
@@ -271,7 +273,7 @@ class _DecideFn(beam.DoFn):
         cluster_size = np.ones(len(keys), dtype=np.int32)
         duplicate_of = np.full(len(keys), "", dtype=object)
         if settings.neardup.enabled:
-            keep = self._near(keys, keep, cluster_id, cluster_size, duplicate_of)
+            keep = self._near(keys, keep, cluster_id, cluster_size, duplicate_of, chunks)
         yield from self._shards(keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of, chunks)
         feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep)))
         for entry in feeds.to_pylist():
@@ -300,45 +302,52 @@ class _DecideFn(beam.DoFn):
         cluster_id: np.ndarray,
         cluster_size: np.ndarray,
         duplicate_of: np.ndarray,
+        chunks: list[StagedChunk],
     ) -> np.ndarray:
-        """Near-duplicate verdicts for the rows still kept; returns the rows to write."""
+        """Near-duplicate verdicts for the rows still kept; returns the rows to write.
+
+        Signatures are read a chunk at a time, only to compute their bucket keys (and, after the decisions, to write
+        the ones later runs match against); the records verification needs are built for the candidates alone."""
         settings = self._settings.neardup
-        signed_rows = np.flatnonzero(keep & pc.is_valid(keys.column("signature")).to_numpy(zero_copy_only=False))
-        run = keys.take(pa.array(signed_rows))
-        run_ids = run.column("article_id").to_pylist()
-        run_languages = run.column("language").to_pylist()
-        run_keys = candidate_key_arrays(
-            signature_matrix(run.column("signature"), settings.num_perm),
-            run_languages,
-            run.column("lead").to_pylist(),
-            run_ids,
-            settings,
-        )
+        signed_rows = np.flatnonzero(keep & (_ints(keys.column("word_count")) > 0))
+        run_ids = keys.column("article_id").take(pa.array(signed_rows)).to_pylist()
+        bounds = np.cumsum([0] + [c.articles for c in chunks])
+        run_keys = np.zeros((len(signed_rows), settings.keys_per_record), dtype=np.int64)
+        for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
+            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
+            run_keys[at] = candidate_key_arrays(
+                signature_matrix(part.column("signature"), settings.num_perm),
+                part.column("language").to_pylist(),
+                part.column("lead").to_pylist(),
+                part.column("article_id").to_pylist(),
+                settings,
+            )
         prior, kept, other = read_prior_signatures(self._settings.prior_patterns, settings.scheme)
         _count("prior_signatures", kept)
         _count("prior_signatures_other_scheme", other)
-        prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=run.column("article_id"))))
-        prior_ids = prior.column("article_id").to_pylist()
-        prior_languages = [x or "und" for x in prior.column("language").to_pylist()]
+        prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=pa.array(run_ids, pa.string()))))
         prior_keys = candidate_key_arrays(
             signature_matrix(prior.column("signature"), settings.num_perm),
-            prior_languages,
+            [x or "und" for x in prior.column("language").to_pylist()],
             [x or b"" for x in prior.column("lead").to_pylist()],
-            prior_ids,
+            prior.column("article_id").to_pylist(),
             settings,
         )
         # Only priors that share a bucket with this run can match: the rest never meet a current record.
         sharing = np.isin(prior_keys, run_keys).any(axis=1) if len(prior_keys) else np.zeros(0, dtype=bool)
-        shared_rows = np.flatnonzero(sharing)
-        prior = prior.take(pa.array(shared_rows))
-        prior_ids = [prior_ids[i] for i in shared_rows.tolist()]
-        everything = np.concatenate([run_keys, prior_keys[shared_rows]]) if len(shared_rows) else run_keys
-        ids = run_ids + prior_ids
+        prior = prior.filter(pa.array(sharing))
+        everything = np.concatenate([run_keys, prior_keys[sharing]])
+        del run_keys, prior_keys
+        ids = run_ids + prior.column("article_id").to_pylist()
         is_prior = np.zeros(len(ids), dtype=bool)
         is_prior[len(run_ids) :] = True
         counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
         pairs = candidate_pairs(everything, ids, is_prior, settings, counts)
-        records = _Records(run, prior, settings)
+        del everything
+        index_of = {article_id: j for j, article_id in enumerate(run_ids)}
+        wanted = {x for pair in pairs for x in pair}
+        records = _Records(prior, settings)
+        records.add_run(chunks, bounds, signed_rows[sorted(index_of[x] for x in wanted if x in index_of)])
         verdicts = verdicts_of_pairs(pairs, records.of, settings, counts)
         _count("candidate_pairs", counts["candidate_pairs"])
         _count("pairs_verified", counts["pairs_verified"])
@@ -346,8 +355,7 @@ class _DecideFn(beam.DoFn):
         _count("buckets_capped", counts["buckets_capped"])
         if counts["clusters"]:
             self._clusters.inc(counts["clusters"])
-        index_of = {article_id: j for j, article_id in enumerate(run_ids)}
-        canonical_ids = list(run_ids)  # the article each record's cluster kept (its own id when none)
+        canonical_ids = np.array(run_ids, dtype=object)  # the article each record's cluster kept (its own id: none)
         keep = keep.copy()
         for article_id, verdict in verdicts.items():
             j = index_of[article_id]
@@ -367,37 +375,44 @@ class _DecideFn(beam.DoFn):
                 keep[row] = False
             else:
                 duplicate_of[row] = verdict.canonical_id
-        self._write_signatures(run, canonical_ids)
+        self._write_signatures(chunks, bounds, signed_rows, canonical_ids)
         return keep
 
-    def _write_signatures(self, run: pa.Table, canonical_ids: list[str]) -> None:
+    def _write_signatures(
+        self, chunks: list[StagedChunk], bounds: np.ndarray, signed_rows: np.ndarray, canonical_ids: np.ndarray
+    ) -> None:
         """The signatures later runs match against: the articles written (in drop mode the copies point at them
-        anyway), one file per published date."""
+        anyway), one file per published date, appended a chunk at a time."""
         settings = self._settings.neardup
-        table = pa.table(
-            {
-                "article_id": run.column("article_id"),
-                "language": run.column("language"),
-                "signature": run.column("signature"),
-                "published_at": run.column("published_at"),
-                "text_length": run.column("text_length"),
-                "word_count": run.column("word_count"),
-                "facts": pc.fill_null(run.column("facts"), b""),
-                "outlet": run.column("outlet"),
-                "canonical_id": pa.array(canonical_ids, pa.string()),
-                "scheme": pa.array([settings.scheme] * len(run), pa.string()),
-                "lead": pc.fill_null(run.column("lead"), b""),
-            },
-            schema=SIGNATURE_SCHEMA,
-        )
-        if settings.mode == "drop":
-            table = table.filter(pc.equal(table.column("canonical_id"), table.column("article_id")))
-        if not len(table):
-            return
-        dates = pc.strftime(table.column("published_at"), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
-        for date in sorted(set(dates.tolist())):
-            part = table.filter(pa.array(dates == date)).sort_by("article_id")
-            write_parquet(self._file(self._settings.signatures_dir, f"date={date}", "signatures"), part)
+        writers: dict[str, tuple] = {}
+        try:
+            for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
+                part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
+                table = pa.table(
+                    {
+                        **{name: part.column(name) for name in ("article_id", "language", "signature", "published_at")},
+                        **{name: part.column(name) for name in ("text_length", "word_count")},
+                        "facts": pc.fill_null(part.column("facts"), b""),
+                        "outlet": part.column("outlet"),
+                        "canonical_id": pa.array(canonical_ids[at].tolist(), pa.string()),
+                        "scheme": pa.array([settings.scheme] * len(part), pa.string()),
+                        "lead": pc.fill_null(part.column("lead"), b""),
+                    },
+                    schema=SIGNATURE_SCHEMA,
+                )
+                if settings.mode == "drop":
+                    table = table.filter(pc.equal(table.column("canonical_id"), table.column("article_id")))
+                dates = pc.strftime(table.column("published_at"), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+                for date in sorted(set(dates.tolist())):
+                    if date not in writers:
+                        path = self._file(self._settings.signatures_dir, f"date={date}", "signatures")
+                        handle = FileSystems.create(path)
+                        writers[date] = (handle, pq.ParquetWriter(handle, SIGNATURE_SCHEMA, compression="zstd"))
+                    writers[date][1].write_table(table.filter(pa.array(dates == date)))
+        finally:
+            for handle, writer in writers.values():
+                writer.close()
+                handle.close()
 
     def _shards(
         self,
@@ -455,30 +470,48 @@ def _count(name: str, value: int) -> None:
         Metrics.counter("neardup", name).inc(value)
 
 
-class _Records:
-    """SignatureRecords of the candidates only, built from the columns when verification asks for them."""
+def _by_chunk(
+    chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[StagedChunk, np.ndarray, np.ndarray]]:
+    """For each chunk holding some of the sorted global `rows`: (chunk, their rows in its key file, their positions
+    in `rows`)."""
+    starts = np.searchsorted(rows, bounds)
+    for i, chunk in enumerate(chunks):
+        lo, hi = starts[i], starts[i + 1]
+        if hi > lo:
+            yield chunk, rows[lo:hi] - bounds[i], np.arange(lo, hi)
 
-    def __init__(self, run: pa.Table, prior: pa.Table, settings: NearDedupSettings):
-        self._tables = (run.combine_chunks(), prior.combine_chunks())
-        self._row: dict[str, tuple[int, int]] = {}
-        for which, table in enumerate(self._tables):
-            for i, article_id in enumerate(table.column("article_id").to_pylist()):
-                self._row.setdefault(article_id, (which, i))
+
+class _Records:
+    """SignatureRecords of the candidates only, built from their columns (this run's read back from the key files,
+    the priors' from the run state)."""
+
+    def __init__(self, prior: pa.Table, settings: NearDedupSettings):
         self._scheme = settings.scheme
         self._cache: dict[str, SignatureRecord] = {}
+        prior = prior.combine_chunks()
+        self._prior = prior
+        self._prior_row = {x: i for i, x in enumerate(prior.column("article_id").to_pylist())}
+
+    def add_run(self, chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray) -> None:
+        """Build the records of this run's global `rows` (sorted), reading only those rows' columns."""
+        for chunk, local, _ in _by_chunk(chunks, bounds, rows):
+            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(local))
+            for row in part.to_pylist():
+                self._cache[row["article_id"]] = self._record(row, prior=False)
 
     def of(self, article_id: str) -> SignatureRecord:
         record = self._cache.get(article_id)
         if record is None:
-            record = self._cache[article_id] = self._build(*self._row[article_id])
+            i = self._prior_row[article_id]
+            row = {name: self._prior.column(name)[i].as_py() for name in (*_RECORD_COLUMNS, "canonical_id", "scheme")}
+            record = self._cache[article_id] = self._record(row, prior=True)
         return record
 
-    def _build(self, which: int, i: int) -> SignatureRecord:
-        row = {name: self._tables[which].column(name)[i].as_py() for name in _RECORD_COLUMNS}
+    def _record(self, row: dict, prior: bool) -> SignatureRecord:
         published = row["published_at"]
         if published is not None and published.tzinfo is None:
             published = published.replace(tzinfo=UTC)
-        prior = which == 1
         return SignatureRecord(
             article_id=row["article_id"],
             language=row["language"] or "und",
@@ -489,20 +522,7 @@ class _Records:
             facts=bytes(row["facts"] or b""),
             outlet=row["outlet"] or "",
             prior=prior,
-            canonical_id=(self._tables[1].column("canonical_id")[i].as_py() or row["article_id"]) if prior else "",
-            scheme=self._tables[1].column("scheme")[i].as_py() if prior else self._scheme,
+            canonical_id=(row["canonical_id"] or row["article_id"]) if prior else "",
+            scheme=row["scheme"] if prior else self._scheme,
             lead=bytes(row["lead"] or b""),
         )
-
-
-_RECORD_COLUMNS = (
-    "article_id",
-    "language",
-    "signature",
-    "published_at",
-    "text_length",
-    "word_count",
-    "facts",
-    "outlet",
-    "lead",
-)
