@@ -36,6 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
+from pipeline.state import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS, UTC
 from transforms.counters import (
     ALREADY_WRITTEN,
@@ -54,7 +55,6 @@ from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
 
 _TS = pa.timestamp("us", tz="UTC")
 NEW_ENTRIES_TAG = "new_entries"
-SEEN_KEYS_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("key", pa.int64())])
 
 # The rows of a shard to write: `uid` (sorted) and what the decisions set.
 KEEP_SCHEMA = pa.schema(
