@@ -47,19 +47,20 @@ def test_a_default_run_records_the_runner_the_readme_names(tmp_path):
     assert "Prism" not in done.stderr
 
 
-def test_worker_processes_for_a_run_of_many_feeds_on_several_cores_unless_the_command_line_says():
+def test_worker_processes_for_a_large_run_on_several_cores_unless_the_command_line_says():
     from apache_beam.options.pipeline_options import DirectOptions
 
     many = PipelineOptions([])
-    runners.choose_local_mode(many, feeds=8, cores=2)
+    runners.choose_local_mode(many, expected_entries=runners.ENTRIES_FOR_WORKERS, cores=2)
     assert many.view_as(DirectOptions).direct_running_mode == "multi_processing"
     assert runners.runner_name(many) == "FnApiRunner (multi_processing x2)"
-    for options, feeds, cores in (
-        (PipelineOptions([]), 7, 2),  # few feeds: no worker start-up to pay for
-        (PipelineOptions([]), 100, 1),  # one core
-        (PipelineOptions(["--direct_running_mode=in_memory"]), 100, 2),  # the user's choice
-        (PipelineOptions(["--streaming"]), 100, 2),
+    large = runners.ENTRIES_FOR_WORKERS
+    for options, entries, cores in (
+        (PipelineOptions([]), large - 1, 2),  # a small run (or a first one): no worker start-up to pay for
+        (PipelineOptions([]), large, 1),  # one core
+        (PipelineOptions(["--direct_running_mode=in_memory"]), large, 2),  # the user's choice
+        (PipelineOptions(["--streaming"]), large, 2),
     ):
-        runners.choose_local_mode(options, feeds=feeds, cores=cores)
+        runners.choose_local_mode(options, expected_entries=entries, cores=cores)
         assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
         assert runners.runner_name(options) in ("FnApiRunner",)
