@@ -56,9 +56,23 @@ setup(
     extras_require={
         # `newsbeam train-topics` and `train-language-pair`; workers never import it.
         "train": ["scikit-learn>=1.2,<2"],
+        # Outputs on object stores (docs/object-storage.md): Beam's S3 filesystem (boto3) and GCS filesystem. The
+        # output lock's conditional writes on S3 (If-None-Match, If-Match on PutObject) need boto3 1.36 or later.
+        "aws": ["apache-beam[aws]", "boto3>=1.36"],
+        "gcp": ["apache-beam[gcp]"],
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
-        # The tests train models, so they need the train extra too.
-        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2", "ruff>=0.15"],
+        # The tests train models, so they need the train extra too. The object-storage tests run real servers:
+        # moto's S3 server and gcp-storage-emulator, with Beam's S3 and GCS filesystems.
+        "test": [
+            "pytest>=8",
+            "duckdb>=1.0",
+            "playwright>=1.40",
+            "scikit-learn>=1.2,<2",
+            "ruff>=0.15",
+            "apache-beam[aws,gcp]",
+            "moto[server]>=5.1",
+            "gcp-storage-emulator>=2024.8",
+        ],
         # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
         "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },

@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 if "--repo" in sys.argv:  # measure another checkout's transforms (say, main before a change) on the same set
     sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--repo") + 1]).resolve()))
 
-from transforms.article import UTC, Article  # noqa: E402
+from transforms.article import Article  # noqa: E402
+from transforms.clock import UTC  # noqa: E402
 from transforms.neardup import (  # noqa: E402
     NearDedupSettings,
     SignatureRecord,

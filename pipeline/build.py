@@ -15,6 +15,7 @@ from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
+from pipeline.feed_reports import report_to_json
 from pipeline.ingest import feed_settings
 from pipeline.layout import (
     STAGED_FEED_REPORTS,
@@ -26,16 +27,15 @@ from pipeline.layout import (
 from pipeline.plane.decide import Decide, DecideSettings
 from pipeline.plane.finalize import WriteWindows
 from pipeline.plane.staging import StageFeeds, StageSettings
-from pipeline.state import report_to_json
 from transforms.fetch import STAGE as FETCH_STAGE
 from transforms.health import ReportFeedHealth
-from transforms.history import lookback_patterns
+from transforms.neardup import lookback_patterns
 from transforms.sink import SinkSettings, WriteDeadLetters
 
 
 def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
-    `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
+    `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty)."""
     layout = OutputLayout(config.output)
     work = layout.staged(run_id, STAGED_WORK)
     staged = (
@@ -55,7 +55,7 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
             dedup=config.dedup,
             neardup=config.neardup,
             written_index=seen_index,
-            prior_patterns=tuple(lookback_patterns(layout.signatures, now, config.dedup.lookback_seconds)),
+            prior_patterns=tuple(lookback_patterns(layout.signatures, now, config.dedup.neardup_lookback_seconds)),
         )
     )
     sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)

@@ -17,7 +17,9 @@ import apache_beam as beam
 
 from pipeline.config import Config
 from pipeline.plane.feeds import FeedProcessor, FeedSettings
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, DeadLetterOutput, FeedSource
+from transforms.article import Article
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput
+from transforms.feed import FeedSource
 
 
 class Ingested(NamedTuple):

@@ -9,7 +9,7 @@
     <root>/_runs/<run_id>.json              the run record, written last: the run's commit point
     <root>/_state/feeds.parquet             feed health and conditional-GET validators (pipeline.schedule)
     <root>/_state/signatures/               near-duplicate signatures of written articles, by published date
-    <root>/_state/seen/                     the key index of what was written (pipeline.state)
+    <root>/_state/seen/                     the key index of what was written (pipeline.seen_index)
     <root>/_state/lock                      held while a run or a compaction changes the output
     <root>/_report/index.html               the HTML report (pipeline.report)
 

@@ -40,8 +40,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.article import DEFAULT_TRACKING_PARAMETERS, Article, forget_at
+from transforms.article import Article
 from transforms.counters import DUPLICATES, counter
+from transforms.expiry import forget_at
+from transforms.urls import DEFAULT_TRACKING_PARAMETERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,8 @@ class DedupSettings:
     by_guid: bool = True
     by_content: bool = True
     tracking_parameters: tuple[str, ...] = DEFAULT_TRACKING_PARAMETERS
-    # How far back (in event time) earlier runs' near-duplicate signatures are read.
-    lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
+    # How far back (in event time) earlier runs' near-duplicate signatures are read (YAML `dedup.lookback`).
+    neardup_lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
     # How long an article written is remembered after it was last seen in a feed (batch key index, streaming state).
     forget_after_seconds: int = dataclasses.field(default=30 * 86400, metadata={"unit": "seconds"})
 
@@ -163,15 +165,15 @@ class _FirstSeenFn(beam.DoFn):
     """Keyed (key, article) -> the article the first time its key is seen; later copies are counted and dropped.
 
     Each copy pushes the key's expiry (`forget_at`) later, so an entry that stays in its feed stays known; the key
-    is forgotten once the watermark passes the lookback after the last copy.
+    is forgotten once the watermark passes `forget_after_seconds` after the last copy.
     """
 
     # The expiry, in microseconds: timers cannot be read back, and a copy must only ever push it later.
     FORGET_AT = userstate.ReadModifyWriteStateSpec("forget_at", VarIntCoder())
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, kind: str, lookback_seconds: float):
-        self._lookback_seconds = lookback_seconds
+    def __init__(self, kind: str, forget_after_seconds: float):
+        self._forget_after_seconds = forget_after_seconds
         self._duplicates = counter(DUPLICATES)
         self._duplicates_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
         self._forgotten = Metrics.counter("dedup", f"forgotten_{kind}_keys")
@@ -184,7 +186,7 @@ class _FirstSeenFn(beam.DoFn):
     ) -> Iterable[Article]:
         article = keyed[1]
         known_until = forget_state.read()
-        expiry = forget_at(article, self._lookback_seconds)
+        expiry = forget_at(article, self._forget_after_seconds)
         if known_until is None or expiry.micros > known_until:
             forget_state.write(expiry.micros)
             forget_timer.set(expiry)
@@ -201,9 +203,9 @@ class _FirstSeenFn(beam.DoFn):
         return ()
 
 
-def _drop_seen(kind: str, key_fn: Callable[[Article], str], lookback_seconds: float) -> ByKey:
+def _drop_seen(kind: str, key_fn: Callable[[Article], str], forget_after_seconds: float) -> ByKey:
     """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
-    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, lookback_seconds)))
+    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, forget_after_seconds)))
 
 
 def _content_key(article: Article) -> str:
@@ -220,11 +222,11 @@ class DeduplicateWithState(beam.PTransform):
         self._settings = settings
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        lookback = self._settings.forget_after_seconds
+        forget_after = self._settings.forget_after_seconds
         hashed = articles | "ContentHash" >> beam.Map(
             lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
         )
-        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, lookback)
+        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, forget_after)
         if self._settings.by_content:
-            unique = unique | "ByContent" >> _drop_seen("content", _content_key, lookback)
+            unique = unique | "ByContent" >> _drop_seen("content", _content_key, forget_after)
         return unique

@@ -21,7 +21,6 @@ earlier run), groups them by URL, fetches in parallel within each worker and mer
 
 from __future__ import annotations
 
-import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -46,18 +45,12 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
-from transforms.article import (
-    DEAD_LETTER_TAG,
-    INDEX_KEY_COLUMNS,
-    PAGE_STAGE,
-    UTC,
-    Article,
-    DeadLetter,
-    Routed,
-    key_hash,
-    reject,
-    utcnow,
-)
+from transforms.article import Article, identity_keys
+from transforms.charsets import BOMS, codec_name
+from transforms.clock import utcnow
+from transforms.dates import parse_date
+from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
+from transforms.fetching import FetchError, read_capped, retry_after_seconds
 from transforms.netguard import (
     AllowList,
     BlockedAddress,
@@ -65,7 +58,6 @@ from transforms.netguard import (
     DeadlineExceeded,
     check_url,
     guarded_session,
-    retry_after_seconds,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,39 +65,20 @@ from transforms.netguard import (
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 # The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
 _META_SCAN_BYTES = 4096
-# Browsers treat these labels as windows-1252, which is a superset: the extra characters decode instead of failing.
-_LABEL_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "us-ascii": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-1": "cp1252",
-}
-
-
-def _codec(label: str) -> str:
-    label = label.strip().lower()
-    label = _LABEL_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return ""
 
 
 def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     """The page as text and the charset used (see the module docstring for the order of the sources)."""
-    for bom, name in _BOMS:
+    for bom, name in BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, "replace"), name
     header = _HEADER_CHARSET.search(content_type or "")
-    name = _codec(header.group(1)) if header else ""
+    name = codec_name(header.group(1)) if header else ""
     if not name:
         meta = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
-        name = _codec(meta.group(1).decode("ascii")) if meta else ""
+        name = codec_name(meta.group(1).decode("ascii")) if meta else ""
         if name.startswith("utf-16"):  # a meta tag readable as ASCII cannot be in UTF-16: the tag is wrong
             name = ""
     if name:
@@ -117,7 +90,7 @@ def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     from charset_normalizer import from_bytes  # only pages that are neither declared nor UTF-8 pay for it
 
     best = from_bytes(body[:65536]).best()
-    name = _codec(best.encoding) if best is not None else ""
+    name = codec_name(best.encoding) if best is not None else ""
     name = name or "cp1252"
     return body.decode(name, "replace"), name
 
@@ -175,25 +148,6 @@ def parse_html(text: str) -> lxml.html.HtmlElement | None:
     except (lxml.etree.ParserError, ValueError):
         return None
     return root if root is not None and isinstance(root, lxml.html.HtmlElement) else None
-
-
-def parse_datetime(value: str) -> dt.datetime | None:
-    """An ISO 8601 date or date-time (as meta tags and JSON-LD write them) in UTC; None when it is not one."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    value = re.sub(r"Z$", "+00:00", value)
-    value = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", value)  # +0200 -> +02:00
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _meta(tree: lxml.html.HtmlElement) -> dict[str, str]:
@@ -255,16 +209,16 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
 
     published = None
     for obj in ld:
-        published = parse_datetime(str(obj.get("datePublished", "")))
+        published = parse_date(str(obj.get("datePublished", "")))
         if published:
             break
     for key in _DATE_META:
         if published:
             break
-        published = parse_datetime(meta.get(key, ""))
+        published = parse_date(meta.get(key, ""))
     if published is None:
         for element in tree.iter("time"):
-            published = parse_datetime(element.get("datetime", ""))
+            published = parse_date(element.get("datetime", ""))
             if published:
                 break
 
@@ -456,15 +410,6 @@ def wants_page(article: Article, mode: str, min_chars: int) -> bool:
     return mode == "always" or feed_text_chars(article.text) < min_chars
 
 
-def page_keys(article: Article) -> list[tuple[str, int]]:
-    """The key index entries (column, key hash) that say an entry was written before: its id and canonical URL."""
-    return [
-        (column, key_hash(value))
-        for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url))
-        if value
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
 class PageResult:
     """The outcome of fetching one page: `page` on success, else `reason` (a dead-letter reason) and `message`."""
@@ -477,12 +422,6 @@ class PageResult:
     message: str = ""
     retry_after: float | None = None
     truncated: bool = False
-
-
-class PageError(Exception):
-    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.reason, self.message, self.status, self.retry_after = reason, message, status, retry_after
 
 
 class HostLimiter:
@@ -541,7 +480,7 @@ class PageFetcher:
         """Fetch and extract one page; never raises."""
         try:
             return self._fetch(url)
-        except PageError as err:
+        except FetchError as err:
             return PageResult(
                 url, status=err.status, reason=err.reason, message=err.message, retry_after=err.retry_after
             )
@@ -561,7 +500,7 @@ class PageFetcher:
         while True:
             check_url(current, self._allow)  # every hop, before anything is sent; the session checks again at connect
             if s.robots and not self._robots_allow(current):
-                raise PageError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
+                raise FetchError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
             host = (urllib.parse.urlsplit(current).hostname or "").lower()
             wait = None
             with self._limiter.slot(host), Deadline(s.total_timeout):
@@ -573,7 +512,7 @@ class PageFetcher:
                     if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                         redirects += 1
                         if redirects > s.max_redirects:
-                            raise PageError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
+                            raise FetchError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
                         current = urllib.parse.urljoin(current, response.headers["Location"])
                         continue
                     if status in (429, 503):
@@ -581,21 +520,21 @@ class PageFetcher:
                         if wait is not None:
                             self._limiter.push_back(host, wait)
                         if retried or wait is None or wait > s.max_retry_after:
-                            raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
+                            raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
                     elif status >= 400:
-                        raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
+                        raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
                     else:
                         content_type = response.headers.get("Content-Type", "")
                         media = content_type.split(";")[0].strip().lower()
                         if media not in HTML_TYPES:
-                            raise PageError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
-                        body, truncated = _read_capped(response, s.max_bytes)
+                            raise FetchError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
+                        body, truncated = read_capped(response, s.max_bytes, keep_start=True)
                         try:
                             page = extract_page(body, current, content_type)
                         except Exception as err:  # noqa: BLE001 - a page no parser copes with is a dead letter
-                            raise PageError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
+                            raise FetchError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
                         if not page.text:
-                            raise PageError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
+                            raise FetchError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
                         return PageResult(url, current, status, page, truncated=truncated)
             # Retry-After: once, after waiting outside the host's slot (the wait does not hold a connection).
             retried = True
@@ -630,8 +569,8 @@ class PageFetcher:
                         return parser
                     if response.status_code >= 400:
                         return None
-                    body, _ = _read_capped(response, 512 * 1024)
-        except (BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
+                    body, _ = read_capped(response, 512 * 1024, keep_start=True)
+        except (FetchError, BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
             return None  # the page fetch that follows reports what is wrong with the host
         parser.parse(body.decode("utf-8", "replace").splitlines())
         return parser
@@ -649,17 +588,6 @@ def _caused_by(err: BaseException, kind: type) -> BaseException | None:
         err = err.__cause__ or err.__context__
         seen += 1
     return None
-
-
-def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the (decompressed) body, and whether there was more."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
 
 
 def apply_page(article: Article, result: PageResult) -> tuple[Article, DeadLetter | None]:
@@ -743,7 +671,7 @@ class _SelectFn(beam.DoFn):
         mode = self._modes.get(article.feed_url) or self._settings.mode
         if not wants_page(article, mode, self._settings.min_chars):
             yield article
-        elif any(key in self._written.get(written_keys) for key in page_keys(article)):
+        elif any(key in self._written.get(written_keys) for key in identity_keys(article)):
             self._skipped_written.inc()  # dropped later as already written: its page is not fetched again
             yield article
         else:
@@ -812,7 +740,7 @@ class FetchArticlePages(beam.PTransform):
     """Articles in (raw, as parsed); the same articles out, with their page's text where it was fetched.
 
     `feeds` gives each feed's own `extract` mode (a FeedSource's `extract`, empty for the config's). `written_keys`
-    is a PCollection of identity keys (`i:<article_id>`, `u:<url>`) already in the output: those entries are never
+    is a PCollection of identity keys (article.identity_keys: (index column, key hash)) already in the output: those are never
     fetched again (DeduplicateArticles drops them later). `group_by_url` (batch) fetches a URL once per run even
     across workers; streaming leaves it off (there is no end to group by) and relies on each instance's cache.
     """

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 
-from transforms.article import DeadLetter
+from transforms.dead_letter import DeadLetter
 from transforms.feed_report import FeedReport
 
 

@@ -36,8 +36,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
-from pipeline.state import SEEN_KEYS_SCHEMA
-from transforms.article import INDEX_KEY_COLUMNS, UTC
+from pipeline.seen_index import SEEN_KEYS_SCHEMA
+from transforms.article import INDEX_KEY_COLUMNS
+from transforms.clock import UTC
 from transforms.counters import (
     ALREADY_WRITTEN,
     DUPLICATES,
@@ -52,6 +53,7 @@ from transforms.dedup import DedupSettings, exact_duplicates, written_matches
 from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings, SignatureRecord
 from transforms.neardup.candidates import candidate_key_arrays
 from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
+from transforms.neardup.prior import read_prior_signatures
 
 _TS = pa.timestamp("us", tz="UTC")
 NEW_ENTRIES_TAG = "new_entries"
@@ -83,7 +85,7 @@ class WindowShard(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class DecideSettings:
     """Where the decisions read and write, and the stages' settings. `prior_patterns`: file patterns of the prior
-    signatures inside the lookback (transforms.history.lookback_patterns); `written_index`: the key index file
+    signatures inside the lookback (transforms.neardup.prior.lookback_patterns); `written_index`: the key index file
     ('' when empty)."""
 
     work_dir: str
@@ -161,23 +163,6 @@ def read_index_batches(index_path: str) -> Iterator[pa.RecordBatch]:
         return
     with FileSystems.open(index_path, compression_type="uncompressed") as handle:
         yield from pq.ParquetFile(handle).iter_batches(batch_size=65536, columns=list(INDEX_KEY_COLUMNS))
-
-
-def read_prior_signatures(patterns: Iterable[str], scheme: str) -> tuple[pa.Table, int, int]:
-    """The prior signature rows of `scheme` in the files matching `patterns`; (table, kept, other scheme)."""
-    tables = []
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception:  # no such partition
-            continue
-        tables.extend(read_parquet(m.path) for m in matched)
-    if not tables:
-        return SIGNATURE_SCHEMA.empty_table(), 0, 0
-    table = pa.concat_tables([t.select(SIGNATURE_SCHEMA.names).cast(SIGNATURE_SCHEMA) for t in tables])
-    same = pc.fill_null(pc.equal(table.column("scheme"), scheme), False)
-    kept = table.filter(same)
-    return kept, len(kept), len(table) - len(kept)
 
 
 class _Decisions:

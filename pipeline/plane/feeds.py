@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.article import DEAD_LETTER_TAG, INDEX_KEY_COLUMNS, PAGE_STAGE, Article, DeadLetter, FeedSource
+from transforms.article import INDEX_KEY_COLUMNS, Article, identity_keys
 from transforms.classify import (
     _FOR_MODEL_TAG,
     ClassifySettings,
@@ -32,7 +32,9 @@ from transforms.classify import (
     model_failure,
 )
 from transforms.clean import CleanSettings, _CleanArticleFn
-from transforms.extract import ExtractSettings, PageResult, apply_page, page_keys, shared_fetcher, wants_page
+from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter
+from transforms.extract import ExtractSettings, PageResult, apply_page, shared_fetcher, wants_page
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.fetch import FetchFeedFn, FetchSettings
 from transforms.parse import ParseSettings, _ParseFeedFn
@@ -204,7 +206,7 @@ class FeedProcessor:
             mode = self._modes.get(article.feed_url) or extract.mode
             if not wants_page(article, mode, extract.min_chars):
                 continue
-            keys = [key for _, key in page_keys(article)]
+            keys = [key for _, key in identity_keys(article)]  # the id and URL: no content hash yet
             if written is not None and len(written) and np.isin(keys, written).any():
                 self._skipped_written.inc()
                 continue

@@ -30,8 +30,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from pipeline.plane.feeds import FeedProcessor, FeedSettings
-from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_TAG, Article, DeadLetter, FeedSource, key_hash
+from transforms.article import ARTICLE_SCHEMA, Article, key_hash
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.dedup import content_hash
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.neardup import NearDedupSettings, signature_records
 from transforms.parse import REPORT_TAG

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.build import build
 from pipeline.config import DEFAULT_CONFIG, load_config
 from pipeline.streaming import build_streaming
-from transforms.article import utcnow
+from transforms.clock import utcnow
 from transforms.poll import StreamSettings
 
 # What Beam logs for hints it ignores or cannot read (apache_beam/typehints/decorators.py, ptransform.py).

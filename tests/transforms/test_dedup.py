@@ -10,9 +10,10 @@ import pytest
 
 from tests.conftest import art
 from tests.plane import run_plane
-from transforms.article import canonical_url, key_hash
+from transforms.article import key_hash
 from transforms.dedup import DedupSettings, content_hash, exact_duplicates
 from transforms.neardup import NearDedupSettings
+from transforms.urls import canonical_url
 
 
 @pytest.mark.parametrize(

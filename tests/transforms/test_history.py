@@ -1,4 +1,4 @@
-"""Across runs: what the key index holds is not written again (the batch plane's decisions), and the lookback."""
+"""Across runs: what the key index holds is not written again (the batch plane's decisions)."""
 
 import datetime as dt
 
@@ -8,21 +8,16 @@ import pyarrow.parquet as pq
 
 from tests.conftest import art
 from tests.plane import run_plane
-from transforms.article import UTC, Article, key_hash
+from transforms.article import Article, key_hash
+from transforms.clock import UTC
 from transforms.dedup import content_hash, written_matches
-from transforms.history import lookback_patterns
 from transforms.neardup import NearDedupSettings
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
-def test_lookback_patterns_cover_the_dates():
-    patterns = lookback_patterns("/out/articles", NOW, 2 * 86400, future_days=1)
-    assert patterns == [f"/out/articles/date=2026-11-{d}/**.parquet" for d in (18, 19, 20, 21)]
-
-
 def index_file(path, written: list[Article]):
-    """An index file as pipeline.state writes it (only the key columns matter here)."""
+    """An index file as pipeline.seen_index writes it (only the key columns matter here)."""
 
     def hashed(values):
         return pa.array([key_hash(v) if v else None for v in values], pa.int64())

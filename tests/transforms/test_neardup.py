@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import art as base_art
 from tests.plane import run_plane
 from tests.transforms import neardup_texts as texts
-from transforms.article import UTC, Article, stable_id
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
 from transforms.dedup import DedupSettings
 from transforms.neardup import (
     SIGNATURE_SCHEMA,
@@ -36,6 +37,7 @@ from transforms.neardup import (
     has_signature,
     is_near_copy,
     lead_keys,
+    lookback_patterns,
     minhash_signature,
     minhash_signatures,
     outlet_of,
@@ -497,6 +499,12 @@ def test_copy_linking_to_the_wire_host_from_another_feed_is_not_held_to_the_same
     # Through the wire's own feed it is a revision of the wire's story, held to the stricter threshold.
     revision = signature_records([dataclasses.replace(wire_link, feed_url=ORIGINAL.feed_url)])[0]
     assert not is_near_copy(original, revision, strict)[0]
+
+
+def test_lookback_patterns_cover_the_dates():
+    now = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
+    patterns = lookback_patterns("/out/signatures", now, 2 * 86400, future_days=1)
+    assert patterns == [f"/out/signatures/date=2026-11-{d}/**.parquet" for d in (18, 19, 20, 21)]
 
 
 def test_signature_rows_round_trip_through_parquet_types():

@@ -77,6 +77,7 @@ from transforms.neardup.hashing import (
     words,
 )
 from transforms.neardup.in_memory import candidate_pairs, find_near_copies, verdicts_of_pairs
+from transforms.neardup.prior import lookback_patterns, read_prior_signatures
 from transforms.neardup.records import (
     SIGNATURE_SCHEMA,
     SignatureRecord,
@@ -113,6 +114,8 @@ __all__ = [
     "containment",
     "facts_agree",
     "find_near_copies",
+    "lookback_patterns",
+    "read_prior_signatures",
     "group_buckets",
     "has_signature",
     "is_near_copy",
