@@ -1,17 +1,18 @@
-"""DeduplicateArticles: exact duplicates within a run, by canonical URL, by GUID and by content hash, and
-articles already written by an earlier run.
+"""Exact duplicates within a run, by canonical URL, by GUID and by content hash, and articles already written by an
+earlier run.
 
-Three passes, each a CombinePerKey that keeps one article per key: first by canonical URL, then by (feed, GUID),
-then by a hash of the normalised title and text. Running them in sequence makes a chain A~B (same URL), B~C (same
-text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is chosen
-deterministically, whatever the bundle order: earliest `published_at`, then smallest `article_id`. It carries
-`duplicate_count`, the number of copies it stands for. No pass is quadratic: each is one keyed combine.
+Batch (`exact_duplicates`, on arrays; the batch graph's decision step, pipeline/plane/decide.py, runs it on the key
+columns it staged): three passes, first by canonical URL, then by (feed, GUID), then by a hash of the normalised
+title and text, each one sort that keeps one article per key. Running them in sequence makes a chain A~B (same URL),
+B~C (same text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is the
+earliest `published_at`, then the smallest `article_id`, whatever the input order; it carries `duplicate_count`, the
+number of copies it stands for.
 
-Across runs: given the rows of the key index (transforms.history.ReadWrittenKeys, Arrow batches of 64-bit hashes
-of the id, canonical URL and content hash of every article written and still seen in a feed), an article whose id,
-URL or content hash is among them is dropped and counted as `dedup/already_written`, and the keys it matched are
-emitted so the index can note they were seen again. The index is streamed past the set of this run's keys (a side
-input, as small as the run), never the other way round.
+Across runs (`written_matches`): the key index (pipeline.seen_index: 64-bit hashes of the id, canonical URL and
+content hash of every article written and still seen in a feed) is streamed past the set of this run's keys, a
+record batch at a time, never the other way round; an article whose id, URL or content hash is among them is
+dropped and counted as `dedup/already_written`, and the keys it matched are kept so the index can note they were
+seen again.
 
 Streaming (DeduplicateWithState): two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by
 content hash. Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
