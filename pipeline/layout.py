@@ -2,6 +2,7 @@
 
     <root>/articles/, dead_letter/          the data: what readers see (partitions by window; transforms.sink)
     <root>/_staging/<run_id>/<kind>/        where a run's pipeline writes; moved into place only after it succeeded
+    <root>/_staging/<run_id>/work/          the batch graph's staged articles and decisions (never committed)
     <root>/_staging/compact-<id>/           a compaction's new files and its journal (pipeline.compact)
     <root>/_temp/<run_id>/<kind>/           where a batch run's writers stage files before renaming them
     <root>/_streaming/<run_id>/<kind>/      the same for a streaming run (a batch run's clean-up leaves it alone)
@@ -29,6 +30,7 @@ STAGED_FEED_REPORTS = "feed_reports"
 STAGED_SIGNATURES = "signatures"
 STAGED_SEEN_KEYS = "seen_keys"
 STAGED_SEEN = "seen"  # the key index the run's pipeline reads (base.parquet)
+STAGED_WORK = "work"  # the batch graph's staged articles, keys and decisions (pipeline/plane/), never committed
 
 
 class OutputLayout:

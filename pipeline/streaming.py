@@ -51,7 +51,7 @@ def build_streaming(
         source = PollFeeds(config.feeds, stream)
     polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
 
-    ingested = polls | "Ingest" >> IngestFeeds(config, run_id, streaming=True)
+    ingested = polls | "Ingest" >> IngestFeeds(config, run_id)
     unique = (
         ingested.articles | "PollTime" >> beam.Map(at_fetch_time) | "Deduplicate" >> DeduplicateWithState(config.dedup)
     )

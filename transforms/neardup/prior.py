@@ -1,17 +1,19 @@
-"""ReadPriorSignatures: the near-duplicate signatures earlier runs kept in the run state, for
-DeduplicateNearCopies to match copies against yesterday's originals (`_state/signatures/date=<published date>/`,
-written by pipeline/build.py with `signature_row`).
+"""The near-duplicate signatures earlier runs kept in the run state (`_state/signatures/date=<published date>/`,
+SIGNATURE_SCHEMA rows), for the batch decisions (pipeline/plane/decide.py) to match copies against yesterday's
+originals: which partitions lie in the lookback, and their rows of this run's scheme, as one Arrow table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
-import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquet
 
-from transforms.neardup.records import signature_from_row
+from transforms.neardup.records import SIGNATURE_SCHEMA
 
 
 def lookback_patterns(articles_path: str, now: dt.datetime, lookback_seconds: float, future_days: int = 2) -> list[str]:
@@ -28,17 +30,25 @@ def lookback_patterns(articles_path: str, now: dt.datetime, lookback_seconds: fl
     ]
 
 
-class ReadPriorSignatures(beam.PTransform):
-    """Root transform: the SignatureRecords (prior) kept by earlier runs for articles inside the lookback."""
-
-    def __init__(self, signatures_path: str, now: dt.datetime, lookback_seconds: float):
-        super().__init__()
-        self._patterns = lookback_patterns(signatures_path, now, lookback_seconds)
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (
-            pbegin
-            | "Partitions" >> beam.Create(self._patterns)
-            | "ReadSignatures" >> ReadAllFromParquet()
-            | "Records" >> beam.Map(signature_from_row)
-        )
+def read_prior_signatures(patterns: Iterable[str], scheme: str) -> tuple[pa.Table, int, int]:
+    """The signature rows of `scheme` in the files matching `patterns`: (table, rows kept, rows of another scheme,
+    which are never compared)."""
+    tables = []
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # no such partition
+            continue
+        for metadata in matched:
+            with FileSystems.open(metadata.path, compression_type="uncompressed") as handle:
+                table = pq.read_table(handle)
+            # States written before a column existed lack it (`lead`): read as empty.
+            for field in SIGNATURE_SCHEMA:
+                if field.name not in table.column_names:
+                    table = table.append_column(field, pa.nulls(len(table), field.type))
+            tables.append(table.select(SIGNATURE_SCHEMA.names).cast(SIGNATURE_SCHEMA))
+    if not tables:
+        return SIGNATURE_SCHEMA.empty_table(), 0, 0
+    table = pa.concat_tables(tables)
+    kept = table.filter(pc.fill_null(pc.equal(table.column("scheme"), scheme), False))
+    return kept, len(kept), len(table) - len(kept)
