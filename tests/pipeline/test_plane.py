@@ -15,7 +15,9 @@ from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.plane.decide import WindowShard
 from pipeline.plane.staging import StagedChunk
-from transforms.article import Article, DeadLetter, FeedSource
+from transforms.article import Article
+from transforms.dead_letter import DeadLetter
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 
 NOW = "2026-12-01T00:00:00Z"
