@@ -61,16 +61,29 @@ def count(p: beam.Pipeline) -> dict:
     }
 
 
-def fused_stages(p: beam.Pipeline) -> list:
-    """The batch graph's stages as the FnApiRunner fuses them (the translation it runs before executing)."""
+def fused_stages(p: beam.Pipeline) -> tuple[list, dict[str, str]]:
+    """The batch graph's stages as the FnApiRunner fuses them (the translation it runs before executing), and the
+    label of the leaf step that produces each PCollection id."""
     from apache_beam.runners.pipeline_utils import merge_common_environments, merge_superset_dep_environments
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     runner = fn_runner.FnApiRunner()
     proto = p.to_runner_api(default_environment=runner._default_environment)
     proto = merge_common_environments(runner.resolve_any_environments(merge_superset_dep_environments(proto)))
-    _, stages = runner.create_stages(proto)
-    return stages
+    context, stages = runner.create_stages(proto)
+    producers = {}
+    # The translation adds steps (combiner lifting, flatten transcoding): their outputs are named after them.
+    for stage in stages:
+        for transform in stage.transforms:
+            if transform.spec.urn != "beam:runner:source:v1":
+                for pcoll in transform.outputs.values():
+                    producers.setdefault(pcoll, transform.unique_name)
+    for components in (context.components, proto.components):
+        for transform in components.transforms.values():
+            if not transform.subtransforms:
+                for pcoll in transform.outputs.values():
+                    producers.setdefault(pcoll, transform.unique_name)
+    return stages, producers
 
 
 def main() -> None:
@@ -97,7 +110,7 @@ def main() -> None:
                 print(f"  groups or flattens: {label}")
             for label in c["side_input_readers"]:
                 print(f"  reads side input: {label}")
-    stages = fused_stages(batch)
+    stages, _ = fused_stages(batch)
     print(f"batch on the FnApiRunner: {len(stages)} fused stages")
     if args.list:
         for stage in stages:
