@@ -15,11 +15,14 @@ the pipeline. So every word still comes from real text, but no run of three word
 - Originals (about 80%): each in one of the eleven languages of benchmarks/corpus.py (same shares). Its length in
   words is drawn from the real article bodies of extraction-dev (median 529 words, capped at MAX_WORDS; Japanese
   counts two characters a word). Its paragraphs are 2-4 real sentences of that language (langid-dev; for English
-  also AG News descriptions), its headline a real headline or short sentence; then every third word (every third
-  character in Japanese) is replaced by a word drawn uniformly from that language's vocabulary (the distinct words
-  of the same real text, 2,000-14,000 per language). Every shingle of three words then holds one drawn word: two
-  articles that drew the same real sentence share a shingle with odds of one in the vocabulary size, however large
-  the corpus. The text still reads as its language to a language detector, in real sentence shapes and lengths.
+  also AG News descriptions), its headline a real headline or short sentence; then every second word (every second
+  character in Japanese; words as newsbeam's shingles split them) is replaced by a word drawn uniformly from that
+  language's vocabulary (the distinct words of the same real text, 1,000-26,000 per language). Two articles that
+  drew the same real sentence then share one of its three-word shingles with odds of one in the vocabulary size, and
+  one of its four-word lead keys with odds of one in its square, however large the corpus. (Every third word was not
+  enough: the unrelated originals sharing an LSH bucket key went from 2.4 to 16 per 1,000 between 10,000 and 100,000
+  articles, through the lead keys of leads that drew the same sentence.) The text keeps its language's words,
+  sentence shapes and lengths, which is what the language detector and the per-article costs see.
 - Exact copies (EXACT_SHARE, 10%): an earlier original, same headline and text, in another feed of its language,
   under another URL and GUID, 10 minutes to 10 hours later.
 - Near copies (NEAR_SHARE, 10%): an earlier original, in another feed, changed one of four ways (a quarter each):
@@ -34,11 +37,13 @@ Everything is a function of (seed, article number): the plan (role, language, fe
 arrays drawn once (about 20 bytes per article), and an article's text is generated from its own seeded
 random.Random when its feed is written or checked. No step holds the corpus.
 
-`check()` measures the corpus it wrote: the exact-copy rate by content hash (newsbeam's own `content_hash`), the
-near-copy rate as the share of copies whose true Jaccard similarity (or containment) with their original passes
-newsbeam's thresholds on a sample, the true Jaccard of random same-language pairs of originals, and, over every
-article, how many bucket keys (newsbeam's own LSH bands and lead keys) two unrelated originals share: the candidates
-that would make the near-duplicate stage grow faster than the corpus.
+`check()` measures the corpus it wrote: the exact-copy rate by content hash (newsbeam's own `content_hash`, of every
+article), the near-copy rate as the share of copies whose true Jaccard similarity (or containment) with their
+original passes newsbeam's thresholds (on a sample of 2,000), the true Jaccard of 2,000 random same-language pairs of
+originals, and how many bucket keys (newsbeam's own LSH bands and lead keys) two unrelated originals share: the
+candidates that would make the near-duplicate stage grow faster than the corpus. Those keys are computed for every
+original up to 200,000 of them, for a random 200,000 beyond (signing is most of the check's time); the rate per pair,
+times the pairs of all the originals, gives what the whole corpus holds.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from benchmarks.corpus import LANGUAGE_MIX  # noqa: E402  (the same eleven langu
 from benchmarks.neardup_corpus import FURNITURE  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
-VERSION = 1  # part of the cache key: bump when the text a seed gives changes
+VERSION = 2  # part of the cache key: bump when the text a seed gives changes
 EXACT_SHARE = 0.10
 NEAR_SHARE = 0.10
 NEAR_KINDS = ("edit", "cut", "headline", "furniture")
@@ -77,7 +82,7 @@ ORIGINAL, EXACT, NEAR = 0, 1, 2
 CODES = tuple(LANGUAGE_MIX)
 _NO_SPACES = {"ja"}
 # Words as newsbeam's shingles split them (runs of letters and digits; one character each in Japanese): "U.S." or
-# "l'activité" are two words, so drawing every third whitespace-separated word would leave shared shingles.
+# "l'activité" are two words, so drawing every second whitespace-separated word would leave shared shingles.
 _TOKEN = {False: re.compile(r"\w+"), True: re.compile(r"\w")}
 _SPLIT = {False: re.compile(r"(\w+)"), True: re.compile(r"(\w)")}
 
@@ -213,15 +218,16 @@ class ScaleCorpus:
         return random.Random((self.seed << 42) ^ (salt << 40) ^ number)
 
     def _scramble(self, texts: list[str], code: str, rng: np.random.Generator) -> list[str]:
-        """Every third word (character, in Japanese) replaced by a word drawn uniformly from the language's
-        vocabulary, punctuation and spacing kept: every shingle of three words holds a drawn word."""
+        """Every second word (character, in Japanese) replaced by a word drawn uniformly from the language's
+        vocabulary, punctuation and spacing kept: every shingle of three words holds a drawn word, every four-word
+        lead key two."""
         vocabulary = self._vocabulary[code]
         split = [_SPLIT[code in _NO_SPACES].split(t) for t in texts]  # separators at even places, words at odd
-        draws = vocabulary[rng.integers(len(vocabulary), size=sum(len(t) for t in split) // 6 + len(split))].tolist()
+        draws = vocabulary[rng.integers(len(vocabulary), size=sum(len(t) for t in split) // 4 + len(split))].tolist()
         at, out = 0, []
-        for parts, first in zip(split, rng.integers(3, size=len(split)).tolist()):
-            count = len(range(1 + 2 * first, len(parts), 6))
-            parts[1 + 2 * first :: 6] = draws[at : at + count]
+        for parts, first in zip(split, rng.integers(2, size=len(split)).tolist()):
+            count = len(range(1 + 2 * first, len(parts), 4))
+            parts[1 + 2 * first :: 4] = draws[at : at + count]
             at += count
             out.append("".join(parts))
         return out
@@ -324,8 +330,11 @@ class ScaleCorpus:
             return directory
         directory.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        from transforms.dedup import content_hash
+
         order = np.argsort(self.feed, kind="stable")
         bounds = np.searchsorted(self.feed[order], np.arange(self.feeds + 1))
+        hashes = np.zeros(self.articles, dtype=np.uint64)  # newsbeam's content hash (64 bits of it), for `check`
         total = 0
         for f in range(self.feeds):
             code = CODES[self.feed_language[f]]
@@ -335,6 +344,7 @@ class ScaleCorpus:
             ]
             for number in order[bounds[f] : bounds[f + 1]].tolist():
                 item = self.item(number)
+                hashes[number] = int(content_hash(item.title, "\n\n".join(item.paragraphs))[:16], 16)
                 html = "".join(f"<p>{escape(p)}</p>" for p in item.paragraphs)
                 parts.append(
                     f"<item><title>{escape(item.title)}</title>"
@@ -346,6 +356,7 @@ class ScaleCorpus:
             body = "".join(parts).encode("utf-8")
             total += len(body)
             (directory / f"feed{f}.xml").write_bytes(body)
+        np.save(directory / "content_hashes.npy", hashes)
         manifest = {
             **self.planned_rates(),
             "seed": self.seed,
@@ -358,85 +369,76 @@ class ScaleCorpus:
 
     # The check: what the corpus holds, measured.
 
-    def check(self, pairs: int = 2000, batch: int = 1024) -> dict:
-        """Measure the corpus (see the module doc). Signs every original and near copy: minutes at 1,000,000."""
+    def check(self, directory: Path | None = None, pairs: int = 2000, signed: int = 200_000, batch: int = 1024) -> dict:
+        """Measure the corpus (see the module doc). The content hashes come from `write` (in `directory`) or are
+        computed here. The LSH keys are computed for at most `signed` originals (a random sample beyond that, with
+        the near copies of the sampled ones): chance key sharing is a property of pairs, so its rate on a sample,
+        times the number of pairs, is what the whole corpus holds."""
         from transforms.article import Article
         from transforms.dedup import content_hash
         from transforms.neardup import NearDedupSettings, candidate_key_matrix, shingles, signature_records
 
         settings = NearDedupSettings()
         started = time.perf_counter()
-        n = self.articles
-        hashes = np.zeros(n, dtype=np.uint64)
-        signed = np.flatnonzero(self.role != EXACT)  # exact copies have their original's keys
-        row_of = np.full(n, -1, dtype=np.int64)
-        row_of[signed] = np.arange(len(signed))
-        keys = np.zeros((len(signed), settings.keys_per_record), dtype=np.int64)
+        n, rng = self.articles, np.random.default_rng(self.seed + 1)
+        saved = directory / "content_hashes.npy" if directory else None
+        if saved and saved.exists():
+            hashes = np.load(saved)
+        else:
+            hashes = np.array(
+                [int(content_hash(i.title, "\n\n".join(i.paragraphs))[:16], 16) for i in map(self.item, range(n))],
+                dtype=np.uint64,
+            )
+        exact_measured = 1 - len(np.unique(hashes)) / n
+
+        originals = np.flatnonzero(self.role == ORIGINAL)
+        near = np.flatnonzero(self.role == NEAR)
+        sample = originals if len(originals) <= signed else np.sort(rng.choice(originals, signed, replace=False))
+        near_of_sample = near[np.isin(self.original[near], sample)]
+        numbers = np.concatenate((sample, near_of_sample))
+        keys = np.zeros((len(numbers), settings.keys_per_record), dtype=np.int64)
+        row_of = {number: row for row, number in enumerate(numbers.tolist())}
         words: list[int] = []
-        pending: list[Article] = []
-        rows: list[int] = []
-
-        def sign() -> None:
-            records = signature_records(pending, settings)
-            present = [i for i, r in enumerate(records) if r is not None]
-            keys[[rows[i] for i in present]] = candidate_key_matrix([records[i] for i in present], settings)
-            pending.clear()
-            rows.clear()
-
-        for number in range(n):
-            item = self.item(number)
-            text = "\n\n".join(item.paragraphs)
-            hashes[number] = int(content_hash(item.title, text)[:16], 16)
-            if number % 97 == 0:  # a sample of lengths, in words as newsbeam's shingles count them
+        for start in range(0, len(numbers), batch):
+            articles = []
+            for number in numbers[start : start + batch].tolist():
+                item = self.item(number)
+                text = "\n\n".join(item.paragraphs)
                 words.append(len(text) // 2 if item.language in _NO_SPACES else len(text.split()))
-            if item.role != EXACT:
-                url = f"https://feed{item.feed}.example/news/a{number}"
                 feed_url = f"https://feed{item.feed}.example/"
-                pending.append(
+                url = f"{feed_url}news/a{number}"
+                articles.append(
                     Article(f"a{number}", feed_url, "", url, title=item.title, text=text, language=item.language)
                 )
-                rows.append(int(row_of[number]))
-                if len(pending) >= batch:
-                    sign()
-        if pending:
-            sign()
-        _, first = np.unique(hashes, return_index=True)
-        exact_measured = 1 - len(first) / n
+            records = signature_records(articles, settings)
+            present = [i for i, r in enumerate(records) if r is not None]
+            keys[[start + i for i in present]] = candidate_key_matrix([records[i] for i in present], settings)
 
-        # Far apart: bucket keys shared by two different originals, over the whole corpus.
-        originals = np.flatnonzero(self.role == ORIGINAL)
-        flat = keys[row_of[originals]].reshape(-1)
-        owner = np.repeat(originals, settings.keys_per_record)
+        # Far apart: bucket keys shared by two different sampled originals.
+        flat = keys[: len(sample)].reshape(-1)
+        owner = np.repeat(sample, settings.keys_per_record)
         order = np.argsort(flat, kind="stable")
         flat, owner = flat[order], owner[order]
-        same = flat[1:] == flat[:-1]
-        starts = np.flatnonzero(np.concatenate(([True], ~same)))
+        starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
         sizes = np.diff(np.concatenate((starts, [len(flat)])))
         shared = sizes > 1
         bucket_pairs = int(np.sum(sizes[shared] * (sizes[shared] - 1) // 2))
-        colliding = np.zeros(n, dtype=bool)
-        in_shared = np.repeat(shared, sizes)
-        colliding[owner[in_shared]] = True
+        colliding = len(np.unique(owner[np.repeat(shared, sizes)]))
+        pair_rate = bucket_pairs / max(1, len(sample) * (len(sample) - 1) // 2)
         del flat, owner, order
+        near_keys = [
+            bool(np.intersect1d(keys[row_of[c]], keys[row_of[int(self.original[c])]]).size)
+            for c in near_of_sample.tolist()
+        ]
 
-        # Near copies: true Jaccard and containment with their original, on a sample; and the LSH keys they share.
-        rng = np.random.default_rng(self.seed + 1)
-        near = np.flatnonzero(self.role == NEAR)
-        sample = rng.choice(near, size=min(pairs, len(near)), replace=False) if len(near) else near
+        # Near copies: true Jaccard and containment with their original, on a sample.
         near_stats = []
-        for number in sample.tolist():
+        for number in rng.choice(near, size=min(pairs, len(near)), replace=False).tolist() if len(near) else []:
             copy, source = self.item(number), self.item(int(self.original[number]))
             a = shingles(source.title, "\n\n".join(source.paragraphs))
             b = shingles(copy.title, "\n\n".join(copy.paragraphs))
             common = len(a & b)
             near_stats.append((NEAR_KINDS[self.kind[number]], common / len(a | b), common / len(b)))
-        near_keys = np.array(
-            [
-                bool(np.intersect1d(keys[row_of[c]], keys[row_of[self.original[c]]]).size)
-                for c in near.tolist()
-                if row_of[c] >= 0
-            ]
-        )
         passing = [j >= settings.threshold or c >= settings.containment for _, j, c in near_stats]
 
         # Random pairs of originals in one language: their true Jaccard.
@@ -472,14 +474,16 @@ class ScaleCorpus:
                 for k in NEAR_KINDS
                 if any(kk == k for kk, _, _ in near_stats)
             },
-            "near_copies_sharing_a_bucket_key": round(float(near_keys.mean()), 4) if len(near_keys) else None,
+            "near_copies_sharing_a_bucket_key": round(float(np.mean(near_keys)), 4) if near_keys else None,
             "far_pairs_sampled": len(far),
             "far_pair_jaccard": quantiles(far),
+            "originals": len(originals),
+            "originals_signed": len(sample),
             "far_bucket_pairs": bucket_pairs,
-            "far_bucket_pairs_per_1000_originals": round(1000 * bucket_pairs / max(1, len(originals)), 3),
-            "originals_with_a_far_bucket_key_per_1000": round(
-                1000 * float(colliding.sum()) / max(1, len(originals)), 3
-            ),
+            "far_bucket_pairs_per_1000_signed": round(1000 * bucket_pairs / max(1, len(sample)), 3),
+            "signed_sharing_any_key_per_1000": round(1000 * colliding / max(1, len(sample)), 3),
+            # What all the originals hold at this pair rate: per original, pair_rate x (originals - 1) / 2.
+            "far_bucket_pairs_per_1000_originals": round(1000 * pair_rate * (len(originals) - 1) / 2, 3),
             "words_per_article": quantiles(words),
             "check_seconds": round(time.perf_counter() - started, 1),
         }
@@ -490,7 +494,7 @@ def cached_check(corpus: ScaleCorpus, directory: Path) -> dict:
     path = directory / "check.json"
     if path.exists():
         return json.loads(path.read_text())
-    result = corpus.check()
+    result = corpus.check(directory)
     path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -512,9 +516,10 @@ def format_rates(planned: dict, checked: dict | None) -> str:
             f"{c['near_copy_jaccard_by_kind']}; {c['near_copies_sharing_a_bucket_key']:.1%} share an LSH bucket key "
             f"with their original)",
             f"  far apart: true Jaccard of {c['far_pairs_sampled']:,} random same-language pairs {c['far_pair_jaccard']}; "
-            f"bucket pairs between unrelated originals: {c['far_bucket_pairs']:,} "
-            f"({c['far_bucket_pairs_per_1000_originals']} per 1,000 originals, "
-            f"{c['originals_with_a_far_bucket_key_per_1000']} per 1,000 originals share any key)",
+            f"LSH bucket pairs between unrelated originals: {c['far_bucket_pairs']:,} among {c['originals_signed']:,} "
+            f"signed ({c['far_bucket_pairs_per_1000_signed']} per 1,000 of them; {c['signed_sharing_any_key_per_1000']} "
+            f"per 1,000 share any key); at this pair rate all {c['originals']:,} originals hold "
+            f"{c['far_bucket_pairs_per_1000_originals']} per 1,000",
             f"  words per article {c['words_per_article']} (check took {c['check_seconds']} s)",
         ]
     return "\n".join(lines)
