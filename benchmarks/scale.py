@@ -226,11 +226,14 @@ def line(name: str, articles: int, result: dict) -> str:
 def counts(record: dict) -> str:
     if not record:
         return ""
+    counters = record.get("counters", {})
     return (
         f"    entries read {record.get('entries_read', 0):,}, written {record.get('articles_written', 0):,}, "
         f"exact duplicates {record.get('duplicates', 0) - record.get('near_duplicates_dropped', 0):,}, "
         f"near copies dropped {record.get('near_duplicates_dropped', 0):,}, "
-        f"entry dead letters {record.get('entry_dead_letters', 0):,}, reconciled {record.get('reconciled')}"
+        f"entry dead letters {record.get('entry_dead_letters', 0):,}, reconciled {record.get('reconciled')}; "
+        f"near-duplicate candidate pairs {counters.get('neardup/candidate_pairs', 0):,}, "
+        f"verified {counters.get('neardup/pairs_verified', 0):,}"
     )
 
 
