@@ -292,6 +292,11 @@ def main() -> None:
                 )
                 result = measure(command, server.requests, args.timeout, args.memory_limit, args.sample)
                 record = run_record(out) if extra is not None else {}
+                if result["exit"] != 0 and not result["stopped"]:  # newsbeam's own failure: keep what it left
+                    kept = args.corpus_root / f"failed-n{args.articles}-run{run + 1}-{int(time.time())}"
+                    shutil.move(str(out), kept)
+                    (kept / "stderr.txt").write_text(result["stderr"])
+                    print(f"  output and stderr of the failed run kept in {kept}")
                 shutil.rmtree(out, ignore_errors=True)
                 results[name].append(result)
                 print(f"  N={args.articles} run {run + 1} " + line(name, args.articles, result), flush=True)
