@@ -9,6 +9,8 @@ each PCollection a stage writes to a runner data channel (the input of a GroupBy
 stage that cannot be fused) is encoded into the runner's buffer, held there until the consuming stage has read all
 of it, and decoded again. Beam's own metrics give each PCollection's element count and sampled encoded size (the
 mean of a sample of elements, as the SDK measures it), so `elements x mean` is what that boundary holds and moves.
+The sample favours a PCollection's first elements: for a Flatten of unlike elements (a CoGroupByKey's candidate
+pairs and signature records), the rows of its inputs are the better estimate.
 """
 
 from __future__ import annotations
