@@ -94,13 +94,13 @@ import datetime as dt, sys, time
 sys.path.insert(0, {repo!r})
 import apache_beam as beam
 from pipeline import seen_index
-from pipeline.layout import STAGED_SEEN_KEYS, OutputLayout
-from pipeline.seen_index import SEEN_KEYS_SCHEMA
+from pipeline.layout import STAGED_SEEN_KEYS, STAGED_SIGNATURES, STAGED_WORK, OutputLayout
+from pipeline.plane.decide import Decide, DecideSettings
+from pipeline.plane.finalize import WriteWindows
+from pipeline.plane.staging import StageSettings, stage_chunk
 from transforms.article import Article
-from transforms.dedup import DeduplicateArticles, DedupSettings
-from transforms.history import ReadWrittenKeys
-from transforms.sink import ParquetSink, SinkSettings, WriteParquet, WriteParquetPartitions
-from transforms.window import WindowByEventTime, WindowSettings
+from transforms.neardup import NearDedupSettings
+from transforms.sink import SinkSettings
 output, new, history = {output!r}, {new}, {history}
 now = dt.datetime(2027, 1, 10, 12, 30, tzinfo=dt.timezone.utc)
 run_id = "bench-" + str(time.monotonic_ns())
@@ -115,11 +115,15 @@ articles += [Article(article_id=f"new{{i:029d}}", feed_url="https://new.test/rss
              for i in range(new - len(old))]
 layout = OutputLayout(output)
 sink = SinkSettings(layout.run_staging(run_id), run_id, 86400, temp_path=layout.temp)
+work = layout.staged(run_id, STAGED_WORK)
+off = NearDedupSettings(enabled=False)
+stage = StageSettings(work, 86400, off)
+chunks = [stage_chunk(articles[i : i + 2000], 0, i // 2000, stage)[0] for i in range(0, len(articles), 2000)]
 p = beam.Pipeline()
-written = p | ReadWrittenKeys(index.base_path)
-result = p | beam.Create(articles) | DeduplicateArticles(DedupSettings(), written)
-result.articles | WindowByEventTime(WindowSettings(size_seconds=86400)) | WriteParquetPartitions(sink)
-result.seen_keys | WriteParquet(sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {{"column": k[0], "key": k[1]}}, ()))
+decided = p | beam.Create(chunks) | Decide(DecideSettings(
+    work, layout.staged(run_id, STAGED_SEEN_KEYS), layout.staged(run_id, STAGED_SIGNATURES), run_id,
+    neardup=off, written_index=index.base_path))
+decided.shards | WriteWindows(sink)
 run = p.run(); run.wait_until_finish()
 name = seen_index.write_seen_index(output, run_id, index, now, [])
 counters = {{c.key.metric.name: c.committed for c in run.metrics().query()["counters"]}}
