@@ -5,9 +5,9 @@ Pure functions, usable without Beam:
 - `decode_html(body, content_type)`: the page as text, its charset taken from the Content-Type header, else a byte
   order mark, else a `<meta charset>` / `http-equiv` tag near the top, else UTF-8 if the bytes are valid UTF-8,
   else detection (charset_normalizer).
-- `extract_page(html, url, content_type)`: an `ExtractedPage` with the body text (trafilatura in fast mode without
-  comments, on a tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date,
-  the authors and a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
+- `extract_page(html, url, content_type)`: an `ExtractedPage` with the body text (transforms/page_text.py, on a
+  tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date, the authors and
+  a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
 
 - `PageFetcher.fetch(url)`: one page through the SSRF guard (transforms/netguard.py: every hop checked, and again
   at connect time), politely: per-host connection limit and delay (`HostLimiter`), robots.txt cached per origin,
@@ -59,6 +59,7 @@ from transforms.netguard import (
     check_url,
     guarded_session,
 )
+from transforms.page_text import extract_body, prune
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding
@@ -250,78 +251,6 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
     return {"canonical_url": canonical, "published_at": published, "authors": tuple(authors[:20]), "language": language}
 
 
-# Elements that never hold article text, removed before extraction (in C, with lxml) so that trafilatura's many
-# XPath passes walk a smaller tree. JSON-LD scripts stay: trafilatura's baseline reads articleBody from them.
-# The rest of the list are elements trafilatura's own cleaning deletes anyway (settings.MANUALLY_CLEANED).
-_NEVER_TEXT = (
-    "style",
-    "noscript",
-    "svg",
-    "template",
-    "link",
-    "meta",
-    "iframe",
-    "canvas",
-    "video",
-    "audio",
-    "picture",
-    "source",
-    "object",
-    "embed",
-    "select",
-    "button",
-    "input",
-    "textarea",
-    "aside",
-    "footer",
-    "menu",
-    "nav",
-    "applet",
-    "map",
-    "area",
-    "blink",
-    "datalist",
-    "dialog",
-    "frame",
-    "frameset",
-    "label",
-    "marquee",
-    "noindex",
-    "optgroup",
-    "option",
-    "output",
-    "param",
-    "progress",
-    "rp",
-    "rt",
-    "rtc",
-    "track",
-    "use",
-)
-
-
-def _prune(tree: lxml.html.HtmlElement) -> None:
-    lxml.etree.strip_elements(tree, *_NEVER_TEXT, with_tail=False)
-    for script in list(tree.iter("script")):
-        if (script.get("type") or "").strip().lower() != "application/ld+json":
-            script.drop_tree()
-
-
-def extract_body(tree: lxml.html.HtmlElement, url: str = "") -> str:
-    """The article body of a parsed page as plain text, paragraphs separated by blank lines ('' when none).
-
-    trafilatura in fast mode with comments off: measured on the extraction benchmark it is ahead of trafilatura's
-    default and precision settings in F1, and faster (`python benchmarks/extract.py`). It works on a copy.
-    """
-    import trafilatura  # imported here: loading it costs about a second, paid only by runs that extract
-
-    text = trafilatura.extract(tree, url=url or None, fast=True, include_comments=False, output_format="txt")
-    if not text:
-        return ""
-    # trafilatura puts one paragraph per line; our articles separate paragraphs with a blank line.
-    return "\n\n".join(line.strip() for line in text.split("\n") if line.strip())
-
-
 def extract_page(html: bytes, url: str = "", content_type: str = "") -> ExtractedPage:
     """The body and metadata of one HTML page (bytes as received; `content_type` as sent, for its charset)."""
     text, charset = decode_html(html, content_type)
@@ -329,7 +258,7 @@ def extract_page(html: bytes, url: str = "", content_type: str = "") -> Extracte
     if tree is None:
         return ExtractedPage(text="", charset=charset)
     metadata = _metadata(tree, url)
-    _prune(tree)
+    prune(tree)
     return ExtractedPage(text=extract_body(tree, url), charset=charset, **metadata)
 
 
