@@ -31,7 +31,9 @@ from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.article import DEAD_LETTER_TAG, UTC, Article, DeadLetter, DeadLetterOutput, Routed, reject
+from transforms.article import Article
+from transforms.clock import UTC
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, reject
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 
 from tests.conftest import art
-from transforms.article import UTC
+from transforms.clock import UTC
 from transforms.window import WindowByEventTime, WindowSettings
 
 

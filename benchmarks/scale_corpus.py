@@ -1,0 +1,544 @@
+"""A synthetic corpus of any size (10,000 to 1,000,000 articles and more) whose duplicate rates do not move with its
+size, written to disk as RSS feeds one feed at a time: the input of benchmarks/scale.py.
+
+    python benchmarks/scale_corpus.py --articles 1000000 --check      # write the feeds (cached), then measure them
+    from benchmarks.scale_corpus import ScaleCorpus
+    corpus = ScaleCorpus(100_000, seed=0)
+    directory = corpus.write()            # feed0.xml ... feed{F-1}.xml, manifest.json (cached by size, seed, feeds)
+    rates = corpus.check()                # what the corpus holds, measured, not taken from the generator's labels
+
+Why synthetic: the real text of ../shared/data gives a few thousand paragraphs per language, so at 100,000 articles
+every paragraph recurs dozens of times and unrelated articles share whole sentences; the near-duplicate stage then
+finds more candidates per article the larger the corpus, and a scale benchmark would measure that growth instead of
+the pipeline. So every word still comes from real text, but no run of three words is shared by chance:
+
+- Originals (about 80%): each in one of the eleven languages of benchmarks/corpus.py (same shares). Its length in
+  words is drawn from the real article bodies of extraction-dev (median 529 words, capped at MAX_WORDS; Japanese
+  counts two characters a word). Its paragraphs are 2-4 real sentences of that language (langid-dev; for English
+  also AG News descriptions), its headline a real headline or short sentence; then every second word (every second
+  character in Japanese; words as newsbeam's shingles split them) is replaced by a word drawn uniformly from that
+  language's vocabulary (the distinct words of the same real text, 1,000-26,000 per language). Two articles that
+  drew the same real sentence then share one of its three-word shingles with odds of one in the vocabulary size, and
+  one of its four-word lead keys with odds of one in its square, however large the corpus. (Every third word was not
+  enough: the unrelated originals sharing an LSH bucket key went from 2.4 to 16 per 1,000 between 10,000 and 100,000
+  articles, through the lead keys of leads that drew the same sentence.) The text keeps its language's words,
+  sentence shapes and lengths, which is what the language detector and the per-article costs see.
+- Exact copies (EXACT_SHARE, 10%): an earlier original, same headline and text, in another feed of its language,
+  under another URL and GUID, 10 minutes to 10 hours later.
+- Near copies (NEAR_SHARE, 10%): an earlier original, in another feed, changed one of four ways (a quarter each):
+  `edit` (3-12% of the words deleted, replaced or followed by another word of the language), `cut` (only the top
+  40-80% of its paragraphs, or of its words when it has one paragraph), `headline` (a new headline and an "Also
+  read" line), `furniture` (the outlet's lines above and below the text, newsletter prompts or breadcrumbs, which
+  newsbeam's cleaning strips, and 1-3% of the words edited).
+  The original of a copy is drawn uniformly from the originals before it, so each story has about 0.25 copies at
+  every size (a few have several: wire stories are syndicated unevenly).
+
+Everything is a function of (seed, article number): the plan (role, language, feed, original, time) is a few numpy
+arrays drawn once (about 20 bytes per article), and an article's text is generated from its own seeded
+random.Random when its feed is written or checked. No step holds the corpus.
+
+`check()` measures the corpus it wrote: the exact-copy rate by content hash (newsbeam's own `content_hash`, of every
+article), the near-copy rate as the share of copies whose true Jaccard similarity (or containment) with their
+original passes newsbeam's thresholds (on a sample of 2,000), the true Jaccard of 2,000 random same-language pairs of
+originals, and how many bucket keys (newsbeam's own LSH bands and lead keys) two unrelated originals share: the
+candidates that would make the near-duplicate stage grow faster than the corpus. Those keys are computed for every
+original up to 200,000 of them, for a random 200,000 beyond (signing is most of the check's time); the rate per pair,
+times the pairs of all the originals, gives what the whole corpus holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as dt
+import json
+import random
+import re
+import statistics
+import sys
+import time
+from email.utils import format_datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.corpus import LANGUAGE_MIX  # noqa: E402  (the same eleven languages, the same shares)
+from benchmarks.neardup_corpus import FURNITURE  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+VERSION = 2  # part of the cache key: bump when the text a seed gives changes
+EXACT_SHARE = 0.10
+NEAR_SHARE = 0.10
+NEAR_KINDS = ("edit", "cut", "headline", "furniture")
+MAX_WORDS = 3000
+START = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+SPAN_SECONDS = 72 * 3600
+ORIGINAL, EXACT, NEAR = 0, 1, 2
+CODES = tuple(LANGUAGE_MIX)
+_NO_SPACES = {"ja"}
+# Words as newsbeam's shingles split them (runs of letters and digits; one character each in Japanese): "U.S." or
+# "l'activité" are two words, so drawing every second whitespace-separated word would leave shared shingles.
+_TOKEN = {False: re.compile(r"\w+"), True: re.compile(r"\w")}
+_SPLIT = {False: re.compile(r"(\w+)"), True: re.compile(r"(\w)")}
+
+
+@dataclasses.dataclass
+class Pool:
+    """The real text of one language: sentences (or AG News descriptions), headlines and distinct words."""
+
+    units: list[str]
+    headlines: list[str]
+    vocabulary: list[str]
+
+
+def _vocabulary(code: str, texts: list[str]) -> list[str]:
+    """The distinct words (characters, without spaces) of `texts`, digits aside: what `_scramble` draws from."""
+    token = _TOKEN[code in _NO_SPACES]
+    return sorted({w for t in texts for w in token.findall(t) if not w.isdigit()})
+
+
+def load_pools(data: Path = DATA) -> tuple[dict[str, Pool], list[int]]:
+    """The pools of every language and the real article lengths (words of the extraction-dev bodies)."""
+    pools = {}
+    for code in CODES:
+        lines = (data / "langid-dev" / f"{code}.txt").read_text(encoding="utf-8").splitlines()
+        sentences = [s.strip() for s in lines if s.strip()]
+        pools[code] = Pool(list(sentences), [s for s in sentences if len(s) < 120], [])
+    with open(data / "agnews-train" / "train.csv", encoding="utf-8", newline="") as handle:
+        for row in csv.reader(handle):
+            if len(row) >= 3 and row[2].strip():
+                pools["en"].headlines.append(row[1].strip())
+                pools["en"].units.append(row[2].strip())
+    for code, pool in pools.items():
+        pool.vocabulary = _vocabulary(code, pool.units + pool.headlines)
+    bodies = json.loads((data / "extraction-dev" / "ground-truth.json").read_text(encoding="utf-8"))
+    lengths = sorted(
+        min(MAX_WORDS, n) for n in (len((e.get("articleBody") or "").split()) for e in bodies.values()) if n >= 10
+    )
+    return pools, lengths
+
+
+def default_feeds(articles: int) -> int:
+    """100 feeds up to 100,000 articles (as benchmarks/e2e.py), then 1,000 entries a feed."""
+    return max(100, articles // 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One generated article, as its feed carries it."""
+
+    number: int
+    feed: int
+    language: str
+    role: int
+    original: int  # its own number for an original
+    kind: str  # a near copy's change, else ""
+    title: str
+    paragraphs: tuple[str, ...]
+    published: dt.datetime
+
+
+class ScaleCorpus:
+    """`articles` articles over `feeds` single-language feeds, planned from `seed` (see the module doc)."""
+
+    def __init__(self, articles: int, seed: int = 0, feeds: int | None = None, data: Path = DATA):
+        self.articles = articles
+        self.seed = seed
+        self.feeds = feeds or default_feeds(articles)
+        if self.feeds < len(CODES):
+            raise ValueError(f"at least {len(CODES)} feeds: one per language")
+        self.pools, self.lengths = load_pools(data)
+        self._vocabulary = {code: np.array(pool.vocabulary, dtype=object) for code, pool in self.pools.items()}
+        self._plan()
+
+    # The plan: a few arrays, every draw vectorised from one generator.
+
+    def _plan(self) -> None:
+        n, rng = self.articles, np.random.default_rng(self.seed)
+        draw = rng.random(n)
+        role = np.where(draw < EXACT_SHARE, EXACT, np.where(draw < EXACT_SHARE + NEAR_SHARE, NEAR, ORIGINAL))
+        role[0] = ORIGINAL
+        originals = np.flatnonzero(role == ORIGINAL)
+        before = np.searchsorted(originals, np.arange(n))  # originals with a smaller number
+        copy = role != ORIGINAL
+        role[copy & (before == 0)] = ORIGINAL
+        copy = role != ORIGINAL
+        pick = np.minimum((rng.random(n) * before).astype(np.int64), np.maximum(before - 1, 0))
+        original = np.arange(n)
+        original[copy] = originals[pick[copy]]
+        weights = np.array([LANGUAGE_MIX[c] for c in CODES])
+        language = rng.choice(len(CODES), size=n, p=weights / weights.sum()).astype(np.int8)
+        language[copy] = language[original[copy]]
+        # Feeds get languages in proportion to the mix (at least one each): a feed is one outlet in one language.
+        count = {i: max(1, round(LANGUAGE_MIX[c] * self.feeds)) for i, c in enumerate(CODES)}
+        while sum(count.values()) != self.feeds:
+            count[0] += 1 if sum(count.values()) < self.feeds else -1
+        self.feed_language = np.repeat(np.arange(len(CODES)), [count[i] for i in range(len(CODES))]).astype(np.int8)
+        first_feed = np.concatenate(([0], np.cumsum([count[i] for i in range(len(CODES))])))[:-1]
+        feeds_of_language = np.array([count[i] for i in range(len(CODES))])
+        slot = (rng.random(n) * feeds_of_language[language]).astype(np.int64)
+        feed = first_feed[language] + slot
+        # A copy goes to another feed of its language (when there is one): one of the others, uniformly.
+        others = feeds_of_language[language] - 1
+        shift = 1 + (rng.random(n) * np.maximum(others, 1)).astype(np.int64)
+        own = feed[original] - first_feed[language]
+        moved = first_feed[language] + (own + shift) % feeds_of_language[language]
+        feed[copy] = np.where(others[copy] > 0, moved[copy], feed[original][copy])
+        seconds = rng.integers(0, SPAN_SECONDS, n)
+        later = rng.integers(600, 36_000, n)
+        seconds[copy] = seconds[original[copy]] + later[copy]
+        self.role = role.astype(np.int8)
+        self.original = original.astype(np.int32)
+        self.language = language
+        self.feed = feed.astype(np.int32)
+        self.seconds = seconds.astype(np.int64)
+        self.kind = rng.integers(0, len(NEAR_KINDS), n).astype(np.int8)
+
+    def planned_rates(self) -> dict:
+        """The shares the plan drew (what the generator meant; `check` measures what it made)."""
+        n = self.articles
+        return {
+            "articles": n,
+            "feeds": self.feeds,
+            "exact_copies": float(np.mean(self.role == EXACT)),
+            "near_copies": float(np.mean(self.role == NEAR)),
+            "originals": float(np.mean(self.role == ORIGINAL)),
+            "languages": {c: round(float(np.mean(self.language == i)), 4) for i, c in enumerate(CODES)},
+            "near_kinds": {k: int(np.sum((self.role == NEAR) & (self.kind == i))) for i, k in enumerate(NEAR_KINDS)},
+        }
+
+    # Text: a function of (seed, number) alone.
+
+    def _rng(self, number: int, salt: int = 0) -> random.Random:
+        return random.Random((self.seed << 42) ^ (salt << 40) ^ number)
+
+    def _scramble(self, texts: list[str], code: str, rng: np.random.Generator) -> list[str]:
+        """Every second word (character, in Japanese) replaced by a word drawn uniformly from the language's
+        vocabulary, punctuation and spacing kept: every shingle of three words holds a drawn word, every four-word
+        lead key two."""
+        vocabulary = self._vocabulary[code]
+        split = [_SPLIT[code in _NO_SPACES].split(t) for t in texts]  # separators at even places, words at odd
+        draws = vocabulary[rng.integers(len(vocabulary), size=sum(len(t) for t in split) // 4 + len(split))].tolist()
+        at, out = 0, []
+        for parts, first in zip(split, rng.integers(2, size=len(split)).tolist()):
+            count = len(range(1 + 2 * first, len(parts), 4))
+            parts[1 + 2 * first :: 4] = draws[at : at + count]
+            at += count
+            out.append("".join(parts))
+        return out
+
+    def original_text(self, number: int) -> tuple[str, tuple[str, ...]]:
+        """(headline, paragraphs) of original `number`."""
+        code = CODES[self.language[number]]
+        pool, rng = self.pools[code], np.random.default_rng((self.seed, number))
+        target = self.lengths[int(rng.integers(len(self.lengths)))]
+        glue = "" if code in _NO_SPACES else " "
+        paragraphs, size = [], 0
+        while size < target:
+            # Paragraphs of 2-4 real units (sentences; for English also AG News descriptions), drawn 16 at a time.
+            for units in np.split(rng.integers(len(pool.units), size=64), np.cumsum(rng.integers(2, 5, 16)))[:-1]:
+                paragraph = glue.join(pool.units[u] for u in units.tolist())
+                paragraphs.append(paragraph)
+                size += len(paragraph) // 2 if code in _NO_SPACES else paragraph.count(" ") + 1
+                if size >= target:
+                    break
+        title = pool.headlines[int(rng.integers(len(pool.headlines)))]
+        title, *paragraphs = self._scramble([title, *paragraphs], code, rng)
+        return title, tuple(paragraphs)
+
+    def _furniture(self, rng: random.Random) -> str:
+        headline = self.pools["en"].headlines[rng.randrange(len(self.pools["en"].headlines))]
+        return rng.choice(FURNITURE).format(headline=headline, word=rng.choice(("World", "Business", "Sport")))
+
+    def _edit(self, body: list[str], code: str, rate: float, rng: random.Random) -> list[str]:
+        """Each word, with probability `rate`, deleted, replaced or followed by a vocabulary word, in equal parts."""
+        vocabulary, changed = self.pools[code].vocabulary, []
+        for paragraph in body:
+            tokens = list(paragraph) if code in _NO_SPACES else paragraph.split()
+            kept = []
+            for token in tokens:
+                if rng.random() >= rate:
+                    kept.append(token)
+                    continue
+                op = rng.randrange(3)
+                if op == 1:
+                    kept.append(rng.choice(vocabulary))
+                elif op == 2:
+                    kept.extend((token, rng.choice(vocabulary)))
+            changed.append(("" if code in _NO_SPACES else " ").join(kept))
+        return [p for p in changed if p]
+
+    def _near_copy(self, number: int, title: str, paragraphs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        code = CODES[self.language[number]]
+        rng, kind = self._rng(number, 1), NEAR_KINDS[self.kind[number]]
+        body = list(paragraphs)
+        if kind == "edit":
+            body = self._edit(body, code, rng.uniform(0.03, 0.12), rng)
+        elif kind == "cut":
+            share = rng.uniform(0.4, 0.8)
+            if len(body) > 1:
+                body = body[: max(1, round(share * len(body)))]
+            else:
+                tokens = list(body[0]) if code in _NO_SPACES else body[0].split()
+                body = [("" if code in _NO_SPACES else " ").join(tokens[: max(3, round(share * len(tokens)))])]
+        elif kind == "headline":
+            headline = rng.choice(self.pools[code].headlines)
+            title = self._scramble([headline], code, np.random.default_rng((self.seed, number, 1)))[0]
+            body.append(f"Also read: {self._furniture(rng)}")
+        else:
+            # The outlet's lines above and below, and a light copy-edit: newsbeam's cleaning strips furniture lines,
+            # and a copy that differed only by them would be an exact copy once cleaned.
+            body = [self._furniture(rng), *self._edit(body, code, rng.uniform(0.01, 0.03), rng), self._furniture(rng)]
+        if (title, tuple(body)) == (title, paragraphs):  # an edit that changed nothing is still a near copy
+            body.append(self._furniture(rng))
+        return title, tuple(body)
+
+    def item(self, number: int) -> Item:
+        """Article `number`, generated."""
+        role, original = int(self.role[number]), int(self.original[number])
+        title, paragraphs = self.original_text(original)
+        if role == NEAR:
+            title, paragraphs = self._near_copy(number, title, paragraphs)
+        return Item(
+            number,
+            int(self.feed[number]),
+            CODES[self.language[number]],
+            role,
+            original,
+            NEAR_KINDS[self.kind[number]] if role == NEAR else "",
+            title,
+            paragraphs,
+            START + dt.timedelta(seconds=int(self.seconds[number])),
+        )
+
+    # Feeds on disk.
+
+    @property
+    def key(self) -> str:
+        return f"n{self.articles}-s{self.seed}-f{self.feeds}-v{VERSION}"
+
+    def write(self, root: Path = Path("/tmp/newsbeam-scale")) -> Path:
+        """Write every feed as `<root>/<key>/feed<f>.xml` (one feed in memory at a time); `manifest.json` last, so a
+        directory with one is complete and is reused."""
+        directory = root / self.key
+        if (directory / "manifest.json").exists():
+            return directory
+        directory.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        from transforms.dedup import content_hash
+
+        order = np.argsort(self.feed, kind="stable")
+        bounds = np.searchsorted(self.feed[order], np.arange(self.feeds + 1))
+        hashes = np.zeros(self.articles, dtype=np.uint64)  # newsbeam's content hash (64 bits of it), for `check`
+        total = 0
+        for f in range(self.feeds):
+            code = CODES[self.feed_language[f]]
+            parts = [
+                '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+                f"<title>Outlet {f}</title><link>https://feed{f}.example/</link><language>{code}</language>"
+            ]
+            for number in order[bounds[f] : bounds[f + 1]].tolist():
+                item = self.item(number)
+                hashes[number] = int(content_hash(item.title, "\n\n".join(item.paragraphs))[:16], 16)
+                html = "".join(f"<p>{escape(p)}</p>" for p in item.paragraphs)
+                parts.append(
+                    f"<item><title>{escape(item.title)}</title>"
+                    f"<link>https://feed{f}.example/news/a{number}?utm_source=rss</link>"
+                    f"<guid>a{number}</guid><pubDate>{format_datetime(item.published)}</pubDate>"
+                    f"<description>{escape(html)}</description></item>"
+                )
+            parts.append("</channel></rss>")
+            body = "".join(parts).encode("utf-8")
+            total += len(body)
+            (directory / f"feed{f}.xml").write_bytes(body)
+        np.save(directory / "content_hashes.npy", hashes)
+        manifest = {
+            **self.planned_rates(),
+            "seed": self.seed,
+            "version": VERSION,
+            "bytes": total,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        return directory
+
+    # The check: what the corpus holds, measured.
+
+    def check(self, directory: Path | None = None, pairs: int = 2000, signed: int = 200_000, batch: int = 1024) -> dict:
+        """Measure the corpus (see the module doc). The content hashes come from `write` (in `directory`) or are
+        computed here. The LSH keys are computed for at most `signed` originals (a random sample beyond that, with
+        the near copies of the sampled ones): chance key sharing is a property of pairs, so its rate on a sample,
+        times the number of pairs, is what the whole corpus holds."""
+        from transforms.article import Article
+        from transforms.dedup import content_hash
+        from transforms.neardup import NearDedupSettings, candidate_key_matrix, shingles, signature_records
+
+        settings = NearDedupSettings()
+        started = time.perf_counter()
+        n, rng = self.articles, np.random.default_rng(self.seed + 1)
+        saved = directory / "content_hashes.npy" if directory else None
+        if saved and saved.exists():
+            hashes = np.load(saved)
+        else:
+            hashes = np.array(
+                [int(content_hash(i.title, "\n\n".join(i.paragraphs))[:16], 16) for i in map(self.item, range(n))],
+                dtype=np.uint64,
+            )
+        exact_measured = 1 - len(np.unique(hashes)) / n
+
+        originals = np.flatnonzero(self.role == ORIGINAL)
+        near = np.flatnonzero(self.role == NEAR)
+        sample = originals if len(originals) <= signed else np.sort(rng.choice(originals, signed, replace=False))
+        near_of_sample = near[np.isin(self.original[near], sample)]
+        numbers = np.concatenate((sample, near_of_sample))
+        keys = np.zeros((len(numbers), settings.keys_per_record), dtype=np.int64)
+        row_of = {number: row for row, number in enumerate(numbers.tolist())}
+        words: list[int] = []
+        for start in range(0, len(numbers), batch):
+            articles = []
+            for number in numbers[start : start + batch].tolist():
+                item = self.item(number)
+                text = "\n\n".join(item.paragraphs)
+                words.append(len(text) // 2 if item.language in _NO_SPACES else len(text.split()))
+                feed_url = f"https://feed{item.feed}.example/"
+                url = f"{feed_url}news/a{number}"
+                articles.append(
+                    Article(f"a{number}", feed_url, "", url, title=item.title, text=text, language=item.language)
+                )
+            records = signature_records(articles, settings)
+            present = [i for i, r in enumerate(records) if r is not None]
+            keys[[start + i for i in present]] = candidate_key_matrix([records[i] for i in present], settings)
+
+        # Far apart: bucket keys shared by two different sampled originals.
+        flat = keys[: len(sample)].reshape(-1)
+        owner = np.repeat(sample, settings.keys_per_record)
+        order = np.argsort(flat, kind="stable")
+        flat, owner = flat[order], owner[order]
+        starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+        sizes = np.diff(np.concatenate((starts, [len(flat)])))
+        shared = sizes > 1
+        bucket_pairs = int(np.sum(sizes[shared] * (sizes[shared] - 1) // 2))
+        colliding = len(np.unique(owner[np.repeat(shared, sizes)]))
+        pair_rate = bucket_pairs / max(1, len(sample) * (len(sample) - 1) // 2)
+        del flat, owner, order
+        near_keys = [
+            bool(np.intersect1d(keys[row_of[c]], keys[row_of[int(self.original[c])]]).size)
+            for c in near_of_sample.tolist()
+        ]
+
+        # Near copies: true Jaccard and containment with their original, on a sample.
+        near_stats = []
+        for number in rng.choice(near, size=min(pairs, len(near)), replace=False).tolist() if len(near) else []:
+            copy, source = self.item(number), self.item(int(self.original[number]))
+            a = shingles(source.title, "\n\n".join(source.paragraphs))
+            b = shingles(copy.title, "\n\n".join(copy.paragraphs))
+            common = len(a & b)
+            near_stats.append((NEAR_KINDS[self.kind[number]], common / len(a | b), common / len(b)))
+        passing = [j >= settings.threshold or c >= settings.containment for _, j, c in near_stats]
+
+        # Random pairs of originals in one language: their true Jaccard.
+        far = []
+        by_language = {i: originals[self.language[originals] == i] for i in range(len(CODES))}
+        for _ in range(pairs):
+            group = by_language[int(self.language[originals[rng.integers(len(originals))]])]
+            if len(group) < 2:
+                continue
+            x, y = rng.choice(group, size=2, replace=False).tolist()
+            ix, iy = self.item(x), self.item(y)
+            a = shingles(ix.title, "\n\n".join(ix.paragraphs))
+            b = shingles(iy.title, "\n\n".join(iy.paragraphs))
+            far.append(len(a & b) / len(a | b))
+
+        def quantiles(values: list[float]) -> dict:
+            if not values:
+                return {}
+            q = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 0.99, 1.0])
+            return dict(zip(("min", "p10", "median", "p90", "p99", "max"), (round(float(v), 4) for v in q)))
+
+        return {
+            "articles": n,
+            "exact_copy_rate_by_content_hash": round(exact_measured, 4),
+            "near_copy_label_rate": round(len(near) / n, 4),
+            "near_copies_sampled": len(near_stats),
+            "near_copies_passing_thresholds": round(float(np.mean(passing)), 4) if passing else None,
+            "near_copy_rate_measured": round(len(near) / n * float(np.mean(passing)), 4) if passing else 0.0,
+            "near_copy_jaccard": quantiles([j for _, j, _ in near_stats]),
+            "near_copy_containment": quantiles([c for _, _, c in near_stats]),
+            "near_copy_jaccard_by_kind": {
+                k: round(statistics.median([j for kk, j, _ in near_stats if kk == k]), 3)
+                for k in NEAR_KINDS
+                if any(kk == k for kk, _, _ in near_stats)
+            },
+            "near_copies_sharing_a_bucket_key": round(float(np.mean(near_keys)), 4) if near_keys else None,
+            "far_pairs_sampled": len(far),
+            "far_pair_jaccard": quantiles(far),
+            "originals": len(originals),
+            "originals_signed": len(sample),
+            "far_bucket_pairs": bucket_pairs,
+            "far_bucket_pairs_per_1000_signed": round(1000 * bucket_pairs / max(1, len(sample)), 3),
+            "signed_sharing_any_key_per_1000": round(1000 * colliding / max(1, len(sample)), 3),
+            # What all the originals hold at this pair rate: per original, pair_rate x (originals - 1) / 2.
+            "far_bucket_pairs_per_1000_originals": round(1000 * pair_rate * (len(originals) - 1) / 2, 3),
+            "words_per_article": quantiles(words),
+            "check_seconds": round(time.perf_counter() - started, 1),
+        }
+
+
+def cached_check(corpus: ScaleCorpus, directory: Path) -> dict:
+    """`corpus.check()`, kept beside the feeds it measured (it signs every article: minutes at a million)."""
+    path = directory / "check.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = corpus.check(directory)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def format_rates(planned: dict, checked: dict | None) -> str:
+    """The rates, as the benchmark prints them."""
+    lines = [
+        f"corpus: {planned['articles']:,} articles in {planned['feeds']:,} feeds; planned "
+        f"{planned['exact_copies']:.2%} exact copies, {planned['near_copies']:.2%} near copies "
+        f"({', '.join(f'{k} {v:,}' for k, v in planned['near_kinds'].items())}); languages "
+        + " ".join(f"{c} {s:.1%}" for c, s in planned["languages"].items())
+    ]
+    if checked:
+        c = checked
+        lines += [
+            f"  measured: exact copies by content hash {c['exact_copy_rate_by_content_hash']:.2%}; near copies "
+            f"{c['near_copy_rate_measured']:.2%} ({c['near_copies_passing_thresholds']:.1%} of {c['near_copies_sampled']:,} "
+            f"sampled pass newsbeam's Jaccard/containment thresholds; true Jaccard {c['near_copy_jaccard']}, by kind "
+            f"{c['near_copy_jaccard_by_kind']}; {c['near_copies_sharing_a_bucket_key']:.1%} share an LSH bucket key "
+            f"with their original)",
+            f"  far apart: true Jaccard of {c['far_pairs_sampled']:,} random same-language pairs {c['far_pair_jaccard']}; "
+            f"LSH bucket pairs between unrelated originals: {c['far_bucket_pairs']:,} among {c['originals_signed']:,} "
+            f"signed ({c['far_bucket_pairs_per_1000_signed']} per 1,000 of them; {c['signed_sharing_any_key_per_1000']} "
+            f"per 1,000 share any key); at this pair rate all {c['originals']:,} originals hold "
+            f"{c['far_bucket_pairs_per_1000_originals']} per 1,000",
+            f"  words per article {c['words_per_article']} (check took {c['check_seconds']} s)",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--articles", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feeds", type=int, help="default: 100, or one per 1,000 articles above 100,000")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/newsbeam-scale"), help="where feeds are cached")
+    parser.add_argument("--check", action="store_true", help="measure the rates (signs every article)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    corpus = ScaleCorpus(args.articles, args.seed, args.feeds)
+    directory = corpus.write(args.root)
+    print(f"{directory} ({time.perf_counter() - started:.0f} s)")
+    print(format_rates(corpus.planned_rates(), cached_check(corpus, directory) if args.check else None))
+
+
+if __name__ == "__main__":
+    main()
