@@ -24,7 +24,7 @@ import apache_beam
 import pyarrow.dataset as ds
 import pytest
 
-from transforms.article import NOW_ENV
+from transforms.clock import NOW_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("NEWSBEAM_ENGINES") or Path.home() / ".cache" / "newsbeam-engines")

@@ -26,7 +26,7 @@ from tests.engines.conftest import (
     worker_pool,
     workers_started,
 )
-from transforms.article import UTC
+from transforms.clock import UTC
 
 pytestmark = pytest.mark.engine
 
