@@ -27,7 +27,9 @@ setup(
     package_dir={"pipeline.configs": "configs"},
     package_data={"pipeline.configs": ["*.yaml", "samples/*"], "transforms": ["models/*"]},
     install_requires=[
-        "apache-beam>=2.60,<3",
+        # 2.72 is the first release that reads typed tagged outputs (TaggedOutput[Literal[tag], T]) from a DoFn's
+        # return hint, which our DoFns rely on; .ci/releases.sh runs the samples on this floor and on the newest.
+        "apache-beam>=2.72,<3",
         "feedparser>=6.0.10,<7",
         # Full article text (transforms/extract.py): trafilatura extracts the body; with lxml 6 its import needs
         # lxml_html_clean; charset_normalizer detects undeclared page charsets. lxml also reads well-formed feeds
@@ -54,9 +56,23 @@ setup(
     extras_require={
         # `newsbeam train-topics` and `train-language-pair`; workers never import it.
         "train": ["scikit-learn>=1.2,<2"],
+        # Outputs on object stores (docs/object-storage.md): Beam's S3 filesystem (boto3) and GCS filesystem. The
+        # output lock's conditional writes on S3 (If-None-Match, If-Match on PutObject) need boto3 1.36 or later.
+        "aws": ["apache-beam[aws]", "boto3>=1.36"],
+        "gcp": ["apache-beam[gcp]"],
         # playwright drives the system's Chromium (Debian's `chromium`, which .ci/run installs) for the report tests.
-        # The tests train models, so they need the train extra too.
-        "test": ["pytest>=8", "duckdb>=1.0", "playwright>=1.40", "scikit-learn>=1.2,<2", "ruff>=0.15"],
+        # The tests train models, so they need the train extra too. The object-storage tests run real servers:
+        # moto's S3 server and gcp-storage-emulator, with Beam's S3 and GCS filesystems.
+        "test": [
+            "pytest>=8",
+            "duckdb>=1.0",
+            "playwright>=1.40",
+            "scikit-learn>=1.2,<2",
+            "ruff>=0.15",
+            "apache-beam[aws,gcp]",
+            "moto[server]>=5.1",
+            "gcp-storage-emulator>=2024.8",
+        ],
         # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
         "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },

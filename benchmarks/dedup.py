@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 if "--repo" in sys.argv:  # measure another checkout's transforms (say, main before a change) on the same set
     sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--repo") + 1]).resolve()))
 
-from transforms.article import UTC, Article  # noqa: E402
+from transforms.article import Article  # noqa: E402
+from transforms.clock import UTC  # noqa: E402
 from transforms.neardup import (  # noqa: E402
     NearDedupSettings,
     SignatureRecord,
@@ -973,34 +974,23 @@ def cmd_compare(args) -> None:
 
 
 def cmd_beam(args) -> None:
-    """The composite on the DirectRunner over the real-text development set: its output and counters against the
-    pure functions on the same articles."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+    """The batch plane's decisions and writes (pipeline/plane/, exact dedup off) over the real-text development set,
+    on the DirectRunner: its output and counters against the pure functions on the same articles."""
+    import tempfile
 
-    from transforms.neardup import DeduplicateNearCopies, find_near_copies, signature_records
+    from tests.plane import run_plane
+    from transforms.dedup import DedupSettings
+    from transforms.neardup import find_near_copies, signature_records
 
     settings = _settings(args)
     corpus = load_devset(args.seed)
-    out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"neardup-beam-{os.getpid()}"
     wall = time.perf_counter()
-    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
-    p = beam.Pipeline(options=options)
-    result = p | beam.Create(corpus.articles) | DeduplicateNearCopies(settings)
-    _ = (
-        result.articles
-        | beam.Map(lambda a: f"{a.article_id}\t{a.cluster_id}\t{a.cluster_size}\t{a.duplicate_of}")
-        | beam.io.WriteToText(str(out_dir / "kept"))
-    )
-    run = p.run()
-    run.wait_until_finish()
+    with tempfile.TemporaryDirectory() as tmp:
+        off = DedupSettings(by_url=False, by_guid=False, by_content=False)
+        result = run_plane(Path(tmp), corpus.articles, settings, off, chunk_size=2000)
     seconds = time.perf_counter() - wall
-    kept = {}
-    for path in out_dir.glob("kept*"):
-        for line in path.read_text().splitlines():
-            aid, cluster, size, dup = line.split("\t")
-            kept[aid] = (cluster, int(size), dup)
-    counters = {f"{c.key.metric.namespace}/{c.key.metric.name}": c.committed for c in run.metrics().query()["counters"]}
+    kept = {r["article_id"] for r in result.rows}
+    counters = {f"{ns}/{k}": v for ns in ("neardup", "dedup") for k, v in sorted(result.counters[ns].items())}
     pure = find_near_copies([r for r in signature_records(corpus.articles, settings) if r], (), settings)
     pure_kept = {a.article_id for a in corpus.articles if a.article_id not in pure or pure[a.article_id].is_canonical}
     print(
@@ -1010,8 +1000,8 @@ def cmd_beam(args) -> None:
                 "written": len(kept),
                 "seconds": round(seconds, 1),
                 "articles_per_s": round(len(corpus.articles) / seconds),
-                "same_as_pure_functions": set(kept) == pure_kept,
-                "counters": {k: v for k, v in sorted(counters.items()) if k.startswith(("neardup/", "dedup/"))},
+                "same_as_pure_functions": kept == pure_kept,
+                "counters": counters,
                 "peak_rss_mib": round(peak_rss_mib(), 1),
             },
             indent=2,

@@ -5,11 +5,11 @@
 Writes a synthetic output of `--history` articles in daily partitions over 700 days (the real article schema, only
 the columns the index reads filled in; the keys are synthetic: this measures the index, not text), then:
 
-- `newsbeam reindex` on it (pipeline.state.reindex): the one step whose cost grows with the output;
+- `newsbeam reindex` on it (pipeline.seen_index.reindex): the one step whose cost grows with the output;
 - the cross-run part of a run of `--new` new entries, half of them already written, in a fresh subprocess each time:
-  load the index generation in force, expire it, stage it (pipeline.state.load_seen_index); the Beam step
+  load the index generation in force, expire it, stage it (pipeline.seen_index.load_seen_index); the Beam step
   (ReadWrittenKeys + DeduplicateArticles, writing the kept articles and the seen keys as a run does); and the next
-  generation with its journal (pipeline.state.write_seen_index). Printed: median wall and CPU seconds of that part,
+  generation with its journal (pipeline.seen_index.write_seen_index). Printed: median wall and CPU seconds of that part,
   and the subprocess's own peak RSS (VmHWM, Linux), for three indexes over the same output:
     empty     - the baseline (a first run);
     steady    - what `dedup.forget_after: 30d` leaves: the articles seen in the last 30 days (N * 30 / 700);
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import state  # noqa: E402
+from pipeline import seen_index, storage  # noqa: E402
 from pipeline.layout import OutputLayout  # noqa: E402
 from transforms.article import ARTICLE_SCHEMA  # noqa: E402
 
@@ -81,7 +81,7 @@ def put_index(output: Path, full: pa.Table, rows: int, label: str) -> None:
         path.unlink()
     table = full.slice(full.num_rows - min(rows, full.num_rows))
     name = f"gen-000000000001-{label}.parquet"
-    state._write_parquet(
+    storage.write_parquet(
         OutputLayout(str(output)).seen(name),
         table.replace_schema_metadata({b"newsbeam.written_at": NOW.isoformat().encode()}),
     )
@@ -93,19 +93,19 @@ CHILD = r"""
 import datetime as dt, sys, time
 sys.path.insert(0, {repo!r})
 import apache_beam as beam
-from pipeline import state
-from pipeline.layout import STAGED_SEEN_KEYS, OutputLayout
-from pipeline.state import SEEN_KEYS_SCHEMA
+from pipeline import seen_index
+from pipeline.layout import STAGED_SEEN_KEYS, STAGED_SIGNATURES, STAGED_WORK, OutputLayout
+from pipeline.plane.decide import Decide, DecideSettings
+from pipeline.plane.finalize import WriteWindows
+from pipeline.plane.staging import StageSettings, stage_chunk
 from transforms.article import Article
-from transforms.dedup import DeduplicateArticles, DedupSettings
-from transforms.history import ReadWrittenKeys
-from transforms.sink import ParquetSink, SinkSettings, WriteParquet, WriteParquetPartitions
-from transforms.window import WindowByEventTime, WindowSettings
+from transforms.neardup import NearDedupSettings
+from transforms.sink import SinkSettings
 output, new, history = {output!r}, {new}, {history}
 now = dt.datetime(2027, 1, 10, 12, 30, tzinfo=dt.timezone.utc)
 run_id = "bench-" + str(time.monotonic_ns())
 cpu = time.process_time(); wall = time.perf_counter()
-index = state.load_seen_index(output, run_id, now, 30 * 86400)
+index = seen_index.load_seen_index(output, run_id, now, 30 * 86400)
 # Half the new entries are among the last written articles (still in their feeds), half are new.
 old = [format(i, "x").rjust(32, "0") for i in range(history - new // 2, history)]
 articles = [Article(article_id=aid, feed_url="https://hist.test/rss", source="s", url="https://hist.test/" + aid,
@@ -115,13 +115,17 @@ articles += [Article(article_id=f"new{{i:029d}}", feed_url="https://new.test/rss
              for i in range(new - len(old))]
 layout = OutputLayout(output)
 sink = SinkSettings(layout.run_staging(run_id), run_id, 86400, temp_path=layout.temp)
+work = layout.staged(run_id, STAGED_WORK)
+off = NearDedupSettings(enabled=False)
+stage = StageSettings(work, 86400, off)
+chunks = [stage_chunk(articles[i : i + 2000], 0, i // 2000, stage)[0] for i in range(0, len(articles), 2000)]
 p = beam.Pipeline()
-written = p | ReadWrittenKeys(index.base_path)
-result = p | beam.Create(articles) | DeduplicateArticles(DedupSettings(), written)
-result.articles | WindowByEventTime(WindowSettings(size_seconds=86400)) | WriteParquetPartitions(sink)
-result.seen_keys | WriteParquet(sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {{"column": k[0], "key": k[1]}}, ()))
+decided = p | beam.Create(chunks) | Decide(DecideSettings(
+    work, layout.staged(run_id, STAGED_SEEN_KEYS), layout.staged(run_id, STAGED_SIGNATURES), run_id,
+    neardup=off, written_index=index.base_path))
+decided.shards | WriteWindows(sink)
 run = p.run(); run.wait_until_finish()
-name = state.write_seen_index(output, run_id, index, now, [])
+name = seen_index.write_seen_index(output, run_id, index, now, [])
 counters = {{c.key.metric.name: c.committed for c in run.metrics().query()["counters"]}}
 # VmHWM: this program's own peak (ru_maxrss would also count the parent's pages between fork and exec).
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -157,7 +161,7 @@ def main() -> None:
                 f"{time.perf_counter() - started:.1f} s"
             )
             cpu, wall = time.process_time(), time.perf_counter()
-            _, rows = state.reindex(str(output), NOW)
+            _, rows = seen_index.reindex(str(output), NOW)
             print(
                 f"  newsbeam reindex: {rows:,} rows, {time.perf_counter() - wall:.1f} s wall, "
                 f"{time.process_time() - cpu:.1f} s CPU"

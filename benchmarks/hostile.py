@@ -56,8 +56,10 @@ def make_feed(entries: int) -> bytes:
 
 def _child_parse(path: str, compare: int) -> None:
     """In a fresh process: read the feed the way ParseEntries does, and report as JSON on stdout."""
-    from transforms.fetch import FeedSource, FetchedFeed
-    from transforms.parse import FeedStats, ParseSettings, _Entries, _parse_with_feedparser, iter_feed
+    from transforms.feed import FeedSource, FetchedFeed
+    from transforms.parse import iter_feed
+    from transforms.readers.base import EntryReader, FeedStats, ParseSettings
+    from transforms.readers.salvage import read_salvaged
 
     body = Path(path).read_bytes()
     fetched_at = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
@@ -89,9 +91,9 @@ def _child_parse(path: str, compare: int) -> None:
         sum(1 for _ in iter_feed(small, ParseSettings(), FeedStats()))
         result["lxml_small_cpu_s"] = time.process_time() - cpu
         stats = FeedStats()
-        entries = _Entries(small, ParseSettings(), stats)
+        entries = EntryReader(small, ParseSettings(), stats)
         cpu = time.process_time()
-        sum(1 for _ in _parse_with_feedparser(small, head, entries))
+        sum(1 for _ in read_salvaged(small, head, entries))
         result["feedparser_small_cpu_s"] = time.process_time() - cpu
     print(json.dumps(result))
 

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms.article import UTC, Article, stable_id
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)

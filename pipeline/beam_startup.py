@@ -1,10 +1,16 @@
 """A start-up speed-up for Apache Beam's graph construction, installed by `newsbeam run` before it builds the graph.
 
-Beam (2.77) derives a DoFn's state and timer specs (`userstate.get_dofn_specs`) from the signatures of all of its
-methods, and asks again at every step of building, validating, translating and running a graph: about ten times per
-DoFn, 1,314 calls for the batch graph's 131 DoFns, a third of the CPU before the first feed is read (cProfile of a
-100-article run). The answer depends only on the DoFn object, so it is remembered per object: the first call does
-Beam's work, the others return the same specs.
+Beam derives a DoFn's state and timer specs (`userstate.get_dofn_specs`) from the signatures of all of its methods,
+and asks again at every step of building, validating, translating and running a graph: about ten times per DoFn,
+which made it a large share of a run's start-up (`python benchmarks/cpu_profile.py` shows where start-up goes). The
+answer depends only on the DoFn object, so it is remembered per object: the first call does Beam's work, the others
+return the same specs.
+
+This replaces a function of Beam's (public in name, but not an extension point). tests/pipeline/test_beam_startup.py
+fails when a Beam upgrade changes what this relies on: the function's signature, its answers, or its callers
+looking it up as `userstate.get_dofn_specs` (a caller holding its own reference would bypass the memo). If it fails,
+delete this module and its `install()` call in pipeline/run.py (runs only start slower), then measure whether the
+new Beam still needs it before adapting the memo.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """The batch pipeline graph: feeds in; Parquet partitions, dead letters, feed reports and near-duplicate
-signatures out (into the run's staging directory, which the driver commits). `build()` is the whole assembly."""
+signatures out (into the run's staging directory, which the driver commits). `build()` is the whole assembly.
+
+Articles travel in batches (pipeline/plane/): stage A finishes each feed in one step and stages its articles as
+Parquet; stage B decides duplicates on their compact key columns; stage C writes the windows the decisions keep.
+What crosses a Beam boundary is small: file paths and counts, dead letters, feed reports, never an article.
+"""
 
 from __future__ import annotations
 
@@ -10,59 +15,56 @@ from apache_beam.io import fileio
 from apache_beam.options.value_provider import StaticValueProvider
 
 from pipeline.config import Config
-from pipeline.ingest import IngestFeeds
-from pipeline.layout import STAGED_FEED_REPORTS, STAGED_SEEN_KEYS, STAGED_SIGNATURES, OutputLayout
-from pipeline.state import SEEN_KEYS_SCHEMA, report_to_json
-from transforms.dedup import DeduplicateArticles
-from transforms.health import ReportFeedHealth
-from transforms.history import ReadPriorSignatures, ReadWrittenKeys
-from transforms.neardup import SIGNATURE_SCHEMA, DeduplicateNearCopies, signature_row
-from transforms.sink import (
-    ParquetSink,
-    SinkSettings,
-    WriteDeadLetters,
-    WriteParquet,
-    WriteParquetPartitions,
+from pipeline.feed_reports import report_to_json
+from pipeline.ingest import feed_settings
+from pipeline.layout import (
+    STAGED_FEED_REPORTS,
+    STAGED_SEEN_KEYS,
+    STAGED_SIGNATURES,
+    STAGED_WORK,
+    OutputLayout,
 )
-from transforms.window import WindowByEventTime
+from pipeline.plane.decide import Decide, DecideSettings
+from pipeline.plane.finalize import WriteWindows
+from pipeline.plane.staging import StageFeeds, StageSettings
+from transforms.fetch import STAGE as FETCH_STAGE
+from transforms.health import ReportFeedHealth
+from transforms.neardup import lookback_patterns
+from transforms.sink import SinkSettings, WriteDeadLetters
 
 
 def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
-    `seen_index`: the key index file of what earlier runs wrote (pipeline.state.load_seen_index; '' when empty)."""
-    lookback = config.dedup.lookback_seconds
+    `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty)."""
     layout = OutputLayout(config.output)
-    written = p | "WrittenKeys" >> ReadWrittenKeys(seen_index)
-    ingested = p | "Feeds" >> beam.Create(config.feeds) | "Ingest" >> IngestFeeds(config, run_id, written=written)
-    deduplicated = ingested.articles | "Deduplicate" >> DeduplicateArticles(config.dedup, written)
-    unique = deduplicated.articles
-    prior = p | "PriorSignatures" >> ReadPriorSignatures(layout.signatures, now, lookback)
-    near = unique | "NearDuplicates" >> DeduplicateNearCopies(config.neardup, prior)
-    windowed = near.articles | "Window" >> WindowByEventTime(config.window)
-
-    sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)
-    windowed | "WriteArticles" >> WriteParquetPartitions(sink)
-    # The index keys this run saw again: the driver moves their `last_seen` (pipeline.state.write_seen_index).
-    deduplicated.seen_keys | "WriteSeenKeys" >> WriteParquet(
-        sink, STAGED_SEEN_KEYS, lambda _: ParquetSink(SEEN_KEYS_SCHEMA, lambda k: {"column": k[0], "key": k[1]}, ())
-    )
-    ingested.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
-    (
-        near.signatures
-        # What later runs match against: the articles written (in drop mode the copies point at them anyway).
-        | "WrittenSignatures"
-        >> beam.Filter(lambda r, mark: mark or r.canonical_id in ("", r.article_id), config.neardup.mode == "mark")
-        | "WriteSignatures"
-        >> WriteParquet(
-            sink,
-            STAGED_SIGNATURES,
-            lambda _: ParquetSink(SIGNATURE_SCHEMA, signature_row, ("article_id",)),
-            lambda r: f"date={r.published_at:%Y-%m-%d}",
+    work = layout.staged(run_id, STAGED_WORK)
+    staged = (
+        p
+        | "Feeds" >> beam.Create(list(enumerate(config.feeds)))
+        | "Stage"
+        >> StageFeeds(
+            feed_settings(config, run_id, seen_index), StageSettings(work, config.window.size_seconds, config.neardup)
         )
     )
+    decided = staged.chunks | "Decide" >> Decide(
+        DecideSettings(
+            work_dir=work,
+            seen_keys_dir=layout.staged(run_id, STAGED_SEEN_KEYS),
+            signatures_dir=layout.staged(run_id, STAGED_SIGNATURES),
+            run_id=run_id,
+            dedup=config.dedup,
+            neardup=config.neardup,
+            written_index=seen_index,
+            prior_patterns=tuple(lookback_patterns(layout.signatures, now, config.dedup.neardup_lookback_seconds)),
+        )
+    )
+    sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)
+    decided.shards | "WriteArticles" >> WriteWindows(sink)
+    staged.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
+    fetch_failures = staged.dead_letters | "FetchFailures" >> beam.Filter(lambda d: d.stage == FETCH_STAGE)
     (
-        ingested.reports
-        | "FeedHealth" >> ReportFeedHealth(ingested.fetch_failures, near.articles)
+        staged.reports
+        | "FeedHealth" >> ReportFeedHealth(fetch_failures, decided.new_entries)
         | "ReportLines" >> beam.Map(report_to_json)
         | "WriteReports"
         >> fileio.WriteToFiles(

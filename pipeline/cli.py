@@ -1,16 +1,18 @@
 """The `newsbeam` command.
 
     newsbeam run [--config FILE] [--output DIR] [--all] [--report] [--quiet] [--streaming] [any Beam pipeline option]
-    newsbeam compact OUTPUT [--older-than 1d]
-    newsbeam report OUTPUT [--out FILE] [--since 7d]
-    newsbeam reindex OUTPUT
+    newsbeam compact OUTPUT [--older-than 1d] [Beam filesystem options]
+    newsbeam report OUTPUT [--out FILE] [--since 7d] [Beam filesystem options]
+    newsbeam reindex OUTPUT [Beam filesystem options]
     newsbeam train-topics --data CSV --out MODEL
     newsbeam train-language-pair --data DIR --languages A,B --out MODEL
 
 `run` runs the pipeline (the bundled sample feeds by default, written to ./output), commits its files, updates the
 feed state, prints the run summary and writes it to `<output>/_runs/<run_id>.json`. Exit status: 0 when the run
 finished and its counts reconcile, 1 when the run failed or the counts do not reconcile, 2 for a bad command line,
-config or model file (one line on stderr, no traceback).
+config or model file (one line on stderr, no traceback). An output on an object store (s3://, gs://) is reached with
+Beam's options for its filesystem (`--s3_endpoint_url`, `--s3_access_key_id`, ..., `--project`), given to every
+command (docs/object-storage.md).
 
 This module parses the command line and dispatches; each command lives in the module named for it: pipeline/run.py
 (`run`), pipeline/maintenance.py (`compact`, `report`, `reindex`), pipeline/training.py (`train-topics`,
@@ -28,34 +30,63 @@ from collections.abc import Sequence
 # up a stderr handler and print it on every command; a handler on root first keeps it quiet until we configure logging.
 logging.getLogger().addHandler(logging.NullHandler())
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from pipeline import storage
 from pipeline.maintenance import compact_command, reindex_command, report_command
-from pipeline.options import NewsbeamOptions
+from pipeline.options import NewsbeamOptions, add_run_flags
 from pipeline.run import run
 from pipeline.training import train_language_pair_command, train_topics_command
 
 
+class _RunParser(argparse.ArgumentParser):
+    """The parser of `newsbeam run` (and of the Beam options `compact`, `report` and `reindex` take). It checks the command line and prints --help; Beam's PipelineOptions parses the
+    pipeline options' values again from the same arguments, so a ValueProvider option is checked and shown here as
+    the plain option it is on the command line. (Beam's own parser class for that, _BeamArgumentParser, is private.)
+    """
+
+    def add_value_provider_argument(self, *args, **kwargs) -> None:
+        """What an options class that supports templates calls instead of add_argument."""
+        self.add_argument(*args, **kwargs)
+
+
 def run_parser() -> argparse.ArgumentParser:
     """The options of `newsbeam run`: ours, and every Apache Beam pipeline option, passed through to the runner."""
-    parser = _BeamArgumentParser(
+    parser = _RunParser(
         prog="newsbeam run",
         description="Fetch the configured feeds, clean, classify, deduplicate and window the articles, and write "
         "them as Parquet partitions. Every Apache Beam pipeline option below passes through to the runner.",
         allow_abbrev=False,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
-    parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
-    parser.add_argument("--report", action="store_true", help="write the HTML report to OUTPUT/_report/index.html")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr while the run works")
-    parser.add_argument("--now", help=argparse.SUPPRESS)  # the run's clock, for tests (as NEWSBEAM_NOW)
+    add_run_flags(parser)
+    # Every options class Beam knows registers its options through `_add_argparse_args`, the hook Beam's docs tell
+    # an options class to implement; a new method it calls on the parser fails tests/pipeline/test_cli.py.
     NewsbeamOptions._add_argparse_args(parser)
+    _add_beam_options(parser)
+    return parser
+
+
+def _add_beam_options(parser: argparse.ArgumentParser) -> None:
     seen = {str(NewsbeamOptions)}
     for cls in PipelineOptions.__subclasses__():
         if str(cls) not in seen:
             seen.add(str(cls))
             cls._add_argparse_args(parser)
-    return parser
+
+
+def _filesystem_options(command: str, beam_args: list[str]) -> PipelineOptions:
+    """The Beam options given to a command that works on an existing output (they reach its filesystem); an
+    unknown one exits 2 with one line, as `run` does."""
+    parser = _RunParser(prog=f"newsbeam {command}", allow_abbrev=False)
+    _add_beam_options(parser)
+    parser.parse_args(beam_args)
+    return PipelineOptions(beam_args)
+
+
+_OUTPUT_HELP = (
+    "the output of earlier runs: a directory, or s3://BUCKET/PATH or gs://BUCKET/PATH followed by the Beam options "
+    "that reach it (--s3_endpoint_url, --s3_access_key_id, ...)"
+)
 
 
 def _main_parser() -> argparse.ArgumentParser:
@@ -66,7 +97,7 @@ def _main_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the pipeline (see `newsbeam run --help` for every option)", add_help=False)
     compact_parser = commands.add_parser("compact", help="merge the small files of each partition into one")
-    compact_parser.add_argument("output", help="the output directory of earlier runs")
+    compact_parser.add_argument("output", help=_OUTPUT_HELP)
     compact_parser.add_argument(
         "--older-than",
         default="1d",
@@ -76,13 +107,13 @@ def _main_parser() -> argparse.ArgumentParser:
         "report",
         help="write one self-contained HTML page about an output: runs, feed health, articles, dead letters",
     )
-    report.add_argument("output", help="the output directory of earlier runs")
+    report.add_argument("output", help=_OUTPUT_HELP)
     report.add_argument("--out", default=None, help="HTML file to write (default OUTPUT/_report/index.html)")
     report.add_argument("--since", default="7d", help="the period shown: 24h, 7d, 30d, ...; 0 for all (default 7d)")
     reindex_parser = commands.add_parser(
         "reindex", help="rebuild the key index of what was written (_state/seen/) from the output's articles"
     )
-    reindex_parser.add_argument("output", help="the output directory of earlier runs")
+    reindex_parser.add_argument("output", help=_OUTPUT_HELP)
     train = commands.add_parser(
         "train-topics",
         help="train a topic model from a CSV of label,title,text (AG News' format included)",
@@ -120,9 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = run_parser().parse_args(argv[1:])  # exits 2 with a one-line error on an unknown option
         configure_logging(args.verbose)
         return run(argv[1:], args)
-    args = _main_parser().parse_args(argv)  # exits 2 on an unknown command, 0 after --help
+    parser = _main_parser()
+    args, beam_args = parser.parse_known_args(argv)  # exits 2 on an unknown command, 0 after --help
     if args.command in ("compact", "report", "reindex"):
         configure_logging(False)
+        storage.use_options(_filesystem_options(args.command, beam_args))
+    elif beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command == "compact":
         return compact_command(args.output, args.older_than)
     if args.command == "report":

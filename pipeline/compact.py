@@ -1,16 +1,18 @@
 """`newsbeam compact OUTPUT [--older-than 1d]`: merge the small files of each partition into one.
 
-Many short incremental runs leave many small files per partition; readers pay per file. Compaction reads every file
-of a partition, sorts the rows (published_at, article_id) and writes them as one file, then swaps it in:
+Many short incremental runs leave many small files per partition; readers pay per file (on an object store, one
+request or more each). Compaction reads every file of a partition, sorts the rows (published_at, article_id) and
+writes them as one file, then swaps it in:
 
 - On Linux, the new partition directory is exchanged with the live one in one `renameat2(RENAME_EXCHANGE)` call, so a
   reader listing the partition sees either all the old files or the one new file, never both, never neither.
-- Elsewhere (object stores, other systems), the new file is renamed in and the old files deleted; a reader in that
-  instant may see the rows twice.
+- Elsewhere (object stores, other systems), the new file is moved in (on an object store: copied, then its staged
+  copy deleted) and the old files deleted; a reader listing the partition in that instant may see the rows twice.
 
 Either way a journal in `_staging/compact-<id>/journal.json` says what is being replaced, and `recover_compactions`
 (run at the start of every run and compaction) finishes or rolls back one that was killed, so every row is present
-exactly once afterwards. The output lock keeps runs from adding files to a partition while it is compacted.
+exactly once afterwards. The output lock keeps runs from adding files to a partition while it is compacted. Object
+stores are reached with the command's pipeline options (pipeline.storage).
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import logging
 import os
 import re
 import secrets
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
+from pipeline import storage
 from pipeline.layout import OutputLayout
-from pipeline.state import OutputLock
+from pipeline.lock import OutputLock
 from transforms.article import ARTICLE_SCHEMA
 
 _LOG = logging.getLogger("newsbeam")
@@ -87,16 +89,19 @@ def compact(output: str, older_than: dt.timedelta, now: dt.datetime | None = Non
     """Compact every partition of `output` whose window ended before `now - older_than` and has 2+ files."""
     now = now or dt.datetime.now(dt.timezone.utc)
     result = CompactionResult()
-    base = Path(OutputLayout(output).articles)
+    layout = OutputLayout(output)
     with OutputLock(output, "compact"):
         recover_compactions(output)
-        for directory in sorted({p.parent for p in base.rglob("*.parquet")}):
-            relative = directory.relative_to(base).as_posix()
+        partitions: dict[str, list[str]] = {}
+        for path in storage.match(FileSystems.join(layout.articles, "**.parquet")):
+            relative, _, name = path[len(layout.articles) :].lstrip("/").rpartition("/")
+            if not name.startswith((".", "_")):
+                partitions.setdefault(relative, []).append(path)
+        for relative, files in sorted(partitions.items()):
             end = partition_end(relative)
-            files = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
             if end is None or end > now - older_than or len(files) < 2:
                 continue
-            rows, swapped = _compact_partition(OutputLayout(output), directory, files)
+            rows, swapped = _compact_partition(layout, relative, files)
             result.partitions_compacted += 1
             result.files_before += len(files)
             result.files_after += 1
@@ -105,40 +110,44 @@ def compact(output: str, older_than: dt.timedelta, now: dt.datetime | None = Non
     return result
 
 
-def _compact_partition(layout: OutputLayout, directory: Path, files: list[Path]) -> tuple[int, bool]:
-    job = Path(layout.compaction(f"compact-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"))
-    table = pa.concat_tables([pq.read_table(f, schema=ARTICLE_SCHEMA) for f in files])
+def _compact_partition(layout: OutputLayout, relative: str, files: list[str]) -> tuple[int, bool]:
+    job_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    job = layout.compaction(f"compact-{job_id}")
+    table = pa.concat_tables([storage.read_parquet(f, schema=ARTICLE_SCHEMA) for f in files])
     table = table.sort_by([("published_at", "ascending"), ("article_id", "ascending")])
-    name = f"part-compacted-{job.name[len('compact-') :]}-00000-of-00001.parquet"
-    fresh = job / "new"
-    fresh.mkdir(parents=True)
-    pq.write_table(table, fresh / name, compression="zstd")
-    only_files = all(p.is_file() for p in directory.iterdir())
-    journal = {"partition": str(directory), "inputs": [str(f) for f in files], "output": str(directory / name)}
-    (job / "journal.json").write_text(json.dumps(journal))
-    swapped = only_files and _exchange(fresh, directory)
+    name = f"part-compacted-{job_id}-00000-of-00001.parquet"
+    directory = FileSystems.join(layout.articles, relative)
+    fresh = FileSystems.join(job, "new")
+    storage.mkdirs(fresh)
+    storage.write_parquet(FileSystems.join(fresh, name), table)
+    journal = {"partition": directory, "inputs": files, "output": FileSystems.join(directory, name)}
+    storage.write_json(FileSystems.join(job, "journal.json"), journal)
+    swapped = False
+    if storage.is_local(directory):
+        local = storage.local_path(directory)
+        swapped = all(p.is_file() for p in local.iterdir()) and _exchange(storage.local_path(fresh), local)
     if not swapped:
-        os.rename(fresh / name, directory / name)  # the new rows are visible; the old files go next
-        for f in files:
-            f.unlink(missing_ok=True)
-    shutil.rmtree(job)  # after a swap it holds the old files
+        FileSystems.rename([FileSystems.join(fresh, name)], [journal["output"]])  # the new rows are visible
+        FileSystems.delete(files)  # raises on failure: the journal stays, and the next run finishes the job
+    storage.delete_tree(job)  # after a swap it holds the old files
     _LOG.info("compacted %s: %d files, %d rows", directory, len(files), table.num_rows)
     return table.num_rows, swapped
 
 
 def recover_compactions(output: str) -> None:
     """Finish or roll back compactions that were killed, by their journals. Every row ends up present once."""
-    staging = Path(OutputLayout(output).staging)
-    if not staging.is_dir():
-        return
-    for job in sorted(staging.glob("compact-*")):
-        journal_path = job / "journal.json"
-        if journal_path.is_file():
-            journal = json.loads(journal_path.read_text())
-            if Path(journal["output"]).exists():  # the new file is live: the old ones must go
-                for name in journal["inputs"]:
-                    Path(name).unlink(missing_ok=True)
+    staging = OutputLayout(output).staging
+    jobs = {p[len(staging) :].lstrip("/").split("/", 1)[0] for p in storage.match(f"{staging}/compact-*/**")}
+    if storage.is_local(staging) and storage.local_path(staging).is_dir():
+        jobs.update(p.name for p in storage.local_path(staging).glob("compact-*"))  # empty job directories too
+    for job_name in sorted(jobs):
+        job = FileSystems.join(staging, job_name)
+        journal_path = FileSystems.join(job, "journal.json")
+        if storage.exists(journal_path):
+            journal = json.loads(storage.read_bytes(journal_path))
+            if storage.exists(journal["output"]):  # the new file is live: the old ones must go
+                storage.delete([name for name in journal["inputs"] if storage.exists(name)])
                 _LOG.warning("finished interrupted compaction of %s", journal["partition"])
             else:
                 _LOG.warning("rolled back interrupted compaction of %s", journal["partition"])
-        shutil.rmtree(job, ignore_errors=True)
+        storage.delete_tree(job)

@@ -10,6 +10,8 @@ its feeds travel together.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import re
 import tempfile
 import types
@@ -20,17 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from apache_beam.io.filesystems import FileSystems
 
+from pipeline import storage
 from pipeline.schedule import HealthSettings
 from transforms.classify import ClassifySettings
 from transforms.clean import CleanSettings
 from transforms.dedup import DedupSettings
 from transforms.extract import MODES as EXTRACT_MODES
 from transforms.extract import ExtractSettings
-from transforms.fetch import FeedSource, FetchSettings
+from transforms.feed import FeedSource
+from transforms.fetch import FetchSettings
 from transforms.neardup import NearDedupSettings
-from transforms.parse import ParseSettings
 from transforms.poll import StreamSettings
+from transforms.readers.base import ParseSettings
 from transforms.window import WindowSettings
 
 
@@ -69,7 +74,7 @@ class Config:
 _ALIASES = {
     "window.size": "size_seconds",
     "parse.max_future": "max_future_seconds",
-    "dedup.lookback": "lookback_seconds",
+    "dedup.lookback": "neardup_lookback_seconds",
     "dedup.forget_after": "forget_after_seconds",
     "schedule.poll": "poll_seconds",
     "schedule.failure_backoff": "failure_backoff_seconds",
@@ -177,9 +182,12 @@ def _feed_problem(url: str) -> str:
 def check_output(output: str) -> None:
     """Create the output directory, or prove it writable; ConfigError when it cannot be used.
 
-    Object stores (gs://, s3://, ...) are left to the runner's credentials.
+    An object store (s3://, gs://, ...) is proven by writing and deleting a small object through Beam's filesystem
+    with the options given to pipeline.storage.use_options: a filesystem package not installed, a wrong endpoint,
+    missing credentials or a missing bucket fail here, before any feed is fetched.
     """
-    if "://" in output and not output.startswith("file://"):
+    if not storage.is_local(output):
+        _check_object_store(output)
         return
     path = Path(urllib.request.url2pathname(output[len("file://") :]) if output.startswith("file://") else output)
     if path.exists() and not path.is_dir():
@@ -190,6 +198,33 @@ def check_output(output: str) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"output {output}: cannot write there: {err.strerror or err}") from None
+
+
+# The package each object store's Beam filesystem needs, and the extra of newsbeam that installs it.
+_STORE_PACKAGES = {"s3": ("boto3", "aws"), "gs": ("google.cloud.storage", "gcp")}
+
+
+def _check_object_store(output: str) -> None:
+    scheme = storage.scheme(output)
+    package, extra = _STORE_PACKAGES.get(scheme, ("", ""))
+    if package and not _installed(package):
+        raise ConfigError(
+            f"output {output}: Beam's {scheme}:// filesystem is not installed: pip install 'newsbeam[{extra}]'"
+        )
+    probe = FileSystems.join(output, "_state", f".write-check-{os.getpid()}")
+    try:
+        storage.write_atomically(probe, b"newsbeam")  # not empty: Beam's S3 writer cannot write an empty object
+        FileSystems.delete([probe])
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"output {output}: cannot write there: {detail[:400]}") from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package (google.cloud) is missing
+        return False
 
 
 def _resolve_feed(feed: FeedSource, base: Path) -> FeedSource:

@@ -1,86 +1,81 @@
-"""IngestFeeds: the head both graphs share, FeedSources in, clean classified Articles out.
+"""IngestFeeds: the streaming graph's head, polled FeedSources in, clean classified Articles out.
 
-    ingested = feeds | "Ingest" >> IngestFeeds(config, run_id, written=written)     # batch
-    ingested = polls | "Ingest" >> IngestFeeds(config, run_id, streaming=True)      # streaming
+    ingested = polls | "Ingest" >> IngestFeeds(config, run_id)
 
-Fetch, parse, (the article pages, when some feed asks for them), clean and classify; every stage's rejects flattened
-into one dead-letter PCollection. The batch and streaming graphs (pipeline/build.py, pipeline/streaming.py) differ
-only in what follows: batch deduplicates against the key index and the run's own articles, streaming against keyed
-state.
+Each poll of a feed is finished in one step by the per-feed loop the batch graph stages with
+(pipeline/plane/feeds.py: fetch, parse, the article pages when some feed asks for them, clean, classify): the
+streaming graph keeps its per-article keyed-state dedup after it, so its articles are emitted one by one, a chunk at
+a time. Every stage's rejects come out as one dead-letter PCollection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from pipeline.config import Config
-from transforms.classify import ClassifyArticles
-from transforms.clean import CleanArticles
-from transforms.dedup import MatchWrittenFn
-from transforms.extract import FetchArticlePages, page_keys
-from transforms.fetch import FetchFeeds
-from transforms.parse import ParseEntries
+from pipeline.plane.feeds import FeedProcessor, FeedSettings
+from transforms.article import Article
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput
+from transforms.feed import FeedSource
 
 
 class Ingested(NamedTuple):
-    """What IngestFeeds returns: the classified articles, every dead letter on the way, the fetch failures alone
-    (batch's feed health reports them) and ParseEntries' FeedReports."""
+    """What IngestFeeds returns: the classified articles and every dead letter on the way."""
 
     articles: beam.PCollection
     dead_letters: beam.PCollection
-    fetch_failures: beam.PCollection
-    reports: beam.PCollection
 
 
 def extraction_on(config: Config) -> bool:
-    """True when some feed's entries may have their page fetched (the stage is left out of the graph otherwise)."""
+    """True when some feed's entries may have their page fetched (the step is skipped otherwise)."""
     return any((feed.extract or config.extract.mode) != "off" for feed in config.feeds)
 
 
+def feed_settings(config: Config, run_id: str, seen_index: str = "") -> FeedSettings:
+    """What the per-feed loop needs of the config. `seen_index` (batch): the key index of earlier runs, whose
+    entries' pages are not fetched again."""
+    return FeedSettings(
+        fetch=config.fetch,
+        parse=config.parse,
+        clean=config.clean,
+        classify=config.classify,
+        extract=config.extract if extraction_on(config) else None,
+        extract_modes=tuple((f.url, f.extract) for f in config.feeds if f.extract),
+        run_id=run_id,
+        written_index=seen_index,
+    )
+
+
+class _IngestFn(beam.DoFn):
+    """A FeedSource -> its finished Articles, one by one; dead letters on their tag (the FeedReport is batch's)."""
+
+    def __init__(self, settings: FeedSettings):
+        self._processor = FeedProcessor(settings)
+
+    def setup(self):
+        self._processor.setup()
+
+    def teardown(self):
+        self._processor.teardown()
+
+    def process(self, source: FeedSource) -> Iterator[Article | DeadLetterOutput]:
+        for item in self._processor.process(source):
+            if isinstance(item, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
+            elif isinstance(item, list):
+                yield from item
+
+
 class IngestFeeds(beam.PTransform):
-    """FeedSources -> Ingested(articles, dead_letters, fetch_failures, reports).
+    """FeedSources -> Ingested(articles, dead_letters)."""
 
-    `written` (batch): the key index rows of earlier runs (transforms.history.ReadWrittenKeys); the pages of entries
-    already written are not fetched again. `streaming`: each page is fetched once per worker instance rather than
-    grouped by URL over the run (a stream has no end of run to group over).
-    """
-
-    def __init__(
-        self, config: Config, run_id: str, written: beam.PCollection | None = None, streaming: bool = False
-    ) -> None:
+    def __init__(self, config: Config, run_id: str) -> None:
         super().__init__()
-        self._config = config
-        self._run_id = run_id
-        self._written = written
-        self._streaming = streaming
+        self._settings = feed_settings(config, run_id)
 
     def expand(self, feeds: beam.PCollection):
-        config = self._config
-        fetched = feeds | "Fetch" >> FetchFeeds(config.fetch)
-        parsed = fetched.feeds | "Parse" >> ParseEntries(config.parse)
-        entries, page_dead_letters = parsed.articles, ()
-        if extraction_on(config):
-            written_keys = None
-            if self._written is not None:
-                run_keys = beam.pvalue.AsList(parsed.articles | "PageKeys" >> beam.FlatMap(page_keys))
-                written_keys = self._written | "WrittenPageKeys" >> beam.ParDo(MatchWrittenFn(), run_keys)
-            pages = parsed.articles | "ExtractPages" >> FetchArticlePages(
-                config.extract,
-                config.feeds,
-                self._run_id,
-                written_keys=written_keys,
-                group_by_url=not self._streaming,
-            )
-            entries, page_dead_letters = pages.articles, (pages.dead_letters,)
-        cleaned = entries | "Clean" >> CleanArticles(config.clean)
-        classified = cleaned.articles | "Classify" >> ClassifyArticles(config.classify)
-        dead_letters = (
-            fetched.dead_letters,
-            parsed.dead_letters,
-            *page_dead_letters,
-            cleaned.dead_letters,
-            classified.dead_letters,
-        ) | "AllDeadLetters" >> beam.Flatten()
-        return Ingested(classified.articles, dead_letters, fetched.dead_letters, parsed.reports)
+        out = feeds | "Feeds" >> beam.ParDo(_IngestFn(self._settings)).with_outputs(DEAD_LETTER_TAG, main="articles")
+        return Ingested(out.articles, out[DEAD_LETTER_TAG])

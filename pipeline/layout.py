@@ -2,13 +2,14 @@
 
     <root>/articles/, dead_letter/          the data: what readers see (partitions by window; transforms.sink)
     <root>/_staging/<run_id>/<kind>/        where a run's pipeline writes; moved into place only after it succeeded
+    <root>/_staging/<run_id>/work/          the batch graph's staged articles and decisions (never committed)
     <root>/_staging/compact-<id>/           a compaction's new files and its journal (pipeline.compact)
     <root>/_temp/<run_id>/<kind>/           where a batch run's writers stage files before renaming them
     <root>/_streaming/<run_id>/<kind>/      the same for a streaming run (a batch run's clean-up leaves it alone)
     <root>/_runs/<run_id>.json              the run record, written last: the run's commit point
     <root>/_state/feeds.parquet             feed health and conditional-GET validators (pipeline.schedule)
     <root>/_state/signatures/               near-duplicate signatures of written articles, by published date
-    <root>/_state/seen/                     the key index of what was written (pipeline.state)
+    <root>/_state/seen/                     the key index of what was written (pipeline.seen_index)
     <root>/_state/lock                      held while a run or a compaction changes the output
     <root>/_report/index.html               the HTML report (pipeline.report)
 
@@ -29,6 +30,7 @@ STAGED_FEED_REPORTS = "feed_reports"
 STAGED_SIGNATURES = "signatures"
 STAGED_SEEN_KEYS = "seen_keys"
 STAGED_SEEN = "seen"  # the key index the run's pipeline reads (base.parquet)
+STAGED_WORK = "work"  # the batch graph's staged articles, keys and decisions (pipeline/plane/), never committed
 
 
 class OutputLayout:

@@ -1,6 +1,13 @@
-"""newsbeam's own pipeline options, carried with every Beam option through `PipelineOptions`."""
+"""newsbeam's options: those carried with every Beam option through `PipelineOptions`, and the flags of
+`newsbeam run` itself, which Beam never sees.
+
+    newsbeam run --config feeds.yaml --output ./news --all --runner=DirectRunner
+"""
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -25,3 +32,20 @@ class NewsbeamOptions(PipelineOptions):
             default=None,
             help="identifier of this run, used in file names and the run record (default: UTC time + random suffix)",
         )
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `newsbeam run` that are not pipeline options: the one list of them, for its parser
+    (pipeline/cli.py) and for `beam_args`, which keeps them from Beam."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress (INFO level)")
+    parser.add_argument("--all", action="store_true", help="poll every feed, also those not due yet")
+    parser.add_argument("--report", action="store_true", help="write the HTML report to OUTPUT/_report/index.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr while the run works")
+    parser.add_argument("--now", help=argparse.SUPPRESS)  # the run's clock, for tests (as NEWSBEAM_NOW)
+
+
+def beam_args(argv: Sequence[str]) -> list[str]:
+    """`argv` without the flags of `add_run_flags` (in any spelling argparse accepts): what PipelineOptions reads."""
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_run_flags(own)
+    return own.parse_known_args(list(argv))[1]

@@ -25,21 +25,18 @@ from tqdm import tqdm
 from pipeline.summary import counter_values
 from transforms import counters as n
 
-# (what is shown, the full label of the step of pipeline/build.py whose output is counted, its output tag; None: all)
+# (what is shown, the full label of the step of pipeline/build.py whose output is counted, its output tag; None:
+# all). Elements are counted by their `articles` when they have one (the staged chunks, the shards to write).
 STAGES = (
-    ("feeds", "Ingest/Fetch", None),
-    ("parsed", "Ingest/Parse", "articles"),
-    ("cleaned", "Ingest/Clean", "articles"),
-    ("classified", "Ingest/Classify", "articles"),
-    ("kept", "Window", None),
-    ("dead letters", "Ingest/AllDeadLetters", None),
+    ("feeds", "Stage/Feeds", "reports"),
+    ("staged", "Stage/Feeds", "chunks"),
+    ("kept", "Decide/Decide", "shards"),
+    ("dead letters", "Stage/Feeds", "dead_letters"),
 )
 # The same numbers from Beam's counters, for runners that report them while running.
 _COUNTERS = {
     "feeds": (n.FEEDS_OK, n.FEEDS_FAILED),
-    "parsed": (n.ARTICLES_PARSED,),
-    "cleaned": (n.ARTICLES_CLEANED,),
-    "classified": (n.ARTICLES_CLASSIFIED,),
+    "staged": (n.ARTICLES_CLASSIFIED,),
     "kept": (n.ARTICLES_WRITTEN,),
     "dead letters": (n.DEAD_LETTER_ENTRIES, n.DEAD_LETTER_FEEDS),
 }
@@ -50,14 +47,14 @@ _TOKENS = itertools.count(1)
 
 
 class _Tally(beam.DoFn):
-    """Counts the elements of one stage's output into this process (no output)."""
+    """Counts the elements of one stage's output (or the articles they stand for) into this process (no output)."""
 
     def __init__(self, token: int, key: str):
         self._key = (token, key)
 
     def process(self, element: Any):
         with _LOCK:
-            _TALLIES[self._key] += 1
+            _TALLIES[self._key] += getattr(element, "articles", 1)
         return ()
 
 
@@ -100,7 +97,7 @@ def beam_counts(result: Any) -> dict[str, int]:
 
 
 def describe(counts: dict[str, int], total_feeds: int) -> str:
-    """One line: 'feeds 5/7 · parsed 88 · ...'."""
+    """One line: 'feeds 5/7 · staged 88 · ...'."""
     parts = [f"feeds {counts.get('feeds', 0)}/{total_feeds}"]
     parts += [f"{key} {counts.get(key, 0):,}" for key, _, _ in STAGES[1:]]
     return " · ".join(parts)

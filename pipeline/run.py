@@ -20,15 +20,17 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import beam_startup, progress, runners, schedule, state
+from pipeline import beam_startup, commit, progress, runners, schedule, seen_index, storage
 from pipeline.build import build
 from pipeline.compact import recover_compactions
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, check_feeds, check_output, load_config
+from pipeline.feed_reports import read_reports
 from pipeline.layout import STAGED_ARTICLES, OutputLayout
-from pipeline.options import NewsbeamOptions
+from pipeline.lock import LockHeld, OutputLock
+from pipeline.options import NewsbeamOptions, beam_args
 from pipeline.streaming import build_streaming
 from pipeline.summary import RunSummary, counter_values, feed_table, format_table, summarise
-from transforms.article import NOW_ENV, parse_instant, utcnow
+from transforms.clock import NOW_ENV, parse_instant, utcnow
 from transforms.language import check_detector
 from transforms.text_classifier import ClassifierError
 from transforms.topic_model import load_topic_model
@@ -40,19 +42,6 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique run id: UTC time to the second plus a random suffix, e.g. 20261125T231500Z-3f9a1c."""
     now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _without_option(argv: Sequence[str], name: str) -> list[str]:
-    """`argv` without `name VALUE` / `name=VALUE`."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            kept.append(arg)
-    return kept
 
 
 def run(argv: Sequence[str], args: argparse.Namespace) -> int:
@@ -70,9 +59,9 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
     if args.now is None:
         return _run(argv, args)
     before = os.environ.get(NOW_ENV)
-    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.article.utcnow)
+    os.environ[NOW_ENV] = args.now  # the fetch and parse stages read the clock too (transforms.clock.utcnow)
     try:
-        return _run(_without_option(argv, "--now"), args)
+        return _run(argv, args)
     finally:
         if before is None:
             os.environ.pop(NOW_ENV, None)
@@ -82,8 +71,9 @@ def run(argv: Sequence[str], args: argparse.Namespace) -> int:
 
 def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
     beam_startup.install()
-    options = PipelineOptions([a for a in argv if a not in ("-v", "--verbose", "--all", "--report", "--quiet")])
+    options = PipelineOptions(beam_args(argv))
     ours = options.view_as(NewsbeamOptions)
+    storage.use_options(options)  # the driver's own file operations reach the output as the workers do
     try:
         config = load_config(ours.config)
     except ConfigError as err:
@@ -109,11 +99,11 @@ def _run(argv: Sequence[str], args: argparse.Namespace) -> int:
         return 2
     run_id = ours.run_id or new_run_id()
     try:
-        with state.OutputLock(config.output, f"run {run_id}"):
+        with OutputLock(config.output, f"run {run_id}"):
             if options.view_as(StandardOptions).streaming:
                 return run_streaming(config, options, run_id)
             return _run_locked(config, options, run_id, poll_all=args.all, report=args.report, quiet=args.quiet)
-    except state.LockHeld as err:
+    except LockHeld as err:
         print(f"newsbeam: error: another run is changing this output: {err}", file=sys.stderr)
         return 1
 
@@ -123,10 +113,11 @@ def _run_locked(
 ) -> int:
     now = utcnow()
     recover_compactions(config.output)  # before clean_leftovers removes the journals
-    state.clean_leftovers(config.output, keep=run_id)
-    seen = state.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
+    commit.clean_leftovers(config.output, keep=run_id)
+    seen = seen_index.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = schedule.load_feed_health(config.output)
-    due, skipped = schedule.schedule_feeds(config, health, now, poll_all)
+    due, skipped = schedule.schedule_feeds(config.feeds, config.schedule, health, now, poll_all)
+    runners.choose_local_mode(options, sum(health[f.url].entries_seen for f in due if f.url in health))
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
@@ -152,12 +143,12 @@ def _run_locked(
     else:
         summary.state = "NOTHING_DUE"
         counters = {}
-    staged = state.staged_files(config.output, run_id, STAGED_ARTICLES)
+    staged = commit.staged_files(config.output, run_id, STAGED_ARTICLES)
     summarise(summary, counters, staged)
-    reports = state.read_reports(config.output, run_id)
+    reports = read_reports(config.output, run_id)
     read = {r.feed_url for r in reports if r.ok and not r.not_modified}
-    seen_index = state.write_seen_index(config.output, run_id, seen, now, {f.url for f in config.feeds} - read)
-    summary.article_files, summary.dead_letter_files = state.commit(config.output, run_id)
+    index_file = seen_index.write_seen_index(config.output, run_id, seen, now, {f.url for f in config.feeds} - read)
+    summary.article_files, summary.dead_letter_files = commit.commit(config.output, run_id)
     new_health = dict(health)
     for feed_report in reports:
         new_health[feed_report.feed_url] = schedule.next_health(
@@ -166,10 +157,10 @@ def _run_locked(
     schedule.save_feed_health(config.output, new_health.values())
     summary.feeds = feed_table(config, new_health, {r.feed_url for r in reports})
     summary.finished_at = _now()
-    record = {**summary.record(), "seen_index": seen_index}
-    state.write_json(OutputLayout(config.output).run_record(run_id), record)  # last: the commit point
-    state.settle_seen_index(config.output, seen_index)
-    state.finish(config.output, run_id)
+    record = {**summary.record(), "seen_index": index_file}
+    storage.write_json(OutputLayout(config.output).run_record(run_id), record)  # last: the commit point
+    seen_index.settle_seen_index(config.output, index_file)
+    commit.finish(config.output, run_id)
     print(format_table(summary))
     if report:
         from pipeline.report import write_report

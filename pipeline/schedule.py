@@ -1,6 +1,6 @@
 """Feed scheduling on the driver: each feed's health across runs, when it is due again, and where that is kept.
 
-The driver folds each run's `FeedReport` (transforms/health.py) into the feed's `FeedHealth` with `next_health` (a
+The driver folds each run's `FeedReport` (transforms/feed_report.py) into the feed's `FeedHealth` with `next_health` (a
 pure function) and stores the result in `<output>/_state/feeds.parquet`; the next run polls only the feeds that
 `schedule_feeds` finds due.
 
@@ -21,19 +21,15 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.layout import OutputLayout
-from pipeline.state import write_atomically
+from pipeline.storage import write_atomically
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
-
-if TYPE_CHECKING:  # pipeline.config imports HealthSettings from here
-    from pipeline.config import Config
-    from transforms.fetch import FeedSource
 
 _LOG = logging.getLogger("newsbeam")
 
@@ -149,16 +145,20 @@ def next_health(
 
 
 def schedule_feeds(
-    config: Config, health: dict[str, FeedHealth], now: dt.datetime, poll_all: bool
+    feeds: Iterable[FeedSource],
+    settings: HealthSettings,
+    health: dict[str, FeedHealth],
+    now: dt.datetime,
+    poll_all: bool,
 ) -> tuple[list[FeedSource], list[FeedSource]]:
     """The feeds due now (with their validators when trusted) and those skipped because they are not due."""
     due, skipped = [], []
-    for feed in config.feeds:
+    for feed in feeds:
         h = health.get(feed.url)
         if not poll_all and h is not None and h.next_due_at is not None and h.next_due_at > now:
             skipped.append(feed)
             continue
-        if use_validators(h, now, config.schedule):
+        if use_validators(h, now, settings):
             feed = dataclasses.replace(feed, etag=h.etag, last_modified=h.last_modified)
         due.append(feed)
     return due, skipped

@@ -1,6 +1,6 @@
 """The streaming graph: poll the feeds forever, write each event-time window as the watermark passes it.
 
-    newsbeam run --streaming --runner=DataflowRunner ...      (see the README for Dataflow and Flink)
+    newsbeam run --streaming --runner=DataflowRunner ...      (see docs/streaming.md for Dataflow and Flink)
 
 `build_streaming()` is the assembly, beside `pipeline.build.build()` (batch): the same head (pipeline.ingest.IngestFeeds),
 then the streaming halves of the stages (keyed-state dedup, too-late routing, windowed dead letters). Files go straight into
@@ -51,12 +51,14 @@ def build_streaming(
         source = PollFeeds(config.feeds, stream)
     polls = source if isinstance(source, beam.PCollection) else p | "Poll" >> source
 
-    ingested = polls | "Ingest" >> IngestFeeds(config, run_id, streaming=True)
+    ingested = polls | "Ingest" >> IngestFeeds(config, run_id)
     unique = (
         ingested.articles | "PollTime" >> beam.Map(at_fetch_time) | "Deduplicate" >> DeduplicateWithState(config.dedup)
     )
     if config.neardup.enabled and stream.near_duplicates:
-        unique = unique | "NearDuplicates" >> DropNearCopiesWithState(config.neardup, config.dedup.lookback_seconds)
+        unique = unique | "NearDuplicates" >> DropNearCopiesWithState(
+            config.neardup, config.dedup.neardup_lookback_seconds
+        )
     timely = unique | "TooLate" >> RouteTooLate(config.window)
     windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
 

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.summary import counter_values
 from tests.feed_server import FeedServer
-from transforms.article import UTC, Article
+from transforms.article import Article
+from transforms.clock import UTC
 
 # The day test articles are published on: a fixed date, so no test depends on the real clock.
 T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)

@@ -29,8 +29,9 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.shared import Shared
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, DeadLetterOutput, Routed, reject
+from transforms.article import Article
 from transforms.counters import ARTICLES_CLASSIFIED, counter
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, dead_letter_on_error, reject
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.text_classifier import NO_LABEL
 from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelHandler, load_topic_model, topic_text
@@ -137,6 +138,11 @@ def classify_error(article: Article, err: Exception) -> DeadLetter:
     return reject("classify", "classify_error", article=article, error=err, raw=article.text)
 
 
+def _article_of(element) -> Article:
+    """The article of an element of _ApplyTopicFn: an article, or (article, the model's prediction)."""
+    return element[0] if isinstance(element, tuple) else element
+
+
 def unscored(failed_batch: tuple) -> Iterable[Article]:
     """The articles of a batch the topic model raised on: they go on without the model's topic (rules and the
     feed's default decide), so a model bug costs topics, never articles."""
@@ -173,14 +179,11 @@ class _DetectLanguageFn(beam.DoFn):
         # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
         self._detector = self._shared.acquire(lambda: shared_detector(self._settings), tag=repr(self._settings))
 
+    @dead_letter_on_error(classify_error)
     def process(
         self, article: Article
     ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[_FOR_MODEL_TAG], tuple[Article, str]]]:
-        try:
-            language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
-        except Exception as err:  # one odd text must not stop the run; the article goes to the dead letters
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err))
-            return
+        language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
         article = dataclasses.replace(article, language=language, language_score=score)
         if language in self._model_languages:
             yield beam.pvalue.TaggedOutput(_FOR_MODEL_TAG, (article, topic_text(article.title, article.text)))
@@ -200,16 +203,13 @@ class _ApplyTopicFn(beam.DoFn):
     def setup(self) -> None:
         self._rules = Rules(self._settings.topic_rules, self._settings.label_rules)
 
+    @dead_letter_on_error(lambda element, err: classify_error(_article_of(element), err))
     def process(self, element) -> Iterator[Article | DeadLetterOutput]:
         article, prediction = element if isinstance(element, tuple) else (element, None)
-        try:
-            label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
-            rule_topic = self._rules.topic_from_categories(article.tags)
-            topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
-            labels = self._rules.labels(article.title, article.text, article.tags)
-        except Exception as err:  # one odd article must not stop the run; it goes to the dead letters
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, classify_error(article, err))
-            return
+        label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
+        rule_topic = self._rules.topic_from_categories(article.tags)
+        topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
+        labels = self._rules.labels(article.title, article.text, article.tags)
         if not rule_topic and label != NO_LABEL:
             self._by_model.inc()
         self._classified.inc()

@@ -26,8 +26,9 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter, DeadLetterOutput, Routed, reject
+from transforms.article import Article
 from transforms.counters import ARTICLES_CLEANED, counter
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, dead_letter_on_error, reject
 
 # Re-exported: callers import these from transforms.clean.
 from transforms.furniture import CleanSettings, _remove_furniture_counted, remove_furniture
@@ -62,6 +63,13 @@ def clean_text(html_text: str, title: str = "", settings: CleanSettings = CleanS
 # The stage
 
 
+def clean_error(article: Article, err: Exception) -> DeadLetter:
+    """The dead letter of an article that cleaning raised on (counted as `clean/failed`): a bug met on one odd
+    article costs that article, never the run."""
+    Metrics.counter(STAGE, "failed").inc()
+    return reject(STAGE, CLEAN_ERROR, article=article, error=err, raw=article.text)
+
+
 class _CleanArticleFn(beam.DoFn):
     """Cleans one Article; routes it to the dead letters when no text is left."""
 
@@ -71,18 +79,9 @@ class _CleanArticleFn(beam.DoFn):
         self._empty = Metrics.counter(STAGE, "empty_after_cleaning")
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
         self._title_only = Metrics.counter(STAGE, "title_only")
-        self._failed = Metrics.counter(STAGE, "failed")
 
+    @dead_letter_on_error(clean_error)
     def process(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
-        try:
-            outputs = list(self._clean(article))
-        except Exception as err:  # a bug on one odd article must not fail the run: it becomes a dead letter
-            self._failed.inc()
-            letter = reject(STAGE, CLEAN_ERROR, article=article, error=err, raw=article.text)
-            outputs = [beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)]
-        yield from outputs
-
-    def _clean(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
         title = clean_title(article.title)
         plain = html_to_text(article.text)
         text, removed = _remove_furniture_counted(plain, title, self._settings)

@@ -1,17 +1,18 @@
-"""DeduplicateArticles: exact duplicates within a run, by canonical URL, by GUID and by content hash, and
-articles already written by an earlier run.
+"""Exact duplicates within a run, by canonical URL, by GUID and by content hash, and articles already written by an
+earlier run.
 
-Three passes, each a CombinePerKey that keeps one article per key: first by canonical URL, then by (feed, GUID),
-then by a hash of the normalised title and text. Running them in sequence makes a chain A~B (same URL), B~C (same
-text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is chosen
-deterministically, whatever the bundle order: earliest `published_at`, then smallest `article_id`. It carries
-`duplicate_count`, the number of copies it stands for. No pass is quadratic: each is one keyed combine.
+Batch (`exact_duplicates`, on arrays; the batch graph's decision step, pipeline/plane/decide.py, runs it on the key
+columns it staged): three passes, first by canonical URL, then by (feed, GUID), then by a hash of the normalised
+title and text, each one sort that keeps one article per key. Running them in sequence makes a chain A~B (same URL),
+B~C (same text) collapse as well, as long as the survivor of the first pass carries the link. The survivor is the
+earliest `published_at`, then the smallest `article_id`, whatever the input order; it carries `duplicate_count`, the
+number of copies it stands for.
 
-Across runs: given the rows of the key index (transforms.history.ReadWrittenKeys, Arrow batches of 64-bit hashes
-of the id, canonical URL and content hash of every article written and still seen in a feed), an article whose id,
-URL or content hash is among them is dropped and counted as `dedup/already_written`, and the keys it matched are
-emitted so the index can note they were seen again. The index is streamed past the set of this run's keys (a side
-input, as small as the run), never the other way round.
+Across runs (`written_matches`): the key index (pipeline.seen_index: 64-bit hashes of the id, canonical URL and
+content hash of every article written and still seen in a feed) is streamed past the set of this run's keys, a
+record batch at a time, never the other way round; an article whose id, URL or content hash is among them is
+dropped and counted as `dedup/already_written`, and the keys it matched are kept so the index can note they were
+seen again.
 
 Streaming (DeduplicateWithState): two keyed passes, by `article_id` (canonical URL, else feed + GUID) and then by
 content hash. Each pass is a stateful DoFn in the global window that remembers a key until the watermark passes
@@ -25,25 +26,25 @@ old entry that stays in its feed is one dead letter, not one per poll.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 
-from transforms.article import DEFAULT_TRACKING_PARAMETERS, INDEX_KEY_COLUMNS, Article, forget_at, key_hash
-from transforms.counters import ALREADY_WRITTEN, DUPLICATES, counter
-from transforms.side_inputs import CachedSideInput
+from transforms.article import Article
+from transforms.counters import DUPLICATES, counter
+from transforms.expiry import forget_at
+from transforms.urls import DEFAULT_TRACKING_PARAMETERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +55,8 @@ class DedupSettings:
     by_guid: bool = True
     by_content: bool = True
     tracking_parameters: tuple[str, ...] = DEFAULT_TRACKING_PARAMETERS
-    # How far back (in event time) earlier runs' near-duplicate signatures are read.
-    lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
+    # How far back (in event time) earlier runs' near-duplicate signatures are read (YAML `dedup.lookback`).
+    neardup_lookback_seconds: int = dataclasses.field(default=14 * 86400, metadata={"unit": "seconds"})
     # How long an article written is remembered after it was last seen in a feed (batch key index, streaming state).
     forget_after_seconds: int = dataclasses.field(default=30 * 86400, metadata={"unit": "seconds"})
 
@@ -74,43 +75,66 @@ def content_hash(title: str, text: str) -> str:
     return hashlib.blake2b(body.encode("utf-8"), digest_size=16).hexdigest()
 
 
-_FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+class ExactDuplicates(NamedTuple):
+    """What `exact_duplicates` decides for n rows: which survive, each survivor's `duplicate_count`, and the copies
+    each pass dropped (by kind)."""
+
+    keep: np.ndarray  # bool (n,)
+    duplicate_count: np.ndarray  # int64 (n,): the copies a survivor stands for (0 for the others)
+    dropped: dict[str, int]
 
 
-def keep_order(article: Article) -> tuple:
-    """Sort key of the copy to keep: earliest published, then smallest id."""
-    return (article.published_at or _FAR_FUTURE, article.article_id)
+def exact_duplicates(
+    passes: Sequence[tuple[str, np.ndarray, np.ndarray]], published_us: np.ndarray, id_rank: np.ndarray
+) -> ExactDuplicates:
+    """The keep-one passes on arrays: each pass is (kind, int64 key hashes, bool mask of rows that have the key).
+
+    In order, the rows still kept that share a key of the pass collapse into one: the earliest `published_us`, then
+    the smallest `id_rank` (the rank of the article id), then the first row. The survivor's count is the sum of its
+    group's counts plus the copies dropped, so a chain A~B (URL), B~C (text) collapses too, as long as the survivor of
+    the first pass carries the link. One sort per pass: no per-article objects, no quadratic step."""
+    n = len(published_us)
+    keep = np.ones(n, dtype=bool)
+    count = np.zeros(n, dtype=np.int64)
+    dropped: dict[str, int] = {}
+    position = np.arange(n)
+    for kind, keys, has_key in passes:
+        rows = np.flatnonzero(keep & has_key)
+        if len(rows) < 2:
+            dropped[kind] = 0
+            continue
+        order = rows[np.lexsort((position[rows], id_rank[rows], published_us[rows], keys[rows]))]
+        sorted_keys = keys[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        group = np.cumsum(first) - 1
+        sizes = np.bincount(group)
+        totals = np.bincount(group, weights=count[order]).astype(np.int64)
+        keepers = order[first]
+        keep[order[~first]] = False
+        count[order[~first]] = 0
+        count[keepers] = totals + sizes - 1
+        dropped[kind] = int((sizes - 1).sum())
+    return ExactDuplicates(keep, count, dropped)
 
 
-def merge_duplicates(kept: Article, other: Article) -> Article:
-    """The copy to keep of two duplicates, carrying the count of both."""
-    first, second = (kept, other) if keep_order(kept) <= keep_order(other) else (other, kept)
-    return dataclasses.replace(first, duplicate_count=first.duplicate_count + second.duplicate_count + 1)
+def written_matches(
+    run_keys: dict[str, np.ndarray], index_batches: Iterable[pa.RecordBatch | pa.Table]
+) -> dict[str, np.ndarray]:
+    """Per index column, the sorted distinct keys of this run (`run_keys[column]`, int64) that the key index holds.
 
-
-class _KeepFirstCombineFn(beam.CombineFn):
-    """Keeps one article of a duplicate group and counts the group's members.
-
-    Associative and commutative, so the kept article does not depend on bundle order.
-    """
-
-    def create_accumulator(self) -> tuple[Article | None, int]:
-        return None, 0
-
-    def add_input(self, accumulator: tuple[Article | None, int], article: Article) -> tuple[Article, int]:
-        kept, members = accumulator
-        return (article if kept is None else merge_duplicates(kept, article)), members + 1
-
-    def merge_accumulators(self, accumulators: Iterable[tuple[Article | None, int]]) -> tuple[Article | None, int]:
-        result, total = None, 0
-        for kept, members in accumulators:
-            if kept is not None:
-                result = kept if result is None else merge_duplicates(result, kept)
-                total += members
-        return result, total
-
-    def extract_output(self, accumulator: tuple[Article | None, int]) -> tuple[Article | None, int]:
-        return accumulator
+    The index is streamed past the run's keys a batch at a time: its size follows what the feeds carry, and no step
+    holds it whole."""
+    wanted = {column: np.unique(keys) for column, keys in run_keys.items()}
+    found: dict[str, list[np.ndarray]] = {column: [] for column in wanted}
+    for batch in index_batches:
+        for column, keys in wanted.items():
+            if column in batch.column_names and len(keys):
+                values = pc.drop_null(batch.column(column)).to_numpy(zero_copy_only=False)
+                found[column].append(keys[np.isin(keys, values)])
+    return {
+        column: np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64) for column, parts in found.items()
+    }
 
 
 class ByKey(beam.PTransform):
@@ -135,120 +159,6 @@ class ByKey(beam.PTransform):
         return (done, keyless) | "Rejoin" >> beam.Flatten()
 
 
-def _drop_duplicates_by(kind: str, key_fn: Callable[[Article], str]) -> ByKey:
-    """One pass: articles with the same non-empty key collapse into one (counted); keyless ones pass through."""
-    keep_one = beam.CombinePerKey(_KeepFirstCombineFn()) | beam.ParDo(_CountDropped(kind))
-    return ByKey(key_fn, "KeepOne", keep_one)
-
-
-class _CountDropped(beam.DoFn):
-    def __init__(self, kind: str):
-        self._dropped = counter(DUPLICATES)
-        self._dropped_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
-
-    def process(self, keyed_group: tuple[str, tuple[Article, int]]) -> Iterable[Article]:
-        article, members = keyed_group[1]
-        if members > 1:
-            self._dropped.inc(members - 1)
-            self._dropped_kind.inc(members - 1)
-        yield article
-
-
-def identity_keys(article: Article) -> list[tuple[str, int]]:
-    """The (index column, key hash) pairs under which an article is looked up among those already written: its id,
-    canonical URL and content hash, each when not empty."""
-    values = (article.article_id, article.url, article.content_hash)
-    return [(column, key_hash(value)) for column, value in zip(INDEX_KEY_COLUMNS, values) if value]
-
-
-def _keys_by_column(keys: Iterable[tuple[str, int]]) -> dict[str, pa.Array]:
-    by_column: dict[str, set[int]] = {column: set() for column in INDEX_KEY_COLUMNS}
-    for column, value in keys:
-        by_column[column].add(value)
-    return {column: pa.array(sorted(values), pa.int64()) for column, values in by_column.items()}
-
-
-class MatchWrittenFn(beam.DoFn):
-    """Emits the (column, key hash) pairs of this run that also appear in a batch of index rows."""
-
-    def __init__(self):
-        self._wanted = CachedSideInput(_keys_by_column)
-
-    def process(self, written: pa.Table, run_keys: list[tuple[str, int]]) -> Iterable[tuple[str, int]]:
-        wanted = self._wanted.get(run_keys)
-        for column in INDEX_KEY_COLUMNS:
-            if column in written.column_names and len(wanted[column]):
-                values = written.column(column)
-                for value in pc.filter(values, pc.is_in(values, value_set=wanted[column])).to_pylist():
-                    yield column, value
-
-
-SEEN_TAG = "seen"
-
-
-class _DropWrittenFn(beam.DoFn):
-    """Drops the articles already written; emits their matched keys under SEEN_TAG (they were seen again)."""
-
-    def __init__(self):
-        self._known = CachedSideInput(set)
-        self._dropped = counter(ALREADY_WRITTEN)
-
-    def process(
-        self, article: Article, written_keys: list[tuple[str, int]]
-    ) -> Iterator[Article | TaggedOutput[Literal[SEEN_TAG], tuple[str, int]]]:
-        known = self._known.get(written_keys)
-        matched = [key for key in identity_keys(article) if key in known]
-        if not matched:
-            yield article
-            return
-        self._dropped.inc()
-        for key in matched:
-            yield beam.pvalue.TaggedOutput(SEEN_TAG, key)
-
-
-class Deduplicated(NamedTuple):
-    """What DeduplicateArticles returns when given the index: the articles to write, and the (column, key hash)
-    pairs of index rows seen again in this run (for their `last_seen`)."""
-
-    articles: beam.PCollection
-    seen_keys: beam.PCollection
-
-
-class DeduplicateArticles(beam.PTransform):
-    """Articles -> one article per exact-duplicate group (by URL, GUID, content hash), with `duplicate_count`.
-
-    Given `written` (Arrow batches of key index rows, transforms.history.ReadWrittenKeys), it also drops the
-    articles already written and returns `Deduplicated(articles, seen_keys)` instead of the articles alone."""
-
-    def __init__(self, settings: DedupSettings = DedupSettings(), written: beam.PCollection | None = None):
-        super().__init__()
-        self._settings = settings
-        self._written = written
-
-    def expand(self, articles: beam.PCollection):
-        settings = self._settings
-        hashed = articles | "ContentHash" >> beam.Map(
-            lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
-        )
-        passes = [
-            ("url", settings.by_url, lambda a: a.url),
-            ("guid", settings.by_guid, lambda a: f"{a.feed_url}\n{a.guid}" if a.guid else ""),
-            ("content", settings.by_content, lambda a: a.content_hash),
-        ]
-        result = hashed
-        for kind, enabled, key_fn in passes:
-            if enabled:
-                result = result | f"By{kind.title()}" >> _drop_duplicates_by(kind, key_fn)
-        if self._written is None:
-            return result
-        run_keys = beam.pvalue.AsList(result | "RunKeys" >> beam.FlatMap(identity_keys))
-        matched = self._written | "MatchWritten" >> beam.ParDo(MatchWrittenFn(), run_keys)
-        dropped = result | "DropWritten" >> beam.ParDo(_DropWrittenFn(), beam.pvalue.AsList(matched)).with_outputs(
-            SEEN_TAG, main="articles"
-        )
-        return Deduplicated(dropped.articles, dropped[SEEN_TAG])
-
-
 # Streaming: the same keys as keyed state, each remembered until `dedup.forget_after` after its last copy.
 
 
@@ -256,15 +166,15 @@ class _FirstSeenFn(beam.DoFn):
     """Keyed (key, article) -> the article the first time its key is seen; later copies are counted and dropped.
 
     Each copy pushes the key's expiry (`forget_at`) later, so an entry that stays in its feed stays known; the key
-    is forgotten once the watermark passes the lookback after the last copy.
+    is forgotten once the watermark passes `forget_after_seconds` after the last copy.
     """
 
     # The expiry, in microseconds: timers cannot be read back, and a copy must only ever push it later.
     FORGET_AT = userstate.ReadModifyWriteStateSpec("forget_at", VarIntCoder())
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, kind: str, lookback_seconds: float):
-        self._lookback_seconds = lookback_seconds
+    def __init__(self, kind: str, forget_after_seconds: float):
+        self._forget_after_seconds = forget_after_seconds
         self._duplicates = counter(DUPLICATES)
         self._duplicates_kind = Metrics.counter("dedup", f"duplicates_by_{kind}")
         self._forgotten = Metrics.counter("dedup", f"forgotten_{kind}_keys")
@@ -277,7 +187,7 @@ class _FirstSeenFn(beam.DoFn):
     ) -> Iterable[Article]:
         article = keyed[1]
         known_until = forget_state.read()
-        expiry = forget_at(article, self._lookback_seconds)
+        expiry = forget_at(article, self._forget_after_seconds)
         if known_until is None or expiry.micros > known_until:
             forget_state.write(expiry.micros)
             forget_timer.set(expiry)
@@ -294,9 +204,9 @@ class _FirstSeenFn(beam.DoFn):
         return ()
 
 
-def _drop_seen(kind: str, key_fn: Callable[[Article], str], lookback_seconds: float) -> ByKey:
+def _drop_seen(kind: str, key_fn: Callable[[Article], str], forget_after_seconds: float) -> ByKey:
     """One keyed pass of DeduplicateWithState; articles whose key is empty pass through."""
-    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, lookback_seconds)))
+    return ByKey(key_fn, "FirstSeen", beam.ParDo(_FirstSeenFn(kind, forget_after_seconds)))
 
 
 def _content_key(article: Article) -> str:
@@ -313,11 +223,11 @@ class DeduplicateWithState(beam.PTransform):
         self._settings = settings
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        lookback = self._settings.forget_after_seconds
+        forget_after = self._settings.forget_after_seconds
         hashed = articles | "ContentHash" >> beam.Map(
             lambda a: dataclasses.replace(a, content_hash=content_hash(a.title, a.text))
         )
-        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, lookback)
+        unique = hashed | "ById" >> _drop_seen("id", lambda a: a.article_id, forget_after)
         if self._settings.by_content:
-            unique = unique | "ByContent" >> _drop_seen("content", _content_key, lookback)
+            unique = unique | "ByContent" >> _drop_seen("content", _content_key, forget_after)
         return unique

@@ -5,9 +5,9 @@ Pure functions, usable without Beam:
 - `decode_html(body, content_type)`: the page as text, its charset taken from the Content-Type header, else a byte
   order mark, else a `<meta charset>` / `http-equiv` tag near the top, else UTF-8 if the bytes are valid UTF-8,
   else detection (charset_normalizer).
-- `extract_page(html, url, content_type)`: an `ExtractedPage` with the body text (trafilatura in fast mode without
-  comments, on a tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date,
-  the authors and a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
+- `extract_page(html, url, content_type)`: an `ExtractedPage` with the body text (transforms/page_text.py, on a
+  tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date, the authors and
+  a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
 
 - `PageFetcher.fetch(url)`: one page through the SSRF guard (transforms/netguard.py: every hop checked, and again
   at connect time), politely: per-host connection limit and delay (`HostLimiter`), robots.txt cached per origin,
@@ -21,7 +21,6 @@ earlier run), groups them by URL, fetches in parallel within each worker and mer
 
 from __future__ import annotations
 
-import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -46,18 +45,12 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
-from transforms.article import (
-    DEAD_LETTER_TAG,
-    INDEX_KEY_COLUMNS,
-    PAGE_STAGE,
-    UTC,
-    Article,
-    DeadLetter,
-    Routed,
-    key_hash,
-    reject,
-    utcnow,
-)
+from transforms.article import Article, identity_keys
+from transforms.charsets import BOMS, codec_name
+from transforms.clock import utcnow
+from transforms.dates import parse_date
+from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
+from transforms.fetching import FetchError, read_capped, retry_after_seconds
 from transforms.netguard import (
     AllowList,
     BlockedAddress,
@@ -65,47 +58,28 @@ from transforms.netguard import (
     DeadlineExceeded,
     check_url,
     guarded_session,
-    retry_after_seconds,
 )
+from transforms.page_text import extract_body, prune
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 # The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
 _META_SCAN_BYTES = 4096
-# Browsers treat these labels as windows-1252, which is a superset: the extra characters decode instead of failing.
-_LABEL_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "us-ascii": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-1": "cp1252",
-}
-
-
-def _codec(label: str) -> str:
-    label = label.strip().lower()
-    label = _LABEL_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return ""
 
 
 def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     """The page as text and the charset used (see the module docstring for the order of the sources)."""
-    for bom, name in _BOMS:
+    for bom, name in BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, "replace"), name
     header = _HEADER_CHARSET.search(content_type or "")
-    name = _codec(header.group(1)) if header else ""
+    name = codec_name(header.group(1)) if header else ""
     if not name:
         meta = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
-        name = _codec(meta.group(1).decode("ascii")) if meta else ""
+        name = codec_name(meta.group(1).decode("ascii")) if meta else ""
         if name.startswith("utf-16"):  # a meta tag readable as ASCII cannot be in UTF-16: the tag is wrong
             name = ""
     if name:
@@ -117,7 +91,7 @@ def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     from charset_normalizer import from_bytes  # only pages that are neither declared nor UTF-8 pay for it
 
     best = from_bytes(body[:65536]).best()
-    name = _codec(best.encoding) if best is not None else ""
+    name = codec_name(best.encoding) if best is not None else ""
     name = name or "cp1252"
     return body.decode(name, "replace"), name
 
@@ -175,25 +149,6 @@ def parse_html(text: str) -> lxml.html.HtmlElement | None:
     except (lxml.etree.ParserError, ValueError):
         return None
     return root if root is not None and isinstance(root, lxml.html.HtmlElement) else None
-
-
-def parse_datetime(value: str) -> dt.datetime | None:
-    """An ISO 8601 date or date-time (as meta tags and JSON-LD write them) in UTC; None when it is not one."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    value = re.sub(r"Z$", "+00:00", value)
-    value = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", value)  # +0200 -> +02:00
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _meta(tree: lxml.html.HtmlElement) -> dict[str, str]:
@@ -255,16 +210,16 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
 
     published = None
     for obj in ld:
-        published = parse_datetime(str(obj.get("datePublished", "")))
+        published = parse_date(str(obj.get("datePublished", "")))
         if published:
             break
     for key in _DATE_META:
         if published:
             break
-        published = parse_datetime(meta.get(key, ""))
+        published = parse_date(meta.get(key, ""))
     if published is None:
         for element in tree.iter("time"):
-            published = parse_datetime(element.get("datetime", ""))
+            published = parse_date(element.get("datetime", ""))
             if published:
                 break
 
@@ -296,78 +251,6 @@ def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
     return {"canonical_url": canonical, "published_at": published, "authors": tuple(authors[:20]), "language": language}
 
 
-# Elements that never hold article text, removed before extraction (in C, with lxml) so that trafilatura's many
-# XPath passes walk a smaller tree. JSON-LD scripts stay: trafilatura's baseline reads articleBody from them.
-# The rest of the list are elements trafilatura's own cleaning deletes anyway (settings.MANUALLY_CLEANED).
-_NEVER_TEXT = (
-    "style",
-    "noscript",
-    "svg",
-    "template",
-    "link",
-    "meta",
-    "iframe",
-    "canvas",
-    "video",
-    "audio",
-    "picture",
-    "source",
-    "object",
-    "embed",
-    "select",
-    "button",
-    "input",
-    "textarea",
-    "aside",
-    "footer",
-    "menu",
-    "nav",
-    "applet",
-    "map",
-    "area",
-    "blink",
-    "datalist",
-    "dialog",
-    "frame",
-    "frameset",
-    "label",
-    "marquee",
-    "noindex",
-    "optgroup",
-    "option",
-    "output",
-    "param",
-    "progress",
-    "rp",
-    "rt",
-    "rtc",
-    "track",
-    "use",
-)
-
-
-def _prune(tree: lxml.html.HtmlElement) -> None:
-    lxml.etree.strip_elements(tree, *_NEVER_TEXT, with_tail=False)
-    for script in list(tree.iter("script")):
-        if (script.get("type") or "").strip().lower() != "application/ld+json":
-            script.drop_tree()
-
-
-def extract_body(tree: lxml.html.HtmlElement, url: str = "") -> str:
-    """The article body of a parsed page as plain text, paragraphs separated by blank lines ('' when none).
-
-    trafilatura in fast mode with comments off: measured on the extraction benchmark it is ahead of trafilatura's
-    default and precision settings in F1, and faster (`python benchmarks/extract.py`). It works on a copy.
-    """
-    import trafilatura  # imported here: loading it costs about a second, paid only by runs that extract
-
-    text = trafilatura.extract(tree, url=url or None, fast=True, include_comments=False, output_format="txt")
-    if not text:
-        return ""
-    # trafilatura puts one paragraph per line; our articles separate paragraphs with a blank line.
-    return "\n\n".join(line.strip() for line in text.split("\n") if line.strip())
-
-
 def extract_page(html: bytes, url: str = "", content_type: str = "") -> ExtractedPage:
     """The body and metadata of one HTML page (bytes as received; `content_type` as sent, for its charset)."""
     text, charset = decode_html(html, content_type)
@@ -375,7 +258,7 @@ def extract_page(html: bytes, url: str = "", content_type: str = "") -> Extracte
     if tree is None:
         return ExtractedPage(text="", charset=charset)
     metadata = _metadata(tree, url)
-    _prune(tree)
+    prune(tree)
     return ExtractedPage(text=extract_body(tree, url), charset=charset, **metadata)
 
 
@@ -456,15 +339,6 @@ def wants_page(article: Article, mode: str, min_chars: int) -> bool:
     return mode == "always" or feed_text_chars(article.text) < min_chars
 
 
-def page_keys(article: Article) -> list[tuple[str, int]]:
-    """The key index entries (column, key hash) that say an entry was written before: its id and canonical URL."""
-    return [
-        (column, key_hash(value))
-        for column, value in zip(INDEX_KEY_COLUMNS[:2], (article.article_id, article.url))
-        if value
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
 class PageResult:
     """The outcome of fetching one page: `page` on success, else `reason` (a dead-letter reason) and `message`."""
@@ -477,12 +351,6 @@ class PageResult:
     message: str = ""
     retry_after: float | None = None
     truncated: bool = False
-
-
-class PageError(Exception):
-    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.reason, self.message, self.status, self.retry_after = reason, message, status, retry_after
 
 
 class HostLimiter:
@@ -541,7 +409,7 @@ class PageFetcher:
         """Fetch and extract one page; never raises."""
         try:
             return self._fetch(url)
-        except PageError as err:
+        except FetchError as err:
             return PageResult(
                 url, status=err.status, reason=err.reason, message=err.message, retry_after=err.retry_after
             )
@@ -561,7 +429,7 @@ class PageFetcher:
         while True:
             check_url(current, self._allow)  # every hop, before anything is sent; the session checks again at connect
             if s.robots and not self._robots_allow(current):
-                raise PageError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
+                raise FetchError(ROBOTS_DISALLOWED, f"robots.txt disallows {current[:300]}")
             host = (urllib.parse.urlsplit(current).hostname or "").lower()
             wait = None
             with self._limiter.slot(host), Deadline(s.total_timeout):
@@ -573,7 +441,7 @@ class PageFetcher:
                     if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                         redirects += 1
                         if redirects > s.max_redirects:
-                            raise PageError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
+                            raise FetchError(PAGE_FETCH_ERROR, f"more than {s.max_redirects} redirects", status)
                         current = urllib.parse.urljoin(current, response.headers["Location"])
                         continue
                     if status in (429, 503):
@@ -581,21 +449,21 @@ class PageFetcher:
                         if wait is not None:
                             self._limiter.push_back(host, wait)
                         if retried or wait is None or wait > s.max_retry_after:
-                            raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
+                            raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status, wait)
                     elif status >= 400:
-                        raise PageError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
+                        raise FetchError(PAGE_FETCH_ERROR, f"HTTP {status}", status)
                     else:
                         content_type = response.headers.get("Content-Type", "")
                         media = content_type.split(";")[0].strip().lower()
                         if media not in HTML_TYPES:
-                            raise PageError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
-                        body, truncated = _read_capped(response, s.max_bytes)
+                            raise FetchError(NOT_HTML, f"Content-Type {media or '(none)'} is not HTML", status)
+                        body, truncated = read_capped(response, s.max_bytes, keep_start=True)
                         try:
                             page = extract_page(body, current, content_type)
                         except Exception as err:  # noqa: BLE001 - a page no parser copes with is a dead letter
-                            raise PageError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
+                            raise FetchError(EXTRACTION_FAILED, f"{type(err).__name__}: {err}"[:300], status) from err
                         if not page.text:
-                            raise PageError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
+                            raise FetchError(EXTRACTION_FAILED, f"no article text found in {len(body)} bytes", status)
                         return PageResult(url, current, status, page, truncated=truncated)
             # Retry-After: once, after waiting outside the host's slot (the wait does not hold a connection).
             retried = True
@@ -630,8 +498,8 @@ class PageFetcher:
                         return parser
                     if response.status_code >= 400:
                         return None
-                    body, _ = _read_capped(response, 512 * 1024)
-        except (BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
+                    body, _ = read_capped(response, 512 * 1024, keep_start=True)
+        except (FetchError, BlockedAddress, DeadlineExceeded, requests.RequestException, OSError, ValueError):
             return None  # the page fetch that follows reports what is wrong with the host
         parser.parse(body.decode("utf-8", "replace").splitlines())
         return parser
@@ -649,17 +517,6 @@ def _caused_by(err: BaseException, kind: type) -> BaseException | None:
         err = err.__cause__ or err.__context__
         seen += 1
     return None
-
-
-def _read_capped(response: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the (decompressed) body, and whether there was more."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
 
 
 def apply_page(article: Article, result: PageResult) -> tuple[Article, DeadLetter | None]:
@@ -743,7 +600,7 @@ class _SelectFn(beam.DoFn):
         mode = self._modes.get(article.feed_url) or self._settings.mode
         if not wants_page(article, mode, self._settings.min_chars):
             yield article
-        elif any(key in self._written.get(written_keys) for key in page_keys(article)):
+        elif any(key in self._written.get(written_keys) for key in identity_keys(article)):
             self._skipped_written.inc()  # dropped later as already written: its page is not fetched again
             yield article
         else:
@@ -812,7 +669,7 @@ class FetchArticlePages(beam.PTransform):
     """Articles in (raw, as parsed); the same articles out, with their page's text where it was fetched.
 
     `feeds` gives each feed's own `extract` mode (a FeedSource's `extract`, empty for the config's). `written_keys`
-    is a PCollection of identity keys (`i:<article_id>`, `u:<url>`) already in the output: those entries are never
+    is a PCollection of identity keys (article.identity_keys: (index column, key hash)) already in the output: those are never
     fetched again (DeduplicateArticles drops them later). `group_by_url` (batch) fetches a URL once per run even
     across workers; streaming leaves it off (there is no end to group by) and relies on each instance's cache.
     """

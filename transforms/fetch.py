@@ -6,10 +6,11 @@ decoded body size (so a gzip bomb is refused too), a capped number of redirects,
 backoff and jitter on transient failures. A rate limit (429) or a Retry-After longer than `max_retry_after` is not
 waited for inside the run: the dead letter carries the wait, and feed health moves the feed's next due time.
 
-Every connection goes through transforms/netguard.py: no hop of a redirect chain may reach a non-public address
+Every connection goes through transforms/netguard/: no hop of a redirect chain may reach a non-public address
 (loopback, private, link-local, metadata, ...) unless `fetch.allow` lists it. A feed configured with a non-public
 address (an intranet feed) is allowed, and so are its redirects back to that host. Every failure is a `FetchError`
-with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLetter`.
+(transforms/fetching.py, shared with the page fetcher) with a short snake_case `reason`; FetchFeeds turns it into a
+feed-level `DeadLetter`.
 
     python -m pytest tests/transforms/test_fetch.py -q
 """
@@ -17,7 +18,6 @@ with a short snake_case `reason`; FetchFeeds turns it into a feed-level `DeadLet
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import random
 import time
 import urllib.parse
@@ -28,13 +28,14 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import requests
-import urllib3
 from apache_beam.metrics import Metrics
 
 from transforms import __version__, netguard
-from transforms.article import DEAD_LETTER_TAG, DeadLetterOutput, FeedSource, reject, utcnow
+from transforms.clock import utcnow
 from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
-from transforms.netguard import retry_after_seconds  # noqa: F401 (part of this module's API)
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, dead_letter_on_error, reject
+from transforms.feed import FeedSource, FetchedFeed
+from transforms.fetching import FetchError, TransientFetchError, read_capped, retry_after_seconds
 
 STAGE = "fetch"
 
@@ -47,7 +48,6 @@ ACCEPT = (
     "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
 )
 
-_CHUNK_BYTES = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 
@@ -57,28 +57,6 @@ _LOCAL_CONTENT_TYPES = {
     ".json": "application/feed+json",
     ".rdf": "application/rdf+xml",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class FetchedFeed:
-    """The raw bytes of one feed as fetched, with what the parser needs to decode them."""
-
-    source: FeedSource
-    url: str  # final URL after redirects (the path as given for local files)
-    status: int | None  # None for local files
-    content_type: str  # exactly as sent, charset parameter included
-    body: bytes  # decoded (gunzipped) body
-    fetched_at: dt.datetime
-    headers: tuple[tuple[str, str], ...] = ()  # INTERESTING_HEADERS present in the response, in that order
-
-    @property
-    def not_modified(self) -> bool:
-        """True for a 304 answer to a conditional request: nothing new, and no body."""
-        return self.status == 304
-
-    def header(self, name: str) -> str:
-        """A kept response header, '' when absent (names compare case-insensitively)."""
-        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,24 +81,6 @@ class FetchSettings:
 
     def __post_init__(self):
         netguard.AllowList.parse(self.allow)  # ValueError names a bad entry when the config is read
-
-
-class FetchError(Exception):
-    """A feed that could not be fetched. `reason` is a short snake_case code used in dead letters and counters."""
-
-    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after  # the server's requested wait, kept so the scheduler can honour it
-
-
-class _TransientError(FetchError):
-    """A failure worth another attempt; `retry_after` is the server's requested wait, if it gave one."""
-
-    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(reason, message, status, retry_after)
 
 
 class Fetched(NamedTuple):
@@ -202,13 +162,15 @@ def _fetch_http(
         budget = min(settings.total_timeout, budget_end - time.monotonic())
         try:
             if budget <= 0:
-                raise _TransientError("timeout", f"feed budget of {settings.feed_budget:g}s spent")
+                raise TransientFetchError("timeout", f"feed budget of {settings.feed_budget:g}s spent")
             try:
                 with netguard.Deadline(budget):
                     return _fetch_once(source, settings, session)
             except netguard.DeadlineExceeded as err:
-                raise _TransientError("timeout", f"no complete answer from {source.url} within {budget:.3g}s") from err
-        except _TransientError as err:
+                raise TransientFetchError(
+                    "timeout", f"no complete answer from {source.url} within {budget:.3g}s"
+                ) from err
+        except TransientFetchError as err:
             delay = err.retry_after if err.retry_after is not None else backoff_delay(settings.backoff, attempt)
             if attempt >= settings.retries or time.monotonic() + delay >= budget_end:
                 raise FetchError(
@@ -231,7 +193,7 @@ def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.S
                 url = _redirect_target(session, response)
                 continue
             _check_status(response, settings)
-            body = b"" if response.status_code == 304 else _read_capped(response, settings)
+            body = b"" if response.status_code == 304 else read_capped(response, settings.max_bytes)[0]
             return FetchedFeed(
                 source=source,
                 url=response.url,
@@ -269,11 +231,11 @@ def _get(session: requests.Session, url: str, settings: FetchSettings, headers: 
     except netguard.BlockedAddress as err:
         raise FetchError(netguard.REASON, f"refused {url}: {err}") from err
     except requests.exceptions.Timeout as err:  # before ConnectionError: ConnectTimeout is both
-        raise _TransientError("timeout", f"no answer from {url} in time: {err}") from err
+        raise TransientFetchError("timeout", f"no answer from {url} in time: {err}") from err
     except requests.exceptions.SSLError as err:  # a bad certificate will not fix itself in a second
         raise FetchError("ssl_error", str(err)) from err
     except requests.exceptions.ConnectionError as err:
-        raise _TransientError("connection_error", f"cannot connect to {url}: {err}") from err
+        raise TransientFetchError("connection_error", f"cannot connect to {url}: {err}") from err
     except requests.exceptions.InvalidURL as err:  # e.g. no host, bad port: the scheme was checked already
         raise FetchError("invalid_url", str(err)) from err
     except requests.exceptions.RequestException as err:
@@ -308,40 +270,10 @@ def _check_status(response: requests.Response, settings: FetchSettings) -> None:
                 status,
                 wait,
             )
-        raise _TransientError("http_error", where, status, retry_after=wait)
+        raise TransientFetchError("http_error", where, status, retry_after=wait)
     if status >= 500:
-        raise _TransientError("http_error", where, status)
+        raise TransientFetchError("http_error", where, status)
     raise FetchError("http_error", where, status)
-
-
-def _read_capped(response: requests.Response, settings: FetchSettings) -> bytes:
-    """The decoded body, refused as soon as it passes max_bytes (the attempt's Deadline bounds the time)."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) > settings.max_bytes:
-        raise FetchError(
-            "too_large", f"Content-Length {declared} exceeds {settings.max_bytes} bytes", response.status_code
-        )
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        # urllib3's read1 decodes gzip/deflate as it goes and bounds how much one compressed read may inflate
-        # to, so the cap counts decoded bytes and a gzip bomb stops early.
-        while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
-            size += len(chunk)
-            if size > settings.max_bytes:
-                raise FetchError(
-                    "too_large", f"body exceeds {settings.max_bytes} bytes (decoded)", response.status_code
-                )
-            chunks.append(chunk)
-    except urllib3.exceptions.ReadTimeoutError as err:
-        raise _TransientError("timeout", f"body read timed out: {err}", response.status_code) from err
-    except urllib3.exceptions.DecodeError as err:
-        raise FetchError("decode_error", f"cannot decode body: {err}", response.status_code) from err
-    except urllib3.exceptions.SSLError as err:
-        raise FetchError("ssl_error", str(err), response.status_code) from err
-    except urllib3.exceptions.ProtocolError as err:  # connection reset, body shorter than Content-Length, ...
-        raise _TransientError("connection_error", f"connection lost in body: {err}", response.status_code) from err
-    return b"".join(chunks)
 
 
 def _file_url_path(url: str) -> Path:
@@ -376,6 +308,14 @@ def _read_local(source: FeedSource, path: Path, settings: FetchSettings) -> Fetc
     )
 
 
+def unexpected_error(source: FeedSource, err: Exception) -> DeadLetter:
+    """The dead letter of a feed whose fetch raised something other than a FetchError: a bug or a library surprise
+    costs one feed, never the run."""
+    counter(FEEDS_FAILED).inc()
+    Metrics.counter(STAGE, "failed_unexpected_error").inc()
+    return reject(STAGE, "unexpected_error", feed_url=str(source.url), error=err)
+
+
 class FetchFeedFn(beam.DoFn):
     """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance."""
 
@@ -389,14 +329,12 @@ class FetchFeedFn(beam.DoFn):
     def setup(self):
         self._session = make_session(self._settings)
 
+    @dead_letter_on_error(unexpected_error)
     def process(self, source: FeedSource) -> Iterator[FetchedFeed | DeadLetterOutput]:
         try:
             feed = fetch_feed(source, self._settings, self._session)
         except FetchError as err:  # blocked_address among them: a refused target never has a body to keep
             yield self._dead_letter(source, err.reason, err.message, err.status, err.retry_after)
-            return
-        except Exception as err:  # noqa: BLE001 - a bug or a library surprise must cost one feed, not the run
-            yield self._dead_letter(source, "unexpected_error", f"{type(err).__name__}: {err}", None)
             return
         self._ok.inc()
         self._bytes.inc(len(feed.body))

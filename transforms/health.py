@@ -12,9 +12,8 @@ import dataclasses
 from collections.abc import Iterable
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
 
-from transforms.article import DeadLetter
+from transforms.dead_letter import DeadLetter
 from transforms.feed_report import FeedReport
 
 
@@ -41,12 +40,13 @@ def _merge(element: tuple[str, dict[str, list]]) -> Iterable[FeedReport]:
 
 
 class ReportFeedHealth(beam.PTransform):
-    """(reports, dead letters of feeds, articles to be written) -> one FeedReport per feed with `new_entries`."""
+    """(reports, dead letters of feeds, (feed URL, articles written) pairs) -> one FeedReport per feed with
+    `new_entries`."""
 
-    def __init__(self, dead_letters: beam.PCollection, written: beam.PCollection):
+    def __init__(self, dead_letters: beam.PCollection, new_entries: beam.PCollection):
         super().__init__()
         self._dead_letters = dead_letters
-        self._written = written
+        self._new_entries = new_entries
 
     def expand(self, reports: beam.PCollection) -> beam.PCollection:
         failures = (
@@ -55,12 +55,7 @@ class ReportFeedHealth(beam.PTransform):
             | "FailureReports" >> beam.Map(failure_report)
         )
         all_reports = (reports, failures) | "AllReports" >> beam.Flatten() | beam.Map(lambda r: (r.feed_url, r))
-        new_counts = (
-            self._written
-            | "Unwindow" >> beam.WindowInto(GlobalWindows())
-            | "FeedOf" >> beam.Map(lambda a: a.feed_url)
-            | "CountByFeed" >> beam.combiners.Count.PerElement()
-        )
+        new_counts = self._new_entries | "CountByFeed" >> beam.CombinePerKey(sum)
         return (
             {"report": all_reports, "new": new_counts}
             | "JoinByFeed" >> beam.CoGroupByKey()

@@ -18,7 +18,8 @@ from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.periodicsequence import PeriodicImpulse, RebaseMode
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from transforms.article import Article, FeedSource
+from transforms.article import Article
+from transforms.feed import FeedSource
 
 STAGE = "stream"
 

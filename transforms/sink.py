@@ -34,14 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.value_provider import StaticValueProvider
 
-from transforms.article import (
-    ARTICLE_SCHEMA,
-    DEAD_LETTER_SCHEMA,
-    Article,
-    DeadLetter,
-    article_row,
-    dead_letter_row,
-)
+from transforms.article import ARTICLE_SCHEMA, Article, article_row
 from transforms.counters import (
     ARTICLES_WRITTEN,
     BY_DEAD_LETTER_REASON,
@@ -52,6 +45,7 @@ from transforms.counters import (
     DEAD_LETTER_PAGES,
     counter,
 )
+from transforms.dead_letter import DEAD_LETTER_SCHEMA, DeadLetter, dead_letter_row
 
 ARTICLES_DIR = "articles"
 DEAD_LETTER_DIR = "dead_letter"

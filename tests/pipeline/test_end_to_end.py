@@ -13,7 +13,8 @@ import pytest
 
 from pipeline.cli import main
 from tests.feed_server import FeedServer
-from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA
+from transforms.article import ARTICLE_SCHEMA
+from transforms.dead_letter import DEAD_LETTER_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "configs" / "samples"

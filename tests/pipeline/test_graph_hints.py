@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.build import build
 from pipeline.config import DEFAULT_CONFIG, load_config
 from pipeline.streaming import build_streaming
-from transforms.article import utcnow
+from transforms.clock import utcnow
 from transforms.poll import StreamSettings
 
 # What Beam logs for hints it ignores or cannot read (apache_beam/typehints/decorators.py, ptransform.py).
@@ -53,7 +53,7 @@ def test_streaming_graph_builds_type_checked_without_hint_warnings(config, caplo
     assert _hint_warnings(caplog) == []
 
 
-def test_main_outputs_are_typed_as_their_element(config):
+def test_main_outputs_are_typed_as_their_element(config):  # the batch plane's steps
     """A DoFn's tagged outputs do not leak into its main output's type (what broke on Beam 2.78)."""
     p = beam.Pipeline()
     build(p, config, "hints", utcnow())
@@ -65,6 +65,7 @@ def test_main_outputs_are_typed_as_their_element(config):
             visit(part)
 
     visit(p.transforms_stack[0])
-    clean = by_label["Ingest/Clean/CleanText"]
-    assert clean.outputs[None].element_type.__name__ == "Article"
-    assert "TaggedOutput" not in str(by_label["Ingest/Classify/DetectLanguage"].outputs[None].element_type)
+    assert by_label["Stage/Feeds"].outputs[None].element_type.__name__ == "StagedChunk"
+    assert by_label["Decide/Decide"].outputs[None].element_type.__name__ == "WindowShard"
+    for label in ("Stage/Feeds", "Decide/Decide"):
+        assert "TaggedOutput" not in str(by_label[label].outputs[None].element_type)

@@ -84,7 +84,7 @@ def test_report_of_the_sample_run_opens_offline_with_its_numbers(tmp_path, brows
     # Progress was drawn on the "terminal": every feed fetched and the articles of each stage.
     shown = terminal.getvalue().replace("\r", "\n")
     assert f"feeds fetched {record['feeds_configured']}/{record['feeds_configured']}" in shown
-    assert f"parsed {record['counters']['parse/articles']}" in shown
+    assert f"staged {record['counters']['classify/articles']}" in shown
 
     path = Path(OutputLayout(str(output)).report_page)
     opened = open_report(browser, path, tmp_path / "sample.png")
@@ -282,15 +282,15 @@ def test_a_thousand_runs_and_500_feeds_stay_small(tmp_path, browser):
 def test_progress_off_a_terminal_prints_one_line_a_minute_at_most():
     clock = [0.0]
     out = io.StringIO()
-    progress = Progress(7, lambda: {"feeds": 3, "parsed": 40}, stream=out, clock=lambda: clock[0])
+    progress = Progress(7, lambda: {"feeds": 3, "staged": 40}, stream=out, clock=lambda: clock[0])
     for t in (0, 20, 59, 61, 90, 120, 122, 150, 185):
         clock[0] = t
         progress.poll()
     lines = out.getvalue().splitlines()
     assert lines == [
-        "newsbeam: progress after 61s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
-        "newsbeam: progress after 122s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
-        "newsbeam: progress after 185s: feeds 3/7 · parsed 40 · cleaned 0 · classified 0 · kept 0 · dead letters 0",
+        "newsbeam: progress after 61s: feeds 3/7 · staged 40 · kept 0 · dead letters 0",
+        "newsbeam: progress after 122s: feeds 3/7 · staged 40 · kept 0 · dead letters 0",
+        "newsbeam: progress after 185s: feeds 3/7 · staged 40 · kept 0 · dead letters 0",
     ]
 
 
@@ -309,7 +309,7 @@ def test_progress_reads_a_finished_pipelines_beam_counters():
     from pipeline.progress import beam_counts
 
     def count(x):
-        Metrics.counter("parse", "articles").inc()
+        Metrics.counter("classify", "articles").inc()
         Metrics.counter("fetch", "feeds_ok" if x % 2 else "feeds_failed").inc()
         return x
 
@@ -317,7 +317,7 @@ def test_progress_reads_a_finished_pipelines_beam_counters():
     _ = pipeline | beam.Create(range(5)) | beam.Map(count)
     result = pipeline.run()
     result.wait_until_finish()
-    assert beam_counts(result) == {"feeds": 5, "parsed": 5, "cleaned": 0, "classified": 0, "kept": 0, "dead letters": 0}
+    assert beam_counts(result) == {"feeds": 5, "staged": 5, "kept": 0, "dead letters": 0}
 
 
 def test_report_command_line_errors_are_one_line_and_exit_2(tmp_path, capsys):

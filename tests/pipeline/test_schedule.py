@@ -2,7 +2,6 @@
 
 import datetime as dt
 import random
-from types import SimpleNamespace
 
 from pipeline.schedule import (
     FeedHealth,
@@ -13,8 +12,8 @@ from pipeline.schedule import (
     schedule_feeds,
     use_validators,
 )
+from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
-from transforms.fetch import FeedSource
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
 S = HealthSettings()
@@ -78,14 +77,11 @@ def test_schedule_feeds_skips_feeds_not_due_and_sends_trusted_validators():
         NOW,
         HealthSettings(poll_seconds=3600),
     )
-    config = SimpleNamespace(
-        feeds=[FeedSource("a", "https://a.test/feed"), FeedSource("b", "https://b.test/feed")],
-        schedule=HealthSettings(poll_seconds=3600),
-    )
-    health = {"https://a.test/feed": due_later}
-    due, skipped = schedule_feeds(config, health, NOW + dt.timedelta(minutes=10), poll_all=False)
+    feeds = [FeedSource("a", "https://a.test/feed"), FeedSource("b", "https://b.test/feed")]
+    settings, health = HealthSettings(poll_seconds=3600), {"https://a.test/feed": due_later}
+    due, skipped = schedule_feeds(feeds, settings, health, NOW + dt.timedelta(minutes=10), poll_all=False)
     assert ([f.url for f in due], [f.url for f in skipped]) == (["https://b.test/feed"], ["https://a.test/feed"])
-    [first, second] = schedule_feeds(config, health, NOW + dt.timedelta(minutes=10), poll_all=True)[0]
+    [first, second] = schedule_feeds(feeds, settings, health, NOW + dt.timedelta(minutes=10), poll_all=True)[0]
     assert (first.etag, second.etag) == ('"e"', "")
 
 

@@ -25,12 +25,13 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from pipeline.build import build
 from pipeline.config import Config
 from pipeline.streaming import build_streaming
-from transforms.article import NOW_ENV, UTC, stable_id
-from transforms.fetch import FeedSource
+from transforms.article import stable_id
+from transforms.clock import NOW_ENV, UTC
+from transforms.feed import FeedSource
 from transforms.poll import PollOverride, StreamSettings
 
 # FetchFeeds stamps each article with the time it fetched it, and that is what the too-late rule compares with:
-# the clock is fixed at NOW (NEWSBEAM_NOW, which transforms.article.utcnow reads) and the story told around hour H.
+# the clock is fixed at NOW (NEWSBEAM_NOW, which transforms.clock.utcnow reads) and the story told around hour H.
 NOW = dt.datetime(2026, 11, 20, 12, 20, 30, tzinfo=UTC)
 H = NOW.replace(minute=0, second=0, microsecond=0)
 

@@ -1,4 +1,4 @@
-"""`newsbeam run --streaming` on the Python DirectRunner, as the README tells a user to try streaming mode on a laptop:
+"""`newsbeam run --streaming` on the Python DirectRunner, as docs/streaming.md tells a user to try streaming mode on a laptop:
 PeriodicImpulse polls a real loopback feed for real, each window is written, and `streaming.stop_after` ends the run
 by itself. (Streaming runs poll on the wall clock, so the entries are dated a few minutes before it.)"""
 
@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 import duckdb
 
 from pipeline.cli import main
-from transforms.article import UTC
+from transforms.clock import UTC
 
 TEXT = "The harbour authority opened the new ferry terminal on Monday after two years of building work and delays."
 

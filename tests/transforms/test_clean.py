@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import transforms.clean as clean_module
 from tests.conftest import art, counter
-from transforms.article import DEAD_LETTER_TAG, Article, DeadLetter
+from transforms.article import Article
 from transforms.clean import (
     CleanArticles,
     CleanSettings,
@@ -21,6 +21,7 @@ from transforms.clean import (
     html_to_text,
     remove_furniture,
 )
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SEED = SHARED / "data" / "seed" / "000_0ba629fe7179814c.txt"

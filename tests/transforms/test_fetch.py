@@ -15,18 +15,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import counter
 from tests.feed_server import FeedServer
-from transforms.article import DEAD_LETTER_TAG, UTC, DeadLetter
-from transforms.fetch import (
-    FeedSource,
-    FetchError,
-    FetchFeedFn,
-    FetchFeeds,
-    FetchSettings,
-    backoff_delay,
-    fetch_feed,
-    make_session,
-    retry_after_seconds,
-)
+from transforms.clock import UTC
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
+from transforms.feed import FeedSource
+from transforms.fetch import FetchFeedFn, FetchFeeds, FetchSettings, backoff_delay, fetch_feed, make_session
+from transforms.fetching import FetchError
 
 RSS = (
     '<?xml version="1.0" encoding="iso-8859-1"?>\n'
@@ -367,15 +360,6 @@ def test_local_file_over_size_cap_is_too_large(tmp_path):
 # Helpers
 
 
-def test_retry_after_seconds_reads_both_forms():
-    now = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-    assert retry_after_seconds("120", now) == 120.0
-    assert retry_after_seconds("Wed, 01 May 2024 12:01:30 GMT", now) == 90.0
-    assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now) == 0.0
-    assert retry_after_seconds("soon", now) is None
-    assert retry_after_seconds(None, now) is None
-
-
 def test_backoff_delay_grows_and_stays_in_its_jitter_band():
     assert backoff_delay(0.5, 0, rand=lambda: 0.0) == 0.25
     assert backoff_delay(0.5, 0, rand=lambda: 1.0) == 0.5
@@ -390,6 +374,7 @@ def test_unexpected_exception_becomes_a_dead_letter():
         def get(self, *args, **kwargs):
             raise RuntimeError("boom")
 
+    raised_at = ExplodingSession.get.__code__.co_firstlineno + 1  # the dead letter names the line that raised
     fn = FetchFeedFn(FAST)
     fn._session = ExplodingSession()  # instead of setup(): stands in for a bug anywhere below fetch_feed
     (output,) = fn.process(FeedSource("x", "http://127.0.0.1:1/feed.xml"))
@@ -399,7 +384,7 @@ def test_unexpected_exception_becomes_a_dead_letter():
     assert (letter.stage, letter.reason, letter.message, letter.run_id) == (
         "fetch",
         "unexpected_error",
-        "RuntimeError: boom",
+        f"RuntimeError: boom (at test_fetch.py:{raised_at} in get)",
         "",  # no stage stamps the run id: WriteDeadLetters does, when it writes the row
     )
 

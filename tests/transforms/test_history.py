@@ -1,33 +1,23 @@
-"""ReadWrittenKeys + DeduplicateArticles across runs: what the key index holds is not written again."""
+"""Across runs: what the key index holds is not written again (the batch plane's decisions)."""
 
 import datetime as dt
 
-import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import art, counter
-from transforms.article import INDEX_KEY_COLUMNS, UTC, Article, key_hash
-from transforms.counters import ALREADY_WRITTEN
-from transforms.dedup import DeduplicateArticles, content_hash
-from transforms.history import KEY_COLUMNS, ReadWrittenKeys, lookback_patterns
+from tests.conftest import art
+from tests.plane import run_plane
+from transforms.article import Article, key_hash
+from transforms.clock import UTC
+from transforms.dedup import content_hash, written_matches
+from transforms.neardup import NearDedupSettings
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
-def test_lookback_patterns_cover_the_dates():
-    patterns = lookback_patterns("/out/articles", NOW, 2 * 86400, future_days=1)
-    assert patterns == [f"/out/articles/date=2026-11-{d}/**.parquet" for d in (18, 19, 20, 21)]
-
-
-def test_the_reader_and_the_matcher_agree_on_the_columns():
-    assert KEY_COLUMNS == INDEX_KEY_COLUMNS
-
-
 def index_file(path, written: list[Article]):
-    """An index file as pipeline.state writes it (only the key columns matter here)."""
+    """An index file as pipeline.seen_index writes it (only the key columns matter here)."""
 
     def hashed(values):
         return pa.array([key_hash(v) if v else None for v in values], pa.int64())
@@ -56,28 +46,29 @@ def test_written_articles_are_dropped_by_id_url_or_hash_and_their_keys_reported_
         art("y" * 32, 0, text="same body"),  # same content
         art("z" * 32, 0, url="https://n.test/z", text="fresh"),
     ]
-    p = TestPipeline()
-    history = p | ReadWrittenKeys(index_file(tmp_path / "index.parquet", written))
-    result = p | beam.Create(incoming) | DeduplicateArticles(written=history)
-    assert_that(result.articles | beam.Map(lambda a: a.article_id[0]), equal_to(["z"]))
-    assert_that(
-        result.seen_keys,
-        equal_to(
-            [
-                ("id_key", key_hash("a" * 32)),
-                ("url_key", key_hash("https://n.test/b")),
-                ("content_key", key_hash(content_hash("", "same body"))),
-            ]
-        ),
-        label="Seen",
+    index = pq.read_table(index_file(tmp_path / "index.parquet", written))
+    result = run_plane(tmp_path / "run", incoming, NearDedupSettings(enabled=False), index=index)
+    assert [r["article_id"][0] for r in result.rows] == ["z"]
+    assert sorted((r["column"], r["key"]) for r in result.seen_keys) == sorted(
+        [
+            ("id_key", key_hash("a" * 32)),
+            ("url_key", key_hash("https://n.test/b")),
+            ("content_key", key_hash(content_hash("", "same body"))),
+        ]
     )
-    run = p.run()
-    run.wait_until_finish()
-    assert counter(run, ALREADY_WRITTEN) == 3
+    assert result.counters["dedup"]["already_written"] == 3
 
 
-def test_no_index_yet():
-    with TestPipeline() as p:
-        history = p | ReadWrittenKeys("")
-        result = p | beam.Create([art("a" * 32, 0)]) | DeduplicateArticles(written=history)
-        assert_that(result.articles | beam.Map(lambda a: a.article_id), equal_to(["a" * 32]))
+def test_the_index_is_streamed_past_the_run_keys_a_batch_at_a_time():
+    run_keys = {"id_key": np.array([5, 1, 9], np.int64), "url_key": np.array([], np.int64)}
+    batches = [
+        pa.table({"id_key": pa.array([1, 2, None], pa.int64())}),
+        pa.table({"id_key": pa.array([9], pa.int64())}),
+    ]
+    found = written_matches(run_keys, batches)
+    assert found["id_key"].tolist() == [1, 9] and found["url_key"].tolist() == []
+
+
+def test_no_index_yet(tmp_path):
+    result = run_plane(tmp_path, [art("a" * 32, 0)], NearDedupSettings(enabled=False))
+    assert [r["article_id"] for r in result.rows] == ["a" * 32] and "already_written" not in result.counters["dedup"]

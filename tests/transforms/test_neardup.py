@@ -1,5 +1,6 @@
 """DeduplicateNearCopies: shingles, signatures, similarity, the canonical choice, the composite on small clusters."""
 
+import collections
 import dataclasses
 import datetime as dt
 import os
@@ -7,23 +8,22 @@ import pickle
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art as base_art
-from tests.conftest import counters
+from tests.plane import run_plane
 from tests.transforms import neardup_texts as texts
-from transforms.article import UTC, Article, stable_id
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
+from transforms.dedup import DedupSettings
 from transforms.neardup import (
     SIGNATURE_SCHEMA,
-    DeduplicateNearCopies,
     Link,
     Member,
     NearDedupSettings,
@@ -37,6 +37,7 @@ from transforms.neardup import (
     has_signature,
     is_near_copy,
     lead_keys,
+    lookback_patterns,
     minhash_signature,
     minhash_signatures,
     outlet_of,
@@ -48,7 +49,8 @@ from transforms.neardup import (
     star_clusters,
     words,
 )
-from transforms.neardup.candidates import closest_partners, group_buckets, key_batches, shared_buckets
+from transforms.neardup.candidates import candidate_key_arrays, closest_partners
+from transforms.neardup.in_memory import candidate_pairs
 
 T0 = dt.datetime(2026, 11, 20, 8, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -263,26 +265,46 @@ def test_a_record_survives_pickling_whole():
     assert again == original and type(again) is type(original) and again.values().tolist() == original.values().tolist()
 
 
-def test_sharded_key_batches_hold_the_same_buckets_as_one_sort_of_all_keys():
-    # The composite groups key batches by shard instead of keys one by one: the buckets must be the same.
+def test_sharded_candidate_pairs_are_those_of_one_sort_of_all_keys():
+    # The decision step sorts one shard of the keys at a time (key % shards): the pairs must be the same.
+    settings = NearDedupSettings()
+    records = [record(a) for a in (ORIGINAL, SYNDICATED, OTHER_STORY, CHAIN_A, CHAIN_B, art("a", "Budget passed."))]
+    keys = candidate_key_matrix(records, settings)
+    ids = [r.article_id for r in records]
+    prior = np.array([False] * (len(records) - 1) + [True])
+    expected = candidate_pairs(keys, ids, prior, settings, shards=1)
+    assert expected  # the copies share buckets
+    for shards in (3, 32):
+        assert candidate_pairs(keys, ids, prior, settings, shards=shards) == expected
+
+
+def test_key_columns_give_the_keys_of_the_records():
+    # The decision step computes bucket keys from staged columns, never from records: the same keys.
     settings = NearDedupSettings()
     records = [record(a) for a in (ORIGINAL, SYNDICATED, OTHER_STORY, art("a", "Budget passed."))]
-    records.append(dataclasses.replace(record(SYNDICATED), prior=True))  # the same id from an earlier run too
-    keys = candidate_key_matrix(records, settings)
-    row = np.repeat(np.arange(len(records)), keys.shape[1])
-    expected = sorted(
-        sorted((records[i].article_id, records[i].prior) for i in row[b].tolist())
-        for b in group_buckets(keys.reshape(-1))
+    from_columns = candidate_key_arrays(
+        np.stack([r.values() for r in records]),
+        [r.language for r in records],
+        [r.lead for r in records],
+        [r.article_id for r in records],
+        settings,
     )
-    assert expected  # the copies share buckets
-    for shards in (1, 3, 32):
-        # Each record in its own batch, as different bundles would give them.
-        by_shard = [[] for _ in range(shards)]
-        for r in records:
-            for shard, batch in enumerate(key_batches([r], settings, shards)):
-                by_shard[shard].append(batch)
-        found = sorted(sorted(members) for batches in by_shard for members in shared_buckets(batches))
-        assert found == expected
+    assert np.array_equal(from_columns, candidate_key_matrix(records, settings))
+
+
+def test_the_batch_plane_finds_what_find_near_copies_finds(tmp_path):
+    articles = [ORIGINAL, SYNDICATED, OTHER_STORY, CHAIN_A, CHAIN_B, CHAIN_C, *SYNDICATION]
+    prior = [signature_from_row(signature_row(r)) for r in signature_records([MARKET_FRIDAY])]
+    current = [a for a in articles if a.article_id != "market-fri"]
+    expected = find_near_copies(signature_records(current), prior)
+    assert len(expected) >= 6
+    result = run_plane(tmp_path, current, NearDedupSettings(mode="mark"), NO_EXACT_DEDUP, prior=prior, chunk_size=3)
+    found = {
+        r["article_id"]: (r["cluster_id"], r["cluster_size"], r["duplicate_of"]) for r in result.rows if r["cluster_id"]
+    }
+    assert found == {
+        k: (v.cluster_id, v.cluster_size, "" if v.is_canonical else v.canonical_id) for k, v in expected.items()
+    }
 
 
 LONG_WIRE = art("long-wire", texts.long_wire()[1], title=texts.long_wire()[0], host="wire.test")
@@ -479,6 +501,12 @@ def test_copy_linking_to_the_wire_host_from_another_feed_is_not_held_to_the_same
     assert not is_near_copy(original, revision, strict)[0]
 
 
+def test_lookback_patterns_cover_the_dates():
+    now = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
+    patterns = lookback_patterns("/out/signatures", now, 2 * 86400, future_days=1)
+    assert patterns == [f"/out/signatures/date=2026-11-{d}/**.parquet" for d in (18, 19, 20, 21)]
+
+
 def test_signature_rows_round_trip_through_parquet_types():
     rec = dataclasses.replace(record(ORIGINAL), canonical_id="wire")
     table = pa.Table.from_pylist([signature_row(rec)], schema=SIGNATURE_SCHEMA)
@@ -517,34 +545,31 @@ def test_chain_preconditions():
 
 
 def run(articles, settings=NearDedupSettings(), prior=None, rows=None, signatures=None):
-    """The composite over `articles`, asserting the rows written (article_id, cluster_id, cluster_size,
-    duplicate_of) and the signatures' (article_id, canonical_id) when given; returns the neardup and dedup counters."""
+    """The batch plane's decisions over `articles` (exact dedup off: near copies alone), asserting the rows written
+    (article_id, cluster_id, cluster_size, duplicate_of) and the signatures kept for later runs (article_id,
+    canonical_id: in drop mode only the canonical ones are kept) when given; returns the neardup and dedup counters."""
     return run_all([dict(articles=articles, settings=settings, prior=prior, rows=rows, signatures=signatures)])
 
 
 def run_all(cases):
-    """Several runs of the composite as branches of one pipeline (one job: faster); counters add up across them."""
-    p = TestPipeline()
-    for i, case in enumerate(cases):
-        prior = case.get("prior")
-        prior_pc = p | f"Prior{i}" >> beam.Create(prior) if prior is not None else None
+    """Several runs, one after the other; counters add up across them."""
+    near, dedup = collections.Counter(), collections.Counter()
+    for case in cases:
         settings = case.get("settings") or NearDedupSettings()
-        result = (
-            p
-            | f"Articles{i}" >> beam.Create(case["articles"])
-            | f"NearDuplicates{i}" >> DeduplicateNearCopies(settings, prior_signatures=prior_pc)
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_plane(Path(tmp), case["articles"], settings, NO_EXACT_DEDUP, prior=case.get("prior"))
         if case.get("rows") is not None:
-            written = result.articles | f"Rows{i}" >> beam.Map(
-                lambda a: (a.article_id, a.cluster_id, a.cluster_size, a.duplicate_of)
-            )
-            assert_that(written, equal_to(case["rows"]), label=f"CheckRows{i}")
+            written = [(r["article_id"], r["cluster_id"], r["cluster_size"], r["duplicate_of"]) for r in result.rows]
+            assert sorted(written) == sorted(case["rows"])
         if case.get("signatures") is not None:
-            canonical = result.signatures | f"Canonical{i}" >> beam.Map(lambda r: (r.article_id, r.canonical_id))
-            assert_that(canonical, equal_to(case["signatures"]), label=f"CheckSignatures{i}")
-    outcome = p.run()
-    outcome.wait_until_finish()
-    return counters(outcome, "neardup"), counters(outcome, "dedup")
+            kept = [(a, c) for a, c in case["signatures"] if settings.mode == "mark" or a == c]
+            assert sorted((r["article_id"], r["canonical_id"]) for r in result.signatures) == sorted(kept)
+        near.update(result.counters["neardup"])
+        dedup.update(result.counters["dedup"])
+    return dict(near), dict(dedup)
+
+
+NO_EXACT_DEDUP = DedupSettings(by_url=False, by_guid=False, by_content=False)
 
 
 def cluster(root):

@@ -11,17 +11,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.article import UTC
-from transforms.fetch import FeedSource, FetchedFeed
-from transforms.parse import (
-    FeedStats,
-    ParseEntries,
-    ParseSettings,
-    iter_feed,
-    parse_date,
-    parse_feed,
-    resolve_event_time,
-)
+from transforms.clock import UTC
+from transforms.feed import FeedSource, FetchedFeed
+from transforms.parse import ParseEntries, iter_feed, parse_feed
+from transforms.readers.base import FeedStats, ParseSettings, resolve_event_time
 
 SHARED_FEEDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "feeds"
 FETCHED_AT = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -132,21 +125,6 @@ def test_declared_charset_is_honoured():
     )
     [article] = parse_feed(fetched(body, "application/rss+xml; charset=iso-8859-1")).articles
     assert article.title == "Café"
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("Seg, 24 Set 2018 19:42:40 -0300", dt.datetime(2018, 9, 24, 22, 42, 40, tzinfo=UTC)),
-        ("mar., 13 mars 2018 10:00:00 +0100", dt.datetime(2018, 3, 13, 9, 0, tzinfo=UTC)),
-        ("2026-11-20T10:00:00Z", dt.datetime(2026, 11, 20, 10, 0, tzinfo=UTC)),
-        ("2026-11-20", dt.datetime(2026, 11, 20, tzinfo=UTC)),
-        ("yesterday-ish", None),
-        ("", None),
-    ],
-)
-def test_parse_date(text, expected):
-    assert parse_date(text) == expected
 
 
 def test_resolve_event_time_order():

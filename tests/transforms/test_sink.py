@@ -12,7 +12,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from tests.conftest import T0, art
-from transforms.article import ARTICLE_SCHEMA, DEAD_LETTER_SCHEMA, UTC, reject
+from transforms.article import ARTICLE_SCHEMA
+from transforms.clock import UTC
+from transforms.dead_letter import DEAD_LETTER_SCHEMA, reject
 from transforms.sink import SinkSettings, WriteDeadLetters, WriteParquetPartitions, partition_depth, partition_path
 from transforms.window import WindowByEventTime, WindowSettings
 

@@ -19,9 +19,12 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from tests.conftest import art as base_art
 from tests.conftest import counter
 from tests.transforms import neardup_texts as texts
-from transforms.article import UTC, Article, DeadLetter, forget_at
+from transforms.article import Article
+from transforms.clock import UTC
+from transforms.dead_letter import DeadLetter
 from transforms.dedup import DeduplicateWithState, DedupSettings
-from transforms.fetch import FeedSource
+from transforms.expiry import forget_at
+from transforms.feed import FeedSource
 from transforms.neardup import NearDedupSettings
 from transforms.neardup.streaming import DropNearCopiesWithState
 from transforms.poll import PollOverride, StreamSettings, at_fetch_time, poll_schedule

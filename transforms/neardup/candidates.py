@@ -14,7 +14,6 @@ import collections
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
@@ -72,15 +71,22 @@ def lead_keys(record: SignatureRecord, count: int) -> list[int]:
 
 def lead_key_matrix(records: Sequence[SignatureRecord], count: int) -> np.ndarray:
     """(n, count) int64: `lead_keys` of each record, for a whole batch in a few numpy passes."""
-    leads = [np.frombuffer(r.lead, dtype="<u2") for r in records]
-    lengths = np.array([len(x) for x in leads], dtype=np.int64)
-    out = np.zeros((len(records), count), dtype=np.int64)
+    return lead_key_arrays(
+        [r.lead for r in records], [r.language for r in records], [r.article_id for r in records], count
+    )
+
+
+def lead_key_arrays(leads: Sequence[bytes], languages: Sequence[str], ids: Sequence[str], count: int) -> np.ndarray:
+    """`lead_key_matrix` from columns (each record's lead bytes, language and id), without records."""
+    n = len(leads)
+    lengths = np.fromiter((len(x) // 2 for x in leads), dtype=np.int64, count=n)
+    out = np.zeros((n, count), dtype=np.int64)
     if lengths.sum() > 1:
-        values = np.concatenate(leads).astype(np.uint64)
-        owner = np.repeat(np.arange(len(records)), lengths)
+        values = np.frombuffer(b"".join(leads), dtype="<u2").astype(np.uint64)
+        owner = np.repeat(np.arange(n), lengths)
         within = owner[:-1] == owner[1:]
         owner = owner[:-1][within]
-        salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64) ^ _LEAD_SALT
+        salts = language_salts(languages) ^ _LEAD_SALT
         with np.errstate(over="ignore"):
             keys = _mix(((values[:-1] << np.uint64(16)) | values[1:])[within] ^ salts[owner])
         order = np.lexsort((keys, owner))
@@ -91,23 +97,41 @@ def lead_key_matrix(records: Sequence[SignatureRecord], count: int) -> np.ndarra
         rank = np.arange(len(keys)) - np.searchsorted(owner, owner)
         take = rank < count
         out[owner[take], rank[take]] = keys[take].view(np.int64)
-        found = np.bincount(owner[take], minlength=len(records))
+        found = np.bincount(owner[take], minlength=n)
     else:
-        found = np.zeros(len(records), dtype=np.int64)
+        found = np.zeros(n, dtype=np.int64)
     for i in np.flatnonzero(found < count).tolist():
-        own = _stable64(records[i].article_id)
+        own = _stable64(ids[i])
         out[i, found[i] :] = [_mix_int(own + j) - (1 << 63) for j in range(count - found[i])]
     return out
+
+
+def language_salts(languages: Sequence[str]) -> np.ndarray:
+    """(n,) uint64: `language_salt` of each language."""
+    return np.fromiter((language_salt(x) for x in languages), dtype=np.uint64, count=len(languages))
 
 
 def candidate_key_matrix(records: Sequence[SignatureRecord], settings: NearDedupSettings) -> np.ndarray:
     """(n, keys_per_record) int64: every bucket key of each record, its `bands` band keys, then its `lead_keys`
     lead keys. Per batch: computed one record at a time, the keys cost more than the signature."""
-    salts = np.array([language_salt(r.language) for r in records], dtype=np.uint64)
     signatures = np.stack([r.values() for r in records]) if records else np.zeros((0, settings.num_perm), np.uint32)
-    keys = band_key_matrix(signatures, salts, settings.bands).view(np.int64)
+    return candidate_key_arrays(
+        signatures, [r.language for r in records], [r.lead for r in records], [r.article_id for r in records], settings
+    )
+
+
+def candidate_key_arrays(
+    signatures: np.ndarray,
+    languages: Sequence[str],
+    leads: Sequence[bytes],
+    ids: Sequence[str],
+    settings: NearDedupSettings,
+) -> np.ndarray:
+    """`candidate_key_matrix` from columns: an (n, num_perm) uint32 signature array and each record's language,
+    lead bytes and id."""
+    keys = band_key_matrix(signatures, language_salts(languages), settings.bands).view(np.int64)
     if settings.lead_keys:
-        keys = np.concatenate([keys, lead_key_matrix(records, settings.lead_keys)], axis=1)
+        keys = np.concatenate([keys, lead_key_arrays(leads, languages, ids, settings.lead_keys)], axis=1)
     return keys
 
 
@@ -161,43 +185,6 @@ def bucket_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     sizes = np.diff(np.concatenate((starts, [len(keys)])))
     multi = sizes > 1
     return order, starts[multi], sizes[multi]
-
-
-class KeyBatch(NamedTuple):
-    """The bucket keys of a batch of records that fall in one shard: `keys[i]` is a key of the record `ids[i]`."""
-
-    keys: np.ndarray  # int64
-    ids: list[str]
-    prior: np.ndarray  # bool
-
-
-def key_batches(records: Sequence[SignatureRecord], settings: NearDedupSettings, shards: int) -> list[KeyBatch]:
-    """Every bucket key of `records`, split by `key % shards` into one KeyBatch per shard: equal keys always fall in
-    the same shard, so a shard's batches hold whole buckets."""
-    keys = candidate_key_matrix(records, settings)
-    row = np.repeat(np.arange(len(records)), keys.shape[1])
-    keys = keys.reshape(-1)
-    shard = keys % shards
-    ids = [r.article_id for r in records]
-    prior = np.array([r.prior for r in records], dtype=bool)
-    batches = []
-    for s in range(shards):
-        in_shard = shard == s
-        rows = row[in_shard]
-        batches.append(KeyBatch(keys[in_shard], [ids[i] for i in rows.tolist()], prior[rows]))
-    return batches
-
-
-def shared_buckets(batches: Iterable[KeyBatch]) -> Iterator[list[tuple[str, bool]]]:
-    """The (article_id, prior) members of every bucket with two or more members among one shard's batches."""
-    batches = list(batches)
-    if not batches:
-        return
-    keys = np.concatenate([b.keys for b in batches])
-    prior = np.concatenate([b.prior for b in batches])
-    ids = [article_id for b in batches for article_id in b.ids]
-    for bucket in group_buckets(keys):
-        yield [(ids[i], bool(prior[i])) for i in bucket.tolist()]
 
 
 def group_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:

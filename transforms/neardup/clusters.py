@@ -7,7 +7,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from transforms.article import UTC, Article, stable_id
+from transforms.article import Article, stable_id
+from transforms.clock import UTC
 from transforms.neardup.records import SignatureRecord
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The whole stage on in-memory records, without Beam: what the benchmark measures and the tests check the composite
-against."""
+"""The whole stage without Beam, on in-memory records or on columns: what the batch pipeline runs (its decision step,
+on the columns it staged), what the benchmark measures and what the tests check against."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,44 +23,81 @@ def find_near_copies(
 ) -> dict[str, Verdict]:
     """The whole stage on in-memory records: verdicts for this run's articles that have near copies.
 
-    The same steps as the Beam composite (band keys, buckets, capped pairs, verification, star clusters, canonical
-    choice) with numpy in place of the shuffle; `prior` records are matched, never given a verdict. The benchmark
-    measures this, the tests check the composite against it. `stats`, when given, receives the counts.
-    """
+    Band keys, buckets, capped pairs, verification, star clusters, canonical choice; `prior` records are matched,
+    never given a verdict. `stats`, when given, receives the counts."""
     current_ids = {r.article_id for r in records}
     everything = list(records) + [dataclasses.replace(p, prior=True) for p in prior if p.article_id not in current_ids]
-    counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0}
-    if not everything:
-        if stats is not None:
-            stats.update(counts)
-        return {}
-    # Band keys carry their band's salt and lead keys another: one sort of all of them stands for the GroupByKey.
-    keys = candidate_key_matrix(everything, settings)
-    row_of = np.repeat(np.arange(len(everything)), keys.shape[1])
+    counts = _zero_counts()
+    verdicts: dict[str, Verdict] = {}
+    if everything:
+        keys = candidate_key_matrix(everything, settings)
+        ids = [r.article_id for r in everything]
+        pairs = candidate_pairs(keys, ids, np.array([r.prior for r in everything], dtype=bool), settings, counts)
+        by_id = {r.article_id: r for r in everything}
+        verdicts = verdicts_of_pairs(pairs, by_id.__getitem__, settings, counts)
+    if stats is not None:
+        stats.update(counts)
+    return verdicts
+
+
+def _zero_counts() -> dict[str, int]:
+    return {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
+
+
+def candidate_pairs(
+    keys: np.ndarray,
+    ids: Sequence[str],
+    prior: np.ndarray,
+    settings: NearDedupSettings = NearDedupSettings(),
+    counts: dict | None = None,
+    shards: int = 8,
+) -> list[tuple[str, str]]:
+    """The candidate pairs (smaller id first, sorted) of rows with (n, keys_per_record) bucket `keys`.
+
+    Buckets are found by sorting, one shard of the keys (`key % shards`) at a time: equal keys fall in one shard, so
+    each sort holds whole buckets and a fraction of the keys. Each article (the smaller id of a pair) keeps its
+    `closest_partners`."""
+    counts = counts if counts is not None else _zero_counts()
+    flat = keys.reshape(-1)
+    width = keys.shape[1] if keys.ndim == 2 else 1
     partners: dict[str, list[str]] = {}  # the smaller id of each pair -> the other, once per shared bucket
-    for bucket in group_buckets(keys.reshape(-1)):
-        members = [(everything[i].article_id, everything[i].prior) for i in row_of[bucket].tolist()]
-        found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
-        counts["buckets_capped"] += capped
-        for first, second in found:
-            partners.setdefault(first, []).append(second)
-    pairs = {
+    shard_of = flat % shards if shards > 1 else None
+    for shard in range(shards):
+        where = np.flatnonzero(shard_of == shard) if shard_of is not None else np.arange(len(flat))
+        for bucket in group_buckets(flat[where]):
+            rows = (where[bucket] // width).tolist()
+            found, capped = bucket_pairs(
+                [(ids[i], bool(prior[i])) for i in rows], settings.max_bucket_size, settings.bucket_window
+            )
+            counts["buckets_capped"] += capped
+            for first, second in found:
+                partners.setdefault(first, []).append(second)
+    return sorted(
         (first, second)
         for first, others in partners.items()
         for second in closest_partners(others, settings.max_partners)
-    }
-    by_id = {r.article_id: r for r in everything}
+    )
+
+
+def verdicts_of_pairs(
+    pairs: Sequence[tuple[str, str]],
+    record_of: Callable[[str], SignatureRecord],
+    settings: NearDedupSettings = NearDedupSettings(),
+    counts: dict | None = None,
+) -> dict[str, Verdict]:
+    """Verify each candidate pair (`record_of` gives an id's record), cluster the verified ones into stars and give
+    each current member its verdict."""
+    counts = counts if counts is not None else _zero_counts()
     links = []
-    for a, b in sorted(pairs):
+    for a, b in pairs:
         counts["candidate_pairs"] += 1
-        earlier, later = orient(by_id[a], by_id[b])
+        earlier, later = orient(record_of(a), record_of(b))
         verified, score = is_near_copy(earlier, later, settings)
         if verified:
             links.append(Link(member_of(earlier), member_of(later), score))
-    counts["pairs_verified"] = len(links)
+    counts["pairs_verified"] += len(links)
     verdicts: dict[str, Verdict] = {}
     for cluster in star_clusters(links, settings.follow_copies):
+        counts["clusters"] += 1
         verdicts.update(cluster_verdicts(cluster))
-    if stats is not None:
-        stats.update(counts)
     return verdicts

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 
-from transforms.article import UTC, Article
+from transforms.article import Article
+from transforms.clock import UTC
 from transforms.neardup.hashing import minhash_from_shingles, shingle_hashes
 from transforms.neardup.settings import NearDedupSettings
 

@@ -24,14 +24,16 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.article import Article, forget_at
+from transforms.article import Article
 from transforms.counters import DUPLICATES, NEAR_COPIES_DROPPED, NEAR_COPIES_MARKED, counter
+from transforms.expiry import forget_at
 from transforms.neardup.candidates import candidate_keys
 from transforms.neardup.records import SignatureRecord, signature_records
 from transforms.neardup.settings import NearDedupSettings
 from transforms.neardup.verification import is_near_copy
 
-# The dedup lookback's default (DedupSettings.lookback_seconds), without importing the dedup stage.
+# The near-duplicate lookback's default (`dedup.lookback`, DedupSettings.neardup_lookback_seconds), without importing
+# the dedup stage.
 DEFAULT_LOOKBACK_SECONDS = 14 * 86400
 
 

@@ -1,0 +1,513 @@
+"""Stage B of the batch graph: every decision of the run, on the compact key columns stage A staged.
+
+    decided = staged.chunks | "Decide" >> Decide(DecideSettings(...))
+
+One step reads the key files of all chunks (ids, 64-bit key hashes, times, signatures: about 700 bytes an article,
+never a body) into numpy and pyarrow arrays and decides, in this order, as the stages it replaces did:
+
+1. exact duplicates (transforms.dedup.exact_duplicates): passes by URL, then (feed, GUID), then content hash; the
+   earliest copy kept (ties: the smaller id), `duplicate_count` summed on the keeper;
+2. articles an earlier run wrote (the key index streamed past this run's keys: transforms.dedup.written_matches),
+   dropped, and the index keys seen again kept for the driver;
+3. near duplicates (transforms.neardup.in_memory): bucket keys of this run's signatures and of the prior signatures
+   that share one, candidate pairs by sorting, one shard of keys at a time, verification of the candidates only
+   (their records built from the columns), star clusters, verdicts.
+
+It writes, into the run's staging: the seen keys, the signatures later runs match against, and for each shard of
+windows (consecutive windows holding at most `shard_articles` articles) the table of rows to write (`uid` and the
+columns the decisions set). It emits one WindowShard per shard, and (feed URL, articles written) for feed health.
+The counters are the stages' own names, so the run summary reconciles as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Literal, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
+from pipeline.seen_index import SEEN_KEYS_SCHEMA
+from transforms.article import INDEX_KEY_COLUMNS
+from transforms.clock import UTC
+from transforms.counters import (
+    ALREADY_WRITTEN,
+    DUPLICATES,
+    NEAR_CLUSTERS,
+    NEAR_COPIES_DROPPED,
+    NEAR_COPIES_MARKED,
+    NEAR_MATCHED_PRIOR,
+    NEAR_REVISIONS,
+    counter,
+)
+from transforms.dedup import DedupSettings, exact_duplicates, written_matches
+from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings, SignatureRecord
+from transforms.neardup.candidates import candidate_key_arrays
+from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
+from transforms.neardup.prior import read_prior_signatures
+
+_TS = pa.timestamp("us", tz="UTC")
+NEW_ENTRIES_TAG = "new_entries"
+
+# The rows of a shard to write: `uid` (sorted) and what the decisions set.
+KEEP_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.int64(), nullable=False),
+        pa.field("duplicate_count", pa.int32()),
+        pa.field("cluster_id", pa.string()),
+        pa.field("cluster_size", pa.int32()),
+        pa.field("duplicate_of", pa.string()),
+    ]
+)
+
+
+class WindowShard(NamedTuple):
+    """What stage C writes: windows [first, last] (start times, microseconds), the staged row files that hold them,
+    and the file of rows to write."""
+
+    index: int
+    first_window_us: int
+    last_window_us: int
+    rows_paths: tuple[str, ...]
+    keep_path: str
+    articles: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DecideSettings:
+    """Where the decisions read and write, and the stages' settings. `prior_patterns`: file patterns of the prior
+    signatures inside the lookback (transforms.neardup.prior.lookback_patterns); `written_index`: the key index file
+    ('' when empty)."""
+
+    work_dir: str
+    seen_keys_dir: str
+    signatures_dir: str
+    run_id: str
+    dedup: DedupSettings = DedupSettings()
+    neardup: NearDedupSettings = NearDedupSettings()
+    written_index: str = ""
+    prior_patterns: tuple[str, ...] = ()
+    shard_articles: int = 50_000
+
+
+# What the first pass reads of every key file: everything but the signature's bytes.
+_DECISION_COLUMNS = [
+    "uid",
+    "article_id",
+    "feed_url",
+    "id_key",
+    "url_key",
+    "guid_key",
+    "content_key",
+    "published_at",
+    "window_start",
+    "language",
+    "word_count",  # 0: no signature
+]
+# What a signature record needs (read back only for the chunks' signed rows, a chunk at a time).
+_RECORD_COLUMNS = [
+    "article_id",
+    "language",
+    "signature",
+    "published_at",
+    "text_length",
+    "word_count",
+    "facts",
+    "outlet",
+    "lead",
+]
+
+
+def _ints(column: pa.ChunkedArray | pa.Array, fill: int = 0) -> np.ndarray:
+    if column.type != pa.int64():
+        column = column.cast(pa.int64())
+    return pc.fill_null(column, fill).to_numpy(zero_copy_only=False)
+
+
+def _ranks(strings: pa.ChunkedArray) -> np.ndarray:
+    """The rank of each string in sorted order (equal strings get different ranks, in row order)."""
+    order = pc.sort_indices(strings).to_numpy()
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
+    """(n, num_perm) uint32 from a binary column of equal-length signatures, without a Python object each."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros((0, num_perm), np.uint32)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.view("<u4").reshape(len(array), num_perm)
+
+
+def read_keys(chunks: Iterable[StagedChunk]) -> pa.Table:
+    """The decision columns of every staged chunk, in one table (chunk after chunk, in the given order)."""
+    tables = [read_parquet(c.keys_path, columns=_DECISION_COLUMNS) for c in chunks]
+    return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
+
+
+def read_index_batches(index_path: str) -> Iterator[pa.RecordBatch]:
+    """The key index's key columns, a record batch at a time."""
+    if not index_path:
+        return
+    with FileSystems.open(index_path, compression_type="uncompressed") as handle:
+        yield from pq.ParquetFile(handle).iter_batches(batch_size=65536, columns=list(INDEX_KEY_COLUMNS))
+
+
+class _Decisions:
+    """The decisions over one run's key table; `run()` fills the counters and the outputs."""
+
+    def __init__(self, keys: pa.Table, settings: DecideSettings):
+        self.keys = keys
+        self.settings = settings
+        self.n = len(keys)
+
+    def exact(self) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        keys, dedup = self.keys, self.settings.dedup
+        passes = []
+        for kind, enabled, column in (
+            ("url", dedup.by_url, "url_key"),
+            ("guid", dedup.by_guid, "guid_key"),
+            ("content", dedup.by_content, "content_key"),
+        ):
+            if enabled:
+                values = keys.column(column)
+                has = pc.is_valid(values).to_numpy(zero_copy_only=False)
+                passes.append((kind, _ints(values), has))
+        published = _ints(keys.column("published_at"), np.iinfo(np.int64).max)
+        found = exact_duplicates(passes, published, _ranks(keys.column("article_id")))
+        return found.keep, found.duplicate_count, found.dropped
+
+    def written(self, keep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The rows of `keep` an earlier run wrote, and the index keys they matched."""
+        if not self.settings.written_index:
+            return np.zeros(self.n, dtype=bool), {}
+        run_keys, valid = {}, {}
+        for column in INDEX_KEY_COLUMNS:
+            values = self.keys.column(column)
+            valid[column] = pc.is_valid(values).to_numpy(zero_copy_only=False) & keep
+            run_keys[column] = _ints(values)[valid[column]]
+        found = written_matches(run_keys, read_index_batches(self.settings.written_index))
+        hit = np.zeros(self.n, dtype=bool)
+        for column, keys in found.items():
+            hit |= valid[column] & np.isin(_ints(self.keys.column(column)), keys)
+        return hit, found
+
+
+class Decide(beam.PTransform):
+    """StagedChunks -> Decided(shards, new entries per feed); writes the seen keys and signatures to staging."""
+
+    def __init__(self, settings: DecideSettings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, chunks: beam.PCollection):
+        decided = (
+            chunks
+            | "AllChunks" >> beam.combiners.ToList()
+            | "Decide" >> beam.ParDo(_DecideFn(self._settings)).with_outputs(NEW_ENTRIES_TAG, main="shards")
+        )
+        return Decided(decided.shards, decided[NEW_ENTRIES_TAG])
+
+
+class Decided(NamedTuple):
+    shards: beam.PCollection
+    new_entries: beam.PCollection
+
+
+class _DecideFn(beam.DoFn):
+    def __init__(self, settings: DecideSettings):
+        self._settings = settings
+        self._duplicates = counter(DUPLICATES)
+        self._already = counter(ALREADY_WRITTEN)
+        self._copies = counter(NEAR_COPIES_DROPPED if settings.neardup.mode == "drop" else NEAR_COPIES_MARKED)
+        self._revisions = counter(NEAR_REVISIONS)
+        self._matched_prior = counter(NEAR_MATCHED_PRIOR)
+        self._clusters = counter(NEAR_CLUSTERS)
+
+    def process(
+        self, chunks: list[StagedChunk]
+    ) -> Iterator[WindowShard | TaggedOutput[Literal[NEW_ENTRIES_TAG], tuple[str, int]]]:
+        settings = self._settings
+        keys = read_keys(chunks)
+        if not len(keys):
+            return
+        decisions = _Decisions(keys, settings)
+        keep, duplicate_count, dropped = decisions.exact()
+        for kind, count in dropped.items():
+            if count:
+                self._duplicates.inc(count)
+                Metrics.counter("dedup", f"duplicates_by_{kind}").inc(count)
+        hit, seen = decisions.written(keep)
+        if hit.any():
+            self._already.inc(int(hit.sum()))
+            keep &= ~hit
+        self._write_seen(seen)
+        cluster_id = np.full(len(keys), "", dtype=object)
+        cluster_size = np.ones(len(keys), dtype=np.int32)
+        duplicate_of = np.full(len(keys), "", dtype=object)
+        if settings.neardup.enabled:
+            keep = self._near(keys, keep, cluster_id, cluster_size, duplicate_of, chunks)
+        yield from self._shards(keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of, chunks)
+        feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep)))
+        for entry in feeds.to_pylist():
+            yield beam.pvalue.TaggedOutput(NEW_ENTRIES_TAG, (entry["values"], entry["counts"]))
+
+    def _write_seen(self, seen: dict[str, np.ndarray]) -> None:
+        columns = [c for c, k in seen.items() for _ in range(len(k))]
+        if not columns:
+            return
+        table = pa.table(
+            {"column": pa.array(columns, pa.string()), "key": pa.array(np.concatenate(list(seen.values())))},
+            schema=SEEN_KEYS_SCHEMA,
+        )
+        write_parquet(self._file(self._settings.seen_keys_dir, "", "seen"), table)
+
+    def _file(self, directory: str, partition: str, what: str) -> str:
+        # A name fixed by what it holds, so a retried bundle writes over the same file.
+        token = hashlib.blake2b(f"{what}/{partition}".encode(), digest_size=4).hexdigest()
+        name = f"part-{self._settings.run_id}-{token}-00000-of-00001.parquet"
+        return FileSystems.join(directory, partition, name) if partition else FileSystems.join(directory, name)
+
+    def _near(
+        self,
+        keys: pa.Table,
+        keep: np.ndarray,
+        cluster_id: np.ndarray,
+        cluster_size: np.ndarray,
+        duplicate_of: np.ndarray,
+        chunks: list[StagedChunk],
+    ) -> np.ndarray:
+        """Near-duplicate verdicts for the rows still kept; returns the rows to write.
+
+        Signatures are read a chunk at a time, only to compute their bucket keys (and, after the decisions, to write
+        the ones later runs match against); the records verification needs are built for the candidates alone."""
+        settings = self._settings.neardup
+        signed_rows = np.flatnonzero(keep & (_ints(keys.column("word_count")) > 0))
+        run_ids = keys.column("article_id").take(pa.array(signed_rows)).to_pylist()
+        bounds = np.cumsum([0] + [c.articles for c in chunks])
+        run_keys = np.zeros((len(signed_rows), settings.keys_per_record), dtype=np.int64)
+        for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
+            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
+            run_keys[at] = candidate_key_arrays(
+                signature_matrix(part.column("signature"), settings.num_perm),
+                part.column("language").to_pylist(),
+                part.column("lead").to_pylist(),
+                part.column("article_id").to_pylist(),
+                settings,
+            )
+        prior, kept, other = read_prior_signatures(self._settings.prior_patterns, settings.scheme)
+        _count("prior_signatures", kept)
+        _count("prior_signatures_other_scheme", other)
+        prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=pa.array(run_ids, pa.string()))))
+        prior_keys = candidate_key_arrays(
+            signature_matrix(prior.column("signature"), settings.num_perm),
+            [x or "und" for x in prior.column("language").to_pylist()],
+            [x or b"" for x in prior.column("lead").to_pylist()],
+            prior.column("article_id").to_pylist(),
+            settings,
+        )
+        # Only priors that share a bucket with this run can match: the rest never meet a current record.
+        sharing = np.isin(prior_keys, run_keys).any(axis=1) if len(prior_keys) else np.zeros(0, dtype=bool)
+        prior = prior.filter(pa.array(sharing))
+        everything = np.concatenate([run_keys, prior_keys[sharing]])
+        del run_keys, prior_keys
+        ids = run_ids + prior.column("article_id").to_pylist()
+        is_prior = np.zeros(len(ids), dtype=bool)
+        is_prior[len(run_ids) :] = True
+        counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
+        pairs = candidate_pairs(everything, ids, is_prior, settings, counts)
+        del everything
+        index_of = {article_id: j for j, article_id in enumerate(run_ids)}
+        wanted = {x for pair in pairs for x in pair}
+        records = _Records(prior, settings)
+        records.add_run(chunks, bounds, signed_rows[sorted(index_of[x] for x in wanted if x in index_of)])
+        verdicts = verdicts_of_pairs(pairs, records.of, settings, counts)
+        _count("candidate_pairs", counts["candidate_pairs"])
+        _count("pairs_verified", counts["pairs_verified"])
+        _count("pairs_rejected", counts["candidate_pairs"] - counts["pairs_verified"])
+        _count("buckets_capped", counts["buckets_capped"])
+        if counts["clusters"]:
+            self._clusters.inc(counts["clusters"])
+        canonical_ids = np.array(run_ids, dtype=object)  # the article each record's cluster kept (its own id: none)
+        keep = keep.copy()
+        for article_id, verdict in verdicts.items():
+            j = index_of[article_id]
+            row = signed_rows[j]
+            cluster_id[row] = verdict.cluster_id
+            cluster_size[row] = verdict.cluster_size
+            canonical_ids[j] = verdict.canonical_id
+            if verdict.is_canonical:
+                continue
+            self._copies.inc()
+            if verdict.revision:
+                self._revisions.inc()
+            if verdict.matched_prior:
+                self._matched_prior.inc()
+            if settings.mode == "drop":
+                self._duplicates.inc()  # the run summary reconciles read = written + duplicates + dead letters
+                keep[row] = False
+            else:
+                duplicate_of[row] = verdict.canonical_id
+        self._write_signatures(chunks, bounds, signed_rows, canonical_ids)
+        return keep
+
+    def _write_signatures(
+        self, chunks: list[StagedChunk], bounds: np.ndarray, signed_rows: np.ndarray, canonical_ids: np.ndarray
+    ) -> None:
+        """The signatures later runs match against: the articles written (in drop mode the copies point at them
+        anyway), one file per published date, appended a chunk at a time."""
+        settings = self._settings.neardup
+        writers: dict[str, tuple] = {}
+        try:
+            for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
+                part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
+                table = pa.table(
+                    {
+                        **{name: part.column(name) for name in ("article_id", "language", "signature", "published_at")},
+                        **{name: part.column(name) for name in ("text_length", "word_count")},
+                        "facts": pc.fill_null(part.column("facts"), b""),
+                        "outlet": part.column("outlet"),
+                        "canonical_id": pa.array(canonical_ids[at].tolist(), pa.string()),
+                        "scheme": pa.array([settings.scheme] * len(part), pa.string()),
+                        "lead": pc.fill_null(part.column("lead"), b""),
+                    },
+                    schema=SIGNATURE_SCHEMA,
+                )
+                if settings.mode == "drop":
+                    table = table.filter(pc.equal(table.column("canonical_id"), table.column("article_id")))
+                dates = pc.strftime(table.column("published_at"), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+                for date in sorted(set(dates.tolist())):
+                    if date not in writers:
+                        path = self._file(self._settings.signatures_dir, f"date={date}", "signatures")
+                        handle = FileSystems.create(path)
+                        writers[date] = (handle, pq.ParquetWriter(handle, SIGNATURE_SCHEMA, compression="zstd"))
+                    writers[date][1].write_table(table.filter(pa.array(dates == date)))
+        finally:
+            for handle, writer in writers.values():
+                writer.close()
+                handle.close()
+
+    def _shards(
+        self,
+        keys: pa.Table,
+        keep: np.ndarray,
+        duplicate_count: np.ndarray,
+        cluster_id: np.ndarray,
+        cluster_size: np.ndarray,
+        duplicate_of: np.ndarray,
+        chunks: list[StagedChunk],
+    ) -> Iterator[WindowShard]:
+        """Consecutive windows, at most `shard_articles` articles each (a bigger window alone), and their rows."""
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            return
+        windows = _ints(keys.column("window_start"))[rows]
+        uids = _ints(keys.column("uid"))[rows]
+        order = np.lexsort((uids, windows))
+        rows, windows, uids = rows[order], windows[order], uids[order]
+        starts, counts = np.unique(windows, return_counts=True)
+        limit = self._settings.shard_articles
+        groups, current, size = [], [], 0
+        for start, count in zip(starts.tolist(), counts.tolist()):
+            if current and size + count > limit:
+                groups.append(current)
+                current, size = [], 0
+            current.append(start)
+            size += count
+        groups.append(current)
+        for index, group in enumerate(groups):
+            first, last = group[0], group[-1]
+            lo, hi = np.searchsorted(windows, first, "left"), np.searchsorted(windows, last, "right")
+            part_rows, part_uids = rows[lo:hi], uids[lo:hi]
+            by_uid = np.argsort(part_uids)
+            part_rows, part_uids = part_rows[by_uid], part_uids[by_uid]
+            table = pa.table(
+                {
+                    "uid": part_uids,
+                    "duplicate_count": duplicate_count[part_rows].astype(np.int32),
+                    "cluster_id": pa.array(cluster_id[part_rows].tolist(), pa.string()),
+                    "cluster_size": cluster_size[part_rows],
+                    "duplicate_of": pa.array(duplicate_of[part_rows].tolist(), pa.string()),
+                },
+                schema=KEEP_SCHEMA,
+            )
+            keep_path = FileSystems.join(self._settings.work_dir, "keep", f"shard-{index:05d}.parquet")
+            write_parquet(keep_path, table)
+            paths = tuple(c.rows_path for c in chunks if c.first_window_us <= last and c.last_window_us >= first)
+            yield WindowShard(index, first, last, paths, keep_path, len(table))
+
+
+def _count(name: str, value: int) -> None:
+    # Counted only when there is something to count, as the per-element steps did.
+    if value:
+        Metrics.counter("neardup", name).inc(value)
+
+
+def _by_chunk(
+    chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[StagedChunk, np.ndarray, np.ndarray]]:
+    """For each chunk holding some of the sorted global `rows`: (chunk, their rows in its key file, their positions
+    in `rows`)."""
+    starts = np.searchsorted(rows, bounds)
+    for i, chunk in enumerate(chunks):
+        lo, hi = starts[i], starts[i + 1]
+        if hi > lo:
+            yield chunk, rows[lo:hi] - bounds[i], np.arange(lo, hi)
+
+
+class _Records:
+    """SignatureRecords of the candidates only, built from their columns (this run's read back from the key files,
+    the priors' from the run state)."""
+
+    def __init__(self, prior: pa.Table, settings: NearDedupSettings):
+        self._scheme = settings.scheme
+        self._cache: dict[str, SignatureRecord] = {}
+        prior = prior.combine_chunks()
+        self._prior = prior
+        self._prior_row = {x: i for i, x in enumerate(prior.column("article_id").to_pylist())}
+
+    def add_run(self, chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray) -> None:
+        """Build the records of this run's global `rows` (sorted), reading only those rows' columns."""
+        for chunk, local, _ in _by_chunk(chunks, bounds, rows):
+            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(local))
+            for row in part.to_pylist():
+                self._cache[row["article_id"]] = self._record(row, prior=False)
+
+    def of(self, article_id: str) -> SignatureRecord:
+        record = self._cache.get(article_id)
+        if record is None:
+            i = self._prior_row[article_id]
+            row = {name: self._prior.column(name)[i].as_py() for name in (*_RECORD_COLUMNS, "canonical_id", "scheme")}
+            record = self._cache[article_id] = self._record(row, prior=True)
+        return record
+
+    def _record(self, row: dict, prior: bool) -> SignatureRecord:
+        published = row["published_at"]
+        if published is not None and published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        return SignatureRecord(
+            article_id=row["article_id"],
+            language=row["language"] or "und",
+            signature=bytes(row["signature"]),
+            published_at=published,
+            text_length=int(row["text_length"] or 0),
+            word_count=int(row["word_count"] or 0),
+            facts=bytes(row["facts"] or b""),
+            outlet=row["outlet"] or "",
+            prior=prior,
+            canonical_id=(row["canonical_id"] or row["article_id"]) if prior else "",
+            scheme=row["scheme"] if prior else self._scheme,
+            lead=bytes(row["lead"] or b""),
+        )

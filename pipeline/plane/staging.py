@@ -1,0 +1,245 @@
+"""Stage A of the batch graph: each feed's articles finished in one DoFn and staged as Parquet, never sent to Beam.
+
+    staged = feeds | "Stage" >> StageFeeds(feed_settings, StageSettings(work_dir, window_seconds, neardup))
+
+For each chunk of a feed (pipeline/plane/feeds.py) it computes what the decisions need (content hash, key hashes,
+window, near-duplicate signature) and writes two files under the run's staging (`work_dir`, through Beam's
+FileSystems, so gs:// and s3:// work as a local path does):
+
+    rows/feed-<i>-<c>.parquet   the articles' rows (ARTICLE_SCHEMA and `uid`), sorted by window, published_at, id,
+                                in small row groups: stage C reads one window range with row-group statistics
+    keys/feed-<i>-<c>.parquet   KEY_SCHEMA: the ids, key hashes, times and signature of each row; what stage B reads
+
+Both names are fixed by the feed's index and the chunk's, so a retried bundle writes the same files over again. What
+goes on in Beam is small: one StagedChunk per chunk (its paths, count and window range), the dead letters and the
+FeedReport.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from pipeline.plane.feeds import FeedProcessor, FeedSettings
+from transforms.article import ARTICLE_SCHEMA, Article, key_hash
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
+from transforms.dedup import content_hash
+from transforms.feed import FeedSource
+from transforms.feed_report import FeedReport
+from transforms.neardup import NearDedupSettings, signature_records
+from transforms.parse import REPORT_TAG
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# The article rows as staged: the output schema, and `uid` (feed index << 32 | chunk << 16 | row) by which the
+# decisions name a row (two rows may share an article id until exact dedup has run).
+ROW_SCHEMA = ARTICLE_SCHEMA.append(pa.field("uid", pa.int64(), nullable=False))
+ROW_GROUP_ROWS = 256
+
+KEY_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.int64(), nullable=False),
+        pa.field("article_id", pa.string(), nullable=False),
+        pa.field("feed_url", pa.string()),
+        pa.field("id_key", pa.int64()),  # key_hash of the id, URL and content hash: the key index's columns
+        pa.field("url_key", pa.int64()),  # null: no URL
+        pa.field("guid_key", pa.int64()),  # key_hash of feed URL + GUID; null: no GUID
+        pa.field("content_key", pa.int64()),
+        pa.field("published_at", _TS),
+        pa.field("window_start", _TS),
+        pa.field("language", pa.string()),
+        # The near-duplicate signature record's columns (transforms.neardup.SIGNATURE_SCHEMA); null: no words.
+        pa.field("signature", pa.binary()),
+        pa.field("text_length", pa.int64()),
+        pa.field("word_count", pa.int64()),
+        pa.field("facts", pa.binary()),
+        pa.field("outlet", pa.string()),
+        pa.field("lead", pa.binary()),
+    ]
+)
+
+
+class StagedChunk(NamedTuple):
+    """What stage A tells stage B of one staged chunk."""
+
+    rows_path: str
+    keys_path: str
+    articles: int
+    first_window_us: int
+    last_window_us: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """Where chunks are staged, the window size and the near-duplicate settings (signatures only when enabled)."""
+
+    work_dir: str
+    window_seconds: int = 3600
+    neardup: NearDedupSettings = NearDedupSettings()
+
+
+def window_starts_us(published_us: np.ndarray, window_seconds: int) -> np.ndarray:
+    """The start (microseconds) of the fixed window of each event time, as Beam's FixedWindows (offset 0) assigns
+    it: floor division, also before 1970."""
+    size = window_seconds * 1_000_000
+    return published_us - np.mod(published_us, size)
+
+
+def _micros(values: list) -> np.ndarray:
+    return pa.array(values, _TS).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def chunk_tables(
+    articles: list[Article], uid_base: int, settings: StageSettings
+) -> tuple[pa.Table, pa.Table, int, int]:
+    """(row table, key table, first window, last window) of a chunk of finished articles."""
+    n = len(articles)
+    hashes = [content_hash(a.title, a.text) for a in articles]
+    published = _micros([a.published_at for a in articles])
+    starts = window_starts_us(published, settings.window_seconds)
+    ids = [a.article_id for a in articles]
+    order = np.lexsort((np.array(ids, dtype=object).argsort().argsort(), published, starts))
+    columns = {}
+    for field in ARTICLE_SCHEMA:
+        name = field.name
+        if name in ("authors", "tags", "labels"):
+            values = [list(getattr(a, name)) for a in articles]
+        elif name == "content_hash":
+            values = hashes
+        elif name in ("window_start", "window_end", "run_id"):
+            continue
+        else:
+            values = [getattr(a, name) for a in articles]
+        columns[name] = pa.array(values, field.type)
+    size = settings.window_seconds * 1_000_000
+    columns["window_start"] = pa.array(starts, pa.int64()).cast(_TS)
+    columns["window_end"] = pa.array(starts + size, pa.int64()).cast(_TS)
+    columns["run_id"] = pa.nulls(n, pa.string())
+    uids = uid_base + np.arange(n, dtype=np.int64)
+    columns["uid"] = pa.array(uids)
+    rows = pa.table([columns[f.name] for f in ROW_SCHEMA], schema=ROW_SCHEMA).take(order)
+
+    records = signature_records(articles, settings.neardup) if settings.neardup.enabled else [None] * n
+    keys = {
+        "uid": uids,
+        "article_id": ids,
+        "feed_url": [a.feed_url for a in articles],
+        "id_key": [key_hash(a.article_id) if a.article_id else None for a in articles],
+        "url_key": [key_hash(a.url) if a.url else None for a in articles],
+        "guid_key": [key_hash(f"{a.feed_url}\n{a.guid}") if a.guid else None for a in articles],
+        "content_key": [key_hash(h) for h in hashes],
+        "published_at": columns["published_at"],
+        "window_start": columns["window_start"],
+        "language": [a.language or "und" for a in articles],
+        "signature": [r.signature if r else None for r in records],
+        "text_length": [r.text_length if r else 0 for r in records],
+        "word_count": [r.word_count if r else 0 for r in records],
+        "facts": [r.facts if r else None for r in records],
+        "outlet": [r.outlet if r else "" for r in records],
+        "lead": [r.lead if r else None for r in records],
+    }
+    key_table = pa.table({f.name: pa.array(keys[f.name], f.type) for f in KEY_SCHEMA}, schema=KEY_SCHEMA)
+    return rows, key_table.take(order), int(starts.min()), int(starts.max())
+
+
+def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
+    """One Parquet file through Beam's FileSystems (local, gs://, s3://), written whole: a retry overwrites it."""
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
+
+
+def read_parquet(path: str, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """A Parquet file (or some of its columns, the row groups `filters` may match) through Beam's FileSystems."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        return pq.read_table(handle, columns=columns, filters=filters)
+
+
+class _StageFeedFn(beam.DoFn):
+    """(feed index, FeedSource) -> StagedChunks; dead letters and the FeedReport on their tags."""
+
+    def __init__(self, feed_settings: FeedSettings, settings: StageSettings):
+        self._processor = FeedProcessor(feed_settings)
+        self._settings = settings
+        self._signed = Metrics.counter("neardup", "signed")
+        self._unsigned = Metrics.counter("neardup", "unsigned")
+
+    def setup(self):
+        self._processor.setup()
+
+    def teardown(self):
+        self._processor.teardown()
+
+    def process(
+        self, element: tuple[int, FeedSource]
+    ) -> Iterator[
+        StagedChunk | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter] | TaggedOutput[Literal[REPORT_TAG], FeedReport]
+    ]:
+        index, source = element
+        chunk_no = 0
+        for item in self._processor.process(source):
+            if isinstance(item, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
+            elif isinstance(item, FeedReport):
+                yield beam.pvalue.TaggedOutput(REPORT_TAG, item)
+            else:
+                yield self._stage(item, index, chunk_no)
+                chunk_no += 1
+
+    def _stage(self, articles: list[Article], index: int, chunk_no: int) -> StagedChunk:
+        chunk, signed = stage_chunk(articles, index, chunk_no, self._settings)
+        if self._settings.neardup.enabled:
+            self._signed.inc(signed)
+            self._unsigned.inc(len(articles) - signed)
+        return chunk
+
+
+def stage_chunk(articles: list[Article], index: int, chunk_no: int, settings: StageSettings) -> tuple[StagedChunk, int]:
+    """Write chunk `chunk_no` of feed `index` (at most 65,536 articles) to the staging; (its StagedChunk, how many
+    articles have a signature)."""
+    rows, keys, first, last = chunk_tables(articles, (index << 32) | (chunk_no << 16), settings)
+    name = f"feed-{index:06d}-{chunk_no:05d}.parquet"
+    rows_path = FileSystems.join(settings.work_dir, "rows", name)
+    keys_path = FileSystems.join(settings.work_dir, "keys", name)
+    write_parquet(rows_path, rows, ROW_GROUP_ROWS)
+    write_parquet(keys_path, keys)
+    return StagedChunk(rows_path, keys_path, len(articles), first, last), len(keys) - keys.column(
+        "signature"
+    ).null_count
+
+
+class Staged(NamedTuple):
+    """What StageFeeds returns."""
+
+    chunks: beam.PCollection
+    dead_letters: beam.PCollection
+    reports: beam.PCollection
+
+
+class StageFeeds(beam.PTransform):
+    """(feed index, FeedSource) -> Staged(chunks, dead letters, feed reports); the articles wait in `work_dir`."""
+
+    def __init__(self, feed_settings: FeedSettings, settings: StageSettings):
+        super().__init__()
+        self._feed_settings = feed_settings
+        self._settings = settings
+
+    def expand(self, feeds: beam.PCollection):
+        staged = (
+            feeds
+            # The feed list comes from one Create; without this, one worker would take every feed.
+            | "SpreadFeeds" >> beam.Reshuffle()
+            | "Feeds"
+            >> beam.ParDo(_StageFeedFn(self._feed_settings, self._settings)).with_outputs(
+                DEAD_LETTER_TAG, REPORT_TAG, main="chunks"
+            )
+        )
+        return Staged(staged.chunks, staged[DEAD_LETTER_TAG], staged[REPORT_TAG])
