@@ -26,11 +26,11 @@ from pipeline.summary import counter_values
 from transforms import counters as n
 
 # (what is shown, the full label of the step of pipeline/build.py whose output is counted, its output tag; None:
-# all). Elements are counted by their `articles` when they have one (the staged chunks, the shards to write).
+# the main output, which Beam keys by None whatever name `with_outputs(main=...)` gave it). Elements are counted by their `articles` when they have one (the staged chunks, the shards to write).
 STAGES = (
     ("feeds", "Stage/Feeds", "reports"),
-    ("staged", "Stage/Feeds", "chunks"),
-    ("kept", "Decide/Decide", "shards"),
+    ("staged", "Stage/Feeds", None),
+    ("kept", "Decide/Decide", None),
     ("dead letters", "Stage/Feeds", "dead_letters"),
 )
 # The same numbers from Beam's counters, for runners that report them while running.
@@ -72,7 +72,7 @@ def tap(pipeline: beam.Pipeline) -> int:
         if step is None:
             continue
         for out_tag, pcoll in step.outputs.items():
-            if tag is None or out_tag == tag:
+            if out_tag == tag:
                 pcoll | f"Progress/{key}/{out_tag}" >> beam.ParDo(_Tally(token, key))
     return token
 
