@@ -38,7 +38,6 @@ from apache_beam.pvalue import TaggedOutput
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS
-from transforms.clock import UTC
 from transforms.counters import (
     ALREADY_WRITTEN,
     DUPLICATES,
@@ -54,6 +53,7 @@ from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings, SignatureRec
 from transforms.neardup.candidates import candidate_key_arrays
 from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
 from transforms.neardup.prior import read_prior_signatures
+from transforms.neardup.records import signature_from_row
 
 _TS = pa.timestamp("us", tz="UTC")
 NEW_ENTRIES_TAG = "new_entries"
@@ -494,20 +494,7 @@ class _Records:
         return record
 
     def _record(self, row: dict, prior: bool) -> SignatureRecord:
-        published = row["published_at"]
-        if published is not None and published.tzinfo is None:
-            published = published.replace(tzinfo=UTC)
-        return SignatureRecord(
-            article_id=row["article_id"],
-            language=row["language"] or "und",
-            signature=bytes(row["signature"]),
-            published_at=published,
-            text_length=int(row["text_length"] or 0),
-            word_count=int(row["word_count"] or 0),
-            facts=bytes(row["facts"] or b""),
-            outlet=row["outlet"] or "",
-            prior=prior,
-            canonical_id=(row["canonical_id"] or row["article_id"]) if prior else "",
-            scheme=row["scheme"] if prior else self._scheme,
-            lead=bytes(row["lead"] or b""),
-        )
+        # An earlier run's row keeps its scheme and canonical id; this run's record is signed with the run's scheme
+        # and has no canonical id until its cluster is decided.
+        record = signature_from_row(row)
+        return record if prior else dataclasses.replace(record, prior=False, canonical_id="", scheme=self._scheme)
