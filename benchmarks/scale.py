@@ -121,9 +121,81 @@ def tree_usage(root: int) -> tuple[int, int, int]:
     return rss, ticks, count
 
 
-def measure(command: list[str], requests: list[float], timeout: float, memory_limit: float, every: float) -> dict:
-    """Run `command`; its wall and CPU seconds, peak tree RSS, start-up, and how it ended."""
+def tree_processes(root: int) -> list[tuple[int, int]]:
+    """(pid, resident bytes) of `root` and each descendant, `root` first."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            out.append((pid, table[pid][1]))
+        stack.extend(sorted(children.get(pid, ()), reverse=True))
+    return out
+
+
+def _count_files(pattern_root: Path, pattern: str) -> int:
+    return sum(1 for _ in pattern_root.glob(pattern)) if pattern_root.exists() else 0
+
+
+# The stages of the batch graph, told apart by what they leave in the run's staging (pipeline/plane/): stage A
+# writes work/keys/*, stage B writes work/keep/* at its end, stage C writes the partitions under articles/.
+_MARKERS = {
+    "keys": "_staging/*/work/keys/*",
+    "keep": "_staging/*/work/keep/*",
+    "written": "_staging/*/articles/**/*.parquet",
+}
+
+
+def phases(timeline: list[dict]) -> list[tuple[str, float, float]]:
+    """(name, start, end) of each stage in a run's timeline (seconds since start): A until the last key file
+    appeared, B until the first keep file, C until the last partition file, then the driver's commit."""
+    if not timeline:
+        return []
+    end = timeline[-1]["t"]
+
+    def first(what: str, value: int) -> float:
+        return next((s["t"] for s in timeline if s[what] >= value), end)
+
+    last_keys = max(s["keys"] for s in timeline)
+    a_end = first("keys", last_keys) if last_keys else end
+    b_end = first("keep", 1)
+    c_end = first("written", max(s["written"] for s in timeline) or 1)
+    bounds = [("A stage feeds", 0.0, a_end), ("B decide", a_end, b_end), ("C write windows", b_end, c_end)]
+    bounds.append(("commit", c_end, end))
+    return [(name, lo, max(lo, hi)) for name, lo, hi in bounds]
+
+
+def phase_peaks(timeline: list[dict]) -> list[str]:
+    """Per stage: its duration, the peak tree RSS and each process's RSS at that peak (the driver first)."""
+    lines = []
+    for name, lo, hi in phases(timeline):
+        inside = [s for s in timeline if lo <= s["t"] <= hi]
+        if not inside:
+            continue
+        peak = max(inside, key=lambda s: s["rss"])
+        per = ", ".join(f"{mib:,.0f}" for mib in peak["per_process_mib"])
+        lines.append(
+            f"    {name:<16} {lo:7.1f}-{hi:7.1f} s: peak tree RSS {peak['rss'] / 2**20:7,.0f} MiB at {peak['t']:.0f} s "
+            f"(per process, driver first: {per} MiB)"
+        )
+    return lines
+
+
+def measure(
+    command: list[str],
+    requests: list[float],
+    timeout: float,
+    memory_limit: float,
+    every: float,
+    output: Path | None = None,
+) -> dict:
+    """Run `command`; its wall and CPU seconds, peak tree RSS, start-up, how it ended, and (with `output`, the
+    run's output directory) a timeline of per-process RSS and staged file counts."""
     seen = len(requests)
+    timeline: list[dict] = []
     out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     started_wall, started = time.time(), time.perf_counter()
     # Its own session: the whole tree (multi-processing workers too) can be killed at once.
@@ -138,6 +210,15 @@ def measure(command: list[str], requests: list[float], timeout: float, memory_li
             if rss > state["peak"]:
                 state["peak"], state["processes"] = rss, count
             elapsed = time.perf_counter() - started
+            if output is not None:
+                timeline.append(
+                    {
+                        "t": elapsed,
+                        "rss": rss,
+                        "per_process_mib": [r / 2**20 for _, r in tree_processes(process.pid)],
+                        **{what: _count_files(output, pattern) for what, pattern in _MARKERS.items()},
+                    }
+                )
             reason = ""
             if memory_limit and rss > memory_limit * 2**30:
                 reason = (
@@ -182,6 +263,7 @@ def measure(command: list[str], requests: list[float], timeout: float, memory_li
         or (f"killed by signal {-code} (the kernel's OOM killer sends SIGKILL)" if code < 0 else ""),
         "stdout": out_file.read().decode(errors="replace"),
         "stderr": err_file.read().decode(errors="replace"),
+        "timeline": timeline,
     }
 
 
@@ -255,6 +337,7 @@ def main() -> None:
     parser.add_argument("--corpus-root", type=Path, default=Path("/tmp/newsbeam-scale"))
     parser.add_argument("--no-check", action="store_true", help="skip measuring the corpus's rates")
     parser.add_argument("--config-extra", default="", help="YAML appended to the config")
+    parser.add_argument("--rss-log", type=Path, help="append each run's RSS timeline (JSON lines) to this file")
     args, beam_args = parser.parse_known_args()
 
     started = time.perf_counter()
@@ -290,7 +373,14 @@ def main() -> None:
                     if extra is None
                     else newsbeam_command(config, out, [*extra, *beam_args])
                 )
-                result = measure(command, server.requests, args.timeout, args.memory_limit, args.sample)
+                result = measure(
+                    command,
+                    server.requests,
+                    args.timeout,
+                    args.memory_limit,
+                    args.sample,
+                    out if extra is not None else None,
+                )
                 record = run_record(out) if extra is not None else {}
                 if result["exit"] != 0 and not result["stopped"]:  # newsbeam's own failure: keep what it left
                     kept = args.corpus_root / f"failed-n{args.articles}-run{run + 1}-{int(time.time())}"
@@ -302,6 +392,11 @@ def main() -> None:
                 print(f"  N={args.articles} run {run + 1} " + line(name, args.articles, result), flush=True)
                 if record:
                     print(counts(record), flush=True)
+                if extra is not None:
+                    print("\n".join(phase_peaks(result["timeline"])), flush=True)
+                if args.rss_log:
+                    with args.rss_log.open("a") as log:
+                        log.write(json.dumps({"name": name, "run": run + 1, "timeline": result["timeline"]}) + "\n")
         print(f"load at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
 
     print(f"\nmedians of {args.runs} run(s), N={args.articles:,}:")
