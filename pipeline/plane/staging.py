@@ -1,14 +1,16 @@
-"""Stage A of the batch graph: each feed's articles finished in one DoFn and staged as Parquet, never sent to Beam.
+"""Stage A of the batch graph: each feed's articles finished in one DoFn and staged, never sent to Beam.
 
     staged = feeds | "Stage" >> StageFeeds(feed_settings, StageSettings(work_dir, window_seconds, neardup))
 
 For each chunk of a feed (pipeline/plane/feeds.py) it computes what the decisions need (content hash, key hashes,
-window, near-duplicate signature) and writes two files under the run's staging (`work_dir`, through Beam's
-FileSystems, so gs:// and s3:// work as a local path does):
+window, near-duplicate signature and bucket keys) and writes two files under the run's staging (`work_dir`, through
+Beam's FileSystems, so gs:// and s3:// work as a local path does):
 
-    rows/feed-<i>-<c>.parquet   the articles' rows (ARTICLE_SCHEMA and `uid`), sorted by window, published_at, id,
-                                in small row groups: stage C reads one window range with row-group statistics
-    keys/feed-<i>-<c>.parquet   KEY_SCHEMA: the ids, key hashes, times and signature of each row; what stage B reads
+    rows/feed-<i>-<c>.arrow     the articles' rows (ROW_SCHEMA) as an Arrow IPC file (zstd), one record batch per
+                                window, sorted by published_at and id: stage C reads the batches of its windows and
+                                nothing else (the schema's metadata lists the batches' windows)
+    keys/feed-<i>-<c>.parquet   KEY_SCHEMA: the ids, key hashes, times, sizes, signature and bucket keys of each row;
+                                what stage B reads
 
 Both names are fixed by the feed's index and the chunk's, so a retried bundle writes the same files over again. What
 goes on in Beam is small: one StagedChunk per chunk (its paths, count and window range), the dead letters and the
@@ -24,6 +26,7 @@ from typing import Literal, NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -35,15 +38,20 @@ from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.dedup import content_hash
 from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
-from transforms.neardup import NearDedupSettings, signature_records
+from transforms.neardup import NearDedupSettings, candidate_key_matrix, signature_records
 from transforms.parse import REPORT_TAG
 
 _TS = pa.timestamp("us", tz="UTC")
 
-# The article rows as staged: the output schema, and `uid` (feed index << 32 | chunk << 16 | row) by which the
-# decisions name a row (two rows may share an article id until exact dedup has run).
-ROW_SCHEMA = ARTICLE_SCHEMA.append(pa.field("uid", pa.int64(), nullable=False))
-ROW_GROUP_ROWS = 256
+# The article rows as staged: the output schema, `uid` (feed index << 32 | chunk << 16 | row) by which the
+# decisions name a row (two rows may share an article id until exact dedup has run), and `summary_is_text`: cleaning
+# makes the summary the text itself unless the text came from the article's page, so it is staged once (the
+# `summary` column is then null) and stage C puts it back; rows were twice their size with both.
+ROW_SCHEMA = ARTICLE_SCHEMA.append(pa.field("uid", pa.int64(), nullable=False)).append(
+    pa.field("summary_is_text", pa.bool_(), nullable=False)
+)
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_WINDOWS_META = b"windows"  # the window start (microseconds) of each record batch of a rows file, comma-separated
 
 KEY_SCHEMA = pa.schema(
     [
@@ -64,8 +72,16 @@ KEY_SCHEMA = pa.schema(
         pa.field("facts", pa.binary()),
         pa.field("outlet", pa.string()),
         pa.field("lead", pa.binary()),
+        # What the row takes in stage C's memory (its strings' bytes and the fixed columns): shards are cut by it.
+        pa.field("row_bytes", pa.int64()),
+        # The near-duplicate bucket keys (transforms.neardup.candidate_key_arrays: keys_per_record little-endian
+        # int64), computed here, where the workers share the work, rather than in the one step of stage B.
+        pa.field("bucket_keys", pa.binary()),
     ]
 )
+# Hashes do not compress: written as they are, without a dictionary.
+_RAW_KEY_COLUMNS = ("signature", "bucket_keys")
+_FIXED_BYTES = 8 * sum(1 for f in ROW_SCHEMA if not (pa.types.is_string(f.type) or pa.types.is_list(f.type)))
 
 
 class StagedChunk(NamedTuple):
@@ -101,13 +117,15 @@ def _micros(values: list) -> np.ndarray:
 def chunk_tables(
     articles: list[Article], uid_base: int, settings: StageSettings
 ) -> tuple[pa.Table, pa.Table, int, int]:
-    """(row table, key table, first window, last window) of a chunk of finished articles."""
+    """(row table, key table, first window, last window) of a chunk of finished articles, both tables sorted by
+    (window, published_at, article id)."""
     n = len(articles)
     hashes = [content_hash(a.title, a.text) for a in articles]
     published = _micros([a.published_at for a in articles])
     starts = window_starts_us(published, settings.window_seconds)
     ids = [a.article_id for a in articles]
     order = np.lexsort((np.array(ids, dtype=object).argsort().argsort(), published, starts))
+    same = [a.summary is a.text or a.summary == a.text for a in articles]
     columns = {}
     for field in ARTICLE_SCHEMA:
         name = field.name
@@ -115,6 +133,8 @@ def chunk_tables(
             values = [list(getattr(a, name)) for a in articles]
         elif name == "content_hash":
             values = hashes
+        elif name == "summary":
+            values = [None if s else a.summary for a, s in zip(articles, same)]
         elif name in ("window_start", "window_end", "run_id"):
             continue
         else:
@@ -126,7 +146,8 @@ def chunk_tables(
     columns["run_id"] = pa.nulls(n, pa.string())
     uids = uid_base + np.arange(n, dtype=np.int64)
     columns["uid"] = pa.array(uids)
-    rows = pa.table([columns[f.name] for f in ROW_SCHEMA], schema=ROW_SCHEMA).take(order)
+    columns["summary_is_text"] = pa.array(same, pa.bool_())
+    rows = pa.table([columns[f.name] for f in ROW_SCHEMA], schema=ROW_SCHEMA)
 
     records = signature_records(articles, settings.neardup) if settings.neardup.enabled else [None] * n
     keys = {
@@ -146,15 +167,75 @@ def chunk_tables(
         "facts": [r.facts if r else None for r in records],
         "outlet": [r.outlet if r else "" for r in records],
         "lead": [r.lead if r else None for r in records],
+        "row_bytes": row_bytes(rows),
+        "bucket_keys": _bucket_keys(records, settings.neardup),
     }
     key_table = pa.table({f.name: pa.array(keys[f.name], f.type) for f in KEY_SCHEMA}, schema=KEY_SCHEMA)
-    return rows, key_table.take(order), int(starts.min()), int(starts.max())
+    return rows.take(order), key_table.take(order), int(starts.min()), int(starts.max())
+
+
+def row_bytes(rows: pa.Table) -> np.ndarray:
+    """What each row holds: the bytes of its strings (list items included) and 8 per fixed-width column."""
+    total = np.full(len(rows), _FIXED_BYTES, dtype=np.int64)
+    for field in rows.schema:
+        column = rows.column(field.name)
+        if pa.types.is_list(field.type):
+            items = pc.fill_null(pc.binary_length(pc.list_flatten(column)), 0).to_numpy(zero_copy_only=False)
+            owners = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+            total += np.bincount(owners, weights=items, minlength=len(rows)).astype(np.int64)
+        elif pa.types.is_string(field.type):
+            total += pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
+    return total
+
+
+def _bucket_keys(records: list, settings: NearDedupSettings) -> list[bytes | None]:
+    """Each signed record's bucket keys as bytes (None for an article without a signature)."""
+    signed = [i for i, r in enumerate(records) if r is not None]
+    out: list[bytes | None] = [None] * len(records)
+    if signed:
+        matrix = candidate_key_matrix([records[i] for i in signed], settings).astype("<i8", copy=False)
+        for i, keys in zip(signed, matrix):
+            out[i] = keys.tobytes()
+    return out
+
+
+def write_rows(path: str, rows: pa.Table) -> None:
+    """A chunk's rows (sorted by window) as an Arrow IPC file of one record batch per window."""
+    rows = rows.combine_chunks()  # one chunk per column: a window's slice is then one record batch
+    starts = rows.column("window_start").cast(pa.int64()).to_numpy()
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(starts)) + 1, [len(rows)])).tolist()
+    meta = ",".join(str(int(starts[lo])) for lo in bounds[:-1]).encode()
+    schema = rows.schema.with_metadata({_WINDOWS_META: meta})
+    with FileSystems.create(path) as handle, pa.ipc.new_file(handle, schema, options=_IPC_OPTIONS) as writer:
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            (batch,) = rows.slice(lo, hi - lo).to_batches()
+            writer.write_batch(batch)
+
+
+def read_rows(path: str, first_us: int, last_us: int) -> Iterator[pa.RecordBatch]:
+    """The record batches of a staged rows file whose window starts in [first_us, last_us], one at a time: nothing
+    else of the file is read."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        reader = pa.ipc.open_file(handle)
+        windows = (reader.schema.metadata or {}).get(_WINDOWS_META, b"")
+        for i, start in enumerate(int(x) for x in windows.split(b",") if x):
+            if first_us <= start <= last_us:
+                yield reader.get_batch(i)
 
 
 def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
     """One Parquet file through Beam's FileSystems (local, gs://, s3://), written whole: a retry overwrites it."""
     with FileSystems.create(path) as handle:
         pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
+
+
+def write_keys(path: str, keys: pa.Table) -> None:
+    """A chunk's key table as Parquet: zstd, but the hash columns as they are, without a dictionary."""
+    raw = [c for c in _RAW_KEY_COLUMNS if c in keys.column_names]
+    compression = {name: ("none" if name in raw else "zstd") for name in keys.column_names}
+    dictionary = [name for name in keys.column_names if name not in raw]
+    with FileSystems.create(path) as handle:
+        pq.write_table(keys, handle, compression=compression, use_dictionary=dictionary)
 
 
 def read_parquet(path: str, columns: list[str] | None = None, filters=None) -> pa.Table:
@@ -206,11 +287,11 @@ def stage_chunk(articles: list[Article], index: int, chunk_no: int, settings: St
     """Write chunk `chunk_no` of feed `index` (at most 65,536 articles) to the staging; (its StagedChunk, how many
     articles have a signature)."""
     rows, keys, first, last = chunk_tables(articles, (index << 32) | (chunk_no << 16), settings)
-    name = f"feed-{index:06d}-{chunk_no:05d}.parquet"
-    rows_path = FileSystems.join(settings.work_dir, "rows", name)
-    keys_path = FileSystems.join(settings.work_dir, "keys", name)
-    write_parquet(rows_path, rows, ROW_GROUP_ROWS)
-    write_parquet(keys_path, keys)
+    name = f"feed-{index:06d}-{chunk_no:05d}"
+    rows_path = FileSystems.join(settings.work_dir, "rows", f"{name}.arrow")
+    keys_path = FileSystems.join(settings.work_dir, "keys", f"{name}.parquet")
+    write_rows(rows_path, rows)
+    write_keys(keys_path, keys)
     return StagedChunk(rows_path, keys_path, len(articles), first, last), len(keys) - keys.column(
         "signature"
     ).null_count
