@@ -23,19 +23,24 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.plane.decide import WindowShard
-from pipeline.plane.staging import read_parquet, read_rows, write_parquet
+from pipeline.plane.staging import read_parquet, read_rows
 from transforms.article import ARTICLE_SCHEMA
 from transforms.counters import ARTICLES_WRITTEN, BY_LANGUAGE, BY_TOPIC, counter
 from transforms.sink import ARTICLES_DIR, SinkSettings, partition_path
 
+# A window's rows are sorted, completed and written this many staged bytes at a time (one Parquet row group each):
+# a window of a million-article run holds about 80 MB of rows, which is not copied whole again.
+SLICE_BYTES = 16 << 20
 
-def shard_windows(shard: WindowShard, run_id: str) -> Iterator[pa.Table]:
-    """The output rows of a shard, a window at a time (in window order), each sorted by (published_at, article_id):
-    its windows' staged rows that the decisions kept, with what they decided."""
+
+def shard_windows(shard: WindowShard) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(kept rows, decisions) of each window of a shard, in window order: the window's staged rows that the
+    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file)."""
     keep = read_parquet(shard.keep_path)
     kept_uids = keep.column("uid").to_numpy()
     if not len(kept_uids):
@@ -51,17 +56,25 @@ def shard_windows(shard: WindowShard, run_id: str) -> Iterator[pa.Table]:
                 window = batch.column("window_start").cast(pa.int64())[0].as_py()
                 pieces.setdefault(window, []).append(piece.append_column("keep_row", pa.array(at[found])))
     for window in sorted(pieces):
-        rows = pa.concat_tables(pieces.pop(window))
-        # Stable: rows alike in both keep the order of their files (as the concatenation of a shard sorted whole).
-        rows = rows.take(pc.sort_indices(rows, [("published_at", "ascending"), ("article_id", "ascending")]))
-        decided = keep.take(rows.column("keep_row"))
+        yield pa.concat_tables(pieces.pop(window)), keep
+
+
+def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int = SLICE_BYTES) -> Iterator[pa.Table]:
+    """A window's output rows, sorted by (published_at, article_id), in slices of about `slice_bytes`: the columns
+    the decisions set, the run id and the summary (staged once when it is the text) filled in."""
+    # Stable: rows alike in both keep the order of their files (as the concatenation of a shard sorted whole).
+    order = pc.sort_indices(rows, [("published_at", "ascending"), ("article_id", "ascending")])
+    step = max(1, len(rows) * slice_bytes // max(rows.nbytes, 1))
+    for lo in range(0, len(rows), step):
+        part = rows.take(order.slice(lo, step))
+        decided = keep.take(part.column("keep_row"))
         for name in ("duplicate_count", "cluster_id", "cluster_size", "duplicate_of"):
-            rows = rows.set_column(rows.schema.get_field_index(name), name, decided.column(name))
-        summary = pc.if_else(rows.column("summary_is_text"), rows.column("text"), rows.column("summary"))
-        rows = rows.set_column(rows.schema.get_field_index("summary"), "summary", summary)
-        run_ids = pa.array([run_id] * len(rows), pa.string())
-        rows = rows.set_column(rows.schema.get_field_index("run_id"), "run_id", run_ids)
-        yield rows.select(ARTICLE_SCHEMA.names).cast(ARTICLE_SCHEMA)
+            part = part.set_column(part.schema.get_field_index(name), name, decided.column(name))
+        summary = pc.if_else(part.column("summary_is_text"), part.column("text"), part.column("summary"))
+        part = part.set_column(part.schema.get_field_index("summary"), "summary", summary)
+        run_ids = pa.array([run_id] * len(part), pa.string())
+        part = part.set_column(part.schema.get_field_index("run_id"), "run_id", run_ids)
+        yield part.select(ARTICLE_SCHEMA.names).cast(ARTICLE_SCHEMA)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -74,21 +87,32 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, shard: WindowShard) -> Iterator[str]:
         s = self._settings
-        for rows in shard_windows(shard, s.run_id):
-            self._written.inc(len(rows))
-            for column, namespace in (("language", BY_LANGUAGE), ("topic", BY_TOPIC)):
-                default = "und" if column == "language" else "unknown"
-                for entry in pc.value_counts(pc.fill_null(rows.column(column), default)).to_pylist():
-                    Metrics.counter(namespace, entry["values"] or default).inc(entry["counts"])
-            partition = partition_path(rows.column("window_start")[0].as_py(), s.window_seconds)
+        for rows, keep in shard_windows(shard):
+            window = rows.column("window_start")[0].as_py()
+            partition = partition_path(window, s.window_seconds)
             token = hashlib.blake2b(f"{s.run_id}/{partition}".encode(), digest_size=4).hexdigest()
             path = FileSystems.join(
                 s.output_path, ARTICLES_DIR, partition, f"part-{s.run_id}-{token}-00000-of-00001.parquet"
             )
-            write_parquet(path, rows)
-            del rows  # the window's rows go before the next window is sorted
+            with (
+                FileSystems.create(path) as handle,
+                pq.ParquetWriter(handle, ARTICLE_SCHEMA, compression="zstd") as out,
+            ):
+                for part in output_slices(rows, keep, s.run_id):
+                    self._count(part)
+                    out.write_table(part)
+            del rows, keep  # the window's rows go before the next window is read back
             self._files.inc()
             yield path
+        # What the pool keeps of freed buffers goes back: the worker's next shard, or stage A, needs none of it.
+        pa.default_memory_pool().release_unused()
+
+    def _count(self, rows: pa.Table) -> None:
+        self._written.inc(len(rows))
+        for column, namespace in (("language", BY_LANGUAGE), ("topic", BY_TOPIC)):
+            default = "und" if column == "language" else "unknown"
+            for entry in pc.value_counts(pc.fill_null(rows.column(column), default)).to_pylist():
+                Metrics.counter(namespace, entry["values"] or default).inc(entry["counts"])
 
 
 class WriteWindows(beam.PTransform):
