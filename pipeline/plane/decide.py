@@ -35,6 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from pipeline.plane.memory import release_memory
 from pipeline.plane.near import RECORD_COLUMNS, NearDuplicates, by_chunk
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
@@ -132,13 +133,8 @@ def _ranks(strings: pa.ChunkedArray) -> np.ndarray:
 def read_keys(chunks: Iterable[StagedChunk]) -> pa.Table:
     """The decision columns of every staged chunk, in one table (chunk after chunk, in the given order)."""
     # Feed URLs repeat: read as a dictionary, a few bytes an article.
-    tables = [_read_decision_columns(c.keys_path) for c in chunks]
+    tables = [read_parquet(c.keys_path, _DECISION_COLUMNS, read_dictionary=["feed_url"]) for c in chunks]
     return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
-
-
-def _read_decision_columns(path: str) -> pa.Table:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return pq.read_table(handle, columns=_DECISION_COLUMNS, read_dictionary=["feed_url"])
 
 
 def read_index_batches(index_path: str) -> Iterator[pa.RecordBatch]:
@@ -244,8 +240,10 @@ class _DecideFn(beam.DoFn):
         if settings.neardup.enabled:
             keep = self._near(keys, keep, cluster_id, cluster_size, duplicate_of, chunks)
         yield from self._shards(keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of, chunks)
-        feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep)))
-        for entry in feeds.to_pylist():
+        feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep))).to_pylist()
+        del keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of
+        release_memory()  # this worker writes windows next
+        for entry in feeds:
             yield beam.pvalue.TaggedOutput(NEW_ENTRIES_TAG, (entry["values"], entry["counts"]))
 
     def _write_seen(self, seen: dict[str, np.ndarray]) -> None:

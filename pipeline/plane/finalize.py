@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.plane.decide import WindowShard
+from pipeline.plane.memory import release_memory
 from pipeline.plane.staging import read_parquet, read_rows
 from transforms.article import ARTICLE_SCHEMA
 from transforms.counters import ARTICLES_WRITTEN, BY_LANGUAGE, BY_TOPIC, counter
@@ -104,8 +105,7 @@ class _WriteShardFn(beam.DoFn):
             del rows, keep  # the window's rows go before the next window is read back
             self._files.inc()
             yield path
-        # What the pool keeps of freed buffers goes back: the worker's next shard, or stage A, needs none of it.
-        pa.default_memory_pool().release_unused()
+        release_memory()  # the worker's next shard, or stage A's feeds, need none of this shard's memory
 
     def _count(self, rows: pa.Table) -> None:
         self._written.inc(len(rows))

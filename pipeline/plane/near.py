@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.plane.memory import release_memory
 from pipeline.plane.staging import StagedChunk, read_parquet
 from transforms.neardup import NearDedupSettings, SignatureRecord
 from transforms.neardup.candidates import (
@@ -50,9 +51,9 @@ RECORD_COLUMNS = [
     "lead",
 ]
 # Bucket entries (a key and its member, 12 bytes) per spilled shard: each shard is sorted alone.
-SHARD_ENTRIES = 1 << 21
-# Candidate pairs verified at a time: their records are built, used and dropped.
-VERIFY_BATCH = 20_000
+SHARD_ENTRIES = 1 << 20
+# Candidates' record columns (about 2 KB each) read back at a time: verification holds two such blocks.
+BLOCK_ROWS = 16_384
 
 
 def signature_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype: str = "<u4") -> np.ndarray:
@@ -107,6 +108,11 @@ class _Spill:
             key_file.close()
             member_file.close()
 
+    def remove(self) -> None:
+        for keys, members in self._paths:
+            os.remove(keys)
+            os.remove(members)
+
     def shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """(keys, members) of shard `s`."""
         keys, members = self._paths[s]
@@ -135,61 +141,96 @@ class NearDuplicates:
 
     def decide(self, signed_ids: pa.Array, signed_rows: np.ndarray) -> NearVerdicts:
         """Verdicts for the signed rows (global row numbers, sorted) still kept; `signed_ids` their article ids."""
-        settings, m = self.settings, len(signed_rows)
         counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
-        entries = (m + len(self.prior)) * settings.keys_per_record
-        with tempfile.TemporaryDirectory(prefix="newsbeam-buckets-") as directory:
-            spill = _Spill(directory, max(1, -(-entries // SHARD_ENTRIES)))
-            try:
-                self._spill_run(spill, signed_rows)
-                self._spill_prior(spill, m)
-            finally:
-                spill.close()
-            # Only priors that share a bucket with this run can match: the rest never meet a current record.
-            sharing = self._sharing_priors(spill, m)
-            prior = self.prior.filter(pa.array(sharing))
-            ids = pa.concat_arrays([signed_ids, prior.column("article_id").combine_chunks()])
-            ranks, distinct = dense_ranks(ids)
-            rank_of = np.full(m + len(sharing), -1, dtype=np.int64)
-            rank_of[:m] = ranks[:m]
-            rank_of[m + np.flatnonzero(sharing)] = ranks[m:]
-            parts = []
-            for s in range(spill.shards):
-                keys, members = spill.shard(s)
-                pairs, shared, capped = shard_pair_counts(
-                    keys,
-                    rank_of[members],
-                    members >= m,
-                    len(distinct),
-                    settings.max_bucket_size,
-                    settings.bucket_window,
-                )
-                counts["buckets_capped"] += capped
-                parts.append((pairs, shared))
-                del keys, members
-        pairs, shared = merge_pair_counts(parts)
-        codes = closest_pair_codes(pairs, shared, len(distinct), settings.max_partners)
-        del parts, pairs, shared
-        # The member (a position in signed_rows, else m + a row of `prior`) an id names: the last of its run rows.
-        member_of_rank = np.full(len(distinct), -1, dtype=np.int64)
-        np.maximum.at(member_of_rank, ranks[m:], m + np.arange(len(prior)))
-        np.maximum.at(member_of_rank, ranks[:m], np.arange(m))  # a run row wins over a prior of the same id
-        wanted = np.unique(member_of_rank[np.concatenate([codes // len(distinct), codes % len(distinct)])])
-        candidates = _Candidates(self._gather(signed_rows[wanted[wanted < m]]), wanted[wanted < m], prior, m, settings)
-        links = []
-        for lo in range(0, len(codes), VERIFY_BATCH):
-            batch = codes[lo : lo + VERIFY_BATCH]
-            firsts, seconds = batch // len(distinct), batch % len(distinct)
-            records = candidates.records(member_of_rank[np.union1d(firsts, seconds)])
-            names = distinct.take(pa.array(np.concatenate([firsts, seconds]))).to_pylist()
-            links += verified_links(
-                zip(names[: len(batch)], names[len(batch) :]), records.__getitem__, settings, counts
-            )
-        del candidates
-        verdicts = verdicts_of_links(links, settings, counts)
+        with tempfile.TemporaryDirectory(prefix="newsbeam-near-") as directory:
+            codes, names, member_of_rank, prior = self._candidates(directory, signed_ids, signed_rows, counts)
+            release_memory()
+            links = self._verify(directory, codes, names, member_of_rank, signed_rows, prior, counts)
+        release_memory()
+        verdicts = verdicts_of_links(links, self.settings, counts)
         verdict_ids = pa.array(list(verdicts), pa.string())
-        positions = member_of_rank[pc.index_in(verdict_ids, value_set=distinct).to_numpy(zero_copy_only=False)]
+        positions = member_of_rank[pc.index_in(verdict_ids, value_set=names).to_numpy(zero_copy_only=False)]
         return NearVerdicts(positions, list(verdicts.values()), counts)
+
+    def _candidates(
+        self, directory: str, signed_ids: pa.Array, signed_rows: np.ndarray, counts: dict
+    ) -> tuple[np.ndarray, pa.Array, np.ndarray, pa.Table]:
+        """(candidate pair codes first rank * R + second rank, sorted; the ids in rank order (R of them); the member
+        each rank names, a position in signed_rows or len(signed_rows) + a row of the priors returned; the priors
+        that share a bucket with this run)."""
+        settings, m = self.settings, len(signed_rows)
+        entries = (m + len(self.prior)) * settings.keys_per_record
+        spill = _Spill(directory, max(1, -(-entries // SHARD_ENTRIES)))
+        try:
+            self._spill_run(spill, signed_rows)
+            self._spill_prior(spill, m)
+        finally:
+            spill.close()
+        # Only priors that share a bucket with this run can match: the rest never meet a current record.
+        sharing = self._sharing_priors(spill, m)
+        prior = self.prior.filter(pa.array(sharing))
+        ranks, names = dense_ranks(pa.concat_arrays([signed_ids, prior.column("article_id").combine_chunks()]))
+        rank_of = np.full(m + len(sharing), -1, dtype=np.int64)
+        rank_of[:m] = ranks[:m]
+        rank_of[m + np.flatnonzero(sharing)] = ranks[m:]
+        parts = []
+        for s in range(spill.shards):
+            keys, members = spill.shard(s)
+            pairs, shared, capped = shard_pair_counts(
+                keys, rank_of[members], members >= m, len(names), settings.max_bucket_size, settings.bucket_window
+            )
+            counts["buckets_capped"] += capped
+            parts.append((pairs, shared))
+            del keys, members
+        spill.remove()
+        pairs, shared = merge_pair_counts(parts)
+        codes = closest_pair_codes(pairs, shared, len(names), settings.max_partners)
+        # The member an id names: the last of its run rows, else the last of its prior rows.
+        member_of_rank = np.full(len(names), -1, dtype=np.int64)
+        np.maximum.at(member_of_rank, ranks[m:], m + np.arange(len(prior)))
+        np.maximum.at(member_of_rank, ranks[:m], np.arange(m))
+        return codes, names, member_of_rank, prior
+
+    def _verify(
+        self,
+        directory: str,
+        codes: np.ndarray,
+        names: pa.Array,
+        member_of_rank: np.ndarray,
+        signed_rows: np.ndarray,
+        prior: pa.Table,
+        counts: dict,
+    ) -> list:
+        """The verified links of the candidate pairs. The candidates' record columns are spilled to a local file in
+        member order and read back a block of rows at a time: the pairs are taken by (block, block), so each step
+        holds two blocks and the records of their pairs, however many candidates the run has."""
+        m, total = len(signed_rows), len(names)
+        firsts, seconds = member_of_rank[codes // max(total, 1)], member_of_rank[codes % max(total, 1)]
+        run = np.unique(np.concatenate([firsts, seconds]))
+        run = run[run < m]
+        store = _RecordStore(os.path.join(directory, "candidates.arrow"), self, signed_rows[run], run)
+        # The block of each end (-1: a prior, whose rows are in memory already); pairs taken by (lower, higher).
+        a, b = store.block_of(firsts), store.block_of(seconds)
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        order = np.lexsort((high, low))
+        links = []
+        for group in np.split(order, np.flatnonzero(np.diff(low[order]) != 0) + 1):
+            if not len(group):
+                continue
+            first = int(low[group[0]])
+            blocks = {first: store.block(first)} if first >= 0 else {}
+            for part in np.split(group, np.flatnonzero(np.diff(high[group]) != 0) + 1):
+                second = int(high[part[0]])
+                loaded = dict(blocks)
+                if second >= 0 and second not in loaded:
+                    loaded[second] = store.block(second)
+                members = np.union1d(firsts[part], seconds[part])
+                records = store.records(members, loaded, prior, m, self.settings.scheme)
+                ends = names.take(pa.array(np.concatenate([codes[part] // total, codes[part] % total]))).to_pylist()
+                pairs = zip(ends[: len(part)], ends[len(part) :])
+                links += verified_links(pairs, records.__getitem__, self.settings, counts)
+                del loaded, records
+        return links
 
     def _spill_run(self, spill: _Spill, signed_rows: np.ndarray) -> None:
         width = self.settings.keys_per_record
@@ -221,34 +262,54 @@ class NearDuplicates:
             sharing[members[hit] - m] = True
         return sharing
 
-    def _gather(self, rows: np.ndarray) -> pa.Table:
-        """The record columns of the given global rows (sorted), read a chunk at a time."""
-        parts = [
-            read_parquet(chunk.keys_path, columns=RECORD_COLUMNS).take(pa.array(local))
-            for chunk, local, _ in by_chunk(self.chunks, self.bounds, rows)
-        ]
-        return pa.concat_tables(parts) if parts else None
 
+class _RecordStore:
+    """The record columns of the candidates' run members (`members`, sorted; their global rows `rows`), spilled to a
+    local Arrow file in member order and read back a block of BLOCK_ROWS rows at a time."""
 
-class _Candidates:
-    """The record columns of the candidate pairs' members; their SignatureRecords, built a batch at a time."""
+    def __init__(self, path: str, near: NearDuplicates, rows: np.ndarray, members: np.ndarray):
+        self._path, self._members = path, members
+        sizes = []
+        with pa.OSFile(path, "wb") as handle:
+            writer = None
+            for chunk, local, _ in by_chunk(near.chunks, near.bounds, rows):
+                part = read_parquet(chunk.keys_path, columns=RECORD_COLUMNS).take(pa.array(local))
+                writer = writer or pa.ipc.new_file(handle, part.schema)
+                for batch in part.to_batches():
+                    writer.write_batch(batch)
+                    sizes.append(len(batch))
+            if writer is not None:
+                writer.close()
+        self._starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
 
-    def __init__(self, run: pa.Table | None, run_members: np.ndarray, prior: pa.Table, m: int, settings):
-        self._run, self._run_members, self._prior, self._m = run, run_members, prior, m
-        self._scheme = settings.scheme
+    def block_of(self, members: np.ndarray) -> np.ndarray:
+        """The block of each member (-1 for one not in the store: a prior)."""
+        at = np.searchsorted(self._members, members)
+        inside = at < len(self._members)
+        found = inside & (self._members[np.where(inside, at, 0)] == members)
+        return np.where(found, at // BLOCK_ROWS, -1)
 
-    def records(self, members: np.ndarray) -> dict[str, SignatureRecord]:
-        """SignatureRecords by id of the given members: this run's with the run's scheme and no canonical id yet;
-        the priors' as the run state kept them."""
+    def block(self, b: int) -> pa.Table:
+        """Rows [b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS) of the store."""
+        lo, hi = b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, int(self._starts[-1]))
+        first, last = np.searchsorted(self._starts, [lo, hi - 1], side="right") - 1
+        with pa.OSFile(self._path) as handle:
+            reader = pa.ipc.open_file(handle)
+            table = pa.Table.from_batches([reader.get_batch(i) for i in range(first, last + 1)], schema=reader.schema)
+        return table.slice(lo - int(self._starts[first]), hi - lo)
+
+    def records(self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str) -> dict:
+        """SignatureRecords by id of the given members (those in the store from the loaded `blocks`; priors, m + a
+        row of `prior`): this run's with the run's scheme and no canonical id yet, the priors' as the run state kept
+        them."""
         records: dict[str, SignatureRecord] = {}
-        run = members[members < self._m]
-        if len(run):
-            rows = self._run.take(pa.array(np.searchsorted(self._run_members, run))).to_pylist()
-            for row in rows:
+        run = members[members < m]
+        at = np.searchsorted(self._members, run)
+        for b, table in blocks.items():
+            inside = at // BLOCK_ROWS == b
+            for row in table.take(pa.array(at[inside] - b * BLOCK_ROWS)).to_pylist():
                 record = signature_from_row(row)
-                records[row["article_id"]] = dataclasses.replace(
-                    record, prior=False, canonical_id="", scheme=self._scheme
-                )
-        for row in self._prior.take(pa.array(members[members >= self._m] - self._m)).to_pylist():
+                records[row["article_id"]] = dataclasses.replace(record, prior=False, canonical_id="", scheme=scheme)
+        for row in prior.take(pa.array(members[members >= m] - m)).to_pylist():
             records.setdefault(row["article_id"], signature_from_row(row))
         return records
