@@ -150,8 +150,8 @@ class ScaleCorpus:
         self.articles = articles
         self.seed = seed
         self.feeds = feeds or default_feeds(articles)
-        if self.feeds < len(CODES):
-            raise ValueError(f"at least {len(CODES)} feeds: one per language")
+        if self.feeds < 1:
+            raise ValueError("at least one feed")
         self.pools, self.lengths = load_pools(data)
         self._vocabulary = {code: np.array(pool.vocabulary, dtype=object) for code, pool in self.pools.items()}
         self._plan()
@@ -174,6 +174,9 @@ class ScaleCorpus:
         weights = np.array([LANGUAGE_MIX[c] for c in CODES])
         language = rng.choice(len(CODES), size=n, p=weights / weights.sum()).astype(np.int8)
         language[copy] = language[original[copy]]
+        if self.feeds < len(CODES):
+            self._plan_mixed(rng, n, role, original, language)
+            return
         # Feeds get languages in proportion to the mix (at least one each): a feed is one outlet in one language.
         count = {i: max(1, round(LANGUAGE_MIX[c] * self.feeds)) for i, c in enumerate(CODES)}
         while sum(count.values()) != self.feeds:
@@ -189,6 +192,27 @@ class ScaleCorpus:
         own = feed[original] - first_feed[language]
         moved = first_feed[language] + (own + shift) % feeds_of_language[language]
         feed[copy] = np.where(others[copy] > 0, moved[copy], feed[original][copy])
+        seconds = rng.integers(0, SPAN_SECONDS, n)
+        later = rng.integers(600, 36_000, n)
+        seconds[copy] = seconds[original[copy]] + later[copy]
+        self.role = role.astype(np.int8)
+        self.original = original.astype(np.int32)
+        self.language = language
+        self.feed = feed.astype(np.int32)
+        self.seconds = seconds.astype(np.int64)
+        self.kind = rng.integers(0, len(NEAR_KINDS), n).astype(np.int8)
+
+    def _plan_mixed(self, rng: np.random.Generator, n: int, role, original, language) -> None:
+        """Fewer feeds than languages (say, one feed of 100,000 entries): every feed carries every language (its
+        channel declares none), articles are spread evenly, and a copy goes to another feed when there is one. The
+        texts, roles, times and near-copy kinds are drawn as for any number of feeds (the same generator calls, in
+        the same order), so only the feed of each article differs."""
+        self.feed_language = np.full(self.feeds, -1, dtype=np.int8)
+        feed = (rng.random(n) * self.feeds).astype(np.int64)
+        shift = 1 + (rng.random(n) * max(self.feeds - 1, 1)).astype(np.int64)
+        copy = role != ORIGINAL
+        moved = (feed[original] + shift) % self.feeds
+        feed[copy] = moved[copy] if self.feeds > 1 else feed[original][copy]
         seconds = rng.integers(0, SPAN_SECONDS, n)
         later = rng.integers(600, 36_000, n)
         seconds[copy] = seconds[original[copy]] + later[copy]
@@ -337,10 +361,10 @@ class ScaleCorpus:
         hashes = np.zeros(self.articles, dtype=np.uint64)  # newsbeam's content hash (64 bits of it), for `check`
         total = 0
         for f in range(self.feeds):
-            code = CODES[self.feed_language[f]]
+            declared = f"<language>{CODES[self.feed_language[f]]}</language>" if self.feed_language[f] >= 0 else ""
             parts = [
                 '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
-                f"<title>Outlet {f}</title><link>https://feed{f}.example/</link><language>{code}</language>"
+                f"<title>Outlet {f}</title><link>https://feed{f}.example/</link>{declared}"
             ]
             for number in order[bounds[f] : bounds[f + 1]].tolist():
                 item = self.item(number)
