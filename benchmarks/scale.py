@@ -4,6 +4,7 @@
     python benchmarks/scale.py --articles 1000000 --timeout 7200 --memory-limit 16
     python benchmarks/scale.py --articles 10000 --runs 3 --workers 0,2        # default vs 2 workers, alternating
     python benchmarks/scale.py --articles 30000 --plain                       # + benchmarks/plain_script.py
+    python benchmarks/scale.py --articles 100000 --feeds 1                    # one feed of 100,000 entries
 
 The corpus is benchmarks/scale_corpus.py: synthetic text made of real words whose duplicate rates stay the same at
 every size (about 10% exact copies, 10% near copies, the rest far apart, eleven languages, real article lengths).
@@ -12,9 +13,15 @@ disk by a threaded HTTP server on 127.0.0.1 (no step holds the corpus). Before t
 rates the generator drew and the rates measured in what it wrote (`ScaleCorpus.check`, cached beside the feeds;
 --no-check skips it: it signs every article, minutes at a million).
 
+With fewer feeds than the corpus has languages (`--feeds 1`: one feed of 600 MB at 100,000 articles) every feed
+carries every language (benchmarks/scale_corpus.py).
+
 Each run is a fresh `python -m pipeline run` in its own process group. A sampler reads /proc every --sample seconds:
 the resident memory of the whole process tree (the command and every descendant, e.g. multi-processing workers,
-summed: an upper bound, shared pages count once per process) and its peak. CPU is user + system time of the tree
+summed: an upper bound, shared pages count once per process) and its peak. After each run it prints, for each stage
+of the batch graph (told apart by the files it leaves in the run's staging: A stages feeds until the last key file,
+B decides until the first keep file, C writes windows until the last partition file, then the driver commits), the
+stage's peak tree RSS and each process's share at that moment; --rss-log keeps the whole timeline. CPU is user + system time of the tree
 from os.wait4 (the command and every descendant it waited for). A run that passes --timeout or whose tree passes
 --memory-limit GiB is killed (the whole process group) and reported as such, with how far it got (feeds requested);
 one the kernel kills is reported with its signal. Figures are load-sensitive: the load average is printed at the
@@ -322,7 +329,9 @@ def counts(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=100_000)
-    parser.add_argument("--feeds", type=int, help="default: 100, or one per 1,000 articles above 100,000")
+    parser.add_argument(
+        "--feeds", type=int, help="default: 100, or one per 1,000 articles above 100,000 (1: one feed of them all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(

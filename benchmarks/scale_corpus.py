@@ -144,7 +144,8 @@ class Item:
 
 
 class ScaleCorpus:
-    """`articles` articles over `feeds` single-language feeds, planned from `seed` (see the module doc)."""
+    """`articles` articles over `feeds` single-language feeds (every language in each when there are fewer feeds than
+    languages), planned from `seed` (see the module doc)."""
 
     def __init__(self, articles: int, seed: int = 0, feeds: int | None = None, data: Path = DATA):
         self.articles = articles
@@ -553,7 +554,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--feeds", type=int, help="default: 100, or one per 1,000 articles above 100,000")
+    parser.add_argument(
+        "--feeds",
+        type=int,
+        help="default: 100, or one per 1,000 articles above 100,000 (fewer than 11: mixed languages)",
+    )
     parser.add_argument("--root", type=Path, default=Path("/tmp/newsbeam-scale"), help="where feeds are cached")
     parser.add_argument("--check", action="store_true", help="measure the rates (signs every article)")
     args = parser.parse_args()
