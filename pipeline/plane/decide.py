@@ -54,7 +54,6 @@ from transforms.dedup import DedupSettings, exact_duplicates, written_matches
 from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings
 from transforms.neardup.prior import read_prior_signatures
 
-_TS = pa.timestamp("us", tz="UTC")
 NEW_ENTRIES_TAG = "new_entries"
 
 # The rows of a shard to write: `uid` (sorted) and what the decisions set.

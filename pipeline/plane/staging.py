@@ -225,10 +225,10 @@ def read_rows(path: str, first_us: int, last_us: int) -> Iterator[pa.RecordBatch
                 yield reader.get_batch(i)
 
 
-def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
+def write_parquet(path: str, table: pa.Table) -> None:
     """One Parquet file through Beam's FileSystems (local, gs://, s3://), written whole: a retry overwrites it."""
     with FileSystems.create(path) as handle:
-        pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
+        pq.write_table(table, handle, compression="zstd")
 
 
 def write_keys(path: str, keys: pa.Table) -> None:
