@@ -14,7 +14,8 @@ never a body or a signature) into numpy and pyarrow arrays and decides, in this 
    candidates only, star clusters, verdicts.
 
 It writes, into the run's staging: the seen keys, the signatures later runs match against, and for each shard of
-windows (consecutive windows holding at most `shard_bytes` of rows, a bigger window alone: what stage C holds) the
+windows (consecutive windows holding at most `shard_bytes` of rows, a bigger window alone: what a worker of stage C
+takes at a time) the
 table of rows to write (`uid` and the columns the decisions set). It emits one WindowShard per shard, and (feed URL,
 articles written) for feed health. The counters are the stages' own names, so the run summary reconciles as before.
 """
@@ -64,6 +65,7 @@ KEEP_SCHEMA = pa.schema(
         pa.field("cluster_id", pa.string()),
         pa.field("cluster_size", pa.int32()),
         pa.field("duplicate_of", pa.string()),
+        pa.field("window_us", pa.int64(), nullable=False),  # the row's window start: stage C reads a window at a time
     ]
 )
 
@@ -94,7 +96,9 @@ class DecideSettings:
     neardup: NearDedupSettings = NearDedupSettings()
     written_index: str = ""
     prior_patterns: tuple[str, ...] = ()
-    # Stage C holds a shard's kept rows (row_bytes) and one window sorted; two workers hold one shard each.
+    # The rows (row_bytes) of the windows a worker of stage C writes in one go: enough shards to share between
+    # workers (a million-article run has about 90), few enough that each is worth its keep file. Stage C holds one
+    # window at a time, whatever the shard's size.
     shard_bytes: int = 64 << 20
 
 
@@ -379,9 +383,9 @@ class _DecideFn(beam.DoFn):
         for index, group in enumerate(groups):
             first, last = group[0], group[-1]
             lo, hi = np.searchsorted(windows, first, "left"), np.searchsorted(windows, last, "right")
-            part_rows, part_uids = rows[lo:hi], uids[lo:hi]
+            part_rows, part_uids, part_windows = rows[lo:hi], uids[lo:hi], windows[lo:hi]
             by_uid = np.argsort(part_uids)
-            part_rows, part_uids = part_rows[by_uid], part_uids[by_uid]
+            part_rows, part_uids, part_windows = part_rows[by_uid], part_uids[by_uid], part_windows[by_uid]
             table = pa.table(
                 {
                     "uid": part_uids,
@@ -389,6 +393,7 @@ class _DecideFn(beam.DoFn):
                     "cluster_id": pa.array(cluster_id[part_rows].tolist(), pa.string()),
                     "cluster_size": cluster_size[part_rows],
                     "duplicate_of": pa.array(duplicate_of[part_rows].tolist(), pa.string()),
+                    "window_us": part_windows,
                 },
                 schema=KEEP_SCHEMA,
             )

@@ -9,7 +9,7 @@ them, and then, a window at a time, sorts them by (published_at, article_id), se
 (`duplicate_count`, `cluster_id`, `cluster_size`, `duplicate_of`), the run id and the summary (staged once when it
 is the text), and writes the window's file: the partition directories, schema and file names of
 transforms.sink.WriteParquetPartitions, which the driver's commit (pipeline.state) moves into place. It holds the
-shard's kept rows (decide.py bounds them by bytes) and one window sorted. File names are fixed by the run and the
+window's kept rows and a slice of them sorted. File names are fixed by the run and the
 window, so a retried bundle writes over its own files. It counts what it writes under the sink's counters
 (`sink/articles`, by language, by topic).
 """
@@ -41,23 +41,23 @@ SLICE_BYTES = 16 << 20
 
 def shard_windows(shard: WindowShard) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(kept rows, decisions) of each window of a shard, in window order: the window's staged rows that the
-    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file)."""
+    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file). A window
+    at a time: each rows file is opened once per window and gives one record batch, so what is held is one window's
+    rows, however many windows the shard has."""
     keep = read_parquet(shard.keep_path)
     kept_uids = keep.column("uid").to_numpy()
-    if not len(kept_uids):
-        return
-    pieces: dict[int, list[pa.Table]] = {}
-    for path in shard.rows_paths:
-        for batch in read_rows(path, shard.first_window_us, shard.last_window_us):
-            uids = batch.column("uid").to_numpy()
-            at = np.minimum(np.searchsorted(kept_uids, uids), len(kept_uids) - 1)
-            found = kept_uids[at] == uids
-            if found.any():
-                piece = pa.Table.from_batches([batch.filter(pa.array(found))])
-                window = batch.column("window_start").cast(pa.int64())[0].as_py()
-                pieces.setdefault(window, []).append(piece.append_column("keep_row", pa.array(at[found])))
-    for window in sorted(pieces):
-        yield pa.concat_tables(pieces.pop(window)), keep
+    for window in np.unique(keep.column("window_us").to_numpy()).tolist():
+        pieces = []
+        for path in shard.rows_paths:
+            for batch in read_rows(path, window, window):
+                uids = batch.column("uid").to_numpy()
+                at = np.minimum(np.searchsorted(kept_uids, uids), len(kept_uids) - 1)
+                found = kept_uids[at] == uids
+                if found.any():
+                    piece = pa.Table.from_batches([batch.filter(pa.array(found))])
+                    pieces.append(piece.append_column("keep_row", pa.array(at[found])))
+        if pieces:
+            yield pa.concat_tables(pieces), keep
 
 
 def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int = SLICE_BYTES) -> Iterator[pa.Table]:
