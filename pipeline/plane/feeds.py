@@ -12,7 +12,6 @@ The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.article import INDEX_KEY_COLUMNS, Article, identity_keys
+from transforms.article import INDEX_KEY_COLUMNS, Article
 from transforms.classify import (
     _FOR_MODEL_TAG,
     ClassifySettings,
@@ -32,8 +31,8 @@ from transforms.classify import (
     model_failure,
 )
 from transforms.clean import CleanSettings, _CleanArticleFn
-from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter
-from transforms.extract import ExtractSettings, PageResult, apply_page, shared_fetcher, wants_page
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
+from transforms.extract import ArticlePages, ExtractSettings
 from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.fetch import FetchFeedFn, FetchSettings
@@ -109,12 +108,8 @@ class FeedProcessor:
         model_languages = frozenset(load_topic_model(model_path).languages) if model_path else frozenset()
         self._detect = _DetectLanguageFn(settings.classify.language, model_languages)
         self._topic = _ApplyTopicFn(settings.classify)
-        self._modes = dict(settings.extract_modes)
-        self._page_counters = {
-            name: Metrics.counter(PAGE_STAGE, name)
-            for name in ("pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")
-        }
-        self._skipped_written = Metrics.counter(PAGE_STAGE, "pages_skipped_already_written")
+        extract = settings.extract
+        self._pages = None if extract is None else ArticlePages(extract, dict(settings.extract_modes), settings.run_id)
         self._failed_batches = Metrics.counter("classify", "topic_model_failed_batches")
         self._failed_articles = Metrics.counter("classify", "topic_model_failed_articles")
 
@@ -123,16 +118,13 @@ class FeedProcessor:
         self._detect.setup()
         self._topic.setup()
         self._model = _topic_model(self._model_path) if self._model_path else None
-        extract = self._settings.extract
-        if extract is not None:
-            self._fetcher = shared_fetcher(extract, self._settings.run_id)
-            self._pool = concurrent.futures.ThreadPoolExecutor(extract.threads, thread_name_prefix="page")
-            self._pages: dict[str, PageResult] = {}  # a URL linked again (by this worker) is not fetched again
+        if self._pages is not None:
+            self._pages.setup()
 
     def teardown(self) -> None:
         self._fetch.teardown()
-        if self._settings.extract is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pages is not None:
+            self._pages.teardown()
 
     def process(self, source: FeedSource) -> Iterator[list[Article] | DeadLetter | FeedReport]:
         """A feed's finished articles, a chunk (list) at a time, and its dead letters and FeedReport."""
@@ -154,8 +146,9 @@ class FeedProcessor:
 
     def _finish(self, raw: list[Article]) -> Iterator[list[Article] | DeadLetter]:
         letters: list[DeadLetter] = []
-        if self._settings.extract is not None:
-            raw = self._with_pages(raw, letters)
+        if self._pages is not None:
+            index = self._settings.written_index
+            raw, letters = self._pages.fetch_chunk(raw, _written_page_keys(index) if index else None)
         cleaned = []
         for article in raw:
             for tag, out in _split(self._clean.process(article)):
@@ -195,41 +188,6 @@ class FeedProcessor:
             (article, _Prediction((label, prob)))
             for (article, _), label, prob in zip(for_model, labels, probs.tolist())
         ]
-
-    def _with_pages(self, articles: list[Article], letters: list[DeadLetter]) -> list[Article]:
-        """The articles with their page's text where their mode asks for it (FetchArticlePages' rules): one fetch
-        per URL, over a thread pool; an entry already written is left for dedup to drop."""
-        extract = self._settings.extract
-        written = _written_page_keys(self._settings.written_index) if self._settings.written_index else None
-        wanted: dict[str, list[int]] = {}
-        for i, article in enumerate(articles):
-            mode = self._modes.get(article.feed_url) or extract.mode
-            if not wants_page(article, mode, extract.min_chars):
-                continue
-            keys = [key for _, key in identity_keys(article)]  # the id and URL: no content hash yet
-            if written is not None and len(written) and np.isin(keys, written).any():
-                self._skipped_written.inc()
-                continue
-            wanted.setdefault(article.url, []).append(i)
-        futures = {url: self._pool.submit(self._fetcher.fetch, url) for url in wanted if url not in self._pages}
-        out = list(articles)
-        for url, rows in wanted.items():
-            if url in futures:
-                result = self._pages[url] = futures[url].result()
-                self._page_counters["pages_fetched"].inc()
-                self._page_counters["pages_extracted"].inc(result.page is not None)
-                self._page_counters["pages_truncated"].inc(result.truncated)
-                Metrics.counter(PAGE_STAGE, result.reason or "ok").inc()
-            else:
-                result = self._pages[url]
-                self._page_counters["pages_cached"].inc()
-            for i in rows:
-                out[i], letter = apply_page(articles[i], result)
-                if letter is not None:
-                    letters.append(letter)
-        if len(self._pages) > 10000:
-            self._pages.clear()
-        return out
 
 
 class _Prediction:
