@@ -4,9 +4,9 @@
     for item in processor.process(source):   # lists of finished Articles (a chunk), DeadLetters, one FeedReport
 
 Both graphs run it as one DoFn per feed (pipeline/plane/staging.py for batch, pipeline/streaming.py): each stage's
-own per-element logic (the DoFns of transforms/fetch, parse, clean, classify and extract) is called directly, so the
-counters, the dead letters and every rule are the stages' own, but the articles of a feed never cross a Beam boundary
-between stages (each crossing cost a pickle of the whole article, and the in-memory runner kept every one).
+own per-element step (FetchFeedFn, FeedParser, ArticlePages, ArticleCleaner, ArticleClassifier: the code the stages'
+composites run in their DoFns) is called directly, so the counters, the dead letters and every rule are the stages'
+own, but the articles of a feed never cross a Beam boundary between stages (each crossing cost a pickle of the whole article, and the in-memory runner kept every one).
 The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,000 entries is never all in memory.
 """
 
@@ -19,24 +19,17 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.article import INDEX_KEY_COLUMNS, Article
-from transforms.classify import (
-    _FOR_MODEL_TAG,
-    ClassifySettings,
-    _ApplyTopicFn,
-    _DetectLanguageFn,
-    model_failure,
-)
-from transforms.clean import CleanSettings, _CleanArticleFn
-from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
+from transforms.classify import ArticleClassifier, ClassifySettings
+from transforms.clean import ArticleCleaner, CleanSettings
+from transforms.dead_letter import DeadLetter
 from transforms.extract import ArticlePages, ExtractSettings
 from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.fetch import FetchFeedFn, FetchSettings
-from transforms.parse import ParseSettings, _ParseFeedFn
+from transforms.parse import FeedParser, ParseSettings
 from transforms.topic_model import load_topic_model
 
 CHUNK_SIZE = 2000
@@ -100,23 +93,19 @@ class FeedProcessor:
     def __init__(self, settings: FeedSettings):
         self._settings = settings
         self._fetch = FetchFeedFn(settings.fetch)
-        self._parse = _ParseFeedFn(settings.parse)
-        self._clean = _CleanArticleFn(settings.clean)
+        self._parser = FeedParser(settings.parse)
+        self._cleaner = ArticleCleaner(settings.clean)
         model_path = settings.classify.model_path
         self._model_path = model_path
         # Loaded (and validated) now, as ClassifyArticles does: a bad model file fails before any fetch.
         model_languages = frozenset(load_topic_model(model_path).languages) if model_path else frozenset()
-        self._detect = _DetectLanguageFn(settings.classify.language, model_languages)
-        self._topic = _ApplyTopicFn(settings.classify)
+        self._classifier = ArticleClassifier(settings.classify, model_languages)
         extract = settings.extract
         self._pages = None if extract is None else ArticlePages(extract, dict(settings.extract_modes), settings.run_id)
-        self._failed_batches = Metrics.counter("classify", "topic_model_failed_batches")
-        self._failed_articles = Metrics.counter("classify", "topic_model_failed_articles")
 
     def setup(self) -> None:
         self._fetch.setup()
-        self._detect.setup()
-        self._topic.setup()
+        self._classifier.setup()
         self._model = _topic_model(self._model_path) if self._model_path else None
         if self._pages is not None:
             self._pages.setup()
@@ -133,8 +122,8 @@ class FeedProcessor:
                 yield fetched
                 continue
             chunk: list[Article] = []
-            for tag, item in _split(self._parse.process(fetched)):
-                if tag:
+            for item in self._parser.parse(fetched):
+                if not isinstance(item, Article):  # a dead letter, or the feed's report
                     yield item
                     continue
                 chunk.append(item)
@@ -144,56 +133,16 @@ class FeedProcessor:
             if chunk:
                 yield from self._finish(chunk)
 
-    def _finish(self, raw: list[Article]) -> Iterator[list[Article] | DeadLetter]:
-        letters: list[DeadLetter] = []
+    def _finish(self, articles: list[Article]) -> Iterator[list[Article] | DeadLetter]:
+        """A chunk through the page step (when on), clean and classify: its dead letters, then its articles."""
+        page_letters: list[DeadLetter] = []
         if self._pages is not None:
             index = self._settings.written_index
-            raw, letters = self._pages.fetch_chunk(raw, _written_page_keys(index) if index else None)
-        cleaned = []
-        for article in raw:
-            for tag, out in _split(self._clean.process(article)):
-                (letters if tag else cleaned).append(out)
-        detected, for_model = [], []
-        for article in cleaned:
-            for tag, out in _split(self._detect.process(article)):
-                if tag == DEAD_LETTER_TAG:
-                    letters.append(out)
-                elif tag == _FOR_MODEL_TAG:
-                    for_model.append(out)
-                else:
-                    detected.append(out)
-        detected.extend(self._predict(for_model, letters))
-        finished = []
-        for element in detected:
-            for tag, out in _split(self._topic.process(element)):
-                (letters if tag else finished).append(out)
-        yield from letters
+            articles, page_letters = self._pages.fetch_chunk(articles, _written_page_keys(index) if index else None)
+        cleaned, clean_letters = self._cleaner.clean_chunk(articles)
+        finished, classify_letters = self._classifier.classify_chunk(cleaned, self._model)
+        yield from page_letters
+        yield from clean_letters
+        yield from classify_letters
         if finished:
             yield finished
-
-    def _predict(self, for_model: list[tuple[Article, str]], letters: list[DeadLetter]) -> list:
-        """(article, prediction) for each article the topic model reads, in one vectorised call per chunk; when the
-        model raises, the articles go on without its topic and one dead letter says so (as RunInference's
-        exception handling does in ClassifyArticles)."""
-        if not for_model:
-            return []
-        try:
-            labels, probs = self._model.predict_proba([text for _, text in for_model])
-        except Exception as err:  # noqa: BLE001 - a model bug costs topics, never articles
-            self._failed_batches.inc()
-            self._failed_articles.inc(len(for_model))
-            letters.append(model_failure((for_model, (type(err), err, err.__traceback__))))
-            return [article for article, _ in for_model]
-        return [
-            (article, _Prediction((label, prob)))
-            for (article, _), label, prob in zip(for_model, labels, probs.tolist())
-        ]
-
-
-class _Prediction:
-    """What _ApplyTopicFn reads of a RunInference PredictionResult: `inference`, (label, probability)."""
-
-    __slots__ = ("inference",)
-
-    def __init__(self, inference: tuple[str, float]):
-        self.inference = inference
