@@ -128,7 +128,8 @@ def _run_locked(
     )
     if due:
         pipeline = beam.Pipeline(runner=runners.local_runner(options), options=options)
-        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path)
+        processes = runners.feed_processes(options, len(due))
+        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path, processes)
         token = None if quiet else progress.tap(pipeline)
         try:
             with progress.Progress(len(due), lambda: progress.local_counts(token), quiet=quiet) as shown:

@@ -22,6 +22,8 @@ import os
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
+from pipeline.options import NewsbeamOptions
+
 DEFAULT = "FnApiRunner"
 # A batch run whose feeds held at least this many entries at their last fetch runs on one worker process per core.
 ENTRIES_FOR_WORKERS = 50_000
@@ -41,6 +43,20 @@ def choose_local_mode(options: PipelineOptions, expected_entries: int, cores: in
         direct = options.view_as(DirectOptions)
         direct.direct_running_mode = "multi_processing"
         direct.direct_num_workers = cores
+
+
+def feed_processes(options: PipelineOptions, feeds: int, cores: int | None = None) -> int:
+    """How many forked processes finish feeds at once in stage A (pipeline/plane/pool.py): `--feed_processes` when
+    given, else one per core (at most one per feed) on the local runner in memory; 1 (no fork) on any other runner,
+    whose own workers use the cores, and with Beam's worker processes."""
+    asked = options.view_as(NewsbeamOptions).feed_processes
+    if options.view_as(StandardOptions).runner or options.view_as(StandardOptions).streaming:
+        return 1
+    if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        return 1
+    if asked is not None:
+        return max(1, asked)
+    return max(1, min(cores or os.cpu_count() or 1, feeds))
 
 
 def runner_name(options: PipelineOptions) -> str:
