@@ -2,7 +2,8 @@
 
 A feed that failed to fetch or parse, an entry with nothing in it, an article left empty by cleaning: every stage
 builds its rejects with `reject` (or lets `dead_letter_on_error`, or `letter_on_error` for a per-element step
-outside a DoFn, build them from what it raised) and routes them to the `dead_letters` output; WriteDeadLetters writes them all to one place, with DEAD_LETTER_SCHEMA.
+outside a DoFn, build them from what it raised) and routes them to the `dead_letters` output; WriteDeadLetters
+writes them all to one place, with DEAD_LETTER_SCHEMA.
 A stage never stamps the run id: the sink sets the `run_id` column of every row it writes.
 """
 
