@@ -7,8 +7,9 @@ graph stamps the same bounds itself, a column at a time, while it stages a chunk
 writes each window's rows from the staged files: its articles never enter a Beam window.
 
 A window fires when the watermark passes its end, then once more for each bundle of late articles (discarding
-mode: a late pane holds only the new articles), until the watermark passes `window_end + allowed_lateness + late_margin`. Articles too late for that never reach this stage:
-RouteTooLate sends them to the dead letters first, by the rule in `lateness_deadline`.
+mode: a late pane holds only the new articles), until the watermark passes `window_end + allowed_lateness +
+late_margin`. Articles too late for that never reach this stage: RouteTooLate sends them to the dead letters first,
+by the rule in `lateness_deadline`.
 
 RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end
 plus the allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article

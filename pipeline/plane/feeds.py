@@ -6,7 +6,8 @@
 Both graphs run it as one DoFn per feed (pipeline/plane/staging.py for batch, pipeline/streaming.py): each stage's
 own per-element step (FetchFeedFn, FeedParser, ArticlePages, ArticleCleaner, ArticleClassifier: the code the stages'
 composites run in their DoFns) is called directly, so the counters, the dead letters and every rule are the stages'
-own, but the articles of a feed never cross a Beam boundary between stages (each crossing cost a pickle of the whole article, and the in-memory runner kept every one).
+own, but the articles of a feed never cross a Beam boundary between stages (each crossing cost a pickle of the
+whole article, and the in-memory runner kept every one).
 The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,000 entries is never all in memory.
 """
 
