@@ -117,7 +117,6 @@ def _run_locked(
     seen = seen_index.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = schedule.load_feed_health(config.output)
     due, skipped = schedule.schedule_feeds(config.feeds, config.schedule, health, now, poll_all)
-    runners.choose_local_mode(options, sum(health[f.url].entries_seen for f in due if f.url in health))
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
