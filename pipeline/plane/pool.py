@@ -63,7 +63,19 @@ def _replay(updates: list[tuple[object, object]]) -> None:
             tracker.update_metric(name, value)
 
 
-def _die_with_parent() -> None:
+def _start_child() -> None:
+    # Another thread of the parent (the progress line) may have held stderr's lock at the moment of the fork; that
+    # copy of the lock is never released in the child, so the child writes through fresh stream objects.
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        try:
+            new = open(fd, "w", closefd=False, encoding=getattr(old, "encoding", None), errors="backslashreplace")
+        except OSError:
+            continue
+        setattr(sys, name, new)
+        for handler in [*logging.getLogger().handlers, *_handlers_of_named_loggers()]:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.stream = new  # not setStream: it would flush the old stream, taking its lock
     # A run killed with SIGKILL must not leave children writing into its staging directory (the next run removes
     # it). prctl(PR_SET_PDEATHSIG) exists on Linux only; elsewhere a child ends when it next reads its closed pipe.
     if sys.platform.startswith("linux"):
@@ -71,6 +83,11 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+
+
+def _handlers_of_named_loggers() -> list[logging.Handler]:
+    loggers = [x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger)]
+    return [handler for logger in loggers for handler in logger.handlers]
 
 
 def _run_in_child(element) -> tuple[list, list]:
@@ -95,7 +112,7 @@ class FeedPool:
         _WORK = work
         self._work = work
         self._executor = concurrent.futures.ProcessPoolExecutor(
-            processes, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent
+            processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_child
         )
         self._pending: dict[concurrent.futures.Future, object] = {}
         self._broken = False
