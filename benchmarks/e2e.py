@@ -1,7 +1,8 @@
 """End to end, as a user runs it: `newsbeam run` against the plain script (benchmarks/plain_script.py), on real text.
 
     python benchmarks/e2e.py --articles 10000 --runs 3 [beam options...]     # newsbeam vs plain script, A B A B
-    python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 multi-processing workers
+    python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 feed processes (the default's)
+    python benchmarks/e2e.py --articles 10000 --runs 3 --beam-workers 1,2    # + Beam's multi-processing workers
     python benchmarks/e2e.py --sizes 10000,100000 --runs 1 --no-plain        # cost per article against corpus size
     python benchmarks/e2e.py --baseline ../main                              # + another checkout's newsbeam (before)
 
@@ -140,7 +141,10 @@ def main() -> None:
         nargs="?",
         const="1,2",
         default="",
-        help="also run multi-processing with these worker counts (default 1,2: scaling)",
+        help="also run with these --feed_processes counts (default 1,2: scaling)",
+    )
+    parser.add_argument(
+        "--beam-workers", default="", help="also run Beam's multi-processing mode with these worker counts, e.g. 1,2"
     )
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
@@ -157,12 +161,17 @@ def main() -> None:
         )
     if args.workers:
         contenders += [
+            (f"newsbeam feed processes x{n}", "newsbeam", [f"--feed_processes={n}"])
+            for n in map(int, args.workers.split(","))
+        ]
+    if args.beam_workers:
+        contenders += [
             (
                 f"newsbeam multi_processing x{n}",
                 "newsbeam",
                 ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"],
             )
-            for n in map(int, args.workers.split(","))
+            for n in map(int, args.beam_workers.split(","))
         ]
     if not args.no_plain:
         contenders.append(("plain script", "plain", []))
@@ -207,8 +216,8 @@ def main() -> None:
         )
     if args.workers == "1,2":
         print(
-            f"2 workers / 1 worker speed (N={size}): "
-            f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x"
+            f"2 feed processes / 1 speed (N={size}): "
+            f"{wall('newsbeam feed processes x1') / wall('newsbeam feed processes x2'):.2f}x"
         )
     if len(sizes) > 1:
         base = statistics.median(r["cpu"] for r in results[(main_name, sizes[0])]) / sizes[0]

@@ -167,6 +167,6 @@ def key_hash(value: str) -> int:
 def identity_keys(article: Article) -> list[tuple[str, int]]:
     """The (index column, key hash) pairs under which an article is looked up among those already written: its id,
     canonical URL and content hash, each when not empty. Before DeduplicateArticles has set `content_hash` (when
-    FetchArticlePages asks whether a page is wanted), that is the id and URL alone."""
+    the page step (transforms/extract.py) asks whether a page is wanted), that is the id and URL alone."""
     values = (article.article_id, article.url, article.content_hash)
     return [(column, key_hash(value)) for column, value in zip(INDEX_KEY_COLUMNS, values) if value]

@@ -16,6 +16,7 @@ import transforms.html_text as html_text_module
 from tests.conftest import art, counter
 from transforms.article import Article
 from transforms.clean import (
+    ArticleCleaner,
     CleanArticles,
     CleanSettings,
     _CleanArticleFn,
@@ -473,3 +474,12 @@ def test_every_shared_feed_entry_cleans_without_error():
                 kept += bool(text)
     assert entries > 1000
     assert kept > 0.8 * entries
+
+
+def test_the_chunk_step_keeps_the_order_and_splits_off_the_dead_letters():
+    # What the per-feed loop calls: the same step as the DoFn, a chunk at a time.
+    fn, cleaner = _CleanArticleFn(CleanSettings()), ArticleCleaner(CleanSettings())
+    kept, letters = cleaner.clean_chunk([GOOD, NOTHING, EMPTY, FURNITURE_ONLY])
+    assert [a.article_id for a in kept] == ["a1", "a2", "a3"]
+    assert [(d.reason, d.entry_key) for d in letters] == [("empty_after_cleaning", "a4")]
+    assert kept == [next(iter(fn.process(a))) for a in (GOOD, EMPTY, FURNITURE_ONLY)]
