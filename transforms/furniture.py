@@ -323,8 +323,11 @@ def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> li
 
 
 def _remove_furniture_counted(text: str, title: str, settings: CleanSettings) -> tuple[str, int]:
-    lines = normalise_text(text).split("\n")
+    normal = normalise_text(text)
+    lines = normal.split("\n")
     drop = _furniture_mask(lines, title, settings)
+    if not any(drop):
+        return normal, 0  # what normalise_text gives, it gives back unchanged
     removed = sum(1 for line, dropped in zip(lines, drop) if dropped and line)
     kept = "\n".join(line for line, dropped in zip(lines, drop) if not dropped)
     return normalise_text(kept), removed
