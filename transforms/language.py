@@ -258,7 +258,11 @@ class LanguageDetector:
         language codes). The detector loads `settings.pair_models` itself; the benchmark swaps in models
         trained without the sentences it scores, to cross-validate them."""
         self._pair_model_of = _pair_models_by_code(models)
-        self._answers.clear()  # they were the old models' answers
+        self.forget_answers()  # they were the old models' answers
+
+    def forget_answers(self) -> None:
+        """Forget the remembered answers (`detect`): what a benchmark of the detection itself needs."""
+        self._answers.clear()
 
     def detect(self, text: str, declared: str = "") -> tuple[str, float]:
         """(ISO 639-1 code or "und", score in [0, 1]) for `text`; `declared` is the feed's language tag, if any."""

@@ -232,7 +232,7 @@ def test_py3langid_is_skipped_when_cld2_and_fasttext_agree_and_no_answer_changes
         by_language.setdefault(lang, []).append(text)
     articles = ["\n\n".join(" ".join(lines[i : i + 2]) for i in range(0, 8, 2)) for lines in by_language.values()]
     always = LanguageDetector(LanguageSettings(agreement=0.0))
-    detector._answers.clear()  # the other tests' answers are remembered: this one counts the work
+    detector.forget_answers()  # the other tests' answers are remembered: this one counts the work
     runs = []
     monkeypatch.setattr(
         detector._py3langid, "scores", lambda text, scores=detector._py3langid.scores: runs.append(1) or scores(text)
@@ -429,7 +429,7 @@ def test_the_memory_of_answers_is_bounded(monkeypatch, detector):
     import transforms.language as language
 
     monkeypatch.setattr(language, "_ANSWERS_KEPT", 5)
-    detector._answers.clear()
+    detector.forget_answers()
     answers = [detector.detect(f"{ENGLISH} {n}") for n in range(12)]
     assert len(detector._answers) <= 5
     assert [detector.detect(f"{ENGLISH} {n}") for n in range(12)] == answers
