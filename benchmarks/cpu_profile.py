@@ -60,9 +60,9 @@ def main() -> None:
         profile = cProfile.Profile()
         started, started_cpu = time.perf_counter(), time.process_time()
         profile.enable()
-        # In memory: the profile sees only this process (a run of many feeds would otherwise get worker processes).
+        # In memory and without forked feed processes: the profile sees only this process.
         command = ["run", "--config", str(config), "--output", f"{tmp}/out", "--run_id", "profile", "--quiet"]
-        status = newsbeam([*command, "--direct_running_mode=in_memory"])
+        status = newsbeam([*command, "--direct_running_mode=in_memory", "--feed_processes=1"])
         profile.disable()
         wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     if status != 0:

@@ -1,9 +1,11 @@
 """End to end, as a user runs it: `newsbeam run` against the plain script (benchmarks/plain_script.py), on real text.
 
     python benchmarks/e2e.py --articles 10000 --runs 3 [beam options...]     # newsbeam vs plain script, A B A B
-    python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 multi-processing workers
+    python benchmarks/e2e.py --articles 10000 --runs 3 --workers             # + 1 vs 2 feed processes (the default's)
+    python benchmarks/e2e.py --articles 10000 --runs 3 --beam-workers 1,2    # + Beam's multi-processing workers
     python benchmarks/e2e.py --sizes 10000,100000 --runs 1 --no-plain        # cost per article against corpus size
     python benchmarks/e2e.py --baseline ../main                              # + another checkout's newsbeam (before)
+    python benchmarks/e2e.py --python /tmp/plain/bin/python                  # newsbeam from a plain install's venv
 
 The corpus (benchmarks/corpus.py: AG News, extraction-dev bodies and langid-dev sentences, 11 languages, about 10%
 syndicated copies, seeded) is served as `--feeds` RSS feeds by the loopback server the tests use. Each run is a fresh
@@ -76,10 +78,15 @@ def measure(command: list[str], server: FeedServer, cwd: Path = REPO) -> dict:
     }
 
 
+# The interpreter that runs newsbeam (--python): by default this one, whose venv has the bench extra; pandas among
+# it, which Beam imports whenever it is installed (about 0.7 s of start-up a plain `pip install newsbeam` does not pay).
+NEWSBEAM_PYTHON = [sys.executable]
+
+
 def newsbeam_command(config: Path, output: Path, beam_args: list[str]) -> list[str]:
     # `python -m pipeline` run from a checkout imports that checkout's code (the current directory comes first).
     return [
-        sys.executable,
+        NEWSBEAM_PYTHON[0],
         "-m",
         "pipeline",
         "run",
@@ -140,14 +147,23 @@ def main() -> None:
         nargs="?",
         const="1,2",
         default="",
-        help="also run multi-processing with these worker counts (default 1,2: scaling)",
+        help="also run with these --feed_processes counts (default 1,2: scaling)",
+    )
+    parser.add_argument(
+        "--beam-workers", default="", help="also run Beam's multi-processing mode with these worker counts, e.g. 1,2"
     )
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes: cost per article against size")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. ../main) whose newsbeam runs too")
     parser.add_argument(
         "--config-extra", default="", help="YAML appended to the config, e.g. 'neardup: {enabled: false}'"
     )
+    parser.add_argument(
+        "--python",
+        help="the interpreter that runs newsbeam, e.g. a venv with a plain `pip install -e .` (as users install it)",
+    )
     args, beam_args = parser.parse_known_args()
+    if args.python:
+        NEWSBEAM_PYTHON[0] = args.python
     sizes = [int(s) for s in args.sizes.split(",") if s] or [args.articles]
 
     contenders = [("newsbeam " + (" ".join(beam_args) or "(defaults)"), "newsbeam", beam_args)]
@@ -157,12 +173,17 @@ def main() -> None:
         )
     if args.workers:
         contenders += [
+            (f"newsbeam feed processes x{n}", "newsbeam", [f"--feed_processes={n}"])
+            for n in map(int, args.workers.split(","))
+        ]
+    if args.beam_workers:
+        contenders += [
             (
                 f"newsbeam multi_processing x{n}",
                 "newsbeam",
                 ["--direct_running_mode=multi_processing", f"--direct_num_workers={n}"],
             )
-            for n in map(int, args.workers.split(","))
+            for n in map(int, args.beam_workers.split(","))
         ]
     if not args.no_plain:
         contenders.append(("plain script", "plain", []))
@@ -207,8 +228,8 @@ def main() -> None:
         )
     if args.workers == "1,2":
         print(
-            f"2 workers / 1 worker speed (N={size}): "
-            f"{wall('newsbeam multi_processing x1') / wall('newsbeam multi_processing x2'):.2f}x"
+            f"2 feed processes / 1 speed (N={size}): "
+            f"{wall('newsbeam feed processes x1') / wall('newsbeam feed processes x2'):.2f}x"
         )
     if len(sizes) > 1:
         base = statistics.median(r["cpu"] for r in results[(main_name, sizes[0])]) / sizes[0]

@@ -1,4 +1,4 @@
-"""Article body extraction: our `transforms.extract.extract_page` against trafilatura's settings, on two sets of real
+"""Article body extraction: our `transforms.page_html.extract_page` against trafilatura's settings, on two sets of real
 pages with the bodies marked, each split in two fixed halves.
 
     python benchmarks/extract.py [--repeat 3] [--data DIR ...] [--limit N]
@@ -38,8 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from transforms.charsets import decode_html  # noqa: E402
 from transforms.clean import clean_text  # noqa: E402
-from transforms.extract import decode_html, extract_page, parse_html  # noqa: E402
+from transforms.page_html import extract_page, parse_html  # noqa: E402
 from transforms.page_text import prune  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

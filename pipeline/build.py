@@ -33,9 +33,12 @@ from transforms.neardup import lookback_patterns
 from transforms.sink import SinkSettings, WriteDeadLetters
 
 
-def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "") -> None:
+def build(
+    p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "", feed_processes: int = 1
+) -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
-    `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty)."""
+    `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty).
+    `feed_processes`: forked processes finishing feeds at once (pipeline/runners.py `feed_processes`)."""
     layout = OutputLayout(config.output)
     work = layout.staged(run_id, STAGED_WORK)
     staged = (
@@ -43,7 +46,8 @@ def build(p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_
         | "Feeds" >> beam.Create(list(enumerate(config.feeds)))
         | "Stage"
         >> StageFeeds(
-            feed_settings(config, run_id, seen_index), StageSettings(work, config.window.size_seconds, config.neardup)
+            feed_settings(config, run_id, seen_index),
+            StageSettings(work, config.window.size_seconds, config.neardup, feed_processes),
         )
     )
     decided = staged.chunks | "Decide" >> Decide(

@@ -28,6 +28,12 @@ class NewsbeamOptions(PipelineOptions):
             help="output directory or URL (default: the config's `output`, ./output for the bundled config)",
         )
         parser.add_argument(
+            "--feed_processes",
+            type=int,
+            default=None,
+            help="on the local runner, feeds finished at once by forked processes (default: one per core; 1: none)",
+        )
+        parser.add_argument(
             "--run_id",
             default=None,
             help="identifier of this run, used in file names and the run record (default: UTC time + random suffix)",

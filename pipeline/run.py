@@ -117,7 +117,6 @@ def _run_locked(
     seen = seen_index.load_seen_index(config.output, run_id, now, config.dedup.forget_after_seconds)
     health = schedule.load_feed_health(config.output)
     due, skipped = schedule.schedule_feeds(config.feeds, config.schedule, health, now, poll_all)
-    runners.choose_local_mode(options, sum(health[f.url].entries_seen for f in due if f.url in health))
     summary = RunSummary(
         run_id=run_id,
         output=config.output,
@@ -128,7 +127,8 @@ def _run_locked(
     )
     if due:
         pipeline = beam.Pipeline(runner=runners.local_runner(options), options=options)
-        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path)
+        processes = runners.feed_processes(options, len(due))
+        build(pipeline, dataclasses.replace(config, feeds=tuple(due)), run_id, now, seen.base_path, processes)
         token = None if quiet else progress.tap(pipeline)
         try:
             with progress.Progress(len(due), lambda: progress.local_counts(token), quiet=quiet) as shown:

@@ -5,14 +5,12 @@ falls back to its in-process runners when the download or the run fails. Whether
 holds (today a DoFn with exception handling, a TestStream or an unsafe trigger turn Prism off), so on a machine with
 internet access a run could land on a runner our tests never ran, and without it start-up could wait on a failed
 download. When no `--runner` is given, newsbeam therefore builds the runner DirectRunner falls back to for both of
-our graphs: Beam's in-process FnApiRunner (in memory, or worker processes with
-`--direct_running_mode=multi_processing`). A batch run whose feeds held at least ENTRIES_FOR_WORKERS entries at
-their last fetch (the feed health knows) gets one worker process per core unless the command line names a running
-mode: the feeds are finished in parallel, each worker sending on only file paths and counts (pipeline/plane/). Each
-worker costs seconds of start-up (importing Beam, loading the language models), which a smaller run does not earn
-back, so it stays in memory (the README's Speed section has the figures). It runs the streaming graph too, stage by stage: the polling stage ends at
-`streaming.stop_after`, and only then do the later stages see its articles, so a local streaming trial needs a
-`stop_after`. Prism, Flink, Spark or Dataflow are one `--runner=...` away.
+our graphs: Beam's in-process FnApiRunner, in memory. Its batch stage A forks one process per core
+(`feed_processes`, pipeline/plane/pool.py) to finish feeds in parallel: a fork of the process that holds the models
+costs milliseconds, where each of Beam's own worker processes (`--direct_running_mode=multi_processing`, still
+there for whoever asks) imports Beam and loads the models again (docs/speed.md has the figures). It runs the
+streaming graph too, stage by stage: the polling stage ends at `streaming.stop_after`, and only then do the later
+stages see its articles, so a local streaming trial needs a `stop_after`. Prism, Flink, Spark or Dataflow are one `--runner=...` away.
 """
 
 from __future__ import annotations
@@ -22,25 +20,23 @@ import os
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
+from pipeline.options import NewsbeamOptions
+
 DEFAULT = "FnApiRunner"
-# A batch run whose feeds held at least this many entries at their last fetch runs on one worker process per core.
-ENTRIES_FOR_WORKERS = 50_000
 
 
-def choose_local_mode(options: PipelineOptions, expected_entries: int, cores: int | None = None) -> None:
-    """Set the local runner's mode in `options` for a batch run expected to read `expected_entries` entries (what its
-    feeds held at their last fetch; 0 when unknown): one worker process per core from ENTRIES_FOR_WORKERS on (and
-    more than one core), else in memory. A running mode or worker count given on the command line, a named
-    `--runner` or `--streaming` are left alone."""
-    cores = cores or os.cpu_count() or 1
+def feed_processes(options: PipelineOptions, feeds: int, cores: int | None = None) -> int:
+    """How many forked processes finish feeds at once in stage A (pipeline/plane/pool.py): `--feed_processes` when
+    given, else one per core (at most one per feed) on the local runner in memory; 1 (no fork) on any other runner,
+    whose own workers use the cores, and with Beam's worker processes."""
+    asked = options.view_as(NewsbeamOptions).feed_processes
     if options.view_as(StandardOptions).runner or options.view_as(StandardOptions).streaming:
-        return
-    if any(flag.startswith(("--direct_running_mode", "--direct_num_workers")) for flag in options._flags):
-        return
-    if cores > 1 and expected_entries >= ENTRIES_FOR_WORKERS:
-        direct = options.view_as(DirectOptions)
-        direct.direct_running_mode = "multi_processing"
-        direct.direct_num_workers = cores
+        return 1
+    if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        return 1
+    if asked is not None:
+        return max(1, asked)
+    return max(1, min(cores or os.cpu_count() or 1, feeds))
 
 
 def runner_name(options: PipelineOptions) -> str:

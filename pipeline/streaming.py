@@ -60,7 +60,7 @@ def build_streaming(
             config.neardup, config.dedup.neardup_lookback_seconds
         )
     timely = unique | "TooLate" >> RouteTooLate(config.window)
-    windowed = timely.articles | "Window" >> WindowByEventTime(config.window, streaming=True)
+    windowed = timely.articles | "Window" >> WindowByEventTime(config.window)
 
     # Not under _temp/: a batch run's clean-up removes every other run's directory there.
     temp = OutputLayout(config.output).streaming_temp

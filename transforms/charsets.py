@@ -6,9 +6,13 @@
   windows-1252, as in the WHATWG Encoding Standard that browsers and feed readers follow: servers and CMSs label
   windows-1252 text (curly quotes, dashes, the euro sign in bytes 0x80-0x9F) that way far more often than they send
   C1 control characters, which is what Latin-1 would make of those bytes.
+- `utf8_overrules(body, declared)`: whether a charset a document declares in its own markup (`<meta charset>`,
+  `<?xml encoding>`) gives way to its bytes, which are UTF-8 all the same. A BOM or an HTTP charset is never
+  overruled: those are the server's word, the markup's is often copied from an old template.
 - `choose_decoding(body, content_type)`: how to read a feed document (transforms/readers/), by its BOM, its
-  declarations and the evidence of its bytes. The page extractor's `decode_html` (transforms/extract.py) has
-  orders of its own (a `<meta charset>` tag) over the same BOMS and codec_name.
+  declarations and the evidence of its bytes.
+- `decode_html(body, content_type)`: an HTML page as text (transforms/page_html.py), by its BOM, its declarations
+  (a `<meta charset>` tag among them) and the evidence of its bytes.
 """
 
 from __future__ import annotations
@@ -81,17 +85,33 @@ def _decodes(body: bytes, codec: str) -> bool:
     return True
 
 
+def utf8_overrules(body: bytes, declared: str) -> bool:
+    """True when a document whose own markup declares the codec `declared` is to be read as UTF-8 all the same: its
+    bytes are not all ASCII and decode cleanly as UTF-8, and `declared` is another charset.
+
+    Text in a legacy charset (GB2312, Shift_JIS, windows-1251, windows-1252...) that is not plain ASCII is almost
+    never valid UTF-8 as well: its high bytes do not fall into UTF-8's lead-and-continuation pattern for long. A
+    page re-encoded to UTF-8 while its template kept the old `<meta charset>` is common (a qq.com page in
+    ../shared/data/extraction-dev-2 declares gb2312 in UTF-8 bytes). Browsers follow the meta tag (WHATWG encoding
+    sniffing) and show such a page garbled; a reader of the text has no reason to. Pure-ASCII bytes read the same
+    either way, and bytes that are not valid UTF-8 keep the declared charset.
+    """
+    if not declared or _family(declared) == "utf-8" or body.isascii():
+        return False
+    return _decodes(body, "utf-8")
+
+
 def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
     """How to decode a document, by its declarations and the evidence of its bytes; None when nothing decodes.
 
-    A BOM wins over the declarations; otherwise the Content-Type charset, then the XML declaration, then UTF-8. A
-    declaration the bytes contradict (a strict decode fails, or a BOM says otherwise) gives way to the evidence
-    (another declaration, mostly-UTF-8, or charset detection) and the result is `repaired`.
+    A BOM wins over the declarations; otherwise the Content-Type charset, then the XML declaration (unless the
+    bytes are UTF-8 all the same: `utf8_overrules`), then UTF-8. A declaration the bytes contradict (a strict decode
+    fails, or a BOM says otherwise) gives way to the evidence (another declaration, mostly-UTF-8, or charset
+    detection) and the result is `repaired`.
     """
     bom_length = next((len(bom) for bom, _ in BOMS if body.startswith(bom)), 0)
-    declared = [
-        codec for codec in (codec_name(_charset(content_type)), codec_name(_xml_declared(body[bom_length:]))) if codec
-    ]
+    header, xml = codec_name(_charset(content_type)), codec_name(_xml_declared(body[bom_length:]))
+    declared = [codec for codec in (header, xml) if codec]
     for bom, codec in BOMS:
         if body.startswith(bom):
             if _decodes(body[len(bom) :], codec):
@@ -99,6 +119,8 @@ def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
                 note = f"BOM says {codec}, declared {disagrees[0]}" if disagrees else ""
                 return Decoding(codec, len(bom), repaired=bool(disagrees), note=note)
             break
+    if not header and utf8_overrules(body, xml):
+        return Decoding("utf-8", repaired=True, note=f"declared {xml}, bytes are UTF-8")
     candidates: list[str] = []
     for codec in [*declared, "utf-8"]:
         candidates += _WINDOWS_1252 if codec == "cp1252" else [codec]
@@ -148,12 +170,13 @@ _LATIN_SINGLE_BYTE = {
 }
 
 
-def _detect(body: bytes) -> str:
+def _detect(body: bytes, sample: int = 200_000) -> str:
+    """The charset charset_normalizer reads in the first `sample` bytes, '' when none."""
     try:
         from charset_normalizer import from_bytes
     except ImportError:  # requests brings it; without it, there is simply no detection
         return ""
-    best = from_bytes(body[:200_000]).best()
+    best = from_bytes(body[:sample]).best()
     return best.encoding if best is not None else ""
 
 
@@ -162,6 +185,44 @@ def _xml_declared(body: bytes) -> str:
     return match.group(1).decode("ascii") if match else ""
 
 
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
+
+
 def _charset(content_type: str) -> str:
-    match = re.search(r"charset=[\"']?([\w.:-]+)", content_type or "", re.I)
+    """The charset label of a Content-Type header, '' when it names none."""
+    match = _HEADER_CHARSET.search(content_type or "")
     return match.group(1) if match else ""
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+# The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
+_META_SCAN_BYTES = 4096
+
+
+def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
+    """An HTML page as text, and the codec used.
+
+    The charset is taken from a byte order mark, else the Content-Type header, else a `<meta charset>` /
+    `http-equiv` tag near the top (unless the bytes are UTF-8 all the same: `utf8_overrules`), else UTF-8 if the
+    bytes are valid UTF-8, else detection (charset_normalizer). Never raises: bytes the codec cannot read are
+    replaced.
+    """
+    for bom, name in BOMS:
+        if body.startswith(bom):
+            return body[len(bom) :].decode(name, "replace"), name
+    name = codec_name(_charset(content_type))
+    if not name:
+        meta = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
+        name = codec_name(meta.group(1).decode("ascii")) if meta else ""
+        # A meta tag readable as ASCII cannot be in UTF-16: the tag is wrong, as is one the bytes overrule.
+        if name.startswith("utf-16") or utf8_overrules(body, name):
+            name = ""
+    if name:
+        return body.decode(name, "replace"), name
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # Only pages that are neither declared nor UTF-8 pay for detection.
+    name = codec_name(_detect(body, 65536)) or "cp1252"
+    return body.decode(name, "replace"), name

@@ -31,7 +31,7 @@ from apache_beam.utils.shared import Shared
 
 from transforms.article import Article
 from transforms.counters import ARTICLES_CLASSIFIED, counter
-from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, dead_letter_on_error, reject
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, letter_on_error, reject
 from transforms.language import LanguageDetector, LanguageSettings, shared_detector
 from transforms.text_classifier import NO_LABEL
 from transforms.topic_model import DEFAULT_MODEL_PATH, TopicModelHandler, load_topic_model, topic_text
@@ -138,11 +138,6 @@ def classify_error(article: Article, err: Exception) -> DeadLetter:
     return reject("classify", "classify_error", article=article, error=err, raw=article.text)
 
 
-def _article_of(element) -> Article:
-    """The article of an element of _ApplyTopicFn: an article, or (article, the model's prediction)."""
-    return element[0] if isinstance(element, tuple) else element
-
-
 def unscored(failed_batch: tuple) -> Iterable[Article]:
     """The articles of a batch the topic model raised on: they go on without the model's topic (rules and the
     feed's default decide), so a model bug costs topics, never articles."""
@@ -164,56 +159,118 @@ def model_failure(failed_batch: tuple) -> DeadLetter:
     )
 
 
-class _DetectLanguageFn(beam.DoFn):
-    """Sets language and language_score; an article in one of `model_languages` goes out on the `for_model` output
-    as (article, the model's input text), the others on the main output. One step instead of three (detect,
-    partition, prepare): each step costs every element a pass through Beam, and each ParDo a fixed cost per run."""
+class ArticleClassifier:
+    """The per-article steps of ClassifyArticles, which its DoFns run around RunInference and the per-feed loop
+    (pipeline/plane/feeds.py) calls directly, a chunk at a time (`classify_chunk`), so both detect, score and
+    reject by the same code. Call `setup()` once (in a DoFn's setup) before the steps."""
 
-    def __init__(self, settings: LanguageSettings, model_languages: frozenset[str] = frozenset()):
+    def __init__(self, settings: ClassifySettings, model_languages: frozenset[str] = frozenset()):
         self._settings = settings
         self._model_languages = model_languages
         self._shared = Shared()
         self._detector: LanguageDetector | None = None
-
-    def setup(self) -> None:
-        # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
-        self._detector = self._shared.acquire(lambda: shared_detector(self._settings), tag=repr(self._settings))
-
-    @dead_letter_on_error(classify_error)
-    def process(
-        self, article: Article
-    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[_FOR_MODEL_TAG], tuple[Article, str]]]:
-        language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
-        article = dataclasses.replace(article, language=language, language_score=score)
-        if language in self._model_languages:
-            yield beam.pvalue.TaggedOutput(_FOR_MODEL_TAG, (article, topic_text(article.title, article.text)))
-        else:
-            yield article
-
-
-class _ApplyTopicFn(beam.DoFn):
-    """Sets topic, topic_score and labels from the rules and the model's prediction (if any)."""
-
-    def __init__(self, settings: ClassifySettings):
-        self._settings = settings
         self._rules: Rules | None = None
         self._classified = counter(ARTICLES_CLASSIFIED)
         self._by_model = Metrics.counter("classify", "topic_by_model")
 
     def setup(self) -> None:
+        # One detector per worker process, whatever the number of DoFn instances: its models take hundreds of MB.
+        language = self._settings.language
+        self._detector = self._shared.acquire(lambda: shared_detector(language), tag=repr(language))
         self._rules = Rules(self._settings.topic_rules, self._settings.label_rules)
 
-    @dead_letter_on_error(lambda element, err: classify_error(_article_of(element), err))
-    def process(self, element) -> Iterator[Article | DeadLetterOutput]:
-        article, prediction = element if isinstance(element, tuple) else (element, None)
-        label, score = prediction.inference if prediction is not None else (NO_LABEL, 0.0)
+    @letter_on_error(classify_error)
+    def detect(self, article: Article) -> Article | tuple[Article, str] | DeadLetter:
+        """The article with language and language_score set; for one in a language the topic model reads,
+        (article, the model's input text) instead."""
+        language, score = self._detector.detect(f"{article.title}\n{article.text}", article.declared_language)
+        article = dataclasses.replace(article, language=language, language_score=score)
+        if language in self._model_languages:
+            return article, topic_text(article.title, article.text)
+        return article
+
+    @letter_on_error(classify_error)
+    def apply_topic(self, article: Article, prediction: tuple[str, float] | None = None) -> Article | DeadLetter:
+        """The article with topic, topic_score and labels set, from the rules and the model's (label,
+        probability) when it read the article."""
+        label, score = prediction if prediction is not None else (NO_LABEL, 0.0)
         rule_topic = self._rules.topic_from_categories(article.tags)
         topic, topic_score = choose_topic(rule_topic, label, score, article.default_topic)
         labels = self._rules.labels(article.title, article.text, article.tags)
         if not rule_topic and label != NO_LABEL:
             self._by_model.inc()
         self._classified.inc()
-        yield dataclasses.replace(article, topic=topic, topic_score=topic_score, labels=labels)
+        return dataclasses.replace(article, topic=topic, topic_score=topic_score, labels=labels)
+
+    def classify_chunk(self, articles: Iterable[Article], model=None) -> tuple[list[Article], list[DeadLetter]]:
+        """The classified articles and the dead letters, `model` (a TextClassifier, None for no model) reading the
+        texts of the articles in its languages in one vectorised call, as RunInference does in ClassifyArticles:
+        when it raises, those articles go on without its topic and one dead letter says so."""
+        detected, for_model, letters = [], [], []
+        for article in articles:
+            out = self.detect(article)
+            if isinstance(out, DeadLetter):
+                letters.append(out)
+            elif isinstance(out, tuple):
+                for_model.append(out)
+            else:
+                detected.append((out, None))
+        if for_model:
+            try:
+                labels, probs = model.predict_proba([text for _, text in for_model])
+            except Exception as err:  # noqa: BLE001 - a model bug costs topics, never articles
+                failed = (for_model, (type(err), err, err.__traceback__))
+                detected.extend((article, None) for article in unscored(failed))
+                letters.append(model_failure(failed))
+            else:
+                detected.extend(
+                    (article, (label, prob)) for (article, _), label, prob in zip(for_model, labels, probs.tolist())
+                )
+        classified = []
+        for article, prediction in detected:
+            out = self.apply_topic(article, prediction)
+            (letters if isinstance(out, DeadLetter) else classified).append(out)
+        return classified, letters
+
+
+class _DetectLanguageFn(beam.DoFn):
+    """Sets language and language_score (ArticleClassifier.detect); an article in one of `model_languages` goes out
+    on the `for_model` output as (article, the model's input text), the others on the main output. One step instead
+    of three (detect, partition, prepare): each step costs every element a pass through Beam, and each ParDo a fixed
+    cost per run."""
+
+    def __init__(self, settings: ClassifySettings, model_languages: frozenset[str] = frozenset()):
+        self._classifier = ArticleClassifier(settings, model_languages)
+
+    def setup(self) -> None:
+        self._classifier.setup()
+
+    def process(
+        self, article: Article
+    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[_FOR_MODEL_TAG], tuple[Article, str]]]:
+        out = self._classifier.detect(article)
+        if isinstance(out, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, out)
+        elif isinstance(out, tuple):
+            yield beam.pvalue.TaggedOutput(_FOR_MODEL_TAG, out)
+        else:
+            yield out
+
+
+class _ApplyTopicFn(beam.DoFn):
+    """Sets topic, topic_score and labels (ArticleClassifier.apply_topic) from the rules and RunInference's
+    prediction, if any: an element is an article, or (article, PredictionResult)."""
+
+    def __init__(self, settings: ClassifySettings):
+        self._classifier = ArticleClassifier(settings)
+
+    def setup(self) -> None:
+        self._classifier.setup()
+
+    def process(self, element) -> Iterator[Article | DeadLetterOutput]:
+        article, prediction = element if isinstance(element, tuple) else (element, None)
+        out = self._classifier.apply_topic(article, prediction.inference if prediction is not None else None)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, out) if isinstance(out, DeadLetter) else out
 
 
 class ClassifyArticles(beam.PTransform):
@@ -231,7 +288,7 @@ class ClassifyArticles(beam.PTransform):
 
     def expand(self, articles: beam.PCollection):
         detected = articles | "DetectLanguage" >> beam.ParDo(
-            _DetectLanguageFn(self._settings.language, self._model_languages)
+            _DetectLanguageFn(self._settings, self._model_languages)
         ).with_outputs(DEAD_LETTER_TAG, _FOR_MODEL_TAG, main="articles")
         to_topics, letters = [detected.articles], [detected[DEAD_LETTER_TAG]]
         if self._settings.model_path:  # with `topic_model: none` no worker loads a model

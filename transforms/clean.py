@@ -21,20 +21,21 @@ article (a headline with a link is news) and makes one left with neither title n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.article import Article
 from transforms.counters import ARTICLES_CLEANED, counter
-from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, dead_letter_on_error, reject
+from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, Routed, letter_on_error, reject
 
 # Re-exported: callers import these from transforms.clean.
 from transforms.furniture import CleanSettings, _remove_furniture_counted, remove_furniture
 from transforms.html_text import html_to_text, normalise_text
 
 __all__ = [
+    "ArticleCleaner",
     "CleanArticles",
     "CleanSettings",
     "clean_text",
@@ -70,8 +71,9 @@ def clean_error(article: Article, err: Exception) -> DeadLetter:
     return reject(STAGE, CLEAN_ERROR, article=article, error=err, raw=article.text)
 
 
-class _CleanArticleFn(beam.DoFn):
-    """Cleans one Article; routes it to the dead letters when no text is left."""
+class ArticleCleaner:
+    """Cleans articles one at a time: the step CleanArticles runs in its DoFn and the per-feed loop
+    (pipeline/plane/feeds.py) calls directly, so both count, keep and reject by the same code."""
 
     def __init__(self, settings: CleanSettings) -> None:
         self._settings = settings
@@ -80,8 +82,9 @@ class _CleanArticleFn(beam.DoFn):
         self._furniture = Metrics.counter(STAGE, "furniture_lines_removed")
         self._title_only = Metrics.counter(STAGE, "title_only")
 
-    @dead_letter_on_error(clean_error)
-    def process(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
+    @letter_on_error(clean_error)
+    def clean(self, article: Article) -> Article | DeadLetter:
+        """The article with a plain title, text and summary, or the dead letter of one with no text left."""
         title = clean_title(article.title)
         plain = html_to_text(article.text)
         text, removed = _remove_furniture_counted(plain, title, self._settings)
@@ -92,16 +95,23 @@ class _CleanArticleFn(beam.DoFn):
             self._title_only.inc()
         elif len(text) < self._settings.min_chars or not (title or text):
             self._empty.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(article, plain, text, removed))
-            return
+            return self._dead_letter(article, plain, text, removed)
         self._cleaned.inc()
         if article.text_source == "page":
-            # The text came from the article's page (FetchArticlePages); the feed's own text is the summary.
+            # The text came from the article's page (transforms/extract.py); the feed's own text is the summary.
             summary = remove_furniture(html_to_text(article.summary), title, self._settings)
         else:
             summary = text
         source = "page" if article.text_source == "page" and text else "feed" if text else "none"
-        yield dataclasses.replace(article, title=title, text=text, summary=summary, text_source=source)
+        return dataclasses.replace(article, title=title, text=text, summary=summary, text_source=source)
+
+    def clean_chunk(self, articles: Iterable[Article]) -> tuple[list[Article], list[DeadLetter]]:
+        """The cleaned articles, in order, and the dead letters of the others."""
+        kept, letters = [], []
+        for article in articles:
+            out = self.clean(article)
+            (letters if isinstance(out, DeadLetter) else kept).append(out)
+        return kept, letters
 
     def _dead_letter(self, article: Article, plain: str, text: str, removed: int) -> DeadLetter:
         if not (plain or clean_title(article.title)):
@@ -113,6 +123,17 @@ class _CleanArticleFn(beam.DoFn):
         else:
             why = f"{len(text)} character(s) left, fewer than min_chars={self._settings.min_chars}"
         return reject(STAGE, EMPTY_AFTER_CLEANING, article=article, message=why, raw=article.text)
+
+
+class _CleanArticleFn(beam.DoFn):
+    """Cleans one Article (ArticleCleaner); routes it to the dead letters when no text is left."""
+
+    def __init__(self, settings: CleanSettings) -> None:
+        self._cleaner = ArticleCleaner(settings)
+
+    def process(self, article: Article) -> Iterator[Article | DeadLetterOutput]:
+        out = self._cleaner.clean(article)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, out) if isinstance(out, DeadLetter) else out
 
 
 class CleanArticles(beam.PTransform):

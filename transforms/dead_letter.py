@@ -1,8 +1,9 @@
 """DeadLetter: the record of something that could not become (or stay) an Article, and how a stage makes one.
 
 A feed that failed to fetch or parse, an entry with nothing in it, an article left empty by cleaning: every stage
-builds its rejects with `reject` (or lets `dead_letter_on_error` build them from what its DoFn raised) and routes
-them to the `dead_letters` output; WriteDeadLetters writes them all to one place, with DEAD_LETTER_SCHEMA.
+builds its rejects with `reject` (or lets `dead_letter_on_error`, or `letter_on_error` for a per-element step
+outside a DoFn, build them from what it raised) and routes them to the `dead_letters` output; WriteDeadLetters
+writes them all to one place, with DEAD_LETTER_SCHEMA.
 A stage never stamps the run id: the sink sets the `run_id` column of every row it writes.
 """
 
@@ -110,7 +111,7 @@ class Routed(NamedTuple):
 DEAD_LETTER_TAG = "dead_letters"
 # A DoFn's dead-letter output, in its return hint: Beam (2.78+) then types the main output as its element alone.
 DeadLetterOutput = TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter]
-# The stage of dead letters about an article's page (FetchArticlePages): the article itself went on.
+# The stage of dead letters about an article's page (transforms/extract.py): the article itself went on.
 PAGE_STAGE = "extract"
 
 
@@ -164,3 +165,21 @@ def excerpt(raw: bytes | str | None, limit: int = RAW_EXCERPT_BYTES) -> str:
         return ""
     data = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw)
     return data[:limit].decode("utf-8", "ignore")
+
+
+def letter_on_error(letter: Callable[[Any, Exception], DeadLetter]):
+    """Decorates a per-element step `step(self, element, ...) -> result` (a stage's own step, which its DoFn and
+    the per-feed loop both call): when it raises, the result is `letter(element, error)` instead, as
+    `dead_letter_on_error` does for a DoFn's `process`."""
+
+    def decorate(step):
+        @functools.wraps(step)
+        def guarded(self, element, *args, **kwargs):
+            try:
+                return step(self, element, *args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - one element's surprise costs that element, never the run
+                return letter(element, err)
+
+        return guarded
+
+    return decorate

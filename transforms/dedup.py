@@ -62,11 +62,17 @@ class DedupSettings:
 
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# For ASCII text, the same on bytes: every byte but a letter or digit becomes a space, then the words are joined by
+# one. Two C passes, where the regex makes a replacement per space between words (a fifth of a run's cleaning cost).
+_ASCII_NON_WORD_TO_SPACE = bytes(c if chr(c).isalnum() else 0x20 for c in range(128)) + b" " * 128
 
 
 def normalise_for_hash(text: str) -> str:
     """Case, accents' composition, punctuation and spacing removed: what two copies of a text still share."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    if folded.isascii():
+        return " ".join(folded.encode("ascii").translate(_ASCII_NON_WORD_TO_SPACE).decode("ascii").split())
+    return _NON_WORD.sub(" ", folded).strip()
 
 
 def content_hash(title: str, text: str) -> str:

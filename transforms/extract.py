@@ -1,22 +1,15 @@
-"""FetchArticlePages: fetch the page each new entry links to and extract its article body, politely and safely.
+"""Full article text: fetch the page each new entry links to and extract its article body, politely and safely.
 
-Pure functions, usable without Beam:
-
-- `decode_html(body, content_type)`: the page as text, its charset taken from the Content-Type header, else a byte
-  order mark, else a `<meta charset>` / `http-equiv` tag near the top, else UTF-8 if the bytes are valid UTF-8,
-  else detection (charset_normalizer).
-- `extract_page(html, url, content_type)`: an `ExtractedPage` with the body text (transforms/page_text.py, on a
-  tree parsed once), the canonical URL (`<link rel=canonical>`, else `og:url`), the published date, the authors and
-  a language hint, read from meta tags and JSON-LD. `python benchmarks/extract.py` scores it.
-
+- `wants_page(article, mode, min_chars)`: whether an entry's page is wanted (the `extract:` modes).
 - `PageFetcher.fetch(url)`: one page through the SSRF guard (transforms/netguard.py: every hop checked, and again
   at connect time), politely: per-host connection limit and delay (`HostLimiter`), robots.txt cached per origin,
   Retry-After on 429/503, a hard wall-clock deadline, a size cap, HTML content types only. Never raises: a
-  `PageResult` carries the page or the dead-letter reason.
+  `PageResult` carries the page or the dead-letter reason; its text and metadata come from `extract_page`
+  (transforms/page_html.py).
 - `apply_page(article, result)`: the article with its page's text and metadata, or unchanged plus a dead letter.
-
-`FetchArticlePages` (under "The stage") selects the entries whose page is wanted (per-feed mode, not written by an
-earlier run), groups them by URL, fetches in parallel within each worker and merges the pages back.
+- `ArticlePages.fetch_chunk(articles, written_keys)`: the pages a chunk of articles wants, one fetch per URL over a
+  thread pool, merged back. It is a step of the per-feed loop (pipeline/plane/feeds.py), between parse and clean,
+  not a Beam composite: a page is fetched while the feed's articles are in hand.
 """
 
 from __future__ import annotations
@@ -26,30 +19,21 @@ import contextlib
 import dataclasses
 import datetime as dt
 import html
-import json
 import re
 import threading
 import time
 import urllib.parse
 import urllib.robotparser
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
-from urllib.parse import urljoin
+from collections.abc import Callable, Mapping, Sequence
 
-import apache_beam as beam
-import lxml.etree
-import lxml.html
+import numpy as np
 import requests
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import __version__
 from transforms.article import Article, identity_keys
-from transforms.charsets import BOMS, codec_name
 from transforms.clock import utcnow
-from transforms.dates import parse_date
-from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter, Routed, reject
+from transforms.dead_letter import PAGE_STAGE, DeadLetter, reject
 from transforms.fetching import FetchError, read_capped, retry_after_seconds
 from transforms.netguard import (
     AllowList,
@@ -59,218 +43,14 @@ from transforms.netguard import (
     check_url,
     guarded_session,
 )
-from transforms.page_text import extract_body, prune
+from transforms.page_html import ExtractedPage, extract_page
 
-# ---------------------------------------------------------------------------------------------------------------
-# Decoding
-
-_META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-# The meta tag must come early (HTML5 says within the first 1024 bytes; pages with long heads put it later).
-_META_SCAN_BYTES = 4096
-
-
-def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
-    """The page as text and the charset used (see the module docstring for the order of the sources)."""
-    for bom, name in BOMS:
-        if body.startswith(bom):
-            return body[len(bom) :].decode(name, "replace"), name
-    header = _HEADER_CHARSET.search(content_type or "")
-    name = codec_name(header.group(1)) if header else ""
-    if not name:
-        meta = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
-        name = codec_name(meta.group(1).decode("ascii")) if meta else ""
-        if name.startswith("utf-16"):  # a meta tag readable as ASCII cannot be in UTF-16: the tag is wrong
-            name = ""
-    if name:
-        return body.decode(name, "replace"), name
-    try:
-        return body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes  # only pages that are neither declared nor UTF-8 pay for it
-
-    best = from_bytes(body[:65536]).best()
-    name = codec_name(best.encoding) if best is not None else ""
-    name = name or "cp1252"
-    return body.decode(name, "replace"), name
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Extraction
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtractedPage:
-    """What a page gave: the body text ('' when none was found) and the metadata it declared."""
-
-    text: str
-    canonical_url: str = ""
-    published_at: dt.datetime | None = None
-    authors: tuple[str, ...] = ()
-    language: str = ""
-    charset: str = ""
-
-
-# trafilatura's own parser settings (comments and processing instructions dropped while parsing).
-_PARSER = lxml.html.HTMLParser(
-    collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True, remove_pis=True
-)
-_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
-
-_DATE_META = (
-    "article:published_time",
-    "og:article:published_time",
-    "datepublished",
-    "pubdate",
-    "publishdate",
-    "publish-date",
-    "publish_date",
-    "date",
-    "dc.date.issued",
-    "dc.date",
-    "dcterms.created",
-    "sailthru.date",
-    "parsely-pub-date",
-    "article.published",
-    "published_time",
-)
-_AUTHOR_META = ("author", "article:author", "dc.creator", "byl", "parsely-author", "sailthru.author")
-_LANG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]+)*$")
-
-
-def parse_html(text: str) -> lxml.html.HtmlElement | None:
-    """The document tree of a page's text, None when there is no document in it."""
-    text = _XML_DECLARATION.sub("", text, count=1)
-    if not text.strip():
-        return None
-    try:
-        root = lxml.html.fromstring(text.encode("utf-8", "surrogatepass"), parser=_PARSER)
-    except (lxml.etree.ParserError, ValueError):
-        return None
-    return root if root is not None and isinstance(root, lxml.html.HtmlElement) else None
-
-
-def _meta(tree: lxml.html.HtmlElement) -> dict[str, str]:
-    """First content of each <meta name|property|itemprop>, keys lower-cased."""
-    found: dict[str, str] = {}
-    for meta in tree.iter("meta"):
-        key = meta.get("property") or meta.get("name") or meta.get("itemprop") or ""
-        content = meta.get("content")
-        if key and content:
-            found.setdefault(key.strip().lower(), content.strip())
-    return found
-
-
-def _json_ld(tree: lxml.html.HtmlElement) -> list[dict]:
-    """The JSON-LD objects of the page (graphs flattened), those that parse."""
-    objects: list[dict] = []
-    for script in tree.iter("script"):
-        if (script.get("type") or "").strip().lower() != "application/ld+json" or not script.text:
-            continue
-        try:
-            data = json.loads(script.text)
-        except ValueError:
-            continue
-        stack = data if isinstance(data, list) else [data]
-        while stack:
-            item = stack.pop(0)
-            if isinstance(item, dict):
-                objects.append(item)
-                graph = item.get("@graph")
-                if isinstance(graph, list):
-                    stack.extend(graph)
-    return objects
-
-
-def _names(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return _names(value.get("name"))
-    if isinstance(value, list):
-        return [name for item in value for name in _names(item)]
-    return []
-
-
-def _metadata(tree: lxml.html.HtmlElement, url: str) -> dict:
-    meta = _meta(tree)
-    ld = [o for o in _json_ld(tree) if "datePublished" in o or "author" in o]
-
-    canonical = ""
-    for link in tree.iter("link"):
-        if "canonical" in (link.get("rel") or "").lower().split() and (link.get("href") or "").strip():
-            canonical = link.get("href").strip()
-            break
-    canonical = canonical or meta.get("og:url", "")
-    if canonical:
-        canonical = urljoin(url, canonical) if url else canonical
-        if not canonical.startswith(("http://", "https://")):
-            canonical = ""
-
-    published = None
-    for obj in ld:
-        published = parse_date(str(obj.get("datePublished", "")))
-        if published:
-            break
-    for key in _DATE_META:
-        if published:
-            break
-        published = parse_date(meta.get(key, ""))
-    if published is None:
-        for element in tree.iter("time"):
-            published = parse_date(element.get("datetime", ""))
-            if published:
-                break
-
-    authors: list[str] = []
-    for obj in ld:
-        authors = _names(obj.get("author"))
-        if authors:
-            break
-    if not authors:
-        for key in _AUTHOR_META:
-            value = meta.get(key, "")
-            if value and not value.startswith(("http://", "https://")):
-                authors = [value]
-                break
-    authors = list(dict.fromkeys(" ".join(a.split()) for a in authors if a and a.strip()))
-
-    language = ""
-    for candidate in (
-        tree.get("lang"),
-        tree.get("{http://www.w3.org/XML/1998/namespace}lang"),
-        meta.get("og:locale"),
-        meta.get("content-language"),
-        meta.get("language"),
-    ):
-        match = _LANG.match((candidate or "").strip())
-        if match:
-            language = match.group(1).lower()
-            break
-    return {"canonical_url": canonical, "published_at": published, "authors": tuple(authors[:20]), "language": language}
-
-
-def extract_page(html: bytes, url: str = "", content_type: str = "") -> ExtractedPage:
-    """The body and metadata of one HTML page (bytes as received; `content_type` as sent, for its charset)."""
-    text, charset = decode_html(html, content_type)
-    tree = parse_html(text)
-    if tree is None:
-        return ExtractedPage(text="", charset=charset)
-    metadata = _metadata(tree, url)
-    prune(tree)
-    return ExtractedPage(text=extract_body(tree, url), charset=charset, **metadata)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The stage
-#
 # What holds where: the per-host limits (connections and delay) and the robots.txt cache live in one PageFetcher per
-# worker process and run (`shared_fetcher`), which every DoFn instance (one per SDK worker thread) of that process
-# uses. With several worker processes (Dataflow workers, DirectRunner multi_processing) each keeps its own: two
-# workers may each open `per_host_connections` to a host. In batch runs pages are grouped by URL before fetching, so
-# a URL is fetched once per run whatever the worker count; in streaming a page is remembered by the DoFn instance
-# that fetched it.
+# worker process and run (`shared_fetcher`), which every ArticlePages (one per DoFn instance, one of those per SDK
+# worker thread) of that process uses. With several worker processes (Dataflow workers, DirectRunner
+# multi_processing) each keeps its own: two workers may each open `per_host_connections` to a host. A URL is fetched
+# once per ArticlePages (it remembers the pages it fetched): two feeds that link one page and are finished by
+# different DoFn instances each fetch it.
 
 MODES = ("off", "when_short", "always")
 USER_AGENT = f"newsbeam/{__version__} (+https://github.com/newsbeam/newsbeam)"
@@ -573,133 +353,72 @@ def shared_fetcher(settings: ExtractSettings, run_id: str) -> PageFetcher:
         return _FETCHERS[key]
 
 
-class _SetOnce:
-    """A side input converted to a set once per DoFn instance, not once per element."""
+class ArticlePages:
+    """Fetches the pages a chunk of articles wants and merges each into its article: the page step of the per-feed
+    loop (pipeline/plane/feeds.py `FeedProcessor`), which both graphs run.
 
-    def __init__(self):
-        self._source_id: int | None = None
-        self._value: set = set()
+    An article's page is wanted when its feed's mode (`modes`: feed URL -> mode, else the settings' mode) asks for
+    it (`wants_page`) and none of its identity keys is among `written_keys` (the id and URL keys of the entries an
+    earlier run wrote: dedup drops those, so their pages are not fetched again). Each URL is fetched once, over a
+    thread pool of `threads`, through this process's PageFetcher (`shared_fetcher`); a URL this instance fetched
+    before is not fetched again. Counted under `extract/`: pages_fetched, pages_extracted, pages_truncated,
+    pages_cached, pages_skipped_already_written and one counter per outcome (`ok` or the dead-letter reason).
 
-    def get(self, side_input) -> set:
-        if self._source_id != id(side_input):
-            self._source_id, self._value = id(side_input), set(side_input)
-        return self._value
-
-
-class _SelectFn(beam.DoFn):
-    """Routes the articles whose page is wanted (and not written by an earlier run) to FETCH_TAG."""
-
-    FETCH_TAG = "fetch"
-
-    def __init__(self, settings: ExtractSettings, modes: dict[str, str]):
-        self._settings, self._modes = settings, modes
-        self._written = _SetOnce()
-        self._skipped_written = Metrics.counter(PAGE_STAGE, "pages_skipped_already_written")
-
-    def process(self, article: Article, written_keys=()) -> Iterator[Article | TaggedOutput[Literal["fetch"], Article]]:
-        mode = self._modes.get(article.feed_url) or self._settings.mode
-        if not wants_page(article, mode, self._settings.min_chars):
-            yield article
-        elif any(key in self._written.get(written_keys) for key in identity_keys(article)):
-            self._skipped_written.inc()  # dropped later as already written: its page is not fetched again
-            yield article
-        else:
-            yield beam.pvalue.TaggedOutput(self.FETCH_TAG, article)
-
-
-class _FetchPagesFn(beam.DoFn):
-    """Fetches the pages of (url, articles) groups in batches over a thread pool; one fetch per URL.
-
-    Outputs are emitted as WindowedValues carrying each input's own timestamp and window, since a batch is
-    flushed while processing a later element or at the end of the bundle.
+        pages = ArticlePages(settings, modes, run_id); pages.setup()
+        articles, letters = pages.fetch_chunk(articles, written_keys)
     """
 
-    def __init__(self, settings: ExtractSettings, run_id: str):
-        self._settings, self._run_id = settings, run_id
+    def __init__(self, settings: ExtractSettings, modes: Mapping[str, str] | None = None, run_id: str = ""):
+        self._settings, self._modes, self._run_id = settings, dict(modes or {}), run_id
         self._counters = {
             name: Metrics.counter(PAGE_STAGE, name)
             for name in ("pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")
         }
+        self._skipped_written = Metrics.counter(PAGE_STAGE, "pages_skipped_already_written")
 
-    def setup(self):
+    def setup(self) -> None:
+        """Builds the thread pool and takes the process's fetcher (call once, in a DoFn's setup)."""
         self._fetcher = shared_fetcher(self._settings, self._run_id)
         self._pool = concurrent.futures.ThreadPoolExecutor(self._settings.threads, thread_name_prefix="page")
-        self._cache: dict[str, PageResult] = {}  # streaming: a URL seen again by this instance is not refetched
+        self._pages: dict[str, PageResult] = {}
 
-    def teardown(self):
+    def teardown(self) -> None:
+        """Stops the thread pool (best effort: a page still in flight is abandoned)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def start_bundle(self):
-        self._batch: list[tuple[str, list[Article], WindowedValue]] = []
-
-    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        url, articles = element
-        self._batch.append((url, list(articles), WindowedValue(None, timestamp, (window,))))
-        if len(self._batch) >= self._settings.batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush()
-
-    def _flush(self):
-        batch, self._batch = self._batch, []
-        todo = {url for url, _, _ in batch if url not in self._cache}
-        futures = {url: self._pool.submit(self._fetcher.fetch, url) for url in todo}
-        for url, articles, where in batch:
+    def fetch_chunk(
+        self, articles: Sequence[Article], written_keys: np.ndarray | None = None
+    ) -> tuple[list[Article], list[DeadLetter]]:
+        """The articles, in order, each with its page where it was wanted and fetched, and the dead letters of the
+        pages that failed (those articles go on unchanged). `written_keys`: sorted key hashes (article.key_hash)
+        of the id and URL keys already written."""
+        settings = self._settings
+        wanted: dict[str, list[int]] = {}
+        for i, article in enumerate(articles):
+            mode = self._modes.get(article.feed_url) or settings.mode
+            if not wants_page(article, mode, settings.min_chars):
+                continue
+            keys = [key for _, key in identity_keys(article)]  # the id and URL: no content hash yet
+            if written_keys is not None and len(written_keys) and np.isin(keys, written_keys).any():
+                self._skipped_written.inc()
+                continue
+            wanted.setdefault(article.url, []).append(i)
+        futures = {url: self._pool.submit(self._fetcher.fetch, url) for url in wanted if url not in self._pages}
+        out, letters = list(articles), []
+        for url, rows in wanted.items():
             if url in futures:
-                result = self._cache[url] = futures[url].result()
+                result = self._pages[url] = futures[url].result()
                 self._counters["pages_fetched"].inc()
                 self._counters["pages_extracted"].inc(result.page is not None)
                 self._counters["pages_truncated"].inc(result.truncated)
                 Metrics.counter(PAGE_STAGE, result.reason or "ok").inc()
-                del futures[url]
             else:
-                result = self._cache[url]
+                result = self._pages[url]
                 self._counters["pages_cached"].inc()
-            for article in articles:
-                updated, letter = apply_page(article, result)
-                yield where.with_value(updated)
+            for i in rows:
+                out[i], letter = apply_page(articles[i], result)
                 if letter is not None:
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, where.with_value(letter))
-        if len(self._cache) > 10000:
-            self._cache.clear()
-
-
-class FetchArticlePages(beam.PTransform):
-    """Articles in (raw, as parsed); the same articles out, with their page's text where it was fetched.
-
-    `feeds` gives each feed's own `extract` mode (a FeedSource's `extract`, empty for the config's). `written_keys`
-    is a PCollection of identity keys (article.identity_keys: (index column, key hash)) already in the output: those are never
-    fetched again (DeduplicateArticles drops them later). `group_by_url` (batch) fetches a URL once per run even
-    across workers; streaming leaves it off (there is no end to group by) and relies on each instance's cache.
-    """
-
-    def __init__(
-        self,
-        settings: ExtractSettings = ExtractSettings(),
-        feeds: Iterable = (),
-        run_id: str = "",
-        written_keys: beam.PCollection | None = None,
-        group_by_url: bool = True,
-    ):
-        super().__init__()
-        self._settings, self._run_id = settings, run_id
-        self._modes = {feed.url: getattr(feed, "extract", "") for feed in feeds if getattr(feed, "extract", "")}
-        self._written_keys = written_keys
-        self._group = group_by_url
-
-    def expand(self, articles: beam.PCollection):
-        side = () if self._written_keys is None else (beam.pvalue.AsList(self._written_keys),)
-        selected = articles | "Select" >> beam.ParDo(_SelectFn(self._settings, self._modes), *side).with_outputs(
-            _SelectFn.FETCH_TAG, main="kept"
-        )
-        wanted = selected[_SelectFn.FETCH_TAG]
-        if self._group:
-            groups = wanted | "ByUrl" >> beam.Map(lambda a: (a.url, a)) | "GroupByUrl" >> beam.GroupByKey()
-        else:
-            groups = wanted | "OneEach" >> beam.Map(lambda a: (a.url, [a]))
-        fetched = groups | "FetchPages" >> beam.ParDo(_FetchPagesFn(self._settings, self._run_id)).with_outputs(
-            DEAD_LETTER_TAG, main="articles"
-        )
-        merged = (selected.kept, fetched.articles) | "Rejoin" >> beam.Flatten()
-        return Routed(merged, fetched[DEAD_LETTER_TAG])
+                    letters.append(letter)
+        if len(self._pages) > 10000:  # a long streaming job: the memory of pages seen is bounded
+            self._pages.clear()
+        return out, letters

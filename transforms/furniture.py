@@ -15,6 +15,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from transforms.html_text import _ends_sentence, normalise_text
 
@@ -195,8 +196,33 @@ def _comparable(line: str) -> str:
     return " ".join(_NOT_ALNUM.sub(" ", folded).split())
 
 
-def _breadcrumbs(lines: list[str], head: list[int], words: frozenset[str]) -> tuple[list[int], str]:
+class _Rules(NamedTuple):
+    """What `_furniture_mask` derives from its settings, once per settings rather than once per article."""
+
+    crumb_words: frozenset[str]  # breadcrumb words, case folded
+    crumb_starts: tuple[str, ...]  # the same, for str.startswith
+    crumb_chars: int  # the longest of them
+    crumb_comparable: frozenset[str]  # the same, reduced as titles are (`_comparable`)
+    is_line_furniture: Callable[[str], bool]
+    is_tail_heading: Callable[[str], bool]
+
+
+@functools.lru_cache(maxsize=64)
+def _rules(settings: CleanSettings) -> _Rules:
+    words = frozenset(w.casefold() for w in settings.breadcrumb_words)
+    return _Rules(
+        words,
+        tuple(words),
+        max(map(len, words), default=0),
+        frozenset(_comparable(w) for w in settings.breadcrumb_words),
+        _full_matcher(settings.drop_line_patterns + settings.extra_drop_line_patterns, ""),
+        _full_matcher(settings.drop_tail_patterns + settings.extra_drop_tail_patterns, _TAIL_SUFFIX),
+    )
+
+
+def _breadcrumbs(lines: list[str], head: list[int], rules: _Rules) -> tuple[list[int], str]:
     """Indexes of a breadcrumb trail at the top, and its last item (often the page title)."""
+    words = rules.crumb_words
     for pos, i in enumerate(head):
         line = lines[i]
         numbered = _NUMBERED_ITEM.fullmatch(line)
@@ -214,10 +240,15 @@ def _breadcrumbs(lines: list[str], head: list[int], words: frozenset[str]) -> tu
                     last = item.group(2)
                     expected += 1
                 return found, last
-        parts = _CRUMB_SEPARATOR.split(line)
-        if len(parts) > 1 and parts[0].casefold() in words and all(parts):
-            return [i], parts[-1]
-        if line.casefold() in words and pos + 1 < len(head):
+        # Only a line that starts with a breadcrumb word can be a trail: case folding works character by character
+        # and never shortens a string, so the first item of one lies within the first `crumb_chars` characters and
+        # folds to a prefix of theirs. Testing that first spares splitting every paragraph of the head.
+        starts_trail = line[: rules.crumb_chars].casefold().startswith(rules.crumb_starts)
+        if starts_trail:
+            parts = _CRUMB_SEPARATOR.split(line)
+            if len(parts) > 1 and parts[0].casefold() in words and all(parts):
+                return [i], parts[-1]
+        if starts_trail and len(line) <= rules.crumb_chars and line.casefold() in words and pos + 1 < len(head):
             # An unnumbered trail rendered one item per line: "Home" / "World" / "Europe", up to a blank line.
             found = [i]
             for j in head[pos + 1 :]:
@@ -255,13 +286,13 @@ def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> li
     nonblank = [i for i, line in enumerate(lines) if line]
     head = nonblank[: settings.head_lines]
 
-    crumbs, crumb_title = _breadcrumbs(lines, head, frozenset(w.casefold() for w in settings.breadcrumb_words))
+    rules = _rules(settings)
+    crumbs, crumb_title = _breadcrumbs(lines, head, rules)
     for i in crumbs:
         drop[i] = True
 
     if settings.drop_title_repeats:
-        titles = [t for t in {_comparable(title), _comparable(crumb_title)} if t]
-        titles = [t for t in titles if t not in {_comparable(w) for w in settings.breadcrumb_words}]
+        titles = [t for t in {_comparable(title), _comparable(crumb_title)} if t and t not in rules.crumb_comparable]
         if titles:
             # A paragraph far longer than every title cannot repeat one; reducing it (_comparable) is most of the
             # cost. A near match is at most 1/similarity times a title's length; four times that allows for what
@@ -271,13 +302,13 @@ def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> li
                 if not drop[i] and len(lines[i]) <= longest and _is_title(lines[i], titles, settings.title_similarity):
                     drop[i] = True
 
-    is_line_furniture = _full_matcher(settings.drop_line_patterns + settings.extra_drop_line_patterns, "")
+    is_line_furniture = rules.is_line_furniture
     for i in nonblank:
         if not drop[i] and len(lines[i]) <= settings.max_furniture_chars:
             drop[i] = is_line_furniture(lines[i])
 
     # A tail heading can only be followed by tail_max_lines kept lines, so only the last few are candidates.
-    is_tail_heading = _full_matcher(settings.drop_tail_patterns + settings.extra_drop_tail_patterns, _TAIL_SUFFIX)
+    is_tail_heading = rules.is_tail_heading
     kept = [i for i in nonblank if not drop[i]]
     first = kept[-settings.tail_max_lines - 1] if len(kept) > settings.tail_max_lines else 0
     for i in nonblank[bisect.bisect_left(nonblank, first) :]:
@@ -292,8 +323,11 @@ def _furniture_mask(lines: list[str], title: str, settings: CleanSettings) -> li
 
 
 def _remove_furniture_counted(text: str, title: str, settings: CleanSettings) -> tuple[str, int]:
-    lines = normalise_text(text).split("\n")
+    normal = normalise_text(text)
+    lines = normal.split("\n")
     drop = _furniture_mask(lines, title, settings)
+    if not any(drop):
+        return normal, 0  # what normalise_text gives, it gives back unchanged
     removed = sum(1 for line, dropped in zip(lines, drop) if dropped and line)
     kept = "\n".join(line for line, dropped in zip(lines, drop) if not dropped)
     return normalise_text(kept), removed

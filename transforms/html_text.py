@@ -70,10 +70,28 @@ _TRANSLATION = {**_DELETE_CHARS, **_LINE_BREAKS}
 # str.translate with a dict looks every character up (about 200 us on an article of non-Latin text); a character
 # class finds the few there are, usually none, in one regex pass.
 _TRANSLATED = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_TRANSLATION)) + "]")
+# What `normalise_text` changes, besides runs of spaces and blank lines (found with `in`) and non-NFC text: a character
+# it translates, and whitespace other than a space or a line break. One character class: a single fast scan. Python's
+# whitespace (str.split, re's \s) is Unicode's White_Space, none of it above U+3000 (tests check every code point).
+_ODD_CHARS = re.compile(
+    "["
+    + "".join(
+        re.escape(chr(c))
+        for c in sorted({*_TRANSLATION, *(c for c in range(0x3001) if chr(c).isspace())})
+        if c not in (0x20, 0x0A)
+    )
+    + "]"
+)
 
 
 def _translate_match(match: re.Match[str]) -> str:
     return _TRANSLATION[ord(match.group())] or ""
+
+
+def _has_markup_ws_to_fold(text: str) -> bool:
+    """Whether folding markup whitespace runs to one space changes `text`: only a run of two or a character other
+    than a space does. Five substring scans cost less than a substitution per single space between words."""
+    return "  " in text or "\n" in text or "\t" in text or "\r" in text or "\f" in text
 
 
 class _TextBuilder:
@@ -96,7 +114,8 @@ class _TextBuilder:
             return
         decoded = _HTML_ENTITY.sub(_unescape_match, raw) if "&" in raw else raw
         if not self.pre_depth:
-            decoded = _MARKUP_WS.sub(" ", decoded)
+            if _has_markup_ws_to_fold(decoded):
+                decoded = _MARKUP_WS.sub(" ", decoded)
             if decoded == " " and (self.pending or not self.parts or self.parts[-1][-1] in " \n"):
                 return  # indentation between tags
         self._flush()
@@ -262,6 +281,24 @@ def _decode_strict(text: str) -> str:
 
 def normalise_text(text: str) -> str:
     """Whitespace within lines collapsed, invisible characters removed, NFC, at most one blank line, stripped."""
+    if _is_normal(text):
+        return text  # already normal: _normalise would give it back unchanged
+    return _normalise(text)
+
+
+def _is_normal(text: str) -> bool:
+    """Whether `text` is what `normalise_text` returns: no character it removes or translates, no whitespace but
+    single spaces between words and line breaks, at most one blank line in a row and none at either end, NFC. Most
+    text reaches normalise_text normal already (html_to_text's result is normalised again by remove_furniture), and
+    these scans cost far less than splitting every line."""
+    if "  " in text or " \n" in text or "\n " in text or "\n\n\n" in text:
+        return False
+    if text[:1] in (" ", "\n") or text[-1:] in (" ", "\n") or _ODD_CHARS.search(text):
+        return False
+    return unicodedata.is_normalized("NFC", text)
+
+
+def _normalise(text: str) -> str:
     text = text.replace("\r\n", "\n")
     if _TRANSLATED.search(text):
         text = _TRANSLATED.sub(_translate_match, text)

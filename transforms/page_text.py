@@ -1,5 +1,5 @@
-"""The article body of a parsed page as plain text: `extract_body(tree, url)`, which FetchArticlePages calls on the
-tree transforms/extract.py parsed once (and read the metadata from).
+"""The article body of a parsed page as plain text: `extract_body(tree, url)`, which `extract_page` calls on the
+tree transforms/page_html.py parsed once (and read the metadata from).
 
 trafilatura extracts the body (fast mode, comments off). Around it, four steps, each chosen on one half of the
 Article Extraction Benchmark and judged on the other half and on Mozilla Readability's test pages

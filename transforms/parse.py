@@ -131,7 +131,10 @@ def feed_report(fetched: FetchedFeed, stats: FeedStats | ParsedFeed) -> FeedRepo
 # The stage
 
 
-class _ParseFeedFn(beam.DoFn):
+class FeedParser:
+    """Reads fetched feeds into Articles, counting as it goes: the step ParseEntries runs in its DoFn and the
+    per-feed loop (pipeline/plane/feeds.py) calls directly, so both read, count and reject by the same code."""
+
     def __init__(self, settings: ParseSettings):
         self._settings = settings
         self._feeds = counter(FEEDS_PARSED)
@@ -147,18 +150,16 @@ class _ParseFeedFn(beam.DoFn):
         self._links_dropped = Metrics.counter(STAGE, "links_dropped")
         self._dates_untrusted = Metrics.counter(STAGE, "dates_untrusted")
 
-    def process(
-        self, fetched: FetchedFeed
-    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[REPORT_TAG], FeedReport]]:
+    def parse(self, fetched: FetchedFeed) -> Iterator[Article | DeadLetter | FeedReport]:
+        """The feed's articles and dead letters, one at a time as they are read (a feed's articles are never all
+        in memory together), then its FeedReport."""
         stats = FeedStats()
-        # One at a time, as they are read: a feed's articles are never all in memory together.
         for item in iter_feed(fetched, self._settings, stats):
             if isinstance(item, DeadLetter):
                 {"empty_entry": self._rejects, "bad_entry": self._bad_entries}.get(item.reason, self._unread).inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
             else:
                 self._articles.inc()
-                yield item
+            yield item
         self._entries.inc(stats.entries_read)
         self._links_dropped.inc(stats.links_dropped)
         self._dates_untrusted.inc(stats.dates_untrusted)
@@ -166,12 +167,30 @@ class _ParseFeedFn(beam.DoFn):
             self._repaired.inc()
         if stats.problem is not None:
             (self._malformed if stats.problem.reason == "malformed_feed" else self._not_feeds).inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, stats.problem)
+            yield stats.problem
         if stats.problem is None or stats.problem.reason == "malformed_feed":
             self._feeds.inc()
         if fetched.not_modified:
             self._not_modified.inc()
-        yield beam.pvalue.TaggedOutput(REPORT_TAG, feed_report(fetched, stats))
+        yield feed_report(fetched, stats)
+
+
+class _ParseFeedFn(beam.DoFn):
+    """FeedParser in a DoFn: articles on the main output, dead letters and the report on their tags."""
+
+    def __init__(self, settings: ParseSettings):
+        self._parser = FeedParser(settings)
+
+    def process(
+        self, fetched: FetchedFeed
+    ) -> Iterator[Article | DeadLetterOutput | TaggedOutput[Literal[REPORT_TAG], FeedReport]]:
+        for item in self._parser.parse(fetched):
+            if isinstance(item, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
+            elif isinstance(item, FeedReport):
+                yield beam.pvalue.TaggedOutput(REPORT_TAG, item)
+            else:
+                yield item
 
 
 REPORT_TAG = "reports"

@@ -1,16 +1,17 @@
-"""WindowByEventTime: put each article in the fixed event-time window of its `published_at`.
+"""WindowByEventTime: put each article in the fixed event-time window of its `published_at` (the streaming graph).
 
 The event time itself is settled by ParseEntries (published, else updated, else fetch time; see `date_source`).
 Here each article is timestamped with it, stamped with the bounds (`window_start`, `window_end`) of the FixedWindows
-window of the configured size that holds it, which name its output partition, and (in streaming) assigned to that
-window; a batch run's articles stay in the global window (see WindowByEventTime).
+window of the configured size that holds it, which name its output partition, and assigned to that window. The batch
+graph stamps the same bounds itself, a column at a time, while it stages a chunk (pipeline/plane/staging.py), and
+writes each window's rows from the staged files: its articles never enter a Beam window.
 
-In streaming (`WindowByEventTime(settings, streaming=True)`) a window fires when the watermark passes its end, then
-once more for each bundle of late articles (discarding mode: a late pane holds only the new articles), until the
-watermark passes `window_end + allowed_lateness + late_margin`. Articles too late for that never reach this stage:
-RouteTooLate sends them to the dead letters first, by the rule in `lateness_deadline`.
+A window fires when the watermark passes its end, then once more for each bundle of late articles (discarding
+mode: a late pane holds only the new articles), until the watermark passes `window_end + allowed_lateness +
+late_margin`. Articles too late for that never reach this stage: RouteTooLate sends them to the dead letters first,
+by the rule in `lateness_deadline`.
 
-RouteTooLate (streaming): Beam drops an element that reaches a window after the watermark has passed the window's end
+RouteTooLate: Beam drops an element that reaches a window after the watermark has passed the window's end
 plus the allowed lateness, without a trace, and a DoFn cannot read the watermark. So the rule uses what the article
 carries: it is too late when `window_end + allowed_lateness <= fetched_at` (see `is_too_late`). The source's
 watermark follows its ticks, which are never after the fetch, so an article this rule lets through is one Beam
@@ -84,16 +85,6 @@ def lateness_deadline(event_time: dt.datetime, settings: WindowSettings) -> dt.d
     return window_bounds(event_time, settings.size_seconds)[1] + dt.timedelta(seconds=settings.allowed_lateness_seconds)
 
 
-def streaming_windows(settings: WindowSettings) -> beam.WindowInto:
-    """Fixed windows that fire on the watermark, then once per late bundle, discarding what was fired."""
-    return beam.WindowInto(
-        beam_window.FixedWindows(settings.size_seconds),
-        trigger=beam_trigger.AfterWatermark(late=beam_trigger.AfterCount(1)),
-        accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
-        allowed_lateness=Duration(seconds=settings.allowed_lateness_seconds + settings.late_margin_seconds),
-    )
-
-
 class _StampFn(beam.DoFn):
     """Timestamps an article with its event time and stamps it with the bounds of the fixed window that
     FixedWindows assigns it (computed here, so one step does both before WindowInto)."""
@@ -109,29 +100,34 @@ class _StampFn(beam.DoFn):
 
 class WindowByEventTime(beam.PTransform):
     """Articles -> the same articles, timestamped by `published_at`, stamped with the bounds of their fixed window
-    and, in streaming, assigned to it (with the watermark trigger, late firings and the allowed lateness of the
-    module doc).
+    and assigned to it, with the watermark trigger, late firings and the allowed lateness of the module doc.
 
-    The batch graph leaves them in the global window: the stamped bounds name each article's partition (the
-    write's destination), so a Beam window adds nothing there, and it would lose articles. After the batch graph's
-    global-window GroupByKeys the watermark is at the end of time, so an article timestamped back to its
-    publication is late for its window, and a runner that keeps to the watermark in batch too (Prism) drops late
-    data at the write's GroupByKey, without a trace. The in-process runners, Flink and Spark do not.
+    For unbounded input: after a batch graph's global-window GroupByKeys the watermark is at the end of time, so an
+    article timestamped back to its publication would be late for its window there, and a runner that keeps to the
+    watermark in batch too (Prism) drops late data without a trace.
     """
 
-    def __init__(self, settings: WindowSettings = WindowSettings(), streaming: bool = False):
+    def __init__(self, settings: WindowSettings = WindowSettings()):
         super().__init__()
         self._settings = settings
-        self._streaming = streaming
 
     def expand(self, articles: beam.PCollection) -> beam.PCollection:
-        stamped = articles | "Stamp" >> beam.ParDo(_StampFn(self._settings.size_seconds))
-        if not self._streaming:
-            return stamped
-        return stamped | "FixedWindows" >> streaming_windows(self._settings)
+        # Fire on the watermark, then once per late bundle, discarding what was fired.
+        s = self._settings
+        return (
+            articles
+            | "Stamp" >> beam.ParDo(_StampFn(s.size_seconds))
+            | "FixedWindows"
+            >> beam.WindowInto(
+                beam_window.FixedWindows(s.size_seconds),
+                trigger=beam_trigger.AfterWatermark(late=beam_trigger.AfterCount(1)),
+                accumulation_mode=beam_trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=Duration(seconds=s.allowed_lateness_seconds + s.late_margin_seconds),
+            )
+        )
 
 
-# Streaming: articles too late for their window, and the dead letters' own windows.
+# Articles too late for their window, and the dead letters' own windows.
 
 TOO_LATE = "too_late"
 

@@ -106,7 +106,7 @@ _SCRIPT_BLOCKS = sorted(
     ]
 )
 _BLOCK_STARTS = [block[0] for block in _SCRIPT_BLOCKS]
-_ASCII_LETTERS = re.compile(r"[A-Za-z]+")
+_ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # A CJK character carries about as much as a short word, so it counts as several letters towards `min_chars`.
 _CJK_WEIGHT = 3
@@ -134,13 +134,14 @@ def _char_script(ch: str) -> tuple[str, float]:
 def script_profile(text: str) -> tuple[dict[str, float], float]:
     """Letters per script in `text` (CJK characters weighted), and the weighted total."""
     counts: dict[str, float] = {}
-    # ASCII letters are counted by the regex engine; only the other characters are looked up (for most news, a
-    # few accented letters).
-    ascii_letters = sum(map(len, _ASCII_LETTERS.findall(text)))
+    # ASCII letters are counted on the UTF-8 bytes (where an ASCII letter is only ever itself) by deleting them; only
+    # the other characters are looked up (for most news, a few accented letters).
+    data = text.encode("utf-8", "surrogatepass")
+    ascii_letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
     if ascii_letters:
         counts["Latin"] = float(ascii_letters)
     memo = _SCRIPT_OF_CHAR
-    for ch, n in Counter(_NON_ASCII.findall(text)).items():
+    for ch, n in Counter(_NON_ASCII.findall(text) if not text.isascii() else ()).items():
         found = memo.get(ch)
         if found is None:
             if len(memo) >= _MEMO_SIZE:

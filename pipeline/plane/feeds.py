@@ -4,15 +4,15 @@
     for item in processor.process(source):   # lists of finished Articles (a chunk), DeadLetters, one FeedReport
 
 Both graphs run it as one DoFn per feed (pipeline/plane/staging.py for batch, pipeline/streaming.py): each stage's
-own per-element logic (the DoFns of transforms/fetch, parse, clean, classify and extract) is called directly, so the
-counters, the dead letters and every rule are the stages' own, but the articles of a feed never cross a Beam boundary
-between stages (each crossing cost a pickle of the whole article, and the in-memory runner kept every one).
+own per-element step (FetchFeedFn, FeedParser, ArticlePages, ArticleCleaner, ArticleClassifier: the code the stages'
+composites run in their DoFns) is called directly, so the counters, the dead letters and every rule are the stages'
+own, but the articles of a feed never cross a Beam boundary between stages (each crossing cost a pickle of the
+whole article, and the in-memory runner kept every one).
 The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,000 entries is never all in memory.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
@@ -20,24 +20,17 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.article import INDEX_KEY_COLUMNS, Article, identity_keys
-from transforms.classify import (
-    _FOR_MODEL_TAG,
-    ClassifySettings,
-    _ApplyTopicFn,
-    _DetectLanguageFn,
-    model_failure,
-)
-from transforms.clean import CleanSettings, _CleanArticleFn
-from transforms.dead_letter import DEAD_LETTER_TAG, PAGE_STAGE, DeadLetter
-from transforms.extract import ExtractSettings, PageResult, apply_page, shared_fetcher, wants_page
+from transforms.article import INDEX_KEY_COLUMNS, Article
+from transforms.classify import ArticleClassifier, ClassifySettings
+from transforms.clean import ArticleCleaner, CleanSettings
+from transforms.dead_letter import DeadLetter
+from transforms.extract import ArticlePages, ExtractSettings
 from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.fetch import FetchFeedFn, FetchSettings
-from transforms.parse import ParseSettings, _ParseFeedFn
+from transforms.parse import FeedParser, ParseSettings
 from transforms.topic_model import load_topic_model
 
 CHUNK_SIZE = 2000
@@ -101,38 +94,27 @@ class FeedProcessor:
     def __init__(self, settings: FeedSettings):
         self._settings = settings
         self._fetch = FetchFeedFn(settings.fetch)
-        self._parse = _ParseFeedFn(settings.parse)
-        self._clean = _CleanArticleFn(settings.clean)
+        self._parser = FeedParser(settings.parse)
+        self._cleaner = ArticleCleaner(settings.clean)
         model_path = settings.classify.model_path
         self._model_path = model_path
         # Loaded (and validated) now, as ClassifyArticles does: a bad model file fails before any fetch.
         model_languages = frozenset(load_topic_model(model_path).languages) if model_path else frozenset()
-        self._detect = _DetectLanguageFn(settings.classify.language, model_languages)
-        self._topic = _ApplyTopicFn(settings.classify)
-        self._modes = dict(settings.extract_modes)
-        self._page_counters = {
-            name: Metrics.counter(PAGE_STAGE, name)
-            for name in ("pages_fetched", "pages_extracted", "pages_truncated", "pages_cached")
-        }
-        self._skipped_written = Metrics.counter(PAGE_STAGE, "pages_skipped_already_written")
-        self._failed_batches = Metrics.counter("classify", "topic_model_failed_batches")
-        self._failed_articles = Metrics.counter("classify", "topic_model_failed_articles")
+        self._classifier = ArticleClassifier(settings.classify, model_languages)
+        extract = settings.extract
+        self._pages = None if extract is None else ArticlePages(extract, dict(settings.extract_modes), settings.run_id)
 
     def setup(self) -> None:
         self._fetch.setup()
-        self._detect.setup()
-        self._topic.setup()
+        self._classifier.setup()
         self._model = _topic_model(self._model_path) if self._model_path else None
-        extract = self._settings.extract
-        if extract is not None:
-            self._fetcher = shared_fetcher(extract, self._settings.run_id)
-            self._pool = concurrent.futures.ThreadPoolExecutor(extract.threads, thread_name_prefix="page")
-            self._pages: dict[str, PageResult] = {}  # a URL linked again (by this worker) is not fetched again
+        if self._pages is not None:
+            self._pages.setup()
 
     def teardown(self) -> None:
         self._fetch.teardown()
-        if self._settings.extract is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pages is not None:
+            self._pages.teardown()
 
     def process(self, source: FeedSource) -> Iterator[list[Article] | DeadLetter | FeedReport]:
         """A feed's finished articles, a chunk (list) at a time, and its dead letters and FeedReport."""
@@ -141,8 +123,8 @@ class FeedProcessor:
                 yield fetched
                 continue
             chunk: list[Article] = []
-            for tag, item in _split(self._parse.process(fetched)):
-                if tag:
+            for item in self._parser.parse(fetched):
+                if not isinstance(item, Article):  # a dead letter, or the feed's report
                     yield item
                     continue
                 chunk.append(item)
@@ -152,90 +134,16 @@ class FeedProcessor:
             if chunk:
                 yield from self._finish(chunk)
 
-    def _finish(self, raw: list[Article]) -> Iterator[list[Article] | DeadLetter]:
-        letters: list[DeadLetter] = []
-        if self._settings.extract is not None:
-            raw = self._with_pages(raw, letters)
-        cleaned = []
-        for article in raw:
-            for tag, out in _split(self._clean.process(article)):
-                (letters if tag else cleaned).append(out)
-        detected, for_model = [], []
-        for article in cleaned:
-            for tag, out in _split(self._detect.process(article)):
-                if tag == DEAD_LETTER_TAG:
-                    letters.append(out)
-                elif tag == _FOR_MODEL_TAG:
-                    for_model.append(out)
-                else:
-                    detected.append(out)
-        detected.extend(self._predict(for_model, letters))
-        finished = []
-        for element in detected:
-            for tag, out in _split(self._topic.process(element)):
-                (letters if tag else finished).append(out)
-        yield from letters
+    def _finish(self, articles: list[Article]) -> Iterator[list[Article] | DeadLetter]:
+        """A chunk through the page step (when on), clean and classify: its dead letters, then its articles."""
+        page_letters: list[DeadLetter] = []
+        if self._pages is not None:
+            index = self._settings.written_index
+            articles, page_letters = self._pages.fetch_chunk(articles, _written_page_keys(index) if index else None)
+        cleaned, clean_letters = self._cleaner.clean_chunk(articles)
+        finished, classify_letters = self._classifier.classify_chunk(cleaned, self._model)
+        yield from page_letters
+        yield from clean_letters
+        yield from classify_letters
         if finished:
             yield finished
-
-    def _predict(self, for_model: list[tuple[Article, str]], letters: list[DeadLetter]) -> list:
-        """(article, prediction) for each article the topic model reads, in one vectorised call per chunk; when the
-        model raises, the articles go on without its topic and one dead letter says so (as RunInference's
-        exception handling does in ClassifyArticles)."""
-        if not for_model:
-            return []
-        try:
-            labels, probs = self._model.predict_proba([text for _, text in for_model])
-        except Exception as err:  # noqa: BLE001 - a model bug costs topics, never articles
-            self._failed_batches.inc()
-            self._failed_articles.inc(len(for_model))
-            letters.append(model_failure((for_model, (type(err), err, err.__traceback__))))
-            return [article for article, _ in for_model]
-        return [
-            (article, _Prediction((label, prob)))
-            for (article, _), label, prob in zip(for_model, labels, probs.tolist())
-        ]
-
-    def _with_pages(self, articles: list[Article], letters: list[DeadLetter]) -> list[Article]:
-        """The articles with their page's text where their mode asks for it (FetchArticlePages' rules): one fetch
-        per URL, over a thread pool; an entry already written is left for dedup to drop."""
-        extract = self._settings.extract
-        written = _written_page_keys(self._settings.written_index) if self._settings.written_index else None
-        wanted: dict[str, list[int]] = {}
-        for i, article in enumerate(articles):
-            mode = self._modes.get(article.feed_url) or extract.mode
-            if not wants_page(article, mode, extract.min_chars):
-                continue
-            keys = [key for _, key in identity_keys(article)]  # the id and URL: no content hash yet
-            if written is not None and len(written) and np.isin(keys, written).any():
-                self._skipped_written.inc()
-                continue
-            wanted.setdefault(article.url, []).append(i)
-        futures = {url: self._pool.submit(self._fetcher.fetch, url) for url in wanted if url not in self._pages}
-        out = list(articles)
-        for url, rows in wanted.items():
-            if url in futures:
-                result = self._pages[url] = futures[url].result()
-                self._page_counters["pages_fetched"].inc()
-                self._page_counters["pages_extracted"].inc(result.page is not None)
-                self._page_counters["pages_truncated"].inc(result.truncated)
-                Metrics.counter(PAGE_STAGE, result.reason or "ok").inc()
-            else:
-                result = self._pages[url]
-                self._page_counters["pages_cached"].inc()
-            for i in rows:
-                out[i], letter = apply_page(articles[i], result)
-                if letter is not None:
-                    letters.append(letter)
-        if len(self._pages) > 10000:
-            self._pages.clear()
-        return out
-
-
-class _Prediction:
-    """What _ApplyTopicFn reads of a RunInference PredictionResult: `inference`, (label, probability)."""
-
-    __slots__ = ("inference",)
-
-    def __init__(self, inference: tuple[str, float]):
-        self.inference = inference

@@ -31,8 +31,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.plane.feeds import FeedProcessor, FeedSettings
+from pipeline.plane.pool import FeedPool
 from transforms.article import ARTICLE_SCHEMA, Article, key_hash
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.dedup import content_hash
@@ -103,6 +105,9 @@ class StageSettings:
     work_dir: str
     window_seconds: int = 3600
     neardup: NearDedupSettings = NearDedupSettings()
+    # Feeds finished at once by forked processes (pipeline/plane/pool.py); 1: in the DoFn's own process. More than 1
+    # only on the local runner: a distributed runner's workers already use every core.
+    processes: int = 1
 
 
 def window_starts_us(published_us: np.ndarray, window_seconds: int) -> np.ndarray:
@@ -258,8 +263,12 @@ class _StageFeedFn(beam.DoFn):
 
     def setup(self):
         self._processor.setup()
+        # Forked after the models are loaded, so each child has them for free.
+        self._pool = FeedPool(self._settings.processes, self._finish) if self._settings.processes > 1 else None
 
     def teardown(self):
+        if self._pool is not None:
+            self._pool.close()
         self._processor.teardown()
 
     def process(
@@ -267,6 +276,23 @@ class _StageFeedFn(beam.DoFn):
     ) -> Iterator[
         StagedChunk | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter] | TaggedOutput[Literal[REPORT_TAG], FeedReport]
     ]:
+        if self._pool is None:
+            yield from self._finish(element)
+            return
+        for outputs in self._pool.submit(element):
+            yield from outputs
+
+    def finish_bundle(self):
+        if self._pool is not None:
+            for outputs in self._pool.drain():
+                for out in outputs:
+                    if isinstance(out, TaggedOutput):
+                        yield TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+                    else:
+                        yield GlobalWindows.windowed_value(out)
+
+    def _finish(self, element: tuple[int, FeedSource]) -> Iterator[StagedChunk | TaggedOutput]:
+        """One feed, fetched to staged: its StagedChunks, dead letters and FeedReport."""
         index, source = element
         chunk_no = 0
         for item in self._processor.process(source):

@@ -45,22 +45,3 @@ def test_a_default_run_records_the_runner_the_readme_names(tmp_path):
     (record_file,) = (out / "_runs").glob("*.json")
     assert json.loads(record_file.read_text())["runner"] == "FnApiRunner"
     assert "Prism" not in done.stderr
-
-
-def test_worker_processes_for_a_large_run_on_several_cores_unless_the_command_line_says():
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    many = PipelineOptions([])
-    runners.choose_local_mode(many, expected_entries=runners.ENTRIES_FOR_WORKERS, cores=2)
-    assert many.view_as(DirectOptions).direct_running_mode == "multi_processing"
-    assert runners.runner_name(many) == "FnApiRunner (multi_processing x2)"
-    large = runners.ENTRIES_FOR_WORKERS
-    for options, entries, cores in (
-        (PipelineOptions([]), large - 1, 2),  # a small run (or a first one): no worker start-up to pay for
-        (PipelineOptions([]), large, 1),  # one core
-        (PipelineOptions(["--direct_running_mode=in_memory"]), large, 2),  # the user's choice
-        (PipelineOptions(["--streaming"]), large, 2),
-    ):
-        runners.choose_local_mode(options, expected_entries=entries, cores=cores)
-        assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
-        assert runners.runner_name(options) in ("FnApiRunner",)

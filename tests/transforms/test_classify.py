@@ -7,9 +7,17 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art, counter
 from transforms import classify as classify_module
-from transforms.classify import ClassifyArticles, ClassifySettings, LabelRule, Rules, TopicRule, choose_topic
+from transforms.classify import (
+    ArticleClassifier,
+    ClassifyArticles,
+    ClassifySettings,
+    LabelRule,
+    Rules,
+    TopicRule,
+    choose_topic,
+)
 from transforms.text_classifier import ClassifierError
-from transforms.topic_model import TopicModelHandler
+from transforms.topic_model import TopicModelHandler, load_topic_model
 
 SPORT = (
     "The striker scored twice as the home team won the league match on Saturday, and the coach praised "
@@ -138,3 +146,46 @@ def test_missing_or_corrupt_model_is_rejected_when_built(tmp_path):
     corrupt.write_bytes(b"not a model")
     with pytest.raises(ClassifierError, match="corrupt.npz"):
         ClassifyArticles(ClassifySettings(topic_model=str(corrupt)))
+
+
+CHUNK = [
+    art("sport", 0, text=SPORT, title="Late winner keeps title race alive"),
+    art("german", 0, text=GERMAN, default_topic="World"),
+    art("markets", 0, text=MARKETS, title="Bank shares slide"),
+    art("tagged", 0, text=MARKETS, tags=("Sport",)),
+]
+
+
+def chunk_classifier(settings: ClassifySettings):
+    model = load_topic_model(settings.model_path)
+    classifier = ArticleClassifier(settings, frozenset(model.languages))
+    classifier.setup()
+    return classifier, model
+
+
+def test_the_chunk_step_gives_what_the_composite_gives():
+    # The per-feed loop calls classify_chunk; ClassifyArticles runs the same detect and apply_topic around
+    # RunInference: the same articles come out, the model's languages first as the loop orders them.
+    settings = ClassifySettings(label_rules=(LabelRule("markets", keywords=("shares",)),))
+    classifier, model = chunk_classifier(settings)
+    chunked, letters = classifier.classify_chunk(CHUNK, model)
+    assert letters == [] and [a.article_id for a in chunked] == ["german", "sport", "markets", "tagged"]
+    with TestPipeline() as p:
+        out = p | beam.Create(CHUNK) | ClassifyArticles(settings)
+        assert_that(out.articles, equal_to(chunked))
+
+
+def test_the_chunk_step_keeps_the_articles_of_a_model_that_raises():
+    class Broken:
+        def predict_proba(self, texts):
+            raise RuntimeError("model bug")
+
+    classifier, _ = chunk_classifier(ClassifySettings())
+    chunked, letters = classifier.classify_chunk(CHUNK, Broken())
+    assert [(a.article_id, a.topic) for a in chunked] == [
+        ("german", "World"),
+        ("sport", "unknown"),
+        ("markets", "unknown"),
+        ("tagged", "Sports"),
+    ]
+    assert [(d.reason, d.is_entry, "model bug" in d.message) for d in letters] == [("topic_model_error", False, True)]

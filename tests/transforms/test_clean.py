@@ -1,6 +1,8 @@
 """CleanArticles: markup to text, furniture rules one by one, the seed article, the Beam stage, real feeds."""
 
 import dataclasses
+import random
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -10,15 +12,18 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import transforms.clean as clean_module
+import transforms.html_text as html_text_module
 from tests.conftest import art, counter
 from transforms.article import Article
 from transforms.clean import (
+    ArticleCleaner,
     CleanArticles,
     CleanSettings,
     _CleanArticleFn,
     clean_text,
     clean_title,
     html_to_text,
+    normalise_text,
     remove_furniture,
 )
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
@@ -126,6 +131,59 @@ def test_clean_title_is_one_line():
     assert clean_title("Bright Victorian &#x0024;4300 1930ft<sup>2</sup>") == "Bright Victorian $4300 1930ft2"
 
 
+# Characters that every normalisation step touches: runs and kinds of whitespace, line breaks of every sort,
+# invisible characters, a combining accent (NFC), entities and tags.
+_TRICKY = list("ab cD\n\n\t\r  &<p></p><br>é.:") + [
+    "e\u0301",
+    "\u00a0",
+    "\u200b",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x0b",
+    "\x0c",
+    "\u3000",
+    "\u00ad",
+    "\ufeff",
+    "&amp;",
+    "&nbsp;",
+    "\r\n",
+]
+
+
+def _random_texts(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(_TRICKY, k=rng.randint(0, 40))) for _ in range(n)]
+
+
+def test_normalise_text_returns_normal_text_unchanged_and_normalises_the_rest_as_in_full():
+    for text in _random_texts(5000):
+        full = html_text_module._normalise(text)
+        assert normalise_text(text) == full
+        # What it returns is normal: normalising it again gives it back as it is, without the work.
+        assert html_text_module._is_normal(full), repr(full)
+        assert html_text_module._normalise(full) == full
+        if html_text_module._is_normal(text):
+            assert full == text
+
+
+def test_no_whitespace_above_u3000_escapes_the_normal_text_check():
+    # _ODD_CHARS lists the whitespace characters up to U+3000; Unicode has none above (str.split's and re's \s).
+    assert not [cp for cp in range(0x3001, sys.maxunicode + 1) if chr(cp).isspace()]
+
+
+def test_markup_whitespace_is_folded_exactly_where_folding_changes_the_text():
+    for text in _random_texts(5000):
+        folded = html_text_module._MARKUP_WS.sub(" ", text)
+        assert (folded != text) == html_text_module._has_markup_ws_to_fold(text), repr(text)
+
+
+def test_html_to_text_keeps_indentation_between_tags_out():
+    # A lone space between tags (no run to fold) is still indentation, not text.
+    assert html_to_text("<ul> <li>one</li> <li>two</li> </ul>") == "one\ntwo"
+    assert html_to_text("<p>a</p> <p>b</p>") == "a\n\nb"
+
+
 # --- furniture rules ---------------------------------------------------------------------------------------
 
 
@@ -174,6 +232,31 @@ def test_clean_title_is_one_line():
 def test_each_furniture_rule_removes_its_lines(furniture):
     text = f"{furniture}\n\n{BODY}\n\nSecond paragraph of the report, which closes the article."
     assert remove_furniture(text, "") == f"{BODY}\n\nSecond paragraph of the report, which closes the article."
+
+
+def test_case_folding_never_shortens_a_string():
+    # Why only a line whose first few characters fold to a breadcrumb word's start is split as a trail.
+    assert all(len(chr(cp).casefold()) >= 1 for cp in range(sys.maxunicode + 1))
+
+
+@pytest.mark.parametrize(
+    ("words", "line"),
+    [
+        (("Straße",), "STRASSE > Berlin"),  # folding lengthens the word: the line's "STRASSE" is longer than "Straße"
+        (("strasse",), "Straße > Berlin"),  # and the other way round
+        (("home",), "HOME › World"),
+        (("start", "startseite"), "Startseite / Politik"),
+    ],
+)
+def test_breadcrumbs_are_found_whatever_case_folding_does_to_their_length(words, line):
+    settings = CleanSettings(breadcrumb_words=words)
+    text = f"{line}\n\n{BODY}"
+    assert remove_furniture(text, "", settings) == BODY
+
+
+def test_a_paragraph_that_merely_starts_like_a_breadcrumb_word_is_kept():
+    text = f"Homeowners / renters face new rules this year, the council says in a report.\n\n{BODY}"
+    assert remove_furniture(text, "") == text
 
 
 def test_title_repeats_near_the_top_are_removed_exact_or_near():
@@ -391,3 +474,12 @@ def test_every_shared_feed_entry_cleans_without_error():
                 kept += bool(text)
     assert entries > 1000
     assert kept > 0.8 * entries
+
+
+def test_the_chunk_step_keeps_the_order_and_splits_off_the_dead_letters():
+    # What the per-feed loop calls: the same step as the DoFn, a chunk at a time.
+    fn, cleaner = _CleanArticleFn(CleanSettings()), ArticleCleaner(CleanSettings())
+    kept, letters = cleaner.clean_chunk([GOOD, NOTHING, EMPTY, FURNITURE_ONLY])
+    assert [a.article_id for a in kept] == ["a1", "a2", "a3"]
+    assert [(d.reason, d.entry_key) for d in letters] == [("empty_after_cleaning", "a4")]
+    assert kept == [next(iter(fn.process(a))) for a in (GOOD, EMPTY, FURNITURE_ONLY)]

@@ -1,4 +1,5 @@
-"""transforms.dead_letter: `reject` and `dead_letter_on_error`, the one way a DoFn's surprise becomes a dead letter."""
+"""transforms.dead_letter: `reject`, and `dead_letter_on_error` / `letter_on_error`, the one way a DoFn's or a step's
+surprise becomes a dead letter."""
 
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from transforms.dead_letter import (
     DeadLetter,
     DeadLetterOutput,
     dead_letter_on_error,
+    letter_on_error,
     reject,
 )
 
@@ -67,3 +69,27 @@ def test_reject_keeps_excerpts_and_messages_short():
     letter = reject("s", "r", feed_url="f", message="m" * (MESSAGE_CHARS + 50), raw=b"x" * (RAW_EXCERPT_BYTES + 9))
     assert len(letter.message) == MESSAGE_CHARS and len(letter.raw_excerpt) == RAW_EXCERPT_BYTES
     assert letter.time is not None and letter.run_id == ""
+
+
+class _Step:
+    """A per-element step (as ArticleCleaner.clean): the article back, or raises for article "bad"."""
+
+    @letter_on_error(_letter)
+    def run(self, article: Article, suffix: str = "") -> Article | DeadLetter:
+        if article.article_id == "bad":
+            raise ValueError("cannot handle this one")
+        return art(article.article_id + suffix)
+
+
+def test_a_step_that_raises_returns_one_dead_letter_instead():
+    step = _Step()
+    assert step.run(art("good"), "-ok") == art("good-ok")
+    letter = step.run(art("bad", text="<p>odd</p>"))
+    raised_at = _Step.run.__wrapped__.__code__.co_firstlineno + 3
+    assert (letter.stage, letter.reason, letter.entry_key, letter.raw_excerpt) == (
+        "test",
+        "test_error",
+        "bad",
+        "<p>odd</p>",
+    )
+    assert letter.message == f"ValueError: cannot handle this one (at test_dead_letter.py:{raised_at} in run)"

@@ -150,3 +150,20 @@ def test_articles_an_earlier_run_wrote_are_dropped_and_their_keys_noted(tmp_path
     assert sorted((r["column"], r["key"]) for r in result.seen_keys) == sorted(
         [("id_key", key_hash("old")), ("url_key", key_hash("https://n.test/old"))]
     )
+
+
+def test_ascii_text_is_normalised_for_hashing_as_the_unicode_rule_does():
+    import re
+    import unicodedata
+
+    from transforms.dedup import normalise_for_hash
+
+    def by_regex(text: str) -> str:
+        return re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+    rng = random.Random(5)
+    ascii_chars = [chr(c) for c in range(128)]
+    texts = ["".join(rng.choices(ascii_chars, k=rng.randint(0, 24))) for _ in range(20000)]
+    texts += ["  The  Council_approved\tit -- 3 times!\n", "", "___", "ÉTÉ, déjà vu", "ﬁnance Straße", "a\u00a0b"]
+    for text in texts:
+        assert normalise_for_hash(text) == by_regex(text), repr(text)

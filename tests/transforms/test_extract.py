@@ -1,58 +1,28 @@
-"""FetchArticlePages: decoding and extraction (pure), the page fetcher against a loopback server (politeness, SSRF
-guard, caps, timeouts, content types, charsets), merging a page into its article, and the Beam stage."""
+"""transforms.extract: the page fetcher against a loopback server (politeness, SSRF guard, caps, timeouts,
+content types, charsets), merging a page into its article, and ArticlePages, the page step of the per-feed loop."""
 
 import dataclasses
 import datetime as dt
-from pathlib import Path
 
-import apache_beam as beam
+import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import art
 from tests.feed_server import FeedServer
+from tests.transforms.sample_pages import BODY, RUSSIAN, page
 from transforms.article import Article, key_hash
-from transforms.clean import clean_text
 from transforms.extract import (
+    ArticlePages,
     ExtractSettings,
-    FetchArticlePages,
     HostLimiter,
     PageFetcher,
     PageResult,
     apply_page,
-    decode_html,
-    extract_page,
     wants_page,
 )
+from transforms.page_html import extract_page
 
 UTC = dt.timezone.utc
-SEED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "seed" / "000_0ba629fe7179814c.txt"
-
-BODY = [
-    "The city council approved the new budget on Tuesday after a debate that lasted well into the night, "
-    "with members arguing over funding for schools, roads and the public library system.",
-    "Supporters said the plan balances the books without cutting services, while critics warned that the "
-    "projected tax revenue relies on optimistic assumptions about growth in the coming years.",
-    "The mayor is expected to sign the budget into law later this week, officials said.",
-]
-RUSSIAN = [
-    "Городской совет во вторник утвердил новый бюджет после долгих споров, которые продолжались до поздней ночи.",
-    "Сторонники плана говорят, что он сбалансирован и не сокращает расходы на школы, дороги и библиотеки.",
-    "Критики предупреждают, что прогноз налоговых поступлений основан на слишком оптимистичных предположениях.",
-]
-
-
-def page(paragraphs, *, title="Council approves budget", head="", lang="en") -> bytes:
-    """A news page: navigation, the article, a footer with links (what a real page wraps its body in)."""
-    body = "".join(f"<p>{p}</p>" for p in paragraphs)
-    return (
-        f"<!doctype html><html lang='{lang}'><head><title>{title} | Daily</title>{head}</head><body>"
-        "<nav><a href='/'>Home</a> <a href='/world'>World</a> <a href='/sport'>Sport</a></nav>"
-        f"<main><article><h1>{title}</h1>{body}</article></main>"
-        "<footer><p>© Daily News. All rights reserved.</p><a href='/about'>About us</a></footer></body></html>"
-    ).encode()
-
 
 SETTINGS = ExtractSettings(mode="always", allow_hosts=("127.0.0.1",), per_host_delay=0.0, total_timeout=5.0)
 
@@ -62,55 +32,6 @@ def fetcher():
     f = PageFetcher(SETTINGS)
     yield f
     f.close()
-
-
-# --- decoding and extraction (no network) ---------------------------------------------------------------------
-
-
-def test_charset_from_header_then_meta_then_detection():
-    text = "Über die Brücke".encode("cp1252")
-    assert decode_html(text, "text/html; charset=windows-1252") == ("Über die Brücke", "cp1252")
-    meta = b"<html><head><meta charset='windows-1251'></head><body>" + RUSSIAN[0].encode("cp1251")
-    assert RUSSIAN[0] in decode_html(meta, "text/html")[0]
-    assert decode_html("é".encode(), "")[0] == "é"
-    # No header charset, no meta tag, not UTF-8: detected.
-    undeclared = ("<html><body>" + " ".join(RUSSIAN) + "</body></html>").encode("cp1251")
-    decoded, charset = decode_html(undeclared, "text/html")
-    assert RUSSIAN[1] in decoded and charset == "cp1251"
-
-
-def test_extract_page_text_and_metadata():
-    head = (
-        "<link rel='canonical' href='/2026/council-budget'>"
-        "<meta name='author' content='Jane Doe'>"
-        '<script type=\'application/ld+json\'>{"@type": "NewsArticle", "datePublished": "2026-11-30T08:15:00+01:00",'
-        ' "author": [{"@type": "Person", "name": "Jane Doe"}, {"name": "Max Mustermann"}]}</script>'
-    )
-    result = extract_page(page(BODY, head=head), "https://daily.test/a?x=1", "text/html; charset=utf-8")
-    assert result.text.split("\n\n")[-3:] == BODY  # the paragraphs, nothing of the navigation or footer
-    assert "About us" not in result.text and "Sport" not in result.text
-    assert result.canonical_url == "https://daily.test/2026/council-budget"
-    assert result.published_at == dt.datetime(2026, 11, 30, 7, 15, tzinfo=UTC)
-    assert result.authors == ("Jane Doe", "Max Mustermann")
-    assert result.language == "en"
-    og = extract_page(page(BODY, head="<meta property='og:url' content='https://daily.test/og'>", lang="pt-BR"))
-    assert (og.canonical_url, og.language, og.published_at, og.authors) == ("https://daily.test/og", "pt", None, ())
-    assert extract_page(b"").text == "" and extract_page(b"<html><body></body></html>").text == ""
-
-
-def test_seed_furniture_inside_a_page_layout_is_removed_after_extraction():
-    if not SEED.exists():
-        pytest.skip("../shared is absent")
-    lines = [line.strip() for line in SEED.read_text(encoding="utf-8").splitlines() if line.strip()]
-    title = "President Volodymyr Zelenskyy refuses US offer to flee Kyiv, urges Ukraine to ‘stand firm’"
-    extracted = extract_page(page(lines, title=title), "https://news.test/world/zelenskyy").text
-    body = [line for line in lines if len(line) > 200]
-    assert all(paragraph in extracted for paragraph in body)
-    # What lands in `text`: CleanArticles removes the furniture the page carried inside its article.
-    text = clean_text(extracted, title)
-    assert all(paragraph in text for paragraph in body)
-    assert "Also Read" not in text and "follow us" not in text.lower() and "1. Home" not in text
-    assert not text.startswith(title)
 
 
 # --- fetching over loopback -----------------------------------------------------------------------------------
@@ -274,27 +195,53 @@ def test_modes():
     assert not wants_page(article("urn:x:1"), "always", 200)
 
 
-def test_stage_fetches_each_url_once_skips_written_entries_and_honours_feed_modes(feed_server):
+def test_article_pages_fetch_each_url_once_skip_written_entries_and_honour_feed_modes(feed_server):
     for name in ("a", "b", "c", "d"):
         feed_server.add(f"/{name}", page(BODY), content_type="text/html")
-    a, b, c, d = (feed_server.url(f"/{n}") for n in "abcd")
-    feeds = [type("Feed", (), {"url": "https://quiet.test/feed", "extract": "off"})()]
+    feed_server.add("/gone", status=410, content_type="text/html")
+    a, b, c, d, gone = (feed_server.url(f"/{n}") for n in ("a", "b", "c", "d", "gone"))
     inputs = [
         article(a),
         dataclasses.replace(article(a), article_id="a-copy", feed_url="https://other.test/feed"),
         article(b),  # written by an earlier run: never fetched
         article(c, feed_url="https://quiet.test/feed"),  # its feed says off
         article(d, text=""),  # a title-only entry has its page fetched
+        article(gone),  # a page that fails: the article goes on unchanged, with a dead letter
     ]
-    with TestPipeline() as p:
-        written = p | "Written" >> beam.Create([("url_key", key_hash(b)), ("id_key", key_hash("unrelated"))])
-        routed = p | beam.Create(inputs) | FetchArticlePages(SETTINGS, feeds, "r1", written_keys=written)
-        assert_that(
-            routed.articles | beam.Map(lambda x: (x.article_id, x.text_source or "-")),
-            equal_to([("a", "page"), ("a-copy", "page"), ("b", "-"), ("c", "-"), ("d", "page")]),
-        )
-        assert_that(routed.dead_letters, equal_to([]), label="letters")
+    pages = ArticlePages(SETTINGS, {"https://quiet.test/feed": "off"}, "r1")
+    pages.setup()
+    try:
+        written = np.unique([key_hash(b), key_hash("unrelated")])
+        out, letters = pages.fetch_chunk(inputs, written)
+        # A later chunk linking a page this instance fetched already takes it from memory.
+        again, _ = pages.fetch_chunk([dataclasses.replace(article(d), article_id="d-later")], written)
+    finally:
+        pages.teardown()
+    assert [(x.article_id, x.text_source or "-") for x in out] == [
+        ("a", "page"),
+        ("a-copy", "page"),
+        ("b", "-"),
+        ("c", "-"),
+        ("d", "page"),
+        ("gone", "-"),
+    ]
+    assert out[5] == inputs[5] and BODY[0] in out[0].text and out[0].summary == "Teaser."
+    assert [(x.reason, x.entry_key, x.status) for x in letters] == [("page_fetch_error", gone, 410)]
+    assert again[0].text_source == "page"
     assert [feed_server.hits(f"/{n}") for n in "abcd"] == [1, 0, 0, 1]
+
+
+def test_article_pages_without_written_keys_fetch_every_wanted_page(feed_server):
+    feed_server.add("/a", page(BODY), content_type="text/html")
+    pages = ArticlePages(dataclasses.replace(SETTINGS, mode="when_short", min_chars=50), run_id="r2")
+    pages.setup()
+    try:
+        long_text = "<p>" + " ".join(BODY) + "</p>"
+        out, letters = pages.fetch_chunk([article(feed_server.url("/a")), article("https://d.test/x", text=long_text)])
+    finally:
+        pages.teardown()
+    assert [x.text_source for x in out] == ["page", ""] and letters == []
+    assert feed_server.hits("/a") == 1
 
 
 def test_the_connect_time_check_holds_when_the_first_check_is_passed(feed_server, monkeypatch):

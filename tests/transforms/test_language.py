@@ -14,6 +14,7 @@ from transforms.language import (
     UND,
     LanguageDetector,
     LanguageSettings,
+    _prepare,
     check_detector,
 )
 from transforms.language_backends import normalize_code
@@ -231,6 +232,7 @@ def test_py3langid_is_skipped_when_cld2_and_fasttext_agree_and_no_answer_changes
         by_language.setdefault(lang, []).append(text)
     articles = ["\n\n".join(" ".join(lines[i : i + 2]) for i in range(0, 8, 2)) for lines in by_language.values()]
     always = LanguageDetector(LanguageSettings(agreement=0.0))
+    detector.forget_answers()  # the other tests' answers are remembered: this one counts the work
     runs = []
     monkeypatch.setattr(
         detector._py3langid, "scores", lambda text, scores=detector._py3langid.scores: runs.append(1) or scores(text)
@@ -398,3 +400,64 @@ def test_pair_model_training_needs_two_known_languages(tmp_path):
         train_pair_model(["a b c"] * 10, ["bs"] * 10)
     with pytest.raises(ValueError, match="at least two"):
         train_pair_model(["a b c"] * 10, ["bs"] * 5 + ["xx"] * 5)
+
+
+def test_a_text_seen_before_is_answered_from_memory_with_the_same_answer(monkeypatch):
+    detector = LanguageDetector(LanguageSettings())
+    calls = []
+    for backend in detector._backends:
+        monkeypatch.setattr(backend, "scores", lambda *a, scores=backend.scores: calls.append(1) or scores(*a))
+    texts = [ENGLISH, GERMAN, "Dobar dan, kako ste danas?", "Selamat pagi semua", SCRIPTS["ja"], "Hallo"]
+    first = [detector.detect(text) for text in texts]
+    work = len(calls)
+    assert work > 0
+    # Again, and as the same text after other whitespace or beyond max_chars: no backend runs.
+    assert [detector.detect(text) for text in texts] == first
+    assert detector.detect(f"  {ENGLISH}\n") == first[0]
+    assert len(calls) == work
+    long = detector.detect(ENGLISH + " x" * 400)
+    work = len(calls)
+    assert detector.detect(ENGLISH + " x" * 500) == long and len(calls) == work  # the same first max_chars
+    # The prior is part of what is remembered: a short text takes its feed's language.
+    assert detector.detect("Hallo", "de") == ("de", 0.8) and detector.detect("Hallo") == first[-1]
+    # A detector without memory of them answers the same.
+    fresh = LanguageDetector(LanguageSettings())
+    assert [fresh._judge(_prepare(text, 300), "") for text in texts] == first
+
+
+def test_the_memory_of_answers_is_bounded(monkeypatch, detector):
+    import transforms.language as language
+
+    monkeypatch.setattr(language, "_ANSWERS_KEPT", 5)
+    detector.forget_answers()
+    answers = [detector.detect(f"{ENGLISH} {n}") for n in range(12)]
+    assert len(detector._answers) <= 5
+    assert [detector.detect(f"{ENGLISH} {n}") for n in range(12)] == answers
+
+
+def test_new_pair_models_forget_the_old_answers(tmp_path):
+    detector = LanguageDetector(LanguageSettings())
+    text = "Regjeringen vil ikke svare på spørsmålet før neste uke, sier statsministeren."
+    with_models = detector.detect(text)
+    detector.use_pair_models([])
+    assert detector.detect(text) == LanguageDetector(LanguageSettings(pair_models=())).detect(text)
+    assert detector.detect(text) != with_models
+
+
+def test_ascii_capitals_are_counted_as_the_regex_counts_them():
+    import random
+    import re
+
+    from transforms.language_backends import _mostly_ascii_capitals
+
+    rng = random.Random(3)
+    alphabet = list("aAbBzZ 09.,éÉßİ漢\u0301") + ["\ud800"]
+    for _ in range(3000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 30)))
+        upper = sum(map(len, re.findall("[A-Z]+", text)))
+        letters = sum(map(len, re.findall("[A-Za-z]+", text)))
+        assert _mostly_ascii_capitals(text) == (upper > 0.8 * letters), repr(text)
+        counts, _ = script_profile(text)
+        assert counts.get("Latin", 0.0) - sum(
+            1 for ch in text if not ch.isascii() and ord(ch) < 0x250 and ch.isalpha()
+        ) == float(letters), repr(text)

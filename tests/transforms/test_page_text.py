@@ -4,7 +4,7 @@ paragraphs the page repeats, and hard-wrapped paragraphs (Mozilla Readability's 
 
 import lxml.html
 
-from transforms.extract import extract_page, parse_html
+from transforms.page_html import extract_page, parse_html
 from transforms.page_text import extract_body, join_split_body, prune, restore_repeats, unwrap_lines
 
 PARAGRAPHS = [

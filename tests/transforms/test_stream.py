@@ -1,5 +1,5 @@
 """The streaming-only stages: the poll schedule, DeduplicateWithState, DropNearCopiesWithState, RouteTooLate,
-WindowByEventTime(streaming=True) and WindowDeadLetters. Pure functions first, then the composites on a TestStream in
+WindowByEventTime and WindowDeadLetters. Pure functions first, then the composites on a TestStream in
 streaming mode (the watermark driven by hand), then the counters in batch (Beam 2.77's streaming DirectRunner keeps
 only the first bundle's)."""
 
@@ -132,7 +132,7 @@ def test_out_of_order_articles_land_in_their_windows_late_ones_in_a_late_pane_to
     )
     with streaming() as p:
         routed = p | polls | "PollTime" >> beam.Map(at_fetch_time) | RouteTooLate(HOURLY)
-        windowed = routed.articles | WindowByEventTime(HOURLY, streaming=True)
+        windowed = routed.articles | WindowByEventTime(HOURLY)
         assert_that(
             windowed | "Ids" >> beam.Map(lambda a: a.article_id),
             equal_to_per_window(

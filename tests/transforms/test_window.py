@@ -5,7 +5,7 @@ import datetime as dt
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
-from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.transforms.window import IntervalWindow
 
 from tests.conftest import art
 from transforms.clock import UTC
@@ -21,7 +21,7 @@ ARTICLES = [art("a", 59, hours=10), art("b", 0, hours=10), art("c", 0, hours=11)
 
 def test_articles_land_in_their_hour_with_bounds():
     with TestPipeline() as p:
-        out = p | beam.Create(ARTICLES) | WindowByEventTime(WindowSettings(3600), streaming=True)
+        out = p | beam.Create(ARTICLES) | WindowByEventTime(WindowSettings(3600))
         ids = out | beam.Map(lambda a: a.article_id)
         assert_that(
             ids,
@@ -35,18 +35,6 @@ def test_articles_land_in_their_hour_with_bounds():
         )
         bounds = out | beam.Map(lambda a: (a.article_id, a.window_start.hour, a.window_end.hour))
         assert_that(bounds, equal_to([("a", 10, 11), ("b", 10, 11), ("c", 11, 12), ("d", 13, 14)]), label="bounds")
-
-
-def test_batch_articles_keep_the_global_window_with_their_bounds_stamped():
-    # After the batch graph's GroupByKeys the watermark is at the end of time: an article put in a window of its
-    # publication would be late there, and Prism drops late data at the write (tests/engines/test_prism.py).
-    with TestPipeline() as p:
-        out = p | beam.Create(ARTICLES) | WindowByEventTime(WindowSettings(3600))
-        bounds = out | beam.Map(lambda a: (a.article_id, a.window_start.hour, a.window_end.hour))
-        assert_that(
-            bounds,
-            equal_to_per_window({GlobalWindow(): [("a", 10, 11), ("b", 10, 11), ("c", 11, 12), ("d", 13, 14)]}),
-        )
 
 
 def test_daily_windows():
