@@ -227,7 +227,7 @@ class NearDuplicates:
                 members = np.union1d(firsts[part], seconds[part])
                 records = store.records(members, loaded, prior, m, self.settings.scheme)
                 ends = names.take(pa.array(np.concatenate([codes[part] // total, codes[part] % total]))).to_pylist()
-                pairs = zip(ends[: len(part)], ends[len(part) :])
+                pairs = list(zip(ends[: len(part)], ends[len(part) :]))
                 links += verified_links(pairs, records.__getitem__, self.settings, counts)
                 del loaded, records
         return links

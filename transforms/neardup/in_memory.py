@@ -4,7 +4,7 @@ on the columns it staged), what the benchmark measures and what the tests check 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def verdicts_of_pairs(
 
 
 def verified_links(
-    pairs: Iterable[tuple[str, str]],
+    pairs: Sequence[tuple[str, str]],
     record_of: Callable[[str], SignatureRecord],
     settings: NearDedupSettings = NearDedupSettings(),
     counts: dict | None = None,
