@@ -18,14 +18,16 @@ carries every language (benchmarks/scale_corpus.py).
 
 Each run is a fresh `python -m pipeline run` in its own process group. A sampler reads /proc every --sample seconds:
 the resident memory of the whole process tree (the command and every descendant, e.g. multi-processing workers,
-summed: an upper bound, shared pages count once per process) and its peak. After each run it prints, for each stage
-of the batch graph (told apart by the files it leaves in the run's staging: A stages feeds until the last key file,
-B decides until the first keep file, C writes windows until the last partition file, then the driver commits), the
-stage's peak tree RSS and each process's share at that moment; --rss-log keeps the whole timeline. CPU is user + system time of the tree
-from os.wait4 (the command and every descendant it waited for). A run that passes --timeout or whose tree passes
---memory-limit GiB is killed (the whole process group) and reported as such, with how far it got (feeds requested);
-one the kernel kills is reported with its signal. Figures are load-sensitive: the load average is printed at the
-start and end, and contenders (--workers, --plain) alternate run by run.
+summed: an upper bound, shared pages count once per process) and its peak, and the tree's proportional set size
+(PSS, from smaps_rollup: a page shared by k processes counts 1/k in each; stage A's forks share the models so).
+After each run it prints, for each stage of the batch graph (told apart by the files it leaves in the run's staging:
+A stages feeds until the last key file, B decides until the first keep file, C writes windows until the last
+partition file, then the driver commits), the stage's peak tree RSS and each process's share at that moment;
+--rss-log keeps the whole timeline. CPU is user + system time of the tree from os.wait4 (the command and every
+descendant it waited for). A run that passes --timeout or whose tree passes --memory-limit GiB is killed (the whole
+process group) and reported as such, with how far it got (feeds requested); one the kernel kills is reported with
+its signal. Figures are load-sensitive: the load average is printed at the start and end, and contenders
+(--workers, --plain) alternate run by run.
 """
 
 from __future__ import annotations
@@ -143,6 +145,22 @@ def tree_processes(root: int) -> list[tuple[int, int]]:
     return out
 
 
+def tree_pss(root: int) -> int:
+    """Proportional set size of `root` and its descendants, summed: pages shared between processes (a fork's copy-on-
+    write pages, the models stage A's forks inherit) count once in all, where the RSS sum counts them in each."""
+    total = 0
+    for pid, _ in tree_processes(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
 def _count_files(pattern_root: Path, pattern: str) -> int:
     try:
         return sum(1 for _ in pattern_root.glob(pattern))
@@ -210,7 +228,7 @@ def measure(
     started_wall, started = time.time(), time.perf_counter()
     # Its own session: the whole tree (multi-processing workers too) can be killed at once.
     process = subprocess.Popen(command, cwd=REPO, stdout=out_file, stderr=err_file, start_new_session=True)
-    state = {"peak": 0, "processes": 0, "stopped": "", "last_ticks": 0}
+    state = {"peak": 0, "processes": 0, "stopped": "", "last_ticks": 0, "peak_pss": 0}
     done = threading.Event()
 
     def sample() -> None:
@@ -219,6 +237,7 @@ def measure(
             state["last_ticks"] = max(state["last_ticks"], ticks)
             if rss > state["peak"]:
                 state["peak"], state["processes"] = rss, count
+            state["peak_pss"] = max(state["peak_pss"], tree_pss(process.pid))
             elapsed = time.perf_counter() - started
             if output is not None:
                 timeline.append(
@@ -265,6 +284,7 @@ def measure(
         # rusage covers the waited-for tree; a killed run's workers were never waited for: the sampled ticks then.
         "cpu": max(usage.ru_utime + usage.ru_stime, state["last_ticks"] / TICK),
         "peak_mib": max(state["peak"], usage.ru_maxrss * 1024) / 2**20,
+        "peak_pss_mib": state["peak_pss"] / 2**20,
         "processes": state["processes"],
         "startup": (min(mine) - started_wall) if mine else float("nan"),
         "requests": len(mine),
@@ -311,7 +331,8 @@ def line(name: str, articles: int, result: dict) -> str:
     return (
         f"{name}: {result['wall']:.1f} s wall, {articles / result['wall']:,.0f} art/s, "
         f"CPU {1000 * result['cpu'] / articles:.2f} ms/art, peak tree RSS {result['peak_mib']:,.0f} MiB "
-        f"({result['processes']} processes), start-up {result['startup']:.2f} s"
+        f"({result['processes']} processes; peak tree PSS {result['peak_pss_mib']:,.0f} MiB), "
+        f"start-up {result['startup']:.2f} s"
     )
 
 
@@ -421,7 +442,8 @@ def main() -> None:
         cpu = statistics.median(r["cpu"] for r in finished)
         print(
             f"  {name:<32} wall {wall:8.1f} s  {args.articles / wall:8,.0f} art/s  CPU {1000 * cpu / args.articles:6.2f} ms/art  "
-            f"peak tree RSS {max(r['peak_mib'] for r in finished):8,.0f} MiB  ({len(finished)}/{len(runs)} finished)"
+            f"peak tree RSS {max(r['peak_mib'] for r in finished):8,.0f} MiB  "
+            f"PSS {max(r['peak_pss_mib'] for r in finished):8,.0f} MiB  ({len(finished)}/{len(runs)} finished)"
         )
 
 
