@@ -27,6 +27,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger as beam_trigger
 from apache_beam.transforms import window as beam_window
@@ -73,6 +74,13 @@ def window_bounds(event_time: dt.datetime, size_seconds: int) -> tuple[dt.dateti
         beam_window.WindowFn.AssignContext(Timestamp.from_utc_datetime(event_time))
     )[0]
     return _datetime(window.start), _datetime(window.end)
+
+
+def window_starts_us(published_us: np.ndarray, window_seconds: int) -> np.ndarray:
+    """`window_bounds`' start for many event times at once (microseconds since the epoch): floor division, as
+    Beam's FixedWindows (offset 0) assigns it, also before 1970. The batch plane stamps a chunk's rows with it."""
+    size = window_seconds * 1_000_000
+    return published_us - np.mod(published_us, size)
 
 
 def _datetime(timestamp: Timestamp) -> dt.datetime:

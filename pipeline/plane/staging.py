@@ -42,6 +42,7 @@ from transforms.feed import FeedSource
 from transforms.feed_report import FeedReport
 from transforms.neardup import NearDedupSettings, candidate_key_matrix, signature_records
 from transforms.parse import REPORT_TAG
+from transforms.window import window_starts_us
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -108,13 +109,6 @@ class StageSettings:
     # Feeds finished at once by forked processes (pipeline/plane/pool.py); 1: in the DoFn's own process. More than 1
     # only on the local runner: a distributed runner's workers already use every core.
     processes: int = 1
-
-
-def window_starts_us(published_us: np.ndarray, window_seconds: int) -> np.ndarray:
-    """The start (microseconds) of the fixed window of each event time, as Beam's FixedWindows (offset 0) assigns
-    it: floor division, also before 1970."""
-    size = window_seconds * 1_000_000
-    return published_us - np.mod(published_us, size)
 
 
 def _micros(values: list) -> np.ndarray:

@@ -3,13 +3,14 @@
 import datetime as dt
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow
 
 from tests.conftest import art
 from transforms.clock import UTC
-from transforms.window import WindowByEventTime, WindowSettings
+from transforms.window import WindowByEventTime, WindowSettings, window_bounds, window_starts_us
 
 
 def ts(hour):
@@ -44,3 +45,17 @@ def test_daily_windows():
             out | beam.Map(lambda a: (a.window_start.isoformat(), a.window_end.isoformat())),
             equal_to([("2026-11-20T00:00:00+00:00", "2026-11-21T00:00:00+00:00")] * 2),
         )
+
+
+def test_window_starts_of_many_times_are_the_windows_beam_assigns():
+    rng = np.random.default_rng(5)
+    # Around the epoch, far before and after it, and exactly on window edges.
+    micros = np.concatenate(
+        [rng.integers(-3 * 10**15, 3 * 10**15, 400), np.arange(-3, 4) * 3_600_000_000, [-1, 0, 1, 3_599_999_999]]
+    )
+    for size in (60, 3600, 86400):
+        starts = window_starts_us(micros, size)
+        for us, start in zip(micros.tolist(), starts.tolist()):
+            when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
+            expected, _ = window_bounds(when, size)
+            assert start == (expected - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
