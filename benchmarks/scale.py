@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.e2e import newsbeam_command, plain_command  # noqa: E402
-from benchmarks.scale_corpus import ScaleCorpus, cached_check, format_rates  # noqa: E402
+from benchmarks.scale_check import cached_check, format_rates  # noqa: E402
+from benchmarks.scale_corpus import ScaleCorpus  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
