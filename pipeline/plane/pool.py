@@ -14,7 +14,7 @@ runner's own workers already use every core, and `processes` is 1: nothing forks
 
 Beam counters a child increments would be lost with the child: it records them (`_Recorder`) and the parent adds them
 to its own step when the feed's outputs come back, so `result.metrics()` is the same with or without forks
-(tests/pipeline/test_plane.py runs both).
+(tests/pipeline/test_pool.py runs both).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _WORK: Callable[[object], Iterable] | None = None
 class _Recorder:
     """Stands in for Beam's state sampler in a child: Beam's metric updaters call `update_metric` on the current
     tracker (apache_beam/metrics/execution.py `MetricUpdater`); this keeps the updates, counters summed, so the
-    parent can make the same calls on its own tracker. tests/pipeline/test_plane.py fails if Beam stops routing
+    parent can make the same calls on its own tracker. tests/pipeline/test_pool.py fails if Beam stops routing
     updates this way; then record them with whatever `MetricUpdater.__call__` uses instead."""
 
     def __init__(self):
