@@ -3,13 +3,13 @@ output's Parquet partitions.
 
     paths = decided.shards | "WriteArticles" >> WriteWindows(SinkSettings(...))
 
-For each WindowShard (pipeline/plane/decide.py) it reads, from each staged rows file, the record batches of the
-shard's windows (one per window: nothing else of the file is read), keeps the rows the decisions kept as it reads
-them, and then, a window at a time, sorts them by (published_at, article_id), sets the columns the decisions set
+For each WindowShard (pipeline/plane/decide.py) it reads, from each staged rows file, the record batches that hold
+the shard's windows (nothing else of the file is read), keeps the rows the decisions kept as it reads them, and
+then, a window at a time, sorts them by (published_at, article_id), sets the columns the decisions set
 (`duplicate_count`, `cluster_id`, `cluster_size`, `duplicate_of`), the run id and the summary (staged once when it
 is the text), and writes the window's file: the partition directories, schema and file names of
 transforms.sink.WriteParquetPartitions, which the driver's commit (pipeline.state) moves into place. It holds the
-window's kept rows and a slice of them sorted. File names are fixed by the run and the
+shard's kept rows, a window's copy and a slice of that sorted. File names are fixed by the run and the
 window, so a retried bundle writes over its own files. It counts what it writes under the sink's counters
 (`sink/articles`, by language, by topic).
 """
@@ -41,23 +41,30 @@ SLICE_BYTES = 16 << 20
 
 def shard_windows(shard: WindowShard) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(kept rows, decisions) of each window of a shard, in window order: the window's staged rows that the
-    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file). A window
-    at a time: each rows file is opened once per window and gives one record batch, so what is held is one window's
-    rows, however many windows the shard has."""
+    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file). Each rows
+    file is opened once and gives only the batches that hold the shard's windows, so what is held is the shard's kept
+    rows (about `shard_bytes`, pipeline/plane/decide.py) and one window's copy of them."""
     keep = read_parquet(shard.keep_path)
     kept_uids = keep.column("uid").to_numpy()
-    for window in np.unique(keep.column("window_us").to_numpy()).tolist():
-        pieces = []
-        for path in shard.rows_paths:
-            for batch in read_rows(path, window, window):
-                uids = batch.column("uid").to_numpy()
-                at = np.minimum(np.searchsorted(kept_uids, uids), len(kept_uids) - 1)
-                found = kept_uids[at] == uids
-                if found.any():
-                    piece = pa.Table.from_batches([batch.filter(pa.array(found))])
-                    pieces.append(piece.append_column("keep_row", pa.array(at[found])))
-        if pieces:
-            yield pa.concat_tables(pieces), keep
+    pieces = []
+    for path in shard.rows_paths:
+        for batch in read_rows(path, shard.first_window_us, shard.last_window_us):
+            uids = batch.column("uid").to_numpy()
+            at = np.minimum(np.searchsorted(kept_uids, uids), len(kept_uids) - 1)
+            found = kept_uids[at] == uids
+            if found.any():
+                piece = pa.Table.from_batches([batch.filter(pa.array(found))])
+                pieces.append(piece.append_column("keep_row", pa.array(at[found])))
+    if not pieces:
+        return
+    rows = pa.concat_tables(pieces)
+    del pieces
+    windows = rows.column("window_start").cast(pa.int64()).to_numpy()
+    # Stable: rows of one window keep the order of their files, as when a window was gathered file by file.
+    order = np.argsort(windows, kind="stable")
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(windows[order])) + 1, [len(order)])).tolist()
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield rows.take(pa.array(order[lo:hi])), keep
 
 
 def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int = SLICE_BYTES) -> Iterator[pa.Table]:
@@ -102,7 +109,7 @@ class _WriteShardFn(beam.DoFn):
                 for part in output_slices(rows, keep, s.run_id):
                     self._count(part)
                     out.write_table(part)
-            del rows, keep  # the window's rows go before the next window is read back
+            del rows, keep  # the window's copy goes before the next window's is taken
             self._files.inc()
             yield path
         release_memory()  # the worker's next shard, or stage A's feeds, need none of this shard's memory

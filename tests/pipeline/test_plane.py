@@ -7,12 +7,14 @@ import sys
 import typing
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.transforms.core import GroupByKey
 
 from pipeline.build import build
 from pipeline.config import load_config
+from pipeline.plane import staging
 from pipeline.plane.decide import WindowShard
 from pipeline.plane.staging import StagedChunk
 from tests.conftest import T0
@@ -134,3 +136,32 @@ def test_windows_in_shards_of_one_give_the_rows_of_one_shard(tmp_path):
     assert whole.counters == split.counters
     summaries = {r["article_id"]: r["summary"] for r in whole.rows}
     assert summaries["a031"] == "The feed's own summary." and summaries["a005"] == articles[5].text
+
+
+def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_path, monkeypatch):
+    # Batches end at window ends once they hold BATCH_BYTES: a range may start or end inside a batch, and the rows
+    # outside it must not come back (stage C would write them in two shards).
+    monkeypatch.setattr(staging, "BATCH_BYTES", 2_000)
+    words = "budget council vote schools roads water parks library taxes housing".split()
+    articles = [
+        _article(i, minutes=23 * i, text=" ".join(words[(i * j) % 10] + str(i) for j in range(30))) for i in range(40)
+    ]
+    settings = staging.StageSettings(str(tmp_path), window_seconds=3600)
+    rows, keys, first, last = staging.chunk_tables(articles, 0, settings)
+    path = str(tmp_path / "rows.arrow")
+    staging.write_rows(path, rows, keys.column("row_bytes").to_numpy())
+    assert pa.ipc.open_file(path).num_record_batches > 2  # cut, and not a batch per window
+    starts = rows.column("window_start").cast(pa.int64()).to_pylist()
+    windows = sorted(set(starts))
+    assert len(windows) > pa.ipc.open_file(path).num_record_batches
+    for lo, hi in [
+        (windows[0], windows[-1]),
+        (windows[1], windows[1]),
+        (windows[2], windows[-3]),
+        (last + 1, last + 9),
+    ]:
+        got = pa.Table.from_batches(list(staging.read_rows(path, lo, hi)), rows.schema)
+        assert got.column("uid").to_pylist() == [
+            u for u, s in zip(rows.column("uid").to_pylist(), starts) if lo <= s <= hi
+        ]
+    assert (first, last) == (windows[0], windows[-1])
