@@ -277,22 +277,27 @@ class _StageFeedFn(beam.DoFn):
 
     def setup(self):
         self._processor.setup()
-        # Forked after the models are loaded, so each child has them for free.
-        self._pool = FeedPool(self._settings.processes, self._finish) if self._settings.processes > 1 else None
+        self._pool: FeedPool | None = None
 
     def teardown(self):
+        self._close_pool()
+        self._processor.teardown()
+
+    def _close_pool(self):
         if self._pool is not None:
             self._pool.close()
-        self._processor.teardown()
+            self._pool = None
 
     def process(
         self, element: tuple[int, FeedSource]
     ) -> Iterator[
         StagedChunk | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter] | TaggedOutput[Literal[REPORT_TAG], FeedReport]
     ]:
-        if self._pool is None:
+        if self._settings.processes <= 1:
             yield from self._finish(element)
             return
+        if self._pool is None:  # forked after setup loaded the models, so each child has them for free
+            self._pool = FeedPool(self._settings.processes, self._finish)
         for outputs in self._pool.submit(element):
             yield from outputs
 
@@ -304,6 +309,9 @@ class _StageFeedFn(beam.DoFn):
                         yield TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
                     else:
                         yield GlobalWindows.windowed_value(out)
+            # The children go with the bundle: the runner keeps this DoFn until the pipeline ends, and stages B and
+            # C should not run beside idle children (about 570 MiB resident each at 100,000 articles).
+            self._close_pool()
 
     def _finish(self, element: tuple[int, FeedSource]) -> Iterator[StagedChunk | TaggedOutput]:
         """One feed, fetched to staged: its StagedChunks, dead letters and FeedReport."""
