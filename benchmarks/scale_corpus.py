@@ -43,7 +43,7 @@ containment) with their original passes newsbeam's thresholds (on a sample of 2,
 random same-language pairs of originals, and how many bucket keys (newsbeam's own LSH bands and lead keys) two
 unrelated originals share: the candidates that would make the near-duplicate stage grow faster than the corpus.
 Those keys are computed for every original up to 200,000 of them, for a random 200,000 beyond (signing is most of
-the check's time); the rate per pair, times the pairs of all the originals, gives what the whole corpus holds. """
+the check's time); the rate per pair, times the pairs of all the originals, gives what the whole corpus holds."""
 
 from __future__ import annotations
 
