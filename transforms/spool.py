@@ -8,8 +8,9 @@
 
 A feed of 100,000 entries is 600 MB: held whole while its entries were read, it was most of a run's peak memory.
 Spooled, the readers (transforms/readers/) take it a chunk at a time, and the functions here let them treat both
-kinds alike. The file is a `tempfile.TemporaryFile` in the system's temporary directory (`TMPDIR`): on Linux it
-never has a name (O_TMPFILE), so the system frees it when it is closed, or when the process ends however it ends.
+kinds alike. The file is a `tempfile.TemporaryFile` in the system's temporary directory (`TMPDIR`): on POSIX systems
+it has no name in the directory (Linux's O_TMPFILE, else unlinked at once), so the system frees it when it is
+closed, or when the process ends however it ends (SIGKILL too).
 A SpooledBody belongs to the process that made it; it cannot be pickled, so it never crosses a Beam boundary.
 
 Not a stage: a helper of the feed fetcher (transforms/fetch.py) and the feed readers, as transforms/fetching.py.
@@ -72,7 +73,8 @@ class SpooledBody:
     def head(self, size: int) -> bytes:
         return self.read_at(0, size)
 
-    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    def chunks(self, size: int = 0) -> Iterator[bytes]:
+        size = size or CHUNK_BYTES  # looked up now, so a test can make chunks small enough to cut characters
         offset = 0
         while part := self.read_at(offset, size):
             offset += len(part)
