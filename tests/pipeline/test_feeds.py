@@ -19,8 +19,11 @@ from pipeline.plane.feeds import FeedProcessor
 from tests.conftest import open_files_under
 from tests.feed_server import FeedServer
 from transforms.dead_letter import DeadLetter
+from transforms.feed import FetchedFeed
 from transforms.feed_report import FeedReport
+from transforms.fetch import FetchFeedFn
 from transforms.parse import FeedParser
+from transforms.spool import SpooledBody
 
 NOW = "2026-12-01T00:00:00Z"
 WORDS = (
@@ -68,6 +71,22 @@ def normal(item):
     return [dataclasses.replace(a, fetched_at=None) for a in item]
 
 
+@pytest.fixture
+def fetched_feeds(monkeypatch) -> list[FetchedFeed]:
+    """Every FetchedFeed the loop gets, kept: so a spool file can only be freed by the loop closing it, not by the
+    garbage collector taking the last reference."""
+    kept = []
+    original = FetchFeedFn.process
+
+    def keeping(self, source):
+        for out in original(self, source):
+            kept.append(out)
+            yield out
+
+    monkeypatch.setattr(FetchFeedFn, "process", keeping)
+    return kept
+
+
 @pytest.fixture(scope="module")
 def served():
     with FeedServer() as server:
@@ -77,7 +96,7 @@ def served():
 
 
 @pytest.mark.parametrize("path", ["/big.xml", "/cut.xml"])
-def test_a_spooled_feed_gives_what_it_gives_in_memory(served, tmp_path, spool_dir, path):
+def test_a_spooled_feed_gives_what_it_gives_in_memory(served, tmp_path, spool_dir, fetched_feeds, path):
     url = served.url(path)
     made = processor(tmp_path, url, spool_bytes=0)  # 0: never spooled
     (source,) = load_config(tmp_path / "spool-0.yaml").feeds
@@ -90,6 +109,7 @@ def test_a_spooled_feed_gives_what_it_gives_in_memory(served, tmp_path, spool_di
     for item in [first, *stream]:
         spooled.append(item)
     assert open_files_under(spool_dir) == []
+    assert [type(f.body) for f in fetched_feeds] == [bytes, SpooledBody] and fetched_feeds[1].body.closed
     assert [normal(i) for i in spooled] == in_memory
     chunks = [i for i in in_memory if isinstance(i, list)]
     letters = [i.reason for i in in_memory if isinstance(i, DeadLetter)]
@@ -100,14 +120,16 @@ def test_a_spooled_feed_gives_what_it_gives_in_memory(served, tmp_path, spool_di
         assert letters == [] and sum(map(len, chunks)) == 3000
 
 
-def test_the_spool_file_goes_when_the_reader_stops_early_or_the_feed_fails(served, tmp_path, spool_dir, monkeypatch):
+def test_the_spool_file_goes_when_the_reader_stops_early_or_the_feed_fails(
+    served, tmp_path, spool_dir, fetched_feeds, monkeypatch
+):
     made = processor(tmp_path, served.url("/big.xml"), spool_bytes=64 * 1024)
     (source,) = load_config(tmp_path / "spool-65536.yaml").feeds
     stream = made.process(source)
     next(stream)
     assert len(open_files_under(spool_dir)) == 1
     stream.close()  # what happens when the step that consumes the chunks raises
-    assert open_files_under(spool_dir) == []
+    assert open_files_under(spool_dir) == [] and fetched_feeds[-1].body.closed
 
     def failing(self, fetched):
         yield from original(self, fetched)
@@ -118,7 +140,8 @@ def test_the_spool_file_goes_when_the_reader_stops_early_or_the_feed_fails(serve
     with pytest.raises(OSError, match="disk gone"):
         for _ in made.process(source):
             pass
-    assert open_files_under(spool_dir) == []
+    assert open_files_under(spool_dir) == [] and fetched_feeds[-1].body.closed
+    assert len(fetched_feeds) == 2
 
 
 def _run(tmp_path: Path, url: str, spool_bytes: int) -> tuple[list, dict, list]:
