@@ -3,6 +3,7 @@
     python benchmarks/hostile.py parse --entries 100000 --runs 3 [--compare 5000]
     python benchmarks/hostile.py run --entries 100000 [--config-extra 'neardup: {enabled: false}']
                                                                 # the whole `newsbeam run`, over loopback HTTP
+    python benchmarks/hostile.py run --python /tmp/plain/bin/python   # newsbeam as a plain install runs it
 
 The feed is RSS 2.0 of many small items made of real AG News headlines and the start of their text
 (../shared/data/agnews-train), each with its own link and date: about 19 MB for 100,000 entries, larger than the
@@ -173,7 +174,14 @@ def main() -> None:
     parser.add_argument(
         "--config-extra", default="", help="run: YAML added to the config, e.g. 'neardup: {enabled: false}'"
     )
+    parser.add_argument(
+        "--python", help="run: the interpreter that runs newsbeam, e.g. a venv with a plain `pip install -e .`"
+    )
     args = parser.parse_args()
+    if args.python:
+        from benchmarks import e2e
+
+        e2e.NEWSBEAM_PYTHON[0] = args.python
     if not AGNEWS.exists():
         sys.exit(f"needs {AGNEWS} (../shared/data)")
     if args.what == "parse":
