@@ -38,7 +38,7 @@ def run_plane(
     prior: list[SignatureRecord] | None = None,
     index: pa.Table | None = None,
     chunk_size: int = 1000,
-    shard_articles: int = 50_000,
+    shard_bytes: int = 64 << 20,
     window_seconds: int = 3600,
 ) -> PlaneResult:
     """Stage `articles` (as one feed, in chunks of `chunk_size`), decide and write; read back what was written.
@@ -72,7 +72,7 @@ def run_plane(
         neardup=neardup,
         written_index=index_path,
         prior_patterns=patterns,
-        shard_articles=shard_articles,
+        shard_bytes=shard_bytes,
     )
     p = TestPipeline()
     decided = p | beam.Create(chunks) | Decide(settings)

@@ -2,21 +2,22 @@
 
     decided = staged.chunks | "Decide" >> Decide(DecideSettings(...))
 
-One step reads the key files of all chunks (ids, 64-bit key hashes, times, signatures: about 700 bytes an article,
-never a body) into numpy and pyarrow arrays and decides, in this order, as the stages it replaces did:
+One step reads the decision columns of all chunks (ids, 64-bit key hashes, times, sizes: about 100 bytes an article,
+never a body or a signature) into numpy and pyarrow arrays and decides, in this order, as the stages it replaces did:
 
 1. exact duplicates (transforms.dedup.exact_duplicates): passes by URL, then (feed, GUID), then content hash; the
    earliest copy kept (ties: the smaller id), `duplicate_count` summed on the keeper;
 2. articles an earlier run wrote (the key index streamed past this run's keys: transforms.dedup.written_matches),
    dropped, and the index keys seen again kept for the driver;
-3. near duplicates (transforms.neardup.in_memory): bucket keys of this run's signatures and of the prior signatures
-   that share one, candidate pairs by sorting, one shard of keys at a time, verification of the candidates only
-   (their records built from the columns), star clusters, verdicts.
+3. near duplicates (pipeline/plane/near.py): the staged bucket keys of this run's signatures and of the prior
+   signatures that share one, spilled to local files by shard and sorted a shard at a time, verification of the
+   candidates only, star clusters, verdicts.
 
 It writes, into the run's staging: the seen keys, the signatures later runs match against, and for each shard of
-windows (consecutive windows holding at most `shard_articles` articles) the table of rows to write (`uid` and the
-columns the decisions set). It emits one WindowShard per shard, and (feed URL, articles written) for feed health.
-The counters are the stages' own names, so the run summary reconciles as before.
+windows (consecutive windows holding at most `shard_bytes` of rows, a bigger window alone: what a worker of stage C
+takes at a time) the
+table of rows to write (`uid` and the columns the decisions set). It emits one WindowShard per shard, and (feed URL,
+articles written) for feed health. The counters are the stages' own names, so the run summary reconciles as before.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from pipeline.plane.memory import release_memory
+from pipeline.plane.near import RECORD_COLUMNS, NearDuplicates, by_chunk
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS
@@ -49,13 +52,9 @@ from transforms.counters import (
     counter,
 )
 from transforms.dedup import DedupSettings, exact_duplicates, written_matches
-from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings, SignatureRecord
-from transforms.neardup.candidates import candidate_key_arrays
-from transforms.neardup.in_memory import candidate_pairs, verdicts_of_pairs
+from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings
 from transforms.neardup.prior import read_prior_signatures
-from transforms.neardup.records import signature_from_row
 
-_TS = pa.timestamp("us", tz="UTC")
 NEW_ENTRIES_TAG = "new_entries"
 
 # The rows of a shard to write: `uid` (sorted) and what the decisions set.
@@ -66,6 +65,7 @@ KEEP_SCHEMA = pa.schema(
         pa.field("cluster_id", pa.string()),
         pa.field("cluster_size", pa.int32()),
         pa.field("duplicate_of", pa.string()),
+        pa.field("window_us", pa.int64(), nullable=False),  # the row's window start: stage C reads a window at a time
     ]
 )
 
@@ -96,10 +96,14 @@ class DecideSettings:
     neardup: NearDedupSettings = NearDedupSettings()
     written_index: str = ""
     prior_patterns: tuple[str, ...] = ()
-    shard_articles: int = 50_000
+    # The rows (row_bytes) of the windows a worker of stage C writes in one go: enough shards to share between
+    # workers (a million-article run has about 90), few enough that each is worth its keep file. Stage C holds one
+    # window at a time, whatever the shard's size.
+    shard_bytes: int = 64 << 20
 
 
-# What the first pass reads of every key file: everything but the signature's bytes.
+# What the decisions read of every key file: neither signatures nor bucket keys (pipeline/plane/near.py reads those
+# a chunk at a time).
 _DECISION_COLUMNS = [
     "uid",
     "article_id",
@@ -110,20 +114,8 @@ _DECISION_COLUMNS = [
     "content_key",
     "published_at",
     "window_start",
-    "language",
     "word_count",  # 0: no signature
-]
-# What a signature record needs (read back only for the chunks' signed rows, a chunk at a time).
-_RECORD_COLUMNS = [
-    "article_id",
-    "language",
-    "signature",
-    "published_at",
-    "text_length",
-    "word_count",
-    "facts",
-    "outlet",
-    "lead",
+    "row_bytes",
 ]
 
 
@@ -141,19 +133,10 @@ def _ranks(strings: pa.ChunkedArray) -> np.ndarray:
     return ranks
 
 
-def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
-    """(n, num_perm) uint32 from a binary column of equal-length signatures, without a Python object each."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(array) == 0:
-        return np.zeros((0, num_perm), np.uint32)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return data.view("<u4").reshape(len(array), num_perm)
-
-
 def read_keys(chunks: Iterable[StagedChunk]) -> pa.Table:
     """The decision columns of every staged chunk, in one table (chunk after chunk, in the given order)."""
-    tables = [read_parquet(c.keys_path, columns=_DECISION_COLUMNS) for c in chunks]
+    # Feed URLs repeat: read as a dictionary, a few bytes an article.
+    tables = [read_parquet(c.keys_path, _DECISION_COLUMNS, read_dictionary=["feed_url"]) for c in chunks]
     return pa.concat_tables(tables) if tables else pa.schema([]).empty_table()
 
 
@@ -260,8 +243,10 @@ class _DecideFn(beam.DoFn):
         if settings.neardup.enabled:
             keep = self._near(keys, keep, cluster_id, cluster_size, duplicate_of, chunks)
         yield from self._shards(keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of, chunks)
-        feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep)))
-        for entry in feeds.to_pylist():
+        feeds = pc.value_counts(keys.column("feed_url").filter(pa.array(keep))).to_pylist()
+        del keys, keep, duplicate_count, cluster_id, cluster_size, duplicate_of
+        release_memory()  # this worker writes windows next
+        for entry in feeds:
             yield beam.pvalue.TaggedOutput(NEW_ENTRIES_TAG, (entry["values"], entry["counts"]))
 
     def _write_seen(self, seen: dict[str, np.ndarray]) -> None:
@@ -289,65 +274,29 @@ class _DecideFn(beam.DoFn):
         duplicate_of: np.ndarray,
         chunks: list[StagedChunk],
     ) -> np.ndarray:
-        """Near-duplicate verdicts for the rows still kept; returns the rows to write.
-
-        Signatures are read a chunk at a time, only to compute their bucket keys (and, after the decisions, to write
-        the ones later runs match against); the records verification needs are built for the candidates alone."""
+        """Near-duplicate verdicts for the rows still kept (pipeline/plane/near.py); returns the rows to write."""
         settings = self._settings.neardup
         signed_rows = np.flatnonzero(keep & (_ints(keys.column("word_count")) > 0))
-        run_ids = keys.column("article_id").take(pa.array(signed_rows)).to_pylist()
-        bounds = np.cumsum([0] + [c.articles for c in chunks])
-        run_keys = np.zeros((len(signed_rows), settings.keys_per_record), dtype=np.int64)
-        for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
-            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
-            run_keys[at] = candidate_key_arrays(
-                signature_matrix(part.column("signature"), settings.num_perm),
-                part.column("language").to_pylist(),
-                part.column("lead").to_pylist(),
-                part.column("article_id").to_pylist(),
-                settings,
-            )
+        signed_ids = keys.column("article_id").take(pa.array(signed_rows)).combine_chunks()
         prior, kept, other = read_prior_signatures(self._settings.prior_patterns, settings.scheme)
         _count("prior_signatures", kept)
         _count("prior_signatures_other_scheme", other)
-        prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=pa.array(run_ids, pa.string()))))
-        prior_keys = candidate_key_arrays(
-            signature_matrix(prior.column("signature"), settings.num_perm),
-            [x or "und" for x in prior.column("language").to_pylist()],
-            [x or b"" for x in prior.column("lead").to_pylist()],
-            prior.column("article_id").to_pylist(),
-            settings,
-        )
-        # Only priors that share a bucket with this run can match: the rest never meet a current record.
-        sharing = np.isin(prior_keys, run_keys).any(axis=1) if len(prior_keys) else np.zeros(0, dtype=bool)
-        prior = prior.filter(pa.array(sharing))
-        everything = np.concatenate([run_keys, prior_keys[sharing]])
-        del run_keys, prior_keys
-        ids = run_ids + prior.column("article_id").to_pylist()
-        is_prior = np.zeros(len(ids), dtype=bool)
-        is_prior[len(run_ids) :] = True
-        counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
-        pairs = candidate_pairs(everything, ids, is_prior, settings, counts)
-        del everything
-        index_of = {article_id: j for j, article_id in enumerate(run_ids)}
-        wanted = {x for pair in pairs for x in pair}
-        records = _Records(prior, settings)
-        records.add_run(chunks, bounds, signed_rows[sorted(index_of[x] for x in wanted if x in index_of)])
-        verdicts = verdicts_of_pairs(pairs, records.of, settings, counts)
+        prior = prior.filter(pc.invert(pc.is_in(prior.column("article_id"), value_set=signed_ids)))
+        found = NearDuplicates(settings, chunks, prior).decide(signed_ids, signed_rows)
+        counts = found.counts
         _count("candidate_pairs", counts["candidate_pairs"])
         _count("pairs_verified", counts["pairs_verified"])
         _count("pairs_rejected", counts["candidate_pairs"] - counts["pairs_verified"])
         _count("buckets_capped", counts["buckets_capped"])
         if counts["clusters"]:
             self._clusters.inc(counts["clusters"])
-        canonical_ids = np.array(run_ids, dtype=object)  # the article each record's cluster kept (its own id: none)
+        canonical: dict[int, str] = {}  # position in signed_rows -> the article its cluster kept
         keep = keep.copy()
-        for article_id, verdict in verdicts.items():
-            j = index_of[article_id]
+        for j, verdict in zip(found.positions.tolist(), found.verdicts):
             row = signed_rows[j]
             cluster_id[row] = verdict.cluster_id
             cluster_size[row] = verdict.cluster_size
-            canonical_ids[j] = verdict.canonical_id
+            canonical[j] = verdict.canonical_id
             if verdict.is_canonical:
                 continue
             self._copies.inc()
@@ -360,26 +309,27 @@ class _DecideFn(beam.DoFn):
                 keep[row] = False
             else:
                 duplicate_of[row] = verdict.canonical_id
-        self._write_signatures(chunks, bounds, signed_rows, canonical_ids)
+        self._write_signatures(chunks, signed_rows, canonical)
         return keep
 
-    def _write_signatures(
-        self, chunks: list[StagedChunk], bounds: np.ndarray, signed_rows: np.ndarray, canonical_ids: np.ndarray
-    ) -> None:
+    def _write_signatures(self, chunks: list[StagedChunk], signed_rows: np.ndarray, canonical: dict[int, str]) -> None:
         """The signatures later runs match against: the articles written (in drop mode the copies point at them
         anyway), one file per published date, appended a chunk at a time."""
         settings = self._settings.neardup
+        bounds = np.cumsum([0] + [c.articles for c in chunks])
         writers: dict[str, tuple] = {}
         try:
-            for chunk, rows, at in _by_chunk(chunks, bounds, signed_rows):
-                part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(rows))
+            for chunk, rows, at in by_chunk(chunks, bounds, signed_rows):
+                part = read_parquet(chunk.keys_path, columns=RECORD_COLUMNS).take(pa.array(rows))
+                ids = part.column("article_id").to_pylist()
+                canonical_ids = [canonical.get(j, article_id) for j, article_id in zip(at.tolist(), ids)]
                 table = pa.table(
                     {
                         **{name: part.column(name) for name in ("article_id", "language", "signature", "published_at")},
                         **{name: part.column(name) for name in ("text_length", "word_count")},
                         "facts": pc.fill_null(part.column("facts"), b""),
                         "outlet": part.column("outlet"),
-                        "canonical_id": pa.array(canonical_ids[at].tolist(), pa.string()),
+                        "canonical_id": pa.array(canonical_ids, pa.string()),
                         "scheme": pa.array([settings.scheme] * len(part), pa.string()),
                         "lead": pc.fill_null(part.column("lead"), b""),
                     },
@@ -409,18 +359,21 @@ class _DecideFn(beam.DoFn):
         duplicate_of: np.ndarray,
         chunks: list[StagedChunk],
     ) -> Iterator[WindowShard]:
-        """Consecutive windows, at most `shard_articles` articles each (a bigger window alone), and their rows."""
+        """Consecutive windows holding at most `shard_bytes` of kept rows each (a bigger window alone), and their
+        rows."""
         rows = np.flatnonzero(keep)
         if not len(rows):
             return
         windows = _ints(keys.column("window_start"))[rows]
         uids = _ints(keys.column("uid"))[rows]
+        sizes = _ints(keys.column("row_bytes"))[rows]
         order = np.lexsort((uids, windows))
-        rows, windows, uids = rows[order], windows[order], uids[order]
-        starts, counts = np.unique(windows, return_counts=True)
-        limit = self._settings.shard_articles
+        rows, windows, uids, sizes = rows[order], windows[order], uids[order], sizes[order]
+        starts, first_of = np.unique(windows, return_index=True)
+        window_bytes = np.add.reduceat(sizes, first_of)
+        limit = self._settings.shard_bytes
         groups, current, size = [], [], 0
-        for start, count in zip(starts.tolist(), counts.tolist()):
+        for start, count in zip(starts.tolist(), window_bytes.tolist()):
             if current and size + count > limit:
                 groups.append(current)
                 current, size = [], 0
@@ -430,9 +383,9 @@ class _DecideFn(beam.DoFn):
         for index, group in enumerate(groups):
             first, last = group[0], group[-1]
             lo, hi = np.searchsorted(windows, first, "left"), np.searchsorted(windows, last, "right")
-            part_rows, part_uids = rows[lo:hi], uids[lo:hi]
+            part_rows, part_uids, part_windows = rows[lo:hi], uids[lo:hi], windows[lo:hi]
             by_uid = np.argsort(part_uids)
-            part_rows, part_uids = part_rows[by_uid], part_uids[by_uid]
+            part_rows, part_uids, part_windows = part_rows[by_uid], part_uids[by_uid], part_windows[by_uid]
             table = pa.table(
                 {
                     "uid": part_uids,
@@ -440,6 +393,7 @@ class _DecideFn(beam.DoFn):
                     "cluster_id": pa.array(cluster_id[part_rows].tolist(), pa.string()),
                     "cluster_size": cluster_size[part_rows],
                     "duplicate_of": pa.array(duplicate_of[part_rows].tolist(), pa.string()),
+                    "window_us": part_windows,
                 },
                 schema=KEEP_SCHEMA,
             )
@@ -453,48 +407,3 @@ def _count(name: str, value: int) -> None:
     # Counted only when there is something to count, as the per-element steps did.
     if value:
         Metrics.counter("neardup", name).inc(value)
-
-
-def _by_chunk(
-    chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray
-) -> Iterator[tuple[StagedChunk, np.ndarray, np.ndarray]]:
-    """For each chunk holding some of the sorted global `rows`: (chunk, their rows in its key file, their positions
-    in `rows`)."""
-    starts = np.searchsorted(rows, bounds)
-    for i, chunk in enumerate(chunks):
-        lo, hi = starts[i], starts[i + 1]
-        if hi > lo:
-            yield chunk, rows[lo:hi] - bounds[i], np.arange(lo, hi)
-
-
-class _Records:
-    """SignatureRecords of the candidates only, built from their columns (this run's read back from the key files,
-    the priors' from the run state)."""
-
-    def __init__(self, prior: pa.Table, settings: NearDedupSettings):
-        self._scheme = settings.scheme
-        self._cache: dict[str, SignatureRecord] = {}
-        prior = prior.combine_chunks()
-        self._prior = prior
-        self._prior_row = {x: i for i, x in enumerate(prior.column("article_id").to_pylist())}
-
-    def add_run(self, chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray) -> None:
-        """Build the records of this run's global `rows` (sorted), reading only those rows' columns."""
-        for chunk, local, _ in _by_chunk(chunks, bounds, rows):
-            part = read_parquet(chunk.keys_path, columns=_RECORD_COLUMNS).take(pa.array(local))
-            for row in part.to_pylist():
-                self._cache[row["article_id"]] = self._record(row, prior=False)
-
-    def of(self, article_id: str) -> SignatureRecord:
-        record = self._cache.get(article_id)
-        if record is None:
-            i = self._prior_row[article_id]
-            row = {name: self._prior.column(name)[i].as_py() for name in (*_RECORD_COLUMNS, "canonical_id", "scheme")}
-            record = self._cache[article_id] = self._record(row, prior=True)
-        return record
-
-    def _record(self, row: dict, prior: bool) -> SignatureRecord:
-        # An earlier run's row keeps its scheme and canonical id; this run's record is signed with the run's scheme
-        # and has no canonical id until its cluster is decided.
-        record = signature_from_row(row)
-        return record if prior else dataclasses.replace(record, prior=False, canonical_id="", scheme=self._scheme)

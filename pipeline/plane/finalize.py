@@ -3,13 +3,15 @@ output's Parquet partitions.
 
     paths = decided.shards | "WriteArticles" >> WriteWindows(SinkSettings(...))
 
-For each WindowShard (pipeline/plane/decide.py) it reads the shard's windows from the staged row files (only the row
-groups whose `window_start` statistics overlap them), keeps the rows the decisions kept, sets the columns they
-decided (`duplicate_count`, `cluster_id`, `cluster_size`, `duplicate_of`) and the run id, and writes one file per
-window, rows sorted by (published_at, article_id): the partition directories, schema and file names of
-transforms.sink.WriteParquetPartitions, which the driver's commit (pipeline.state) moves into place. File names are
-fixed by the run and the window, so a retried bundle writes over its own files. It counts what it writes under the
-sink's counters (`sink/articles`, by language, by topic).
+For each WindowShard (pipeline/plane/decide.py) it reads, from each staged rows file, the record batches that hold
+the shard's windows (nothing else of the file is read), keeps the rows the decisions kept as it reads them, and
+then, a window at a time, sorts them by (published_at, article_id), sets the columns the decisions set
+(`duplicate_count`, `cluster_id`, `cluster_size`, `duplicate_of`), the run id and the summary (staged once when it
+is the text), and writes the window's file: the partition directories, schema and file names of
+transforms.sink.WriteParquetPartitions, which the driver's commit (pipeline.state) moves into place. It holds the
+shard's kept rows, a window's copy and a slice of that sorted. File names are fixed by the run and the
+window, so a retried bundle writes over its own files. It counts what it writes under the sink's counters
+(`sink/articles`, by language, by topic).
 """
 
 from __future__ import annotations
@@ -26,51 +28,61 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.plane.decide import WindowShard
-from pipeline.plane.staging import read_parquet, write_parquet
+from pipeline.plane.memory import release_memory
+from pipeline.plane.staging import read_parquet, read_rows
 from transforms.article import ARTICLE_SCHEMA
 from transforms.counters import ARTICLES_WRITTEN, BY_LANGUAGE, BY_TOPIC, counter
 from transforms.sink import ARTICLES_DIR, SinkSettings, partition_path
 
-_TS = pa.timestamp("us", tz="UTC")
+# A window's rows are sorted, completed and written this many staged bytes at a time (one Parquet row group each):
+# a window of a million-article run holds about 80 MB of rows, which is not copied whole again.
+SLICE_BYTES = 16 << 20
 
 
-def read_windows(path: str, first_us: int, last_us: int) -> pa.Table:
-    """The rows of a staged row file whose window starts in [first_us, last_us], reading only the row groups whose
-    statistics say they may hold some."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        parquet = pq.ParquetFile(handle)
-        column = parquet.schema_arrow.get_field_index("window_start")
-        groups = []
-        for g in range(parquet.num_row_groups):
-            stats = parquet.metadata.row_group(g).column(column).statistics
-            if stats is None or not stats.has_min_max:
-                groups.append(g)
-                continue
-            low, high = (pa.scalar(v, _TS).cast(pa.int64()).as_py() for v in (stats.min, stats.max))
-            if low <= last_us and high >= first_us:
-                groups.append(g)
-        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
-    starts = table.column("window_start").cast(pa.int64())
-    return table.filter(pc.and_(pc.greater_equal(starts, first_us), pc.less_equal(starts, last_us)))
-
-
-def shard_rows(shard: WindowShard, run_id: str) -> pa.Table:
-    """The output rows of a shard: its windows' staged rows that the decisions kept, with what they decided."""
+def shard_windows(shard: WindowShard) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(kept rows, decisions) of each window of a shard, in window order: the window's staged rows that the
+    decisions kept, unsorted, with `keep_row`, their row in the decisions table (the shard's keep file). Each rows
+    file is opened once and gives only the batches that hold the shard's windows, so what is held is the shard's kept
+    rows (about `shard_bytes`, pipeline/plane/decide.py) and one window's copy of them."""
     keep = read_parquet(shard.keep_path)
-    parts = [read_windows(path, shard.first_window_us, shard.last_window_us) for path in shard.rows_paths]
-    rows = pa.concat_tables(parts) if parts else None
-    if rows is None or not len(rows):
-        return ARTICLE_SCHEMA.empty_table()
     kept_uids = keep.column("uid").to_numpy()
-    uids = rows.column("uid").to_numpy()
-    at = np.clip(np.searchsorted(kept_uids, uids), 0, max(len(kept_uids) - 1, 0))
-    found = kept_uids[at] == uids if len(kept_uids) else np.zeros(len(uids), dtype=bool)
-    rows = rows.filter(pa.array(found))
-    decided = keep.take(pa.array(at[found]))
-    for name in ("duplicate_count", "cluster_id", "cluster_size", "duplicate_of"):
-        rows = rows.set_column(rows.schema.get_field_index(name), name, decided.column(name))
-    rows = rows.set_column(rows.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * len(rows), pa.string()))
-    return rows.select(ARTICLE_SCHEMA.names).cast(ARTICLE_SCHEMA)
+    pieces = []
+    for path in shard.rows_paths:
+        for batch in read_rows(path, shard.first_window_us, shard.last_window_us):
+            uids = batch.column("uid").to_numpy()
+            at = np.minimum(np.searchsorted(kept_uids, uids), len(kept_uids) - 1)
+            found = kept_uids[at] == uids
+            if found.any():
+                piece = pa.Table.from_batches([batch.filter(pa.array(found))])
+                pieces.append(piece.append_column("keep_row", pa.array(at[found])))
+    if not pieces:
+        return
+    rows = pa.concat_tables(pieces)
+    del pieces
+    windows = rows.column("window_start").cast(pa.int64()).to_numpy()
+    # Stable: rows of one window keep the order of their files, as when a window was gathered file by file.
+    order = np.argsort(windows, kind="stable")
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(windows[order])) + 1, [len(order)])).tolist()
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield rows.take(pa.array(order[lo:hi])), keep
+
+
+def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int = SLICE_BYTES) -> Iterator[pa.Table]:
+    """A window's output rows, sorted by (published_at, article_id), in slices of about `slice_bytes`: the columns
+    the decisions set, the run id and the summary (staged once when it is the text) filled in."""
+    # Stable: rows alike in both keep the order of their files (as the concatenation of a shard sorted whole).
+    order = pc.sort_indices(rows, [("published_at", "ascending"), ("article_id", "ascending")])
+    step = max(1, len(rows) * slice_bytes // max(rows.nbytes, 1))
+    for lo in range(0, len(rows), step):
+        part = rows.take(order.slice(lo, step))
+        decided = keep.take(part.column("keep_row"))
+        for name in ("duplicate_count", "cluster_id", "cluster_size", "duplicate_of"):
+            part = part.set_column(part.schema.get_field_index(name), name, decided.column(name))
+        summary = pc.if_else(part.column("summary_is_text"), part.column("text"), part.column("summary"))
+        part = part.set_column(part.schema.get_field_index("summary"), "summary", summary)
+        run_ids = pa.array([run_id] * len(part), pa.string())
+        part = part.set_column(part.schema.get_field_index("run_id"), "run_id", run_ids)
+        yield part.select(ARTICLE_SCHEMA.names).cast(ARTICLE_SCHEMA)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -83,27 +95,31 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, shard: WindowShard) -> Iterator[str]:
         s = self._settings
-        rows = shard_rows(shard, s.run_id)
-        if not len(rows):
-            return
-        self._written.inc(len(rows))
-        for column, namespace in (("language", BY_LANGUAGE), ("topic", BY_TOPIC)):
-            default = "und" if column == "language" else "unknown"
-            for entry in pc.value_counts(pc.fill_null(rows.column(column), default)).to_pylist():
-                Metrics.counter(namespace, entry["values"] or default).inc(entry["counts"])
-        rows = rows.sort_by([("window_start", "ascending"), ("published_at", "ascending"), ("article_id", "ascending")])
-        starts = rows.column("window_start").cast(pa.int64()).to_numpy()
-        bounds = np.flatnonzero(np.diff(starts)) + 1
-        for lo, hi in zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(rows)])).tolist()):
-            window = rows.column("window_start")[lo].as_py()
+        for rows, keep in shard_windows(shard):
+            window = rows.column("window_start")[0].as_py()
             partition = partition_path(window, s.window_seconds)
             token = hashlib.blake2b(f"{s.run_id}/{partition}".encode(), digest_size=4).hexdigest()
             path = FileSystems.join(
                 s.output_path, ARTICLES_DIR, partition, f"part-{s.run_id}-{token}-00000-of-00001.parquet"
             )
-            write_parquet(path, rows.slice(lo, hi - lo))
+            with (
+                FileSystems.create(path) as handle,
+                pq.ParquetWriter(handle, ARTICLE_SCHEMA, compression="zstd") as out,
+            ):
+                for part in output_slices(rows, keep, s.run_id):
+                    self._count(part)
+                    out.write_table(part)
+            del rows, keep  # the window's copy goes before the next window's is taken
             self._files.inc()
             yield path
+        release_memory()  # the worker's next shard, or stage A's feeds, need none of this shard's memory
+
+    def _count(self, rows: pa.Table) -> None:
+        self._written.inc(len(rows))
+        for column, namespace in (("language", BY_LANGUAGE), ("topic", BY_TOPIC)):
+            default = "und" if column == "language" else "unknown"
+            for entry in pc.value_counts(pc.fill_null(rows.column(column), default)).to_pylist():
+                Metrics.counter(namespace, entry["values"] or default).inc(entry["counts"])
 
 
 class WriteWindows(beam.PTransform):

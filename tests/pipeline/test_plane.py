@@ -7,14 +7,18 @@ import sys
 import typing
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.transforms.core import GroupByKey
 
 from pipeline.build import build
 from pipeline.config import load_config
+from pipeline.plane import staging
 from pipeline.plane.decide import WindowShard
 from pipeline.plane.staging import StagedChunk
+from tests.conftest import T0
+from tests.plane import run_plane
 from transforms.article import Article
 from transforms.dead_letter import DeadLetter
 from transforms.feed import FeedSource
@@ -97,3 +101,67 @@ def test_every_runner_writes_the_same_rows(tmp_path, runner_args):
         assert done.returncode == 0, done.stderr[-3000:]
         outputs.append(_rows(out))
     assert outputs[0] and outputs[0] == outputs[1]
+
+
+def _article(i: int, minutes: float, text: str, summary: str = "", url: str = "") -> Article:
+    return Article(
+        article_id=f"a{i:03d}",
+        feed_url="https://feed.test/rss",
+        source="feed",
+        url=url or f"https://feed.test/{i}",
+        guid=f"g{i}",
+        title=f"Title {i}",
+        text=text,
+        summary=summary or text,
+        tags=(f"t{i % 3}",),
+        published_at=T0 + dt.timedelta(minutes=minutes),
+        language="en",
+    )
+
+
+def test_windows_in_shards_of_one_give_the_rows_of_one_shard(tmp_path):
+    # Stage C holds a shard's kept rows: shards are cut by bytes, down to one window each. The rows written, the
+    # decisions they carry and the summary staged once when it is the text must not depend on the cut.
+    words = "budget council vote schools roads water parks library taxes housing".split()
+    articles = [
+        _article(i, minutes=17 * i, text=" ".join(words[(i + j) % 10] + str(i) for j in range(40))) for i in range(30)
+    ]
+    articles.append(_article(30, minutes=5, text=articles[3].text, url=articles[3].url))  # an exact copy
+    articles.append(_article(31, minutes=200, text="Text of a page.", summary="The feed's own summary."))
+    whole = run_plane(tmp_path / "whole", articles)
+    split = run_plane(tmp_path / "split", articles, shard_bytes=1)
+    windows = {r["window_start"] for r in whole.rows}
+    assert len(windows) >= 8 and len(whole.rows) == 31
+    assert sorted(whole.rows, key=lambda r: r["article_id"]) == sorted(split.rows, key=lambda r: r["article_id"])
+    assert whole.counters == split.counters
+    summaries = {r["article_id"]: r["summary"] for r in whole.rows}
+    assert summaries["a031"] == "The feed's own summary." and summaries["a005"] == articles[5].text
+
+
+def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_path, monkeypatch):
+    # Batches end at window ends once they hold BATCH_BYTES: a range may start or end inside a batch, and the rows
+    # outside it must not come back (stage C would write them in two shards).
+    monkeypatch.setattr(staging, "BATCH_BYTES", 2_000)
+    words = "budget council vote schools roads water parks library taxes housing".split()
+    articles = [
+        _article(i, minutes=23 * i, text=" ".join(words[(i * j) % 10] + str(i) for j in range(30))) for i in range(40)
+    ]
+    settings = staging.StageSettings(str(tmp_path), window_seconds=3600)
+    rows, keys, first, last = staging.chunk_tables(articles, 0, settings)
+    path = str(tmp_path / "rows.arrow")
+    staging.write_rows(path, rows, keys.column("row_bytes").to_numpy())
+    assert pa.ipc.open_file(path).num_record_batches > 2  # cut, and not a batch per window
+    starts = rows.column("window_start").cast(pa.int64()).to_pylist()
+    windows = sorted(set(starts))
+    assert len(windows) > pa.ipc.open_file(path).num_record_batches
+    for lo, hi in [
+        (windows[0], windows[-1]),
+        (windows[1], windows[1]),
+        (windows[2], windows[-3]),
+        (last + 1, last + 9),
+    ]:
+        got = pa.Table.from_batches(list(staging.read_rows(path, lo, hi)), rows.schema)
+        assert got.column("uid").to_pylist() == [
+            u for u, s in zip(rows.column("uid").to_pylist(), starts) if lo <= s <= hi
+        ]
+    assert (first, last) == (windows[0], windows[-1])

@@ -278,6 +278,44 @@ def test_sharded_candidate_pairs_are_those_of_one_sort_of_all_keys():
         assert candidate_pairs(keys, ids, prior, settings, shards=shards) == expected
 
 
+def _pairs_bucket_by_bucket(keys, ids, prior, settings):
+    """The candidate pairs as the per-bucket loop made them: every bucket through bucket_pairs, then each first
+    id's closest_partners: what the sorting in candidate_pairs must give."""
+    buckets: dict[int, list[tuple[str, bool]]] = {}
+    for row, row_keys in enumerate(keys.tolist()):
+        for key in row_keys:
+            buckets.setdefault(key, []).append((ids[row], bool(prior[row])))
+    partners: dict[str, list[str]] = {}
+    capped_buckets = 0
+    for members in buckets.values():
+        if len(members) < 2:
+            continue
+        found, capped = bucket_pairs(members, settings.max_bucket_size, settings.bucket_window)
+        capped_buckets += capped
+        for first, second in found:
+            partners.setdefault(first, []).append(second)
+    pairs = sorted((a, b) for a, others in partners.items() for b in closest_partners(others, settings.max_partners))
+    return pairs, capped_buckets
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_candidate_pairs_by_sorting_are_those_of_the_bucket_loop(seed):
+    # Few distinct keys, so buckets of every size: pairs of two, full buckets, capped ones (paired with their next
+    # neighbours only), ids under one key twice, prior members (never paired with each other), an id both current
+    # and prior, and more partners than an article keeps.
+    rng = np.random.default_rng(seed)
+    settings = NearDedupSettings(max_bucket_size=6, bucket_window=2, max_partners=3)
+    n = 120
+    ids = [f"id{int(x):03d}" for x in rng.integers(0, 100, n)]
+    prior = rng.random(n) < 0.3
+    keys = rng.integers(-40, 40, size=(n, 5)) * 7919 + rng.integers(0, 2, size=(n, 5)) * 2**40
+    counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
+    expected, capped = _pairs_bucket_by_bucket(keys, ids, prior, settings)
+    assert len(expected) > 100 and capped > 0
+    assert candidate_pairs(keys, ids, prior, settings, counts) == expected
+    assert counts["buckets_capped"] == capped
+
+
 def test_key_columns_give_the_keys_of_the_records():
     # The decision step computes bucket keys from staged columns, never from records: the same keys.
     settings = NearDedupSettings()

@@ -43,8 +43,10 @@ _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2^64
 _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 # One tuple, swapped whole, so that a thread never sees new powers with old inverse powers.
 _tables = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
-# A batch longer than this (in characters) is signed in parts: the power tables stay small.
-_MAX_BATCH_CHARS = 1 << 21
+# A batch longer than this (in characters) is signed in parts: the power tables and the per-character arrays stay
+# small. 2**19 rather than 2**21: a chunk of 1,000 scale-corpus articles then peaked 40 MB above its floor instead of
+# 160 MB, and signed 8% faster (the arrays stay in cache).
+_MAX_BATCH_CHARS = 1 << 19
 # A later text's lead is its first LEAD_REACH * lead_words words: room for a local paragraph put on top of a wire
 # story. A reach of 3 missed regional copies whose added paragraph ran past 120 words; 5 let a shared quotation in.
 LEAD_REACH = 4

@@ -8,7 +8,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from transforms.neardup.candidates import bucket_pairs, candidate_key_matrix, closest_partners, group_buckets
+from transforms.neardup.candidates import (
+    candidate_key_matrix,
+    closest_pair_codes,
+    dense_ranks,
+    merge_pair_counts,
+    shard_pair_counts,
+)
 from transforms.neardup.clusters import Link, Verdict, cluster_verdicts, member_of, orient, star_clusters
 from transforms.neardup.records import SignatureRecord
 from transforms.neardup.settings import NearDedupSettings
@@ -58,25 +64,30 @@ def candidate_pairs(
     each sort holds whole buckets and a fraction of the keys. Each article (the smaller id of a pair) keeps its
     `closest_partners`."""
     counts = counts if counts is not None else _zero_counts()
-    flat = keys.reshape(-1)
+    if not len(ids):
+        return []
+    ranks, distinct = dense_ranks(list(ids))
     width = keys.shape[1] if keys.ndim == 2 else 1
-    partners: dict[str, list[str]] = {}  # the smaller id of each pair -> the other, once per shared bucket
-    shard_of = flat % shards if shards > 1 else None
+    flat = keys.reshape(-1)
+    entry_ranks = np.repeat(ranks, width)
+    entry_prior = np.repeat(np.asarray(prior, dtype=bool), width)
+    parts = []
     for shard in range(shards):
-        where = np.flatnonzero(shard_of == shard) if shard_of is not None else np.arange(len(flat))
-        for bucket in group_buckets(flat[where]):
-            rows = (where[bucket] // width).tolist()
-            found, capped = bucket_pairs(
-                [(ids[i], bool(prior[i])) for i in rows], settings.max_bucket_size, settings.bucket_window
-            )
-            counts["buckets_capped"] += capped
-            for first, second in found:
-                partners.setdefault(first, []).append(second)
-    return sorted(
-        (first, second)
-        for first, others in partners.items()
-        for second in closest_partners(others, settings.max_partners)
-    )
+        where = np.flatnonzero(np.remainder(flat, shards) == shard)
+        pairs, shared, capped = shard_pair_counts(
+            flat[where],
+            entry_ranks[where],
+            entry_prior[where],
+            len(distinct),
+            settings.max_bucket_size,
+            settings.bucket_window,
+        )
+        counts["buckets_capped"] += capped
+        parts.append((pairs, shared))
+    pairs, shared = merge_pair_counts(parts)
+    kept = closest_pair_codes(pairs, shared, len(distinct), settings.max_partners)
+    names = distinct.to_pylist()
+    return [(names[code // len(names)], names[code % len(names)]) for code in kept.tolist()]
 
 
 def verdicts_of_pairs(
@@ -87,6 +98,16 @@ def verdicts_of_pairs(
 ) -> dict[str, Verdict]:
     """Verify each candidate pair (`record_of` gives an id's record), cluster the verified ones into stars and give
     each current member its verdict."""
+    return verdicts_of_links(verified_links(pairs, record_of, settings, counts), settings, counts)
+
+
+def verified_links(
+    pairs: Sequence[tuple[str, str]],
+    record_of: Callable[[str], SignatureRecord],
+    settings: NearDedupSettings = NearDedupSettings(),
+    counts: dict | None = None,
+) -> list[Link]:
+    """The candidate pairs that verify, as Links (the earlier article canonical); counted in `counts`."""
     counts = counts if counts is not None else _zero_counts()
     counts["candidate_pairs"] += len(pairs)
     links = []
@@ -96,6 +117,14 @@ def verdicts_of_pairs(
         if verified:
             links.append(Link(member_of(earlier), member_of(later), score))
     counts["pairs_verified"] += len(links)
+    return links
+
+
+def verdicts_of_links(
+    links: Sequence[Link], settings: NearDedupSettings = NearDedupSettings(), counts: dict | None = None
+) -> dict[str, Verdict]:
+    """Star clusters of the verified links and the verdict of each current member."""
+    counts = counts if counts is not None else _zero_counts()
     verdicts: dict[str, Verdict] = {}
     for cluster in star_clusters(links, settings.follow_copies):
         counts["clusters"] += 1

@@ -1,0 +1,315 @@
+"""Stage B's near-duplicate decisions, on the bucket keys and signatures stage A staged (pipeline/plane/decide.py
+calls it, after the exact decisions).
+
+    verdicts = NearDuplicates(settings, chunks).decide(article_ids, signed_rows)
+
+What is held is bounded whatever the run's size: the bucket keys (keys_per_record int64 per article, 576 bytes with
+the defaults: half a gigabyte at a million articles) are read a chunk at a time and spilled to local files by
+`key % shards`, then each shard is sorted alone (transforms.neardup.candidates.shard_pair_counts: the candidate
+pairs of every bucket at once, by sorting); verification reads the signature columns of the candidates only, and
+builds their SignatureRecords a batch of pairs at a time. Articles are named by the rank of their id (ids ordered as
+Python compares them), so nothing per article is a Python object until it is a candidate. The decisions are those of
+transforms.neardup.find_near_copies on the same records (tests/transforms/test_neardup.py compares them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.plane.memory import release_memory
+from pipeline.plane.staging import StagedChunk, read_parquet
+from transforms.neardup import NearDedupSettings, SignatureRecord
+from transforms.neardup.candidates import (
+    candidate_key_arrays,
+    closest_pair_codes,
+    dense_ranks,
+    merge_pair_counts,
+    shard_pair_counts,
+)
+from transforms.neardup.clusters import Verdict
+from transforms.neardup.in_memory import verdicts_of_links, verified_links
+from transforms.neardup.records import signature_from_row
+
+# What a signature record needs (read back only for the candidates, a chunk at a time).
+RECORD_COLUMNS = [
+    "article_id",
+    "language",
+    "signature",
+    "published_at",
+    "text_length",
+    "word_count",
+    "facts",
+    "outlet",
+    "lead",
+]
+# Bucket entries (a key and its member, 12 bytes) per spilled shard: each shard is sorted alone.
+SHARD_ENTRIES = 1 << 20
+# Candidates' record columns (about 2 KB each) read back at a time: verification holds two such blocks.
+BLOCK_ROWS = 16_384
+
+
+def signature_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype: str = "<u4") -> np.ndarray:
+    """(n, width) array of `dtype` from a binary column of equal-length values (signatures, bucket keys), without a
+    Python object each; null values are zero rows."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros((0, width), dtype)
+    if array.null_count:
+        array = pc.fill_null(array, bytes(np.dtype(dtype).itemsize * width))
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.view(dtype).reshape(len(array), width)
+
+
+def by_chunk(
+    chunks: list[StagedChunk], bounds: np.ndarray, rows: np.ndarray
+) -> Iterator[tuple[StagedChunk, np.ndarray, np.ndarray]]:
+    """For each chunk holding some of the sorted global `rows`: (chunk, their rows in its key file, their positions
+    in `rows`)."""
+    starts = np.searchsorted(rows, bounds)
+    for i, chunk in enumerate(chunks):
+        lo, hi = starts[i], starts[i + 1]
+        if hi > lo:
+            yield chunk, rows[lo:hi] - bounds[i], np.arange(lo, hi)
+
+
+class _Spill:
+    """(bucket key, member) entries in local files, one pair of files per shard (`key % shards`)."""
+
+    def __init__(self, directory: str, shards: int):
+        self.shards = shards
+        self._paths = [
+            (os.path.join(directory, f"keys-{s}"), os.path.join(directory, f"members-{s}")) for s in range(shards)
+        ]
+        self._files = [(open(k, "wb"), open(m, "wb")) for k, m in self._paths]
+
+    def add(self, keys: np.ndarray, members: np.ndarray) -> None:
+        """Add the (rows, keys_per_record) `keys` of the `members`."""
+        flat = keys.reshape(-1)
+        owners = np.repeat(members.astype(np.int64), keys.shape[1])
+        shard = np.remainder(flat, self.shards)
+        order = np.argsort(shard, kind="stable")
+        edges = np.searchsorted(shard[order], np.arange(self.shards + 1))
+        for s, (key_file, member_file) in enumerate(self._files):
+            part = order[edges[s] : edges[s + 1]]
+            key_file.write(flat[part].tobytes())
+            member_file.write(owners[part].tobytes())
+
+    def close(self) -> None:
+        for key_file, member_file in self._files:
+            key_file.close()
+            member_file.close()
+
+    def remove(self) -> None:
+        for keys, members in self._paths:
+            os.remove(keys)
+            os.remove(members)
+
+    def shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, members) of shard `s`."""
+        keys, members = self._paths[s]
+        return np.fromfile(keys, dtype=np.int64), np.fromfile(members, dtype=np.int64)
+
+
+class NearVerdicts(NamedTuple):
+    """The verdicts of this run's signed rows that are in a cluster, by position in `signed_rows`."""
+
+    positions: np.ndarray
+    verdicts: list[Verdict]
+    counts: dict[str, int]
+
+
+@dataclasses.dataclass
+class NearDuplicates:
+    """Near-duplicate decisions over this run's staged chunks and the prior signatures (a SIGNATURE_SCHEMA table of
+    this run's scheme, ids of this run's articles removed)."""
+
+    settings: NearDedupSettings
+    chunks: list[StagedChunk]
+    prior: pa.Table
+
+    def __post_init__(self) -> None:
+        self.bounds = np.cumsum([0] + [c.articles for c in self.chunks])
+
+    def decide(self, signed_ids: pa.Array, signed_rows: np.ndarray) -> NearVerdicts:
+        """Verdicts for the signed rows (global row numbers, sorted) still kept; `signed_ids` their article ids."""
+        counts = {"candidate_pairs": 0, "pairs_verified": 0, "buckets_capped": 0, "clusters": 0}
+        with tempfile.TemporaryDirectory(prefix="newsbeam-near-") as directory:
+            codes, names, member_of_rank, prior = self._candidates(directory, signed_ids, signed_rows, counts)
+            release_memory()
+            links = self._verify(directory, codes, names, member_of_rank, signed_rows, prior, counts)
+        release_memory()
+        verdicts = verdicts_of_links(links, self.settings, counts)
+        verdict_ids = pa.array(list(verdicts), pa.string())
+        positions = member_of_rank[pc.index_in(verdict_ids, value_set=names).to_numpy(zero_copy_only=False)]
+        return NearVerdicts(positions, list(verdicts.values()), counts)
+
+    def _candidates(
+        self, directory: str, signed_ids: pa.Array, signed_rows: np.ndarray, counts: dict
+    ) -> tuple[np.ndarray, pa.Array, np.ndarray, pa.Table]:
+        """(candidate pair codes first rank * R + second rank, sorted; the ids in rank order (R of them); the member
+        each rank names, a position in signed_rows or len(signed_rows) + a row of the priors returned; the priors
+        that share a bucket with this run)."""
+        settings, m = self.settings, len(signed_rows)
+        entries = (m + len(self.prior)) * settings.keys_per_record
+        spill = _Spill(directory, max(1, -(-entries // SHARD_ENTRIES)))
+        try:
+            self._spill_run(spill, signed_rows)
+            self._spill_prior(spill, m)
+        finally:
+            spill.close()
+        # Only priors that share a bucket with this run can match: the rest never meet a current record.
+        sharing = self._sharing_priors(spill, m)
+        prior = self.prior.filter(pa.array(sharing))
+        ranks, names = dense_ranks(pa.concat_arrays([signed_ids, prior.column("article_id").combine_chunks()]))
+        rank_of = np.full(m + len(sharing), -1, dtype=np.int64)
+        rank_of[:m] = ranks[:m]
+        rank_of[m + np.flatnonzero(sharing)] = ranks[m:]
+        parts = []
+        for s in range(spill.shards):
+            keys, members = spill.shard(s)
+            pairs, shared, capped = shard_pair_counts(
+                keys, rank_of[members], members >= m, len(names), settings.max_bucket_size, settings.bucket_window
+            )
+            counts["buckets_capped"] += capped
+            parts.append((pairs, shared))
+            del keys, members
+        spill.remove()
+        pairs, shared = merge_pair_counts(parts)
+        codes = closest_pair_codes(pairs, shared, len(names), settings.max_partners)
+        # The member an id names: the last of its run rows, else the last of its prior rows.
+        member_of_rank = np.full(len(names), -1, dtype=np.int64)
+        np.maximum.at(member_of_rank, ranks[m:], m + np.arange(len(prior)))
+        np.maximum.at(member_of_rank, ranks[:m], np.arange(m))
+        return codes, names, member_of_rank, prior
+
+    def _verify(
+        self,
+        directory: str,
+        codes: np.ndarray,
+        names: pa.Array,
+        member_of_rank: np.ndarray,
+        signed_rows: np.ndarray,
+        prior: pa.Table,
+        counts: dict,
+    ) -> list:
+        """The verified links of the candidate pairs. The candidates' record columns are spilled to a local file in
+        member order and read back a block of rows at a time: the pairs are taken by (block, block), so each step
+        holds two blocks and the records of their pairs, however many candidates the run has."""
+        m, total = len(signed_rows), len(names)
+        firsts, seconds = member_of_rank[codes // max(total, 1)], member_of_rank[codes % max(total, 1)]
+        run = np.unique(np.concatenate([firsts, seconds]))
+        run = run[run < m]
+        store = _RecordStore(os.path.join(directory, "candidates.arrow"), self, signed_rows[run], run)
+        # The block of each end (-1: a prior, whose rows are in memory already); pairs taken by (lower, higher).
+        a, b = store.block_of(firsts), store.block_of(seconds)
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        order = np.lexsort((high, low))
+        links = []
+        for group in np.split(order, np.flatnonzero(np.diff(low[order]) != 0) + 1):
+            if not len(group):
+                continue
+            first = int(low[group[0]])
+            blocks = {first: store.block(first)} if first >= 0 else {}
+            for part in np.split(group, np.flatnonzero(np.diff(high[group]) != 0) + 1):
+                second = int(high[part[0]])
+                loaded = dict(blocks)
+                if second >= 0 and second not in loaded:
+                    loaded[second] = store.block(second)
+                members = np.union1d(firsts[part], seconds[part])
+                records = store.records(members, loaded, prior, m, self.settings.scheme)
+                ends = names.take(pa.array(np.concatenate([codes[part] // total, codes[part] % total]))).to_pylist()
+                pairs = list(zip(ends[: len(part)], ends[len(part) :]))
+                links += verified_links(pairs, records.__getitem__, self.settings, counts)
+                del loaded, records
+        return links
+
+    def _spill_run(self, spill: _Spill, signed_rows: np.ndarray) -> None:
+        width = self.settings.keys_per_record
+        for chunk, local, at in by_chunk(self.chunks, self.bounds, signed_rows):
+            column = read_parquet(chunk.keys_path, columns=["bucket_keys"]).column(0).take(pa.array(local))
+            spill.add(signature_matrix(column, width, "<i8"), at)
+
+    def _spill_prior(self, spill: _Spill, m: int, batch: int = 65_536) -> None:
+        for lo in range(0, len(self.prior), batch):
+            part = self.prior.slice(lo, batch)
+            keys = candidate_key_arrays(
+                signature_matrix(part.column("signature"), self.settings.num_perm),
+                [x or "und" for x in part.column("language").to_pylist()],
+                [x or b"" for x in part.column("lead").to_pylist()],
+                part.column("article_id").to_pylist(),
+                self.settings,
+            )
+            spill.add(keys, m + lo + np.arange(len(part)))
+
+    def _sharing_priors(self, spill: _Spill, m: int) -> np.ndarray:
+        """Which prior rows share a bucket key with one of this run's articles."""
+        sharing = np.zeros(len(self.prior), dtype=bool)
+        if not len(self.prior):
+            return sharing
+        for s in range(spill.shards):
+            keys, members = spill.shard(s)
+            is_prior = members >= m
+            hit = is_prior & np.isin(keys, keys[~is_prior])
+            sharing[members[hit] - m] = True
+        return sharing
+
+
+class _RecordStore:
+    """The record columns of the candidates' run members (`members`, sorted; their global rows `rows`), spilled to a
+    local Arrow file in member order and read back a block of BLOCK_ROWS rows at a time."""
+
+    def __init__(self, path: str, near: NearDuplicates, rows: np.ndarray, members: np.ndarray):
+        self._path, self._members = path, members
+        sizes = []
+        with pa.OSFile(path, "wb") as handle:
+            writer = None
+            for chunk, local, _ in by_chunk(near.chunks, near.bounds, rows):
+                part = read_parquet(chunk.keys_path, columns=RECORD_COLUMNS).take(pa.array(local))
+                writer = writer or pa.ipc.new_file(handle, part.schema)
+                for batch in part.to_batches():
+                    writer.write_batch(batch)
+                    sizes.append(len(batch))
+            if writer is not None:
+                writer.close()
+        self._starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+
+    def block_of(self, members: np.ndarray) -> np.ndarray:
+        """The block of each member (-1 for one not in the store: a prior)."""
+        at = np.searchsorted(self._members, members)
+        inside = at < len(self._members)
+        found = inside & (self._members[np.where(inside, at, 0)] == members)
+        return np.where(found, at // BLOCK_ROWS, -1)
+
+    def block(self, b: int) -> pa.Table:
+        """Rows [b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS) of the store."""
+        lo, hi = b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, int(self._starts[-1]))
+        first, last = np.searchsorted(self._starts, [lo, hi - 1], side="right") - 1
+        with pa.OSFile(self._path) as handle:
+            reader = pa.ipc.open_file(handle)
+            table = pa.Table.from_batches([reader.get_batch(i) for i in range(first, last + 1)], schema=reader.schema)
+        return table.slice(lo - int(self._starts[first]), hi - lo)
+
+    def records(self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str) -> dict:
+        """SignatureRecords by id of the given members (those in the store from the loaded `blocks`; priors, m + a
+        row of `prior`): this run's with the run's scheme and no canonical id yet, the priors' as the run state kept
+        them."""
+        records: dict[str, SignatureRecord] = {}
+        run = members[members < m]
+        at = np.searchsorted(self._members, run)
+        for b, table in blocks.items():
+            inside = at // BLOCK_ROWS == b
+            for row in table.take(pa.array(at[inside] - b * BLOCK_ROWS)).to_pylist():
+                record = signature_from_row(row)
+                records[row["article_id"]] = dataclasses.replace(record, prior=False, canonical_id="", scheme=scheme)
+        for row in prior.take(pa.array(members[members >= m] - m)).to_pylist():
+            records.setdefault(row["article_id"], signature_from_row(row))
+        return records
