@@ -15,7 +15,9 @@ trust, and CPU seconds more than wall.
 
 --profile runs one start-up in-process under cProfile, from the interpreter's start to the first call of the fetch
 step (`FetchFeedFn.process`, the moment before the first request), without forked feed processes, and prints the top
-functions by cumulative and by own time and own time summed by package. Imports count: `python -X importtime -c
+functions by cumulative and by own time and own time summed by package. cProfile times wall seconds (a CPU-time timer
+costs a system call per function call and distorts small functions several times over), so profile on a quiet
+machine and read it for where the time goes; the timed runs say how much. Imports count: `python -X importtime -c
 "import pipeline.cli"` details them.
 """
 
@@ -98,7 +100,7 @@ def profile(name: str, python: str, config: Path, cwd: Path, tmp: Path, top: int
     print(f"\n{name}: start-up under cProfile {stats.total_tt:.2f} s (profiling roughly doubles the time)\n")
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
-    totals = by_package(stats)
+    totals = by_package(stats, cwd)
     print("own time by package:")
     for key, seconds in totals.most_common(top):
         print(f"  {seconds:6.3f} s {100 * seconds / stats.total_tt:5.1f}%  {key}")
@@ -115,9 +117,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--save", type=Path, help="with --profile: keep the profile here")
     args = parser.parse_args()
-    contenders = [("newsbeam", REPO)] + (
-        [(f"baseline {args.baseline.name}", args.baseline.resolve())] * bool(args.baseline)
-    )
+    contenders = [("newsbeam", REPO)]
+    if args.baseline:
+        contenders.append((f"baseline {args.baseline.name}", args.baseline.resolve()))
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
         config, _ = serve(server, Path(tmp), args.articles, args.feeds, 0, "")
