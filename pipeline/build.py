@@ -34,11 +34,12 @@ from transforms.sink import SinkSettings, WriteDeadLetters
 
 
 def build(
-    p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "", feed_processes: int = 1
+    p: beam.Pipeline, config: Config, run_id: str, now: dt.datetime, seen_index: str = "", processes: int = 1
 ) -> None:
     """Wire every stage into `p`. Files go to the run's staging directory; the driver commits them afterwards.
     `seen_index`: the key index file of what earlier runs wrote (pipeline.seen_index.load_seen_index; '' when empty).
-    `feed_processes`: forked processes finishing feeds at once (pipeline/runners.py `feed_processes`)."""
+    `processes`: forked processes finishing feeds, and writing windows, at once (pipeline/runners.py
+    `feed_processes`)."""
     layout = OutputLayout(config.output)
     work = layout.staged(run_id, STAGED_WORK)
     staged = (
@@ -47,7 +48,7 @@ def build(
         | "Stage"
         >> StageFeeds(
             feed_settings(config, run_id, seen_index),
-            StageSettings(work, config.window.size_seconds, config.neardup, feed_processes),
+            StageSettings(work, config.window.size_seconds, config.neardup, processes),
         )
     )
     decided = staged.chunks | "Decide" >> Decide(
@@ -63,7 +64,7 @@ def build(
         )
     )
     sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)
-    decided.shards | "WriteArticles" >> WriteWindows(sink)
+    decided.shards | "WriteArticles" >> WriteWindows(sink, processes)
     staged.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(sink)
     fetch_failures = staged.dead_letters | "FetchFailures" >> beam.Filter(lambda d: d.stage == FETCH_STAGE)
     (

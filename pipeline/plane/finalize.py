@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline.plane.decide import WindowShard
 from pipeline.plane.memory import release_memory
+from pipeline.plane.pool import ForkingDoFn
 from pipeline.plane.staging import read_parquet, read_rows
 from transforms.article import ARTICLE_SCHEMA
 from transforms.counters import ARTICLES_WRITTEN, BY_LANGUAGE, BY_TOPIC, counter
@@ -85,15 +86,19 @@ def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int 
         yield part.select(ARTICLE_SCHEMA.names).cast(ARTICLE_SCHEMA)
 
 
-class _WriteShardFn(beam.DoFn):
+class _WriteShardFn(ForkingDoFn):
     """A WindowShard -> the paths of its window files."""
 
-    def __init__(self, settings: SinkSettings):
+    def __init__(self, settings: SinkSettings, processes: int = 1):
+        super().__init__(processes)
         self._settings = settings
         self._written = counter(ARTICLES_WRITTEN)
         self._files = Metrics.counter("sink", f"files_{ARTICLES_DIR}")
 
     def process(self, shard: WindowShard) -> Iterator[str]:
+        yield from self.run(shard)
+
+    def work(self, shard: WindowShard) -> Iterator[str]:
         s = self._settings
         for rows, keep in shard_windows(shard):
             window = rows.column("window_start")[0].as_py()
@@ -123,12 +128,15 @@ class _WriteShardFn(beam.DoFn):
 
 
 class WriteWindows(beam.PTransform):
-    """WindowShards -> the paths of the article files written under `<output>/articles/<partition>/`."""
+    """WindowShards -> the paths of the article files written under `<output>/articles/<partition>/`; `processes`
+    forked processes write shards at once on the local runner (pipeline/plane/pool.py; 1: none)."""
 
-    def __init__(self, settings: SinkSettings):
+    def __init__(self, settings: SinkSettings, processes: int = 1):
         super().__init__()
         self._settings = settings
+        self._processes = processes
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         # Spread the shards over the workers: they come out of one step, on one worker.
-        return shards | "SpreadShards" >> beam.Reshuffle() | "Write" >> beam.ParDo(_WriteShardFn(self._settings))
+        write = _WriteShardFn(self._settings, self._processes)
+        return shards | "SpreadShards" >> beam.Reshuffle() | "Write" >> beam.ParDo(write)

@@ -32,10 +32,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.plane.feeds import FeedProcessor, FeedSettings
-from pipeline.plane.pool import FeedPool
+from pipeline.plane.pool import ForkingDoFn
 from transforms.article import ARTICLE_SCHEMA, Article, key_hash
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.dedup import content_hash
@@ -266,54 +265,31 @@ def read_parquet(path: str, columns: list[str] | None = None, read_dictionary: l
         return pq.ParquetFile(handle, read_dictionary=read_dictionary).read(columns=columns)
 
 
-class _StageFeedFn(beam.DoFn):
+class _StageFeedFn(ForkingDoFn):
     """(feed index, FeedSource) -> StagedChunks; dead letters and the FeedReport on their tags."""
 
     def __init__(self, feed_settings: FeedSettings, settings: StageSettings):
+        super().__init__(settings.processes)
         self._processor = FeedProcessor(feed_settings)
         self._settings = settings
         self._signed = Metrics.counter("neardup", "signed")
         self._unsigned = Metrics.counter("neardup", "unsigned")
 
     def setup(self):
-        self._processor.setup()
-        self._pool: FeedPool | None = None
+        self._processor.setup()  # before the bundle's forks: each child has the models for free
 
     def teardown(self):
-        self._close_pool()
+        super().teardown()
         self._processor.teardown()
-
-    def _close_pool(self):
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
     def process(
         self, element: tuple[int, FeedSource]
     ) -> Iterator[
         StagedChunk | TaggedOutput[Literal[DEAD_LETTER_TAG], DeadLetter] | TaggedOutput[Literal[REPORT_TAG], FeedReport]
     ]:
-        if self._settings.processes <= 1:
-            yield from self._finish(element)
-            return
-        if self._pool is None:  # forked after setup loaded the models, so each child has them for free
-            self._pool = FeedPool(self._settings.processes, self._finish)
-        for outputs in self._pool.submit(element):
-            yield from outputs
+        yield from self.run(element)
 
-    def finish_bundle(self):
-        if self._pool is not None:
-            for outputs in self._pool.drain():
-                for out in outputs:
-                    if isinstance(out, TaggedOutput):
-                        yield TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-                    else:
-                        yield GlobalWindows.windowed_value(out)
-            # The children go with the bundle: the runner keeps this DoFn until the pipeline ends, and stages B and
-            # C should not run beside idle children (about 570 MiB resident each at 100,000 articles).
-            self._close_pool()
-
-    def _finish(self, element: tuple[int, FeedSource]) -> Iterator[StagedChunk | TaggedOutput]:
+    def work(self, element: tuple[int, FeedSource]) -> Iterator[StagedChunk | TaggedOutput]:
         """One feed, fetched to staged: its StagedChunks, dead letters and FeedReport."""
         index, source = element
         chunk_no = 0

@@ -2,6 +2,7 @@
 child costs nothing, and no child outlives a killed run."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import runners
-from pipeline.plane.pool import FeedPool
+from pipeline.plane.pool import ForkingDoFn
 from tests.pipeline.test_plane import NOW, _rows
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
@@ -33,24 +34,12 @@ def _square(n: int):
     yield n * n
 
 
-class _PooledFn(beam.DoFn):
-    def __init__(self, processes: int):
-        self._processes = processes
-
-    def setup(self):
-        self._pool = FeedPool(self._processes, _square)
-
+class _PooledFn(ForkingDoFn):
     def process(self, n):
-        for outputs in self._pool.submit(n):
-            yield from outputs
+        yield from self.run(n)
 
-    def finish_bundle(self):
-        for outputs in self._pool.drain():
-            for out in outputs:
-                yield beam.transforms.window.GlobalWindows.windowed_value(out)
-
-    def teardown(self):
-        self._pool.close()
+    def work(self, n):
+        return _square(n)
 
 
 @pytest.mark.parametrize("numbers", [range(6), range(20)], ids=["children-live", "a-child-dies"])
@@ -67,6 +56,15 @@ def test_outputs_and_counters_come_back_from_the_children(numbers):
     # Element 7's child died after counting it, and the elements queued to the broken pool were run again here:
     # the counts of a lost child never arrive, those of every finished element do, once.
     assert counters == {"seen": len(numbers), "total": sum(numbers)}
+
+
+def test_the_children_end_with_the_bundle():
+    # The runner keeps a DoFn until the pipeline ends; idle children beside the next stage would hold their memory.
+    pipeline = beam.Pipeline(runner=runners.local_runner(PipelineOptions([])))
+    squares = pipeline | beam.Create(list(range(6))) | beam.ParDo(_PooledFn(processes=3))
+    after = squares | beam.Reshuffle() | beam.Map(lambda n: (n, len(multiprocessing.active_children())))
+    assert_that(after, equal_to([(n * n, 0) for n in range(6)]))
+    pipeline.run().wait_until_finish()
 
 
 def test_forked_feed_processes_write_the_same_rows_and_counts(tmp_path):
@@ -96,7 +94,7 @@ def test_no_child_outlives_a_killed_parent(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, time
-        from pipeline.plane.pool import FeedPool
+        from pipeline.plane.pool import ForkPool
 
         def work(n):
             with open({str(pids)!r}, "a") as f:
@@ -104,7 +102,7 @@ def test_no_child_outlives_a_killed_parent(tmp_path):
             time.sleep(60)
             yield n
 
-        pool = FeedPool(2, work)
+        pool = ForkPool(2, work)
         list(pool.submit(1)), list(pool.submit(2))
         time.sleep(60)
         """
