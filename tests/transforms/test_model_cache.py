@@ -1,11 +1,15 @@
 """The local model cache: what it writes it reads back exactly; anything damaged, cut short, stale or unwritable is a
-miss, never an error or a wrong array; and py3langid's model (the one cached) gives the same scores through it cold,
-warm, damaged or unwritable as py3langid's own loader does."""
+miss, never an error or a wrong array. Through it, py3langid's model gives the same scores cold, warm, damaged or
+unwritable as py3langid's own loader does, and the shipped classifiers (topic model, pair models) the same
+probabilities as when they derive their tables at load."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -14,8 +18,8 @@ import py3langid.modelio
 import pytest
 from py3langid.langid import MODEL_DIR, MODEL_FILE
 
-from transforms import model_cache
-from transforms.language import DEFAULT_LANGUAGES
+from transforms import classifier_file, model_cache, text_classifier
+from transforms.language import DEFAULT_LANGUAGES, MODELS_DIR
 from transforms.language_backends import Py3LangidBackend, py3langid_model
 from transforms.model_cache import CACHE_ENV, MAGIC, cache_dir, cache_file, read_arrays, write_arrays
 
@@ -219,3 +223,105 @@ def test_py3langid_unwritable_cache_gives_the_same_scores(monkeypatch, tmp_path,
     assert _scores() == reference
     assert len(decodes) == 2  # decoded each time: nothing could be kept
     assert model_cache.read_arrays(blocker / "cache" / "x.bin", "key") is None
+
+
+# The classifiers' derived tables through the cache
+
+SHIPPED = sorted(MODELS_DIR.glob("*.npz"))
+TEXTS = [
+    "The coach said the team will win the league championship this season",
+    "Investors sold shares after the bank reported lower quarterly profit",
+    "Regjeringen la i dag fram nye tiltak for små bedrifter etter flommen.",
+    "Mmuso o tla thusa balemi ba mmidi ka dithoto tse dintsi",
+    "Uhulumeni uzosiza abalimi ngemali eningi kulo nyaka",
+    "Zyxqv unheard-of wordforms everywhere",
+    "",
+]
+
+
+def _load(path: Path) -> text_classifier.TextClassifier:
+    """The model in `path`, read from the file now (not the process's memory of models already read)."""
+    return classifier_file._read(path)
+
+
+@pytest.fixture(scope="module")
+def derived_at_load() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each shipped model's derived table and probabilities on TEXTS, with the cache turned off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, "")
+        models = {path.name: _load(path) for path in SHIPPED}
+    return {name: (model.word_char_rows(), model.predict_proba(TEXTS)) for name, model in models.items()}
+
+
+def _derivations(monkeypatch) -> list[int]:
+    calls = []
+    derive = text_classifier.TextClassifier._vocabulary_char_rows
+    monkeypatch.setattr(
+        text_classifier.TextClassifier,
+        "_vocabulary_char_rows",
+        lambda self, known: calls.append(1) or derive(self, known),
+    )
+    return calls
+
+
+def _assert_as_derived(model: text_classifier.TextClassifier, expected: tuple[np.ndarray, np.ndarray]) -> None:
+    table, probabilities = expected
+    assert model.word_char_rows().dtype == table.dtype and np.array_equal(model.word_char_rows(), table)
+    assert np.array_equal(model.predict_proba(TEXTS), probabilities)
+
+
+def test_shipped_classifiers_cold_then_warm_cache_give_the_same_probabilities(monkeypatch, tmp_path, derived_at_load):
+    assert len(SHIPPED) == 4
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    derivations = _derivations(monkeypatch)
+    for path in SHIPPED:  # cold: derived, and the table kept
+        _assert_as_derived(_load(path), derived_at_load[path.name])
+    assert len(derivations) == len(SHIPPED) and len(list(tmp_path.glob("classifier-*.bin"))) == len(SHIPPED)
+    for path in SHIPPED:  # warm: read back, not derived
+        _assert_as_derived(_load(path), derived_at_load[path.name])
+    assert len(derivations) == len(SHIPPED)
+
+
+def test_a_table_kept_by_other_code_or_damaged_is_derived_again(monkeypatch, tmp_path, derived_at_load):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    path = MODELS_DIR / "langid-st-tn.npz"
+    model = _load(path)
+    (kept,) = tmp_path.glob("classifier-*.bin")
+    key = classifier_file._derived_cache(json.loads(_meta(path))["sha256"])[1]
+    # The key names the code that derives the table: text_classifier.py as it is now.
+    assert hashlib.sha256(Path(text_classifier.__file__).read_bytes()).hexdigest() in key
+    derivations = _derivations(monkeypatch)
+    wrong = {"word_char": np.zeros_like(model.word_char_rows())}
+    write_arrays(kept, key.replace("word_char", "word_char by other code"), wrong)  # stale: another key
+    _assert_as_derived(_load(path), derived_at_load[path.name])
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    kept.write_bytes(bytes(data))  # damaged
+    _assert_as_derived(_load(path), derived_at_load[path.name])
+    assert len(derivations) == 2
+    _assert_as_derived(_load(path), derived_at_load[path.name])  # rewritten whole the second time
+    assert len(derivations) == 2
+
+
+def test_a_table_of_another_shape_is_derived_again(derived_at_load):
+    model = _load(MODELS_DIR / "langid-st-tn.npz")
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    for wrong in (model.word_char_rows()[:-1], model.word_char_rows().astype(np.float32)):
+        rebuilt = text_classifier.TextClassifier(**fields, word_char=wrong)
+        _assert_as_derived(rebuilt, derived_at_load["langid-st-tn.npz"])
+
+
+def test_shipped_classifiers_with_an_unwritable_cache(monkeypatch, tmp_path, derived_at_load):
+    blocker = tmp_path / "a file"
+    blocker.write_text("where the cache directory should be")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
+    derivations = _derivations(monkeypatch)
+    for _ in range(2):
+        for path in SHIPPED:
+            _assert_as_derived(_load(path), derived_at_load[path.name])
+    assert len(derivations) == 2 * len(SHIPPED)
+
+
+def _meta(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read("meta.json")
