@@ -110,6 +110,10 @@ class Py3LangidBackend(Backend):
         return _merge(self._ident.rank(text)[:10], self._allowed)
 
 
+# What py3langid's loader returns, in order: the names its parts are cached under.
+_PY3LANGID_PARTS = ["ptc", "pc", "classes", "nextmove", "row", "output"]
+
+
 def py3langid_model() -> tuple:
     """py3langid's model as its own loader (`py3langid.modelio.load_model`) returns it: (ptc, pc, classes, nextmove,
     row, output). Decoding it (LZMA) costs about 0.4 s of CPU, so the decoded arrays are kept in the local model cache
@@ -130,7 +134,7 @@ def py3langid_model() -> tuple:
     key = f"py3langid {version} {digest}"
     cache = model_cache.cache_file(f"py3langid-{version}-{digest[:16]}.bin")
     arrays = None if cache is None else model_cache.read_arrays(cache, key)
-    if arrays is not None and list(arrays) == ["ptc", "pc", "classes", "nextmove", "row", "output"]:
+    if arrays is not None and list(arrays) == _PY3LANGID_PARTS:
         return (
             arrays["ptc"],
             arrays["pc"],
@@ -162,9 +166,6 @@ def _stdlib_array(values):
     out = array(next(code for code in "HILQ" if array(code).itemsize == values.itemsize))
     out.frombytes(memoryview(values).cast("B"))
     return out
-
-
-_PY3LANGID_PARTS = ("ptc", "pc", "classes", "nextmove", "row", "output")
 
 
 class Cld2Backend(Backend):

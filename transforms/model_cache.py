@@ -10,8 +10,8 @@ topic and pair models together.
     arrays = read_arrays(path, key)                   # None when missing, stale, damaged or unreadable
     write_arrays(path, key, arrays)                   # atomic; False when it cannot be written
 
-`key` names what the arrays were decoded from (a package's version and its model file's SHA-256); a file holding
-another key is stale. A CRC-32 over the header and the data catches a damaged or partial file. Whatever a read does
+`key` names what the arrays were decoded from and how (for py3langid: its version and its model file's SHA-256); a
+file holding another key is stale. A CRC-32 over the header and the data catches a damaged or partial file. Whatever a read does
 not recognise is a miss, and the caller decodes the model as if there were no cache; a cache that cannot be written
 only costs the decoding again next time. Writes go to a temporary file renamed over the cache file, so a reader (or
 a run killed mid-write) never sees half a file.
