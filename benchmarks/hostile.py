@@ -2,7 +2,9 @@
 
     python benchmarks/hostile.py parse --entries 100000 --runs 3 [--compare 5000]
     python benchmarks/hostile.py run --entries 100000 [--config-extra 'neardup: {enabled: false}']
-                                                                # the whole `newsbeam run`, over loopback HTTP
+                                                                # the whole `newsbeam run`, over loopback HTTP:
+                                                                # peak tree RSS, and per stage (as scale.py)
+    python benchmarks/hostile.py run --python /tmp/plain/bin/python   # newsbeam as a plain install runs it
 
 The feed is RSS 2.0 of many small items made of real AG News headlines and the start of their text
 (../shared/data/agnews-train), each with its own link and date: about 19 MB for 100,000 entries, larger than the
@@ -133,6 +135,7 @@ def bench_parse(entries: int, runs: int, compare: int) -> None:
 
 def bench_run(entries: int, config_extra: str) -> None:
     from benchmarks.e2e import newsbeam_command
+    from benchmarks.scale import measure, phase_peaks
     from tests.feed_server import FeedServer
 
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
@@ -142,23 +145,19 @@ def bench_run(entries: int, config_extra: str) -> None:
             f'feeds:\n  - {{name: big, url: "{server.url("/big.xml")}"}}\n'
             "fetch: {max_bytes: 50000000}\n" + config_extra + "\n"  # the feed is larger than the default cap of 10 MB
         )
-        started = time.perf_counter()
-        done = subprocess.run(
-            newsbeam_command(config, Path(tmp) / "out", []),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        if done.returncode != 0:
-            sys.exit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        record = json.loads((Path(tmp) / "out" / "_runs" / "bench.json").read_text())
+        out = Path(tmp) / "out"
+        # scale.py's sampler: the peak of the whole process tree (forks included) and of each stage of the graph.
+        result = measure(newsbeam_command(config, out, []), [], timeout=0, memory_limit=0, every=0.5, output=out)
+        if result["exit"] != 0:
+            sys.exit(f"run failed ({result['exit']}):\n{result['stderr'][-3000:]}")
+        record = json.loads((out / "_runs" / "bench.json").read_text())
         print(
-            f"newsbeam run, one feed of {entries:,} entries: {elapsed:.0f} s wall, peak RSS {peak / 1024:.0f} MiB, "
-            f"entries read {record['entries_read']:,}, written {record['articles_written']:,}, "
-            f"reconciled {record['reconciled']}"
+            f"newsbeam run, one feed of {entries:,} entries: {result['wall']:.0f} s wall, {result['cpu']:.0f} s CPU, "
+            f"peak tree RSS {result['peak_mib']:,.0f} MiB ({result['processes']} processes; "
+            f"PSS {result['peak_pss_mib']:,.0f} MiB), entries read {record['entries_read']:,}, "
+            f"written {record['articles_written']:,}, reconciled {record['reconciled']}"
         )
+        print("\n".join(phase_peaks(result["timeline"])))
 
 
 def main() -> None:
@@ -173,7 +172,14 @@ def main() -> None:
     parser.add_argument(
         "--config-extra", default="", help="run: YAML added to the config, e.g. 'neardup: {enabled: false}'"
     )
+    parser.add_argument(
+        "--python", help="run: the interpreter that runs newsbeam, e.g. a venv with a plain `pip install -e .`"
+    )
     args = parser.parse_args()
+    if args.python:
+        from benchmarks import e2e
+
+        e2e.NEWSBEAM_PYTHON[0] = args.python
     if not AGNEWS.exists():
         sys.exit(f"needs {AGNEWS} (../shared/data)")
     if args.what == "parse":

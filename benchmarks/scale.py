@@ -5,6 +5,7 @@
     python benchmarks/scale.py --articles 10000 --runs 3 --workers 0,2        # default vs 2 workers, alternating
     python benchmarks/scale.py --articles 30000 --plain                       # + benchmarks/plain_script.py
     python benchmarks/scale.py --articles 100000 --feeds 1                    # one feed of 100,000 entries
+    python benchmarks/scale.py --articles 100000 --python /tmp/plain/bin/python   # as a plain install runs it
 
 The corpus is benchmarks/scale_corpus.py: synthetic text made of real words whose duplicate rates stay the same at
 every size (about 10% exact copies, 10% near copies, the rest far apart, eleven languages, real article lengths).
@@ -50,7 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.e2e import newsbeam_command, plain_command  # noqa: E402
+from benchmarks.e2e import NEWSBEAM_PYTHON, newsbeam_command, plain_command  # noqa: E402
 from benchmarks.scale_check import cached_check, format_rates  # noqa: E402
 from benchmarks.scale_corpus import ScaleCorpus  # noqa: E402
 
@@ -372,7 +373,12 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="skip measuring the corpus's rates")
     parser.add_argument("--config-extra", default="", help="YAML appended to the config")
     parser.add_argument("--rss-log", type=Path, help="append each run's RSS timeline (JSON lines) to this file")
+    parser.add_argument(
+        "--python", help="the interpreter that runs newsbeam, e.g. a venv with a plain `pip install -e .` (as users)"
+    )
     args, beam_args = parser.parse_known_args()
+    if args.python:
+        NEWSBEAM_PYTHON[0] = args.python
 
     started = time.perf_counter()
     corpus = ScaleCorpus(args.articles, args.seed, args.feeds)

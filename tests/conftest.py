@@ -1,6 +1,8 @@
-"""Shared pytest fixtures and helpers: the feed server, an Article factory, the counter readers."""
+"""Shared pytest fixtures and helpers: the feed server, an Article factory, the counter readers, the spool directory."""
 
 import datetime as dt
+import os
+import tempfile
 
 import pytest
 
@@ -58,3 +60,26 @@ def counters(result, namespace: str) -> dict[str, int]:
     """Every counter of `namespace` in a finished pipeline's result, by name."""
     prefix = namespace + "/"
     return {k[len(prefix) :]: v for k, v in counter_values(result.metrics()).items() if k.startswith(prefix)}
+
+
+@pytest.fixture
+def spool_dir(tmp_path, monkeypatch):
+    """The directory big feed bodies are spooled to (transforms/spool.py) for this test, instead of the system's."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+def open_files_under(directory) -> list[str]:
+    """The files this process holds open under `directory`. A spool file has no name (O_TMPFILE), so listing the
+    directory shows nothing either way; /proc/self/fd shows it while it is open, as '<directory>/#123 (deleted)'."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the fd listing itself, closed since
+            continue
+        if target.startswith(f"{directory}/"):
+            found.append(target)
+    return found

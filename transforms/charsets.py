@@ -10,7 +10,8 @@
   `<?xml encoding>`) gives way to its bytes, which are UTF-8 all the same. A BOM or an HTTP charset is never
   overruled: those are the server's word, the markup's is often copied from an old template.
 - `choose_decoding(body, content_type)`: how to read a feed document (transforms/readers/), by its BOM, its
-  declarations and the evidence of its bytes.
+  declarations and the evidence of its bytes. The body may be a spooled file (transforms/spool.py): every test of
+  the bytes then runs a chunk at a time, and gives what it gives on the same bytes in memory.
 - `decode_html(body, content_type)`: an HTML page as text (transforms/page_html.py), by its BOM, its declarations
   (a `<meta charset>` tag among them) and the evidence of its bytes.
 """
@@ -20,6 +21,11 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import re
+import sys
+from collections.abc import Iterator
+
+from transforms import spool
+from transforms.spool import Body
 
 BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -76,16 +82,51 @@ class Decoding:
         """The document's text."""
         return body[self.bom :].decode(self.codec, self.errors)
 
+    def decode_chunks(self, body: Body) -> Iterator[str]:
+        """The document's text a piece at a time (the same text as `decode`, for a body too big to hold)."""
+        return _iterdecode(spool.after(body, self.bom), self.codec, self.errors)
 
-def _decodes(body: bytes, codec: str) -> bool:
+
+def _iterdecode(body: Body, codec: str, errors: str = "strict") -> Iterator[str]:
+    """The text of `body`: in one piece when it is in memory (what it always was), a chunk at a time when spooled."""
+    if isinstance(body, bytes):
+        yield body.decode(codec, errors)
+        return
+    if not getattr(codecs.lookup(codec), "_is_text_encoding", True):
+        # bytes.decode refuses base64, zlib and the like by this mark (CPython's text-encoding lookup); so do we.
+        raise LookupError(f"{codec} is not a text encoding")
+    if codec in _NATIVE_WITHOUT_BOM and not any(body.head(4).startswith(bom) for bom, _ in BOMS):
+        # bytes.decode("utf-16") reads a text without a BOM in the machine's byte order; the incremental decoder
+        # refuses it instead.
+        codec = _NATIVE_WITHOUT_BOM[codec]
+    # An incremental decoder gives, piece by piece, what one decode of the whole would: a character cut by a
+    # chunk's end waits for the next chunk, and `final` raises (or replaces) what is left unfinished.
+    decoder = codecs.getincrementaldecoder(codec)(errors)
+    for part in body.chunks():
+        yield decoder.decode(part)
+    yield decoder.decode(b"", final=True)
+
+
+_NATIVE_WITHOUT_BOM = {
+    "utf-16": "utf-16-le" if sys.byteorder == "little" else "utf-16-be",
+    "utf-32": "utf-32-le" if sys.byteorder == "little" else "utf-32-be",
+}
+
+
+def _decodes(body: Body, codec: str) -> bool:
     try:
-        body.decode(codec)
-    except (UnicodeDecodeError, LookupError):
+        for _ in _iterdecode(body, codec):
+            pass
+    except (UnicodeError, LookupError):  # UnicodeError: what some incremental decoders raise instead
         return False
     return True
 
 
-def utf8_overrules(body: bytes, declared: str) -> bool:
+def _isascii(body: Body) -> bool:
+    return all(part.isascii() for part in spool.chunks(body))
+
+
+def utf8_overrules(body: Body, declared: str) -> bool:
     """True when a document whose own markup declares the codec `declared` is to be read as UTF-8 all the same: its
     bytes are not all ASCII and decode cleanly as UTF-8, and `declared` is another charset.
 
@@ -96,12 +137,12 @@ def utf8_overrules(body: bytes, declared: str) -> bool:
     sniffing) and show such a page garbled; a reader of the text has no reason to. Pure-ASCII bytes read the same
     either way, and bytes that are not valid UTF-8 keep the declared charset.
     """
-    if not declared or _family(declared) == "utf-8" or body.isascii():
+    if not declared or _family(declared) == "utf-8" or _isascii(body):
         return False
     return _decodes(body, "utf-8")
 
 
-def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
+def choose_decoding(body: Body, content_type: str = "") -> Decoding | None:
     """How to decode a document, by its declarations and the evidence of its bytes; None when nothing decodes.
 
     A BOM wins over the declarations; otherwise the Content-Type charset, then the XML declaration (unless the
@@ -109,12 +150,14 @@ def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
     fails, or a BOM says otherwise) gives way to the evidence (another declaration, mostly-UTF-8, or charset
     detection) and the result is `repaired`.
     """
-    bom_length = next((len(bom) for bom, _ in BOMS if body.startswith(bom)), 0)
-    header, xml = codec_name(_charset(content_type)), codec_name(_xml_declared(body[bom_length:]))
+    start = spool.head(body, 4)  # the longest BOM
+    bom_length = next((len(bom) for bom, _ in BOMS if start.startswith(bom)), 0)
+    header = codec_name(_charset(content_type))
+    xml = codec_name(_xml_declared(spool.head(body, bom_length + 512)[bom_length:]))
     declared = [codec for codec in (header, xml) if codec]
     for bom, codec in BOMS:
-        if body.startswith(bom):
-            if _decodes(body[len(bom) :], codec):
+        if start.startswith(bom):
+            if _decodes(spool.after(body, len(bom)), codec):
                 disagrees = [name for name in declared if _family(name) != _family(codec)]
                 note = f"BOM says {codec}, declared {disagrees[0]}" if disagrees else ""
                 return Decoding(codec, len(bom), repaired=bool(disagrees), note=note)
@@ -131,9 +174,11 @@ def choose_decoding(body: bytes, content_type: str = "") -> Decoding | None:
             repaired = _family(codec) != _family(first)
             return Decoding(codec, repaired=repaired, note=f"declared {first}, decodes as {codec}" if repaired else "")
     # Mostly UTF-8 with a few bad bytes: keep the good text rather than guess a single-byte charset for it all.
-    text = body.decode("utf-8", "replace")
-    bad = text.count("\ufffd")
-    good = len(_NON_ASCII.findall(text)) - bad
+    bad = good = 0
+    for text in _iterdecode(body, "utf-8", "replace"):
+        bad += text.count("\ufffd")
+        good += len(_NON_ASCII.findall(text))
+    good -= bad
     if good > bad:
         return Decoding("utf-8", errors="replace", repaired=True, note=f"{bad} invalid UTF-8 sequences replaced")
     detected = codec_name(_detect(body))
@@ -170,13 +215,13 @@ _LATIN_SINGLE_BYTE = {
 }
 
 
-def _detect(body: bytes, sample: int = 200_000) -> str:
+def _detect(body: Body, sample: int = 200_000) -> str:
     """The charset charset_normalizer reads in the first `sample` bytes, '' when none."""
     try:
         from charset_normalizer import from_bytes
     except ImportError:  # requests brings it; without it, there is simply no detection
         return ""
-    best = from_bytes(body[:sample]).best()
+    best = from_bytes(spool.head(body, sample)).best()
     return best.encoding if best is not None else ""
 
 

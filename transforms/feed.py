@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from transforms import spool
+from transforms.spool import Body
+
 
 @dataclasses.dataclass(frozen=True)
 class FeedSource:
@@ -30,13 +33,17 @@ class FeedSource:
 
 @dataclasses.dataclass(frozen=True)
 class FetchedFeed:
-    """The raw bytes of one feed as fetched, with what the parser needs to decode them."""
+    """The raw bytes of one feed as fetched, with what the parser needs to decode them.
+
+    A big body (over `fetch.spool_bytes`, in the per-feed loop) is a SpooledBody, a temporary file: whoever fetched
+    it calls `close()` when the feed is read. transforms/spool.py reads either kind.
+    """
 
     source: FeedSource
     url: str  # final URL after redirects (the path as given for local files)
     status: int | None  # None for local files
     content_type: str  # exactly as sent, charset parameter included
-    body: bytes  # decoded (gunzipped) body
+    body: Body  # decoded (gunzipped) body: bytes, or a SpooledBody when big
     fetched_at: dt.datetime
     headers: tuple[tuple[str, str], ...] = ()  # fetch.INTERESTING_HEADERS present in the response, in that order
 
@@ -44,6 +51,10 @@ class FetchedFeed:
     def not_modified(self) -> bool:
         """True for a 304 answer to a conditional request: nothing new, and no body."""
         return self.status == 304
+
+    def close(self) -> None:
+        """Free a spooled body's file; nothing to do for a body in memory."""
+        spool.close(self.body)
 
     def header(self, name: str) -> str:
         """A kept response header, '' when absent (names compare case-insensitively)."""

@@ -12,6 +12,9 @@ import datetime as dt
 import hashlib
 import re
 
+from transforms import spool
+from transforms.spool import Body
+
 
 @dataclasses.dataclass(frozen=True)
 class FeedReport:
@@ -34,9 +37,12 @@ class FeedReport:
     retry_after_seconds: float | None = None
 
 
-def body_hash(body: bytes) -> str:
-    """The hash by which two fetches of a feed are compared."""
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+def body_hash(body: Body) -> str:
+    """The hash by which two fetches of a feed are compared (a spooled body hashed a chunk at a time)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in spool.chunks(body):
+        digest.update(part)
+    return digest.hexdigest()
 
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.I)

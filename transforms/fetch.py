@@ -36,6 +36,7 @@ from transforms.counters import FEEDS_FAILED, FEEDS_OK, counter
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter, DeadLetterOutput, dead_letter_on_error, reject
 from transforms.feed import FeedSource, FetchedFeed
 from transforms.fetching import FetchError, TransientFetchError, read_capped, retry_after_seconds
+from transforms.spool import BodySink
 
 STAGE = "fetch"
 
@@ -48,6 +49,7 @@ ACCEPT = (
     "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
 )
 
+_LOCAL_CHUNK_BYTES = 1 << 20
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _RATE_LIMIT_STATUSES = frozenset({429, 503})
 
@@ -70,6 +72,10 @@ class FetchSettings:
     # All attempts of one feed together, waits between them included: the most one feed can hold a worker.
     feed_budget: float = dataclasses.field(default=120.0, metadata={"unit": "seconds"})
     max_bytes: int = 10 * 1024 * 1024
+    # A body larger than this waits in a temporary file (in TMPDIR) while its entries are read, not in memory (the
+    # per-feed loop, pipeline/plane/feeds.py): a feed of 100,000 entries held whole was most of a run's peak memory.
+    # Below it, reading from memory costs nothing extra. 0: always in memory.
+    spool_bytes: int = 4 * 1024 * 1024
     max_redirects: int = 5
     retries: int = 3
     backoff: float = dataclasses.field(default=0.5, metadata={"unit": "seconds"})
@@ -125,22 +131,26 @@ def fetch_feed(
     session: requests.Session | None = None,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    spool: bool = False,
 ) -> FetchedFeed:
     """Fetch one feed, retrying transient failures; raise `FetchError` when it cannot be had.
 
-    `session` is reused when given (FetchFeeds passes one per worker); `sleep` is injectable for tests.
+    `session` is reused when given (FetchFeeds passes one per worker); `sleep` is injectable for tests. With
+    `spool`, a body over `settings.spool_bytes` is a SpooledBody (a temporary file) and the caller must `close()`
+    the FetchedFeed once it is read; without, the body is always bytes (a FetchedFeed that crosses a Beam boundary).
     """
+    spool_over = settings.spool_bytes if spool and settings.spool_bytes > 0 else None
     scheme = urllib.parse.urlsplit(source.url).scheme.lower()
     if scheme in ("http", "https"):
         with netguard.allowing(intranet_allow(source.url)):
             if session is not None:
-                return _fetch_http(source, settings, session, sleep)
+                return _fetch_http(source, settings, session, sleep, spool_over)
             with make_session(settings) as own_session:
-                return _fetch_http(source, settings, own_session, sleep)
+                return _fetch_http(source, settings, own_session, sleep, spool_over)
     if scheme == "file":
-        return _read_local(source, _file_url_path(source.url), settings)
+        return _read_local(source, _file_url_path(source.url), settings, spool_over)
     if scheme == "":
-        return _read_local(source, Path(source.url), settings)
+        return _read_local(source, Path(source.url), settings, spool_over)
     raise FetchError("unsupported_scheme", f"cannot fetch {scheme}:// URLs")
 
 
@@ -154,7 +164,11 @@ def backoff_delay(base: float, attempt: int, rand: Callable[[], float] = random.
 
 
 def _fetch_http(
-    source: FeedSource, settings: FetchSettings, session: requests.Session, sleep: Callable[[float], None]
+    source: FeedSource,
+    settings: FetchSettings,
+    session: requests.Session,
+    sleep: Callable[[float], None],
+    spool_over: int | None,
 ) -> FetchedFeed:
     budget_end = time.monotonic() + settings.feed_budget
     attempt = 0
@@ -165,7 +179,7 @@ def _fetch_http(
                 raise TransientFetchError("timeout", f"feed budget of {settings.feed_budget:g}s spent")
             try:
                 with netguard.Deadline(budget):
-                    return _fetch_once(source, settings, session)
+                    return _fetch_once(source, settings, session, spool_over)
             except netguard.DeadlineExceeded as err:
                 raise TransientFetchError(
                     "timeout", f"no complete answer from {source.url} within {budget:.3g}s"
@@ -180,7 +194,9 @@ def _fetch_http(
             sleep(delay)
 
 
-def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.Session) -> FetchedFeed:
+def _fetch_once(
+    source: FeedSource, settings: FetchSettings, session: requests.Session, spool_over: int | None
+) -> FetchedFeed:
     """One attempt: follow up to max_redirects redirects, then read the body under the size cap.
 
     Runs inside a netguard.Deadline, which bounds the whole attempt in wall-clock time.
@@ -193,7 +209,10 @@ def _fetch_once(source: FeedSource, settings: FetchSettings, session: requests.S
                 url = _redirect_target(session, response)
                 continue
             _check_status(response, settings)
-            body = b"" if response.status_code == 304 else read_capped(response, settings.max_bytes)[0]
+            if response.status_code == 304:
+                body = b""
+            else:
+                body = read_capped(response, settings.max_bytes, spool_over=spool_over)[0]
             return FetchedFeed(
                 source=source,
                 url=response.url,
@@ -288,16 +307,23 @@ def local_content_type(path: Path) -> str:
     return _LOCAL_CONTENT_TYPES.get(path.suffix.lower(), "application/xml")
 
 
-def _read_local(source: FeedSource, path: Path, settings: FetchSettings) -> FetchedFeed:
+def _read_local(source: FeedSource, path: Path, settings: FetchSettings, spool_over: int | None) -> FetchedFeed:
+    # Copied (to memory or a spool) rather than read in place: the feed is read as it was when fetched.
     try:
-        with open(path, "rb") as handle:
-            body = handle.read(settings.max_bytes + 1)  # one byte over tells us it is too large
+        with open(path, "rb") as handle, BodySink(spool_over) as sink:
+            # Up to one byte over the cap, which tells us the file is too large.
+            while sink.size <= settings.max_bytes:
+                chunk = handle.read(min(_LOCAL_CHUNK_BYTES, settings.max_bytes + 1 - sink.size))
+                if not chunk:
+                    break
+                sink.write(chunk)
+            if sink.size > settings.max_bytes:
+                raise FetchError("too_large", f"{path} exceeds {settings.max_bytes} bytes")
+            body = sink.result()
     except FileNotFoundError as err:
         raise FetchError("file_not_found", f"no such file: {path}") from err
     except OSError as err:
         raise FetchError("file_error", f"cannot read {path}: {err.strerror or err}") from err
-    if len(body) > settings.max_bytes:
-        raise FetchError("too_large", f"{path} exceeds {settings.max_bytes} bytes")
     return FetchedFeed(
         source=source,
         url=source.url,
@@ -317,10 +343,15 @@ def unexpected_error(source: FeedSource, err: Exception) -> DeadLetter:
 
 
 class FetchFeedFn(beam.DoFn):
-    """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance."""
+    """Fetches each FeedSource; failures go to DEAD_LETTER_TAG. One pooled Session per DoFn instance.
 
-    def __init__(self, settings: FetchSettings):
+    With `spool` (the per-feed loop, which reads the feed in the same process), a big body is a temporary file the
+    caller closes; FetchFeeds' FetchedFeeds cross a Beam boundary, so their bodies stay bytes.
+    """
+
+    def __init__(self, settings: FetchSettings, spool: bool = False):
         self._settings = settings
+        self._spool = spool
         self._session: requests.Session | None = None
         self._ok = counter(FEEDS_OK)
         self._failed = counter(FEEDS_FAILED)
@@ -332,7 +363,7 @@ class FetchFeedFn(beam.DoFn):
     @dead_letter_on_error(unexpected_error)
     def process(self, source: FeedSource) -> Iterator[FetchedFeed | DeadLetterOutput]:
         try:
-            feed = fetch_feed(source, self._settings, self._session)
+            feed = fetch_feed(source, self._settings, self._session, spool=self._spool)
         except FetchError as err:  # blocked_address among them: a refused target never has a body to keep
             yield self._dead_letter(source, err.reason, err.message, err.status, err.retry_after)
             return

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
+from transforms import spool
 from transforms.article import Article
 from transforms.counters import (
     ARTICLES_PARSED,
@@ -46,6 +47,7 @@ from transforms.feed import FetchedFeed
 from transforms.feed_report import FeedReport, body_hash, max_age_seconds
 from transforms.readers import read_entries
 from transforms.readers.base import STAGE, FeedStats, ParseSettings, feed_problem
+from transforms.spool import Body
 
 
 @dataclasses.dataclass
@@ -89,13 +91,32 @@ def iter_feed(
 
 # An entry element as it starts in the bytes, for counting the entries of a feed that could not be read.
 _ENTRY_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s>/]")
+# A spooled body is counted a chunk at a time, so a tag cut by a chunk's end is carried into the next chunk, up to
+# this long: libxml2 refuses longer names (XML_MAX_NAME_LENGTH, 50,000) without huge_tree, which is never set.
+_LONGEST_TAG = 64 * 1024
+
+
+def count_entry_tags(body: Body) -> int:
+    """How many entry elements (`<item`, `<entry`, any prefix) the bytes seem to start."""
+    if isinstance(body, bytes):
+        return len(_ENTRY_TAG.findall(body))
+    total, carry = 0, b""
+    for part in spool.chunks(body):
+        data = carry + part
+        # A match holds one "<", its first byte: everything before the last "<" is counted now, and the rest
+        # waits for the next chunk, unless it is longer than any tag can be.
+        cut = data.rfind(b"<", max(0, len(data) - _LONGEST_TAG))
+        cut = len(data) if cut < 0 else cut
+        total += len(_ENTRY_TAG.findall(data, 0, cut))
+        carry = data[cut:]
+    return total + len(_ENTRY_TAG.findall(carry))
 
 
 def _unread_entries(fetched: FetchedFeed, stats: FeedStats) -> Iterator[DeadLetter]:
     """One entry dead letter per entry the document seems to hold beyond those read, so the run counts them."""
     problem = stats.problem
     start = stats.entries_read
-    total = len(_ENTRY_TAG.findall(fetched.body))
+    total = count_entry_tags(fetched.body)
     for index in range(start, total):
         stats.entries_read += 1
         yield reject(

@@ -8,7 +8,9 @@ own per-element step (FetchFeedFn, FeedParser, ArticlePages, ArticleCleaner, Art
 composites run in their DoFns) is called directly, so the counters, the dead letters and every rule are the stages'
 own, but the articles of a feed never cross a Beam boundary between stages (each crossing cost a pickle of the
 whole article, and the in-memory runner kept every one).
-The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,000 entries is never all in memory.
+The entries of a big feed are finished `chunk_size` at a time, so a feed of 100,000 entries is never all in memory;
+nor are its bytes: a body over `fetch.spool_bytes` waits in a temporary file while it is read (transforms/spool.py),
+deleted when the feed is done, failed or abandoned.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from transforms.classify import ArticleClassifier, ClassifySettings
 from transforms.clean import ArticleCleaner, CleanSettings
 from transforms.dead_letter import DeadLetter
 from transforms.extract import ArticlePages, ExtractSettings
-from transforms.feed import FeedSource
+from transforms.feed import FeedSource, FetchedFeed
 from transforms.feed_report import FeedReport
 from transforms.fetch import FetchFeedFn, FetchSettings
 from transforms.parse import FeedParser, ParseSettings
@@ -93,7 +95,8 @@ class FeedProcessor:
 
     def __init__(self, settings: FeedSettings):
         self._settings = settings
-        self._fetch = FetchFeedFn(settings.fetch)
+        # The feed is read here, in the process that fetched it: a big body may wait in a temporary file.
+        self._fetch = FetchFeedFn(settings.fetch, spool=True)
         self._parser = FeedParser(settings.parse)
         self._cleaner = ArticleCleaner(settings.clean)
         model_path = settings.classify.model_path
@@ -122,17 +125,23 @@ class FeedProcessor:
             if tag:
                 yield fetched
                 continue
-            chunk: list[Article] = []
-            for item in self._parser.parse(fetched):
-                if not isinstance(item, Article):  # a dead letter, or the feed's report
-                    yield item
-                    continue
-                chunk.append(item)
-                if len(chunk) >= self._settings.chunk_size:
-                    yield from self._finish(chunk)
-                    chunk = []
-            if chunk:
+            try:
+                yield from self._read(fetched)
+            finally:  # also when the feed fails, or whoever reads this generator stops early
+                fetched.close()
+
+    def _read(self, fetched: FetchedFeed) -> Iterator[list[Article] | DeadLetter | FeedReport]:
+        chunk: list[Article] = []
+        for item in self._parser.parse(fetched):
+            if not isinstance(item, Article):  # a dead letter, or the feed's report
+                yield item
+                continue
+            chunk.append(item)
+            if len(chunk) >= self._settings.chunk_size:
                 yield from self._finish(chunk)
+                chunk = []
+        if chunk:
+            yield from self._finish(chunk)
 
     def _finish(self, articles: list[Article]) -> Iterator[list[Article] | DeadLetter]:
         """A chunk through the page step (when on), clean and classify: its dead letters, then its articles."""

@@ -13,13 +13,15 @@ import requests
 from apache_beam.testing import test_pipeline  # not the class by name: pytest would try to collect it
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import counter
+from tests.conftest import counter, open_files_under
 from tests.feed_server import FeedServer
+from transforms import spool
 from transforms.clock import UTC
 from transforms.dead_letter import DEAD_LETTER_TAG, DeadLetter
 from transforms.feed import FeedSource
 from transforms.fetch import FetchFeedFn, FetchFeeds, FetchSettings, backoff_delay, fetch_feed, make_session
 from transforms.fetching import FetchError
+from transforms.spool import SpooledBody
 
 RSS = (
     '<?xml version="1.0" encoding="iso-8859-1"?>\n'
@@ -254,6 +256,70 @@ def test_gzip_bomb_is_too_large(feed_server):
     feed_server.add("/bomb", b"\0" * (8 * 1024 * 1024), gzip=True)  # ~8 KiB on the wire
     err = fetch_error(feed_server.url("/bomb"), FetchSettings(max_bytes=1024 * 1024))
     assert (err.reason, err.status) == ("too_large", 200)
+
+
+# Spooling (the per-feed loop's fetch): a body over spool_bytes goes to a temporary file, under the same cap and
+# refusals; a body that fails leaves no file behind.
+
+SPOOL = dataclasses.replace(FAST, spool_bytes=4096)
+
+
+def spool_fetch(url: str, settings: FetchSettings = SPOOL):
+    return fetch_feed(FeedSource(name="test", url=url), settings, sleep=Sleeps(), spool=True)
+
+
+@pytest.mark.parametrize(("gzip", "chunked"), [(False, False), (True, False), (False, True)])
+def test_a_body_over_spool_bytes_is_spooled_whole(feed_server, spool_dir, gzip, chunked):
+    feed_server.add("/feed.xml", LONG_FEED, gzip=gzip, chunked=chunked, chunk_size=5000)
+    feed = spool_fetch(feed_server.url("/feed.xml"))
+    assert isinstance(feed.body, SpooledBody) and spool.whole(feed.body) == LONG_FEED
+    assert len(open_files_under(spool_dir)) == 1
+    feed.close()
+    assert open_files_under(spool_dir) == []
+
+
+def test_a_body_under_spool_bytes_and_a_304_stay_in_memory(feed_server, spool_dir):
+    feed_server.add("/small.xml", RSS)
+    feed_server.add("/cached.xml", LONG_FEED, etag='"v1"')
+    assert spool_fetch(feed_server.url("/small.xml")).body == RSS
+    source = FeedSource(name="test", url=feed_server.url("/cached.xml"), etag='"v1"')
+    feed = fetch_feed(source, SPOOL, spool=True)
+    assert (feed.status, feed.body) == (304, b"")
+    assert open_files_under(spool_dir) == []
+
+
+def test_spooled_bodies_keep_the_size_cap_and_leave_no_file(feed_server, spool_dir):
+    feed_server.add("/big-unsized", b"x" * 50_000, content_length=False)
+    feed_server.add("/bomb", b"\0" * (8 * 1024 * 1024), gzip=True)
+    settings = dataclasses.replace(SPOOL, max_bytes=20_000)
+    assert fetch_error_spooled(feed_server.url("/big-unsized"), settings).reason == "too_large"
+    err = fetch_error_spooled(feed_server.url("/bomb"), dataclasses.replace(SPOOL, max_bytes=1024 * 1024))
+    assert (err.reason, err.status) == ("too_large", 200)
+    assert open_files_under(spool_dir) == []
+
+
+def test_a_body_cut_off_after_it_was_spooled_leaves_no_file(feed_server, spool_dir):
+    feed_server.add("/drip", RSS * 20, chunk_size=16, chunk_delay=0.05, content_length=False)
+    settings = FetchSettings(read_timeout=1, total_timeout=0.5, retries=0, spool_bytes=64)
+    assert fetch_error_spooled(feed_server.url("/drip"), settings).reason == "timeout"
+    assert open_files_under(spool_dir) == []
+
+
+def test_a_local_file_over_spool_bytes_is_spooled(tmp_path, spool_dir):
+    path = tmp_path / "big.xml"
+    path.write_bytes(LONG_FEED)
+    feed = spool_fetch(str(path))
+    assert isinstance(feed.body, SpooledBody) and spool.whole(feed.body) == LONG_FEED
+    feed.close()
+    over = dataclasses.replace(SPOOL, max_bytes=len(LONG_FEED) - 1)
+    assert fetch_error_spooled(str(path), over).reason == "too_large"
+    assert open_files_under(spool_dir) == []
+
+
+def fetch_error_spooled(url: str, settings: FetchSettings) -> FetchError:
+    with pytest.raises(FetchError) as caught:
+        spool_fetch(url, settings)
+    return caught.value
 
 
 def test_connection_refused_is_a_connection_error():

@@ -35,6 +35,7 @@ from transforms.neardup import (
     facts_agree,
     find_near_copies,
     has_signature,
+    hashing,
     is_near_copy,
     lead_keys,
     lookback_patterns,
@@ -189,6 +190,18 @@ def test_signature_does_not_depend_on_the_batch_or_the_process():
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == str(batch[0][:8].tolist())
+
+
+def test_signatures_of_short_texts_are_the_same_densified_in_blocks(monkeypatch):
+    # Headlines of one to five words leave most bins empty: the draws that fill them are made a block at a time.
+    rng = random.Random(3)
+    words = "storm market vote league court river festival bank".split()
+    docs = [(" ".join(rng.choices(words, k=rng.randint(1, 5))), "") for _ in range(300)]
+    monkeypatch.setattr(hashing, "_DENSIFY_CELLS", 1 << 40)  # one block
+    whole = minhash_signatures(docs)
+    monkeypatch.setattr(hashing, "_DENSIFY_CELLS", 5000)  # blocks of 312 bins, then of 4
+    assert np.array_equal(minhash_signatures(docs), whole)
+    assert (whole != 0xFFFFFFFF).all()
 
 
 def test_text_without_words_has_no_signature():

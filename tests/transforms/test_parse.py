@@ -1,6 +1,7 @@
 """ParseEntries: feedparser formats, JSON Feed, salvaged malformed feeds, not-a-feed, dates."""
 
 import codecs
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -11,10 +12,14 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.conftest import open_files_under
+from transforms import spool
 from transforms.clock import UTC
 from transforms.feed import FeedSource, FetchedFeed
-from transforms.parse import ParseEntries, iter_feed, parse_feed
+from transforms.fetch import FetchSettings, fetch_feed
+from transforms.parse import ParseEntries, count_entry_tags, feed_report, iter_feed, parse_feed
 from transforms.readers.base import FeedStats, ParseSettings, resolve_event_time
+from transforms.spool import BodySink, SpooledBody
 
 SHARED_FEEDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "feeds"
 FETCHED_AT = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -340,3 +345,154 @@ def test_parse_entries_yields_articles_of_one_feed_one_at_a_time():
     first = next(stream)
     assert first.title == "n0"  # given before the rest of the document is read
     assert [a.title for a in stream] == ["n1", "n2", "n3", "n4"]
+
+
+# A big body read from its spool file (transforms/spool.py) reads exactly as the same bytes in memory. Chunks of 7
+# bytes cut characters, BOMs, tags and declarations at every place they can be cut.
+
+
+def _spooled(body: bytes) -> SpooledBody:
+    with BodySink(spool_over=0) as sink:
+        sink.write(body)
+        return sink.result()
+
+
+def _reading(feed: FetchedFeed) -> tuple:
+    """Everything ParseEntries makes of a feed; dead letters without the time they were made."""
+    result = parse_feed(feed)
+    undated = [dataclasses.replace(r, time=None) for r in (*result.rejects, result.problem) if r is not None]
+    report = dataclasses.replace(feed_report(feed, result), fetched_at=None)
+    stats = dataclasses.replace(result.stats, problem=None)  # the problem is among `undated`
+    return result.articles, undated, result.entries_read, result.ttl_seconds, stats, report
+
+
+def assert_spooled_reads_the_same(body: bytes, content_type: str = "application/rss+xml", url: str = "") -> tuple:
+    in_memory = _reading(fetched(body, content_type, *([url] if url else [])))
+    feed = fetched(_spooled(body), content_type, *([url] if url else []))
+    try:
+        on_disk = _reading(feed)
+    finally:
+        feed.close()
+    assert on_disk == in_memory
+    return in_memory
+
+
+UTF16_RSS = rss(item(RUSSIAN, "https://r.test/1"), item("Café", "https://r.test/2"))
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (RSS, "application/rss+xml"),
+        (ATOM, "application/atom+xml"),
+        (rss(item(RUSSIAN, "https://r.test/1")).decode().encode("cp1251"), "application/rss+xml; charset=utf-8"),
+        (
+            codecs.BOM_UTF8
+            + rss(item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>'),
+            "application/rss+xml",
+        ),
+        (
+            rss(item(RUSSIAN, "https://r.test/1"), declaration='<?xml version="1.0" encoding="windows-1251"?>')
+            .decode()
+            .encode("cp1251"),
+            "application/rss+xml",
+        ),
+        (
+            rss(item("Café crème", "https://c.test/1"), item("Naïve BAD", "https://c.test/2")).replace(b"BAD", b"\xff"),
+            "",
+        ),
+        (codecs.BOM_UTF16_LE + UTF16_RSS.decode().encode("utf-16-le"), "application/rss+xml"),
+        (UTF16_RSS.decode().encode("utf-16-le"), "application/rss+xml; charset=utf-16"),
+        (RSS.replace(b"<title>No date</title>", b"<title>No & date</title><broken>"), "application/rss+xml"),
+        (RSS[: RSS.index(b"<title>Future")], "application/rss+xml"),  # cut short in an entry
+        (b"<html><body><h1>Welcome</h1><item>1</item><ns:entry x><item/></body></html>", "text/html"),
+        (bytes(random.Random(1).randrange(256) for _ in range(3000)) + b"<item>" * 5, "application/rss+xml"),
+        (b"  \n{not json", "application/octet-stream"),
+        (b"", "application/rss+xml"),
+    ],
+    ids=[
+        "rss",
+        "atom",
+        "cp1251-served-as-utf8",
+        "bom-over-declaration",
+        "declared-cp1251",
+        "bad-utf8-bytes",
+        "utf16-bom",
+        "utf16-header-no-bom",
+        "malformed",
+        "truncated",
+        "not-a-feed",
+        "bad-encoding",
+        "broken-json",
+        "empty",
+    ],
+)
+def test_a_spooled_body_reads_as_the_same_bytes_in_memory(body, content_type, monkeypatch):
+    monkeypatch.setattr(spool, "CHUNK_BYTES", 7)
+    assert_spooled_reads_the_same(body, content_type)
+
+
+def test_a_spooled_json_feed_reads_the_same(monkeypatch):
+    monkeypatch.setattr(spool, "CHUNK_BYTES", 7)
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [{"id": str(i), "url": f"https://j.test/{i}", "title": f"Ítem {i}"} for i in range(5)] + [{}],
+    }
+    articles, rejects, *_ = assert_spooled_reads_the_same(json.dumps(doc).encode(), "application/feed+json")
+    assert len(articles) == 5 and [r.reason for r in rejects] == ["empty_entry"]
+
+
+def test_entry_tags_cut_by_chunk_ends_are_counted_once(monkeypatch):
+    body = b"".join(b"<item>x</item><a:entry/>text<itemz><item\n>" for _ in range(50))
+    for size in (1, 2, 3, 5, 64):
+        monkeypatch.setattr(spool, "CHUNK_BYTES", size)
+        spooled = _spooled(body)
+        assert count_entry_tags(spooled) == count_entry_tags(body) == 150
+        spooled.close()
+
+
+@pytest.mark.skipif(not SHARED_FEEDS.is_dir(), reason="../shared is absent")
+def test_every_shared_feed_reads_the_same_spooled(monkeypatch):
+    monkeypatch.setattr(spool, "CHUNK_BYTES", 4093)
+    files = [f for f in SHARED_FEEDS.rglob("*") if f.is_file() and not f.name.startswith("LICENSE")]
+    for path in files:
+        content_type = "application/feed+json" if path.suffix == ".json" else "application/xml"
+        assert_spooled_reads_the_same(path.read_bytes(), content_type, url=path.as_uri())
+
+
+def _big_feed(entries: int) -> bytes:
+    words = "government market league election storm research court festival".split()
+    items = (
+        item(f"{words[i % 8].title()} {i} {RUSSIAN if i % 3 == 0 else 'Café'}", f"https://big.test/{i}")
+        for i in range(entries)
+    )
+    return rss(*items)
+
+
+def test_a_big_feed_over_loopback_is_spooled_and_reads_as_in_memory(feed_server, spool_dir):
+    body = _big_feed(20_000)  # about 2.2 MB
+    feed_server.add("/big.xml", body, content_type="application/rss+xml; charset=utf-8", gzip=True)
+    source = FeedSource("news", feed_server.url("/big.xml"), topic="World")
+    settings = FetchSettings(max_bytes=len(body) + 1, spool_bytes=64 * 1024)
+    in_memory = fetch_feed(source, settings)
+    assert isinstance(in_memory.body, bytes)  # without `spool`, whatever the size
+    on_disk = fetch_feed(source, settings, spool=True)
+    assert isinstance(on_disk.body, SpooledBody) and len(on_disk.body) == len(body)
+    try:
+        assert open_files_under(spool_dir)
+        fixed = {"fetched_at": FETCHED_AT}  # two fetches, two times: the rest must match
+        expected = _reading(dataclasses.replace(in_memory, **fixed))
+        assert _reading(dataclasses.replace(on_disk, **fixed)) == expected
+    finally:
+        on_disk.close()
+    assert open_files_under(spool_dir) == []
+    assert len(expected[0]) == 20_000
+
+
+def test_a_big_truncated_feed_salvages_from_its_spool_as_in_memory(feed_server, spool_dir):
+    body = _big_feed(5_000)
+    body = body[: body.index(b"https://big.test/4000<")]  # the connection closed in the middle of an entry
+    articles, rejects, entries_read, *_ = assert_spooled_reads_the_same(body)
+    assert [r.reason for r in rejects] == ["malformed_feed"]
+    assert len(articles) == entries_read >= 3_999
+    assert open_files_under(spool_dir) == []

@@ -15,8 +15,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from transforms import spool
 from transforms.article import Article, stable_id
-from transforms.dead_letter import DeadLetter, reject
+from transforms.dead_letter import RAW_EXCERPT_BYTES, DeadLetter, reject
 from transforms.feed import FetchedFeed
 from transforms.urls import article_link, canonical_url
 
@@ -164,4 +165,5 @@ def ttl_seconds(value: Any) -> float | None:
 
 
 def feed_problem(fetched: FetchedFeed, reason: str, message: str) -> DeadLetter:
-    return reject(STAGE, reason, feed_url=fetched.source.url, status=fetched.status, message=message, raw=fetched.body)
+    raw = spool.head(fetched.body, RAW_EXCERPT_BYTES)  # all a dead letter keeps of it
+    return reject(STAGE, reason, feed_url=fetched.source.url, status=fetched.status, message=message, raw=raw)

@@ -7,26 +7,32 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from transforms import spool
 from transforms.article import Article
 from transforms.charsets import Decoding
 from transforms.dates import parse_date
 from transforms.dead_letter import DeadLetter
 from transforms.feed import FetchedFeed
 from transforms.readers.base import EntryReader, feed_problem, language_code
+from transforms.spool import Body
 
 _JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
 
 
-def is_json_feed(body: bytes, content_type: str) -> bool:
+def is_json_feed(body: Body, content_type: str) -> bool:
     """True when the document is (or claims to be) a JSON Feed rather than XML."""
     if "json" in content_type.lower():
         return True
-    return body.lstrip()[:1] == b"{"
+    for part in spool.chunks(body):  # the first byte that is not white space
+        part = part.lstrip()
+        if part:
+            return part[:1] == b"{"
+    return False
 
 
 def read_json_feed(fetched: FetchedFeed, decoding: Decoding, entries: EntryReader) -> Iterator[Article | DeadLetter]:
     try:
-        doc = json.loads(decoding.decode(fetched.body))
+        doc = json.loads(decoding.decode(spool.whole(fetched.body)))
     except ValueError as err:
         entries.stats.problem = feed_problem(fetched, "not_a_feed", f"invalid JSON: {err}")
         return

@@ -1,7 +1,8 @@
 """RSS 2.0 (and 0.91/0.92), RSS 1.0 (RDF) and Atom 1.0, read incrementally with lxml's iterparse.
 
 Entities are not expanded, nothing is fetched, no huge trees; each entry is cleared once read, so memory is bounded
-by the document's bytes plus the largest entry, not by the number of entries. A document this reader does not
+by the largest entry (plus the document's bytes when they are in memory; a big document is read from its spool
+file, transforms/spool.py), not by the number of entries. A document this reader does not
 handle (RSS 0.90, Atom 0.3, one that is not well-formed) goes to feedparser (salvage.py), from the entry where
 this reader stopped.
 """
@@ -9,17 +10,18 @@ this reader stopped.
 from __future__ import annotations
 
 import html
-import io
 import re
 from collections.abc import Iterator
 from typing import Any
 
+from transforms import spool
 from transforms.article import Article
 from transforms.dates import parse_date
 from transforms.dead_letter import DeadLetter
 from transforms.feed import FetchedFeed
 from transforms.readers.base import EntryReader, language_code, ttl_seconds
 from transforms.readers.salvage import read_salvaged
+from transforms.spool import Body
 
 _ATOM = "{http://www.w3.org/2005/Atom}"
 _RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
@@ -38,8 +40,9 @@ class _NotStreamable(Exception):
     """A document the streaming reader does not handle: feedparser reads it instead."""
 
 
-def read_xml(fetched: FetchedFeed, data: bytes, entries: EntryReader) -> Iterator[Article | DeadLetter]:
-    """The entries of an XML document (UTF-8 `data`): streamed when it can be, else salvaged by feedparser."""
+def read_xml(fetched: FetchedFeed, data: Body, entries: EntryReader) -> Iterator[Article | DeadLetter]:
+    """The entries of an XML document (UTF-8 `data`, in memory or spooled): streamed when it can be, else salvaged
+    by feedparser (which reads the whole document into memory, spooled or not)."""
     done = 0
     try:
         for item in _stream_xml(data, entries):
@@ -51,13 +54,13 @@ def read_xml(fetched: FetchedFeed, data: bytes, entries: EntryReader) -> Iterato
         pass
     except Exception:  # noqa: BLE001 - not well-formed (or an lxml surprise): feedparser salvages what it can
         pass
-    yield from read_salvaged(fetched, data, entries, skip=done)
+    yield from read_salvaged(fetched, spool.whole(data), entries, skip=done)
 
 
-def _root_kind(data: bytes) -> tuple[str, str]:
+def _root_kind(data: Body) -> tuple[str, str]:
     from lxml import etree
 
-    for _, root in etree.iterparse(io.BytesIO(data), events=("start",), **_LXML_OPTIONS):
+    for _, root in etree.iterparse(spool.reader(data), events=("start",), **_LXML_OPTIONS):
         if root.tag == "rss":
             return "rss", root.get(_XML_LANG, "")
         if root.tag == _RDF + "RDF":
@@ -79,7 +82,7 @@ _LXML_OPTIONS = dict(
 )
 
 
-def _stream_xml(data: bytes, entries: EntryReader) -> Iterator[Article | DeadLetter]:
+def _stream_xml(data: Body, entries: EntryReader) -> Iterator[Article | DeadLetter]:
     from lxml import etree
 
     kind, language = _root_kind(data)
@@ -87,7 +90,7 @@ def _stream_xml(data: bytes, entries: EntryReader) -> Iterator[Article | DeadLet
     entry_tag = _ENTRY_TAGS[kind]
     read = _read_atom_entry if kind == "atom" else _read_rss_item
     index = 0
-    for _, elem in etree.iterparse(io.BytesIO(data), events=("end",), tag=[entry_tag, *_FEED_TAGS], **_LXML_OPTIONS):
+    for _, elem in etree.iterparse(spool.reader(data), events=("end",), tag=[entry_tag, *_FEED_TAGS], **_LXML_OPTIONS):
         if elem.tag != entry_tag:
             parent = elem.getparent()
             if parent is not None and parent.tag in ("channel", _RSS1 + "channel"):
