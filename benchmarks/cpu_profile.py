@@ -29,16 +29,16 @@ from pipeline.cli import main as newsbeam  # noqa: E402
 from tests.feed_server import FeedServer  # noqa: E402
 
 
-def by_package(stats: pstats.Stats) -> collections.Counter:
-    """Own time (seconds) summed by where the code lives."""
+def by_package(stats: pstats.Stats, root: Path = REPO) -> collections.Counter:
+    """Own time (seconds) summed by where the code lives (`root`: the checkout whose code counts as ours)."""
     totals: collections.Counter = collections.Counter()
     for (file, _, name), (_, _, own, _, _) in stats.stats.items():
         if "apache_beam/" in file:
             key = "beam/" + file.split("apache_beam/", 1)[1].split("/", 1)[0]
         elif "site-packages/" in file:
             key = "lib/" + file.split("site-packages/", 1)[1].split("/", 1)[0]
-        elif file.startswith(str(REPO)):
-            key = "ours/" + file[len(str(REPO)) + 1 :]
+        elif file.startswith(str(root)):
+            key = "ours/" + file[len(str(root)) + 1 :]
         elif file == "~":
             key = "builtin " + name
         else:

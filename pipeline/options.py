@@ -31,7 +31,8 @@ class NewsbeamOptions(PipelineOptions):
             "--feed_processes",
             type=int,
             default=None,
-            help="on the local runner, feeds finished at once by forked processes (default: one per core; 1: none)",
+            help="on the local runner, feeds finished (and windows written) at once by forked processes "
+            "(default: one per core; 1: none)",
         )
         parser.add_argument(
             "--run_id",

@@ -10,9 +10,20 @@ from pipeline.summary import counter_values
 from tests.feed_server import FeedServer
 from transforms.article import Article
 from transforms.clock import UTC
+from transforms.model_cache import CACHE_ENV
 
 # The day test articles are published on: a fixed date, so no test depends on the real clock.
 T0 = dt.datetime(2026, 11, 20, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory):
+    """The model cache (transforms/model_cache.py) of every test and of the runs they start: this session's own
+    directory, not the user's (the tests load many models of their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        directory = tmp_path_factory.mktemp("model-cache")
+        patch.setenv(CACHE_ENV, str(directory))
+        yield directory
 
 
 @pytest.fixture

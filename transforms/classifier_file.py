@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy
 
+from transforms import model_cache, text_classifier
 from transforms.text_classifier import ClassifierError, TextClassifier, one_line
 
 FORMAT_NAME = "newsbeam-topic-model"
@@ -211,7 +213,9 @@ def _read(path: Path) -> TextClassifier:
     weights = [idf, coef, intercept] + ([char_idf, char_coef] if version >= 2 else [])
     if not all(np.isfinite(array).all() for array in weights):
         raise ClassifierError("non-finite weights")
-    return TextClassifier(
+    cache, key = _derived_cache(meta["sha256"]) if version >= 2 else (None, "")
+    derived = model_cache.read_arrays(cache, key) if cache is not None else None
+    model = TextClassifier(
         labels=tuple(labels),
         languages=tuple(languages),
         unigrams=unigrams,
@@ -225,7 +229,26 @@ def _read(path: Path) -> TextClassifier:
         char_ngrams=ngrams,
         char_idf=char_idf,
         char_coef=char_coef,
+        word_char=(derived or {}).get("word_char"),
     )
+    if cache is not None and derived is None:
+        model_cache.write_arrays(cache, key, {"word_char": model.word_char_rows()})
+    return model
+
+
+def _derived_cache(checksum: str) -> tuple[Path | None, str]:
+    """Where the table a TextClassifier derives from a file's arrays at load is kept (the character rows of every known
+    word: 0.2 s of CPU for the shipped models at each start), and its key: the file's checksum, and the code that
+    derives it (text_classifier.py itself, numpy's and scipy's versions), so that a change to either derives it
+    afresh. (None, "") when the cache is turned off or the code cannot be read."""
+    path = model_cache.cache_file(f"classifier-{checksum[:16]}.bin")
+    if path is None:
+        return None, ""
+    try:
+        code = hashlib.sha256(Path(text_classifier.__file__).read_bytes()).hexdigest()
+    except OSError:
+        return None, ""
+    return path, f"word_char {checksum} {code} numpy {np.__version__} scipy {scipy.__version__}"
 
 
 def _decode_strings(array: np.ndarray) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 _ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ASCII_LOWER = b"abcdefghijklmnopqrstuvwxyz"
@@ -87,9 +88,13 @@ class Py3LangidBackend(Backend):
 
     def __init__(self, allowed: frozenset[str] | None):
         import numpy as np
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        from py3langid.langid import LanguageIdentifier
 
-        self._ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        # What `LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)` builds, from the local cache.
+        ptc, pc, classes, nextmove, row, output = py3langid_model()
+        self._ident = LanguageIdentifier(
+            np.asarray(ptc), np.asarray(pc), classes, nextmove, output, norm_probs=True, tk_row=row
+        )
         labels = [label for label in self._ident.labels if allowed is None or set(normalize_code(label)) & allowed]
         # Restricting the model (rather than dropping answers afterwards) renormalises its probabilities.
         self._ident.set_languages(labels)
@@ -103,6 +108,64 @@ class Py3LangidBackend(Backend):
 
     def scores(self, text: str) -> dict[str, float]:
         return _merge(self._ident.rank(text)[:10], self._allowed)
+
+
+# What py3langid's loader returns, in order: the names its parts are cached under.
+_PY3LANGID_PARTS = ["ptc", "pc", "classes", "nextmove", "row", "output"]
+
+
+def py3langid_model() -> tuple:
+    """py3langid's model as its own loader (`py3langid.modelio.load_model`) returns it: (ptc, pc, classes, nextmove,
+    row, output). Decoding it (LZMA) costs about 0.4 s of CPU, so the decoded arrays are kept in the local model cache
+    (transforms/model_cache.py), keyed by py3langid's version and the model file's SHA-256, and later runs read them
+    back; without a usable cache file it is decoded as before (and the cache written, when it can be)."""
+    import hashlib
+
+    import numpy as np
+    import py3langid
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+    from py3langid.modelio import load_model
+
+    from transforms import model_cache
+
+    path = Path(MODEL_FILE) if Path(MODEL_FILE).is_absolute() else MODEL_DIR / MODEL_FILE
+    version = getattr(py3langid, "__version__", "unknown")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = f"py3langid {version} {digest}"
+    cache = model_cache.cache_file(f"py3langid-{version}-{digest[:16]}.bin")
+    arrays = None if cache is None else model_cache.read_arrays(cache, key)
+    if arrays is not None and list(arrays) == _PY3LANGID_PARTS:
+        return (
+            arrays["ptc"],
+            arrays["pc"],
+            arrays["classes"].tolist(),
+            _stdlib_array(arrays["nextmove"]),
+            _stdlib_array(arrays["row"]),
+            arrays["output"].tolist(),
+        )
+    model = load_model(path)
+    if cache is not None:
+        ptc, pc, classes, nextmove, row, output = model
+        arrays = {
+            "ptc": ptc,
+            "pc": pc,
+            "classes": np.array(classes),
+            # The stdlib arrays as numpy arrays of their own item type (numpy knows the stdlib's type codes).
+            "nextmove": np.frombuffer(nextmove, dtype=nextmove.typecode),
+            "row": np.frombuffer(row, dtype=row.typecode),
+            "output": np.array(output, dtype=np.int64),
+        }
+        model_cache.write_arrays(cache, key, arrays)
+    return model
+
+
+def _stdlib_array(values):
+    """A stdlib array of `values` (unsigned), with the type code py3langid's loader gives an item of that size."""
+    from array import array
+
+    out = array(next(code for code in "HILQ" if array(code).itemsize == values.itemsize))
+    out.frombytes(memoryview(values).cast("B"))
+    return out
 
 
 class Cld2Backend(Backend):

@@ -95,8 +95,11 @@ class TextClassifier:
     char_ngrams: tuple[str, ...] = ()
     char_idf: np.ndarray | None = None  # (n_char,) float32
     char_coef: np.ndarray | None = None  # (n_classes, n_char) float32, scaled as the training features were
+    # The character view's row of every known word (`word_char_rows()`), when a cache already holds it: deriving it
+    # is most of the cost of loading a model. None, or a table of another shape or type, derives it.
+    word_char: dataclasses.InitVar[np.ndarray | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, word_char: np.ndarray | None):
         vocabulary = _Vocabulary((word, i) for i, word in enumerate(self.unigrams))
         n_words = len(self.unigrams)
         bigram_keys = self.bigrams[:, 0].astype(np.int64) * n_words + self.bigrams[:, 1]
@@ -117,8 +120,19 @@ class TextClassifier:
             char_vocabulary = {ngram: i for i, ngram in enumerate(self.char_ngrams)}
             object.__setattr__(self, "_char_vocabulary", char_vocabulary)
             object.__setattr__(self, "_char_table", table)
-            object.__setattr__(self, "_word_char", self._vocabulary_char_rows(known))
+            if (
+                word_char is None
+                or word_char.shape != (len(self.unigrams), table.shape[1])
+                or word_char.dtype != table.dtype
+            ):
+                word_char = self._vocabulary_char_rows(known)
+            object.__setattr__(self, "_word_char", word_char)
             object.__setattr__(self, "_oov_memo", {})
+
+    def word_char_rows(self) -> np.ndarray | None:
+        """The character view's row of each known word (`_char_rows(self.unigrams)`, float64, one column per class
+        and one for the l1 weight), derived at load; None for a words-only model."""
+        return getattr(self, "_word_char", None)
 
     @property
     def n_features(self) -> int:

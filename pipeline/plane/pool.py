@@ -125,12 +125,17 @@ class ForkPool:
 
     def submit(self, element) -> Iterator[list]:
         """Queue `element`; yield the outputs of elements already finished (without waiting)."""
-        if self._broken:
-            yield list(self._work(element))
-            return
-        self._pending[self._executor.submit(_run_in_child, element)] = element
+        queued = False
+        if not self._broken:
+            try:
+                self._pending[self._executor.submit(_run_in_child, element)] = element
+                queued = True
+            except concurrent.futures.process.BrokenProcessPool:  # a child died since the last element came back
+                self._break()
         done = [future for future in self._pending if future.done()]
         yield from self._collect(done)
+        if not queued:
+            yield list(self._work(element))
 
     def drain(self) -> Iterator[list]:
         """Wait for every queued element; yield their outputs as they finish."""
@@ -151,15 +156,18 @@ class ForkPool:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def _break(self) -> None:
+        if not self._broken:
+            _LOG.warning("a forked worker process died; finishing the remaining elements in this process")
+        self._broken = True
+
     def _collect(self, done: Iterable[concurrent.futures.Future]) -> Iterator[list]:
         for future in done:
             element = self._pending.pop(future)
             try:
                 outputs, updates = future.result()
             except concurrent.futures.process.BrokenProcessPool:
-                if not self._broken:
-                    _LOG.warning("a feed worker process died; finishing the remaining feeds in this process")
-                self._broken = True
+                self._break()
                 yield list(self._work(element))
                 continue
             _replay(updates)

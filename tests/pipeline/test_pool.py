@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import runners
-from pipeline.plane.pool import ForkingDoFn
+from pipeline.plane.pool import ForkingDoFn, ForkPool
 from tests.pipeline.test_plane import NOW, _rows
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
@@ -56,6 +56,23 @@ def test_outputs_and_counters_come_back_from_the_children(numbers):
     # Element 7's child died after counting it, and the elements queued to the broken pool were run again here:
     # the counts of a lost child never arrive, those of every finished element do, once.
     assert counters == {"seen": len(numbers), "total": sum(numbers)}
+
+
+def _cube(n: int):
+    yield n**3
+
+
+def test_a_child_killed_between_elements_costs_nothing():
+    # The executor refuses new work once a child has died, even when no element was lost with it.
+    pool = ForkPool(2, _cube)
+    first = [out for outputs in [*pool.submit(1), *pool.drain()] for out in outputs]
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+    later = [out for n in (2, 3) for outputs in pool.submit(n) for out in outputs]
+    later += [out for outputs in pool.drain() for out in outputs]
+    pool.close()
+    assert first == [1] and sorted(later) == [8, 27]
 
 
 def test_the_children_end_with_the_bundle():
