@@ -43,23 +43,3 @@ def test_the_gate_changes_no_verdict_on_real_text(seed, monkeypatch):
     ungated = find_near_copies(records, (), settings, stats_ungated := {})
     assert gated == ungated and gated
     assert stats == stats_ungated
-
-
-@pytest.mark.skipif(not (DATA / "extraction-dev").is_dir(), reason="../shared is absent")
-def test_the_gate_gives_the_same_answer_a_slice_of_pairs_at_a_time(monkeypatch):
-    import numpy as np
-
-    from benchmarks.neardup_corpus import build_devset
-
-    settings = NearDedupSettings()
-    records = [r for r in signature_records(build_devset(seed=21).articles, settings) if r is not None]
-    by_id = {r.article_id: r for r in records}
-    ids = [r.article_id for r in records]
-    pairs = candidate_pairs(
-        candidate_key_matrix(records, settings), ids, np.zeros(len(records), dtype=bool), settings, _zero_counts()
-    )
-    monkeypatch.setattr(in_memory, "_PAIRS_AT_ONCE", 1 << 40)  # all at once
-    whole = _hopeless(pairs, by_id.__getitem__, settings)
-    monkeypatch.setattr(in_memory, "_PAIRS_AT_ONCE", 7)  # slices that do not divide the pairs
-    assert len(pairs) > 100 and whole.any() and not whole.all()
-    assert np.array_equal(_hopeless(pairs, by_id.__getitem__, settings), whole)

@@ -132,10 +132,6 @@ def verdicts_of_links(
     return verdicts
 
 
-# Candidate pairs whose signatures `_hopeless` compares at once (32 MB of signatures with the default 128 values).
-_PAIRS_AT_ONCE = 1 << 15
-
-
 def _hopeless(
     pairs: Sequence[tuple[str, str]], record_of: Callable[[str], SignatureRecord], settings: NearDedupSettings
 ) -> np.ndarray:
@@ -154,13 +150,7 @@ def _hopeless(
     signatures = np.stack([r.values() for r in records]) if len({len(r.signature) for r in records}) == 1 else None
     if signatures is None:  # signatures of different lengths (other schemes): no shortcut, every pair is checked
         return np.zeros(len(pairs), dtype=bool)
-    # A slice of pairs at a time: both ends' signatures of every pair at once were 1 KB a pair (half a gigabyte for
-    # the 500,000 candidate pairs one block of a feed of repeated headlines gave).
-    jaccard = np.empty(len(pairs))
-    for i in range(0, len(pairs), _PAIRS_AT_ONCE):
-        ends = slice(i, i + _PAIRS_AT_ONCE)
-        same = signatures[first[ends]] == signatures[second[ends]]
-        jaccard[ends] = np.count_nonzero(same, axis=1) / signatures.shape[1]
+    jaccard = np.count_nonzero(signatures[first] == signatures[second], axis=1) / signatures.shape[1]
     language = np.array([r.language for r in records], dtype=object)
     scheme = np.array([r.scheme for r in records], dtype=object)
     outlet = np.array([r.outlet for r in records], dtype=object)
