@@ -191,15 +191,7 @@ class ScaleCorpus:
         own = feed[original] - first_feed[language]
         moved = first_feed[language] + (own + shift) % feeds_of_language[language]
         feed[copy] = np.where(others[copy] > 0, moved[copy], feed[original][copy])
-        seconds = rng.integers(0, SPAN_SECONDS, n)
-        later = rng.integers(600, 36_000, n)
-        seconds[copy] = seconds[original[copy]] + later[copy]
-        self.role = role.astype(np.int8)
-        self.original = original.astype(np.int32)
-        self.language = language
-        self.feed = feed.astype(np.int32)
-        self.seconds = seconds.astype(np.int64)
-        self.kind = rng.integers(0, len(NEAR_KINDS), n).astype(np.int8)
+        self._keep_plan(rng, n, role, original, language, feed, copy)
 
     def _plan_mixed(self, rng: np.random.Generator, n: int, role, original, language) -> None:
         """Fewer feeds than languages (say, one feed of 100,000 entries): every feed carries every language (its
@@ -212,6 +204,11 @@ class ScaleCorpus:
         copy = role != ORIGINAL
         moved = (feed[original] + shift) % self.feeds
         feed[copy] = moved[copy] if self.feeds > 1 else feed[original][copy]
+        self._keep_plan(rng, n, role, original, language, feed, copy)
+
+    def _keep_plan(self, rng: np.random.Generator, n: int, role, original, language, feed, copy) -> None:
+        """Draw the times (a copy comes 10 minutes to 10 hours after its original) and near-copy kinds, the same
+        generator calls whatever the feed layout, and keep the plan."""
         seconds = rng.integers(0, SPAN_SECONDS, n)
         later = rng.integers(600, 36_000, n)
         seconds[copy] = seconds[original[copy]] + later[copy]
