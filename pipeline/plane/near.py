@@ -34,9 +34,10 @@ from transforms.neardup.candidates import (
     merge_pair_counts,
     shard_pair_counts,
 )
-from transforms.neardup.clusters import Verdict
-from transforms.neardup.in_memory import verdicts_of_links, verified_links
+from transforms.neardup.clusters import Verdict, member_of
+from transforms.neardup.in_memory import verify_pairs
 from transforms.neardup.records import signature_from_row
+from transforms.neardup.stars import LinkArrays, MemberColumns, verdicts_of_link_arrays
 
 # What a signature record needs (read back only for the candidates, a chunk at a time).
 RECORD_COLUMNS = [
@@ -52,6 +53,10 @@ RECORD_COLUMNS = [
 ]
 # Bucket entries (a key and its member, 12 bytes) per spilled shard: each shard is sorted alone.
 SHARD_ENTRIES = 1 << 20
+# Candidate pair codes merged at once (np.unique sorts them: a few times this many int64 held).
+PAIR_ENTRIES = 1 << 20
+# Cells of first ranks the spilled pairs are cut at: a merge takes whole cells.
+PAIR_CELLS = 4096
 # Candidates' record columns (about 2 KB each) read back at a time: verification holds two such blocks.
 BLOCK_ROWS = 16_384
 
@@ -119,6 +124,53 @@ class _Spill:
         return np.fromfile(keys, dtype=np.int64), np.fromfile(members, dtype=np.int64)
 
 
+class _PairSpill:
+    """Each key shard's candidate pairs (codes, sorted, and shared-bucket counts) in local files, with where each
+    cell of first ranks starts in them: the pairs of a range of first ranks are read back from every shard at once,
+    merged and reduced to each first's closest partners, so the shards' pairs (5.8 million codes on 100,000 AG News
+    entries, most of them shared by several shards) are never held together. A first's pairs all lie in one cell,
+    so choosing the closest partners range by range gives what choosing them over all pairs gives."""
+
+    def __init__(self, directory: str, total: int):
+        self._directory, self._total = directory, total
+        width = max(1, -(-total // PAIR_CELLS))
+        self._edges = np.arange(0, total + width, width, dtype=np.int64) * total  # codes where each cell starts
+        self._files: list[tuple[str, str, np.ndarray]] = []
+
+    def add(self, pairs: np.ndarray, shared: np.ndarray) -> None:
+        codes_path = os.path.join(self._directory, f"pairs-{len(self._files)}")
+        shared_path = os.path.join(self._directory, f"shared-{len(self._files)}")
+        pairs.astype(np.int64).tofile(codes_path)
+        shared.astype(np.int64).tofile(shared_path)
+        self._files.append((codes_path, shared_path, np.searchsorted(pairs, self._edges)))
+
+    def ranges(self, limit: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        """Every shard's (codes, shared) of one range of whole cells, at most `limit` codes unless one cell has
+        more, range after range in code order."""
+        if not self._files:
+            return
+        sizes = np.sum([np.diff(offsets) for _, _, offsets in self._files], axis=0)
+        lo = held = 0
+        for cell, size in enumerate(sizes.tolist() + [limit + 1]):
+            if held and held + size > limit:
+                yield [self._read(f, lo, cell) for f in self._files]
+                lo, held = cell, 0
+            held += size
+
+    def _read(self, spilled: tuple[str, str, np.ndarray], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        codes_path, shared_path, offsets = spilled
+        start, count = int(offsets[lo]), int(offsets[hi] - offsets[lo])
+        return (
+            np.fromfile(codes_path, dtype=np.int64, count=count, offset=start * 8),
+            np.fromfile(shared_path, dtype=np.int64, count=count, offset=start * 8),
+        )
+
+    def remove(self) -> None:
+        for codes_path, shared_path, _ in self._files:
+            os.remove(codes_path)
+            os.remove(shared_path)
+
+
 class NearVerdicts(NamedTuple):
     """The verdicts of this run's signed rows that are in a cluster, by position in `signed_rows`."""
 
@@ -145,12 +197,10 @@ class NearDuplicates:
         with tempfile.TemporaryDirectory(prefix="newsbeam-near-") as directory:
             codes, names, member_of_rank, prior = self._candidates(directory, signed_ids, signed_rows, counts)
             release_memory()
-            links = self._verify(directory, codes, names, member_of_rank, signed_rows, prior, counts)
+            links, members = self._verify(directory, codes, names, member_of_rank, signed_rows, prior, counts)
         release_memory()
-        verdicts = verdicts_of_links(links, self.settings, counts)
-        verdict_ids = pa.array(list(verdicts), pa.string())
-        positions = member_of_rank[pc.index_in(verdict_ids, value_set=names).to_numpy(zero_copy_only=False)]
-        return NearVerdicts(positions, list(verdicts.values()), counts)
+        ranks, verdicts = verdicts_of_link_arrays(links, members, self.settings.follow_copies, counts)
+        return NearVerdicts(member_of_rank[ranks], verdicts, counts)
 
     def _candidates(
         self, directory: str, signed_ids: pa.Array, signed_rows: np.ndarray, counts: dict
@@ -173,18 +223,23 @@ class NearDuplicates:
         rank_of = np.full(m + len(sharing), -1, dtype=np.int64)
         rank_of[:m] = ranks[:m]
         rank_of[m + np.flatnonzero(sharing)] = ranks[m:]
-        parts = []
+        pair_spill = _PairSpill(directory, len(names))
         for s in range(spill.shards):
             keys, members = spill.shard(s)
             pairs, shared, capped = shard_pair_counts(
                 keys, rank_of[members], members >= m, len(names), settings.max_bucket_size, settings.bucket_window
             )
             counts["buckets_capped"] += capped
-            parts.append((pairs, shared))
-            del keys, members
+            pair_spill.add(pairs, shared)
+            del keys, members, pairs, shared
         spill.remove()
-        pairs, shared = merge_pair_counts(parts)
-        codes = closest_pair_codes(pairs, shared, len(names), settings.max_partners)
+        kept = [np.zeros(0, np.int64)]
+        for parts in pair_spill.ranges(PAIR_ENTRIES):
+            pairs, shared = merge_pair_counts(parts)
+            del parts
+            kept.append(closest_pair_codes(pairs, shared, len(names), settings.max_partners))
+        pair_spill.remove()
+        codes = np.concatenate(kept)
         # The member an id names: the last of its run rows, else the last of its prior rows.
         member_of_rank = np.full(len(names), -1, dtype=np.int64)
         np.maximum.at(member_of_rank, ranks[m:], m + np.arange(len(prior)))
@@ -200,10 +255,11 @@ class NearDuplicates:
         signed_rows: np.ndarray,
         prior: pa.Table,
         counts: dict,
-    ) -> list:
-        """The verified links of the candidate pairs. The candidates' record columns are spilled to a local file in
-        member order and read back a block of rows at a time: the pairs are taken by (block, block), so each step
-        holds two blocks and the records of their pairs, however many candidates the run has."""
+    ) -> tuple[LinkArrays, MemberColumns]:
+        """The verified links of the candidate pairs, as arrays of ranks and scores, and the fields of their members.
+        The candidates' record columns are spilled to a local file in member order and read back a block of rows at
+        a time: the pairs are taken by (block, block), so each step holds two blocks and the records of their pairs,
+        however many candidates the run has."""
         m, total = len(signed_rows), len(names)
         firsts, seconds = member_of_rank[codes // max(total, 1)], member_of_rank[codes % max(total, 1)]
         run = np.unique(np.concatenate([firsts, seconds]))
@@ -213,7 +269,8 @@ class NearDuplicates:
         a, b = store.block_of(firsts), store.block_of(seconds)
         low, high = np.minimum(a, b), np.maximum(a, b)
         order = np.lexsort((high, low))
-        links = []
+        del a, b
+        links, members = [], MemberColumns(total)
         for group in np.split(order, np.flatnonzero(np.diff(low[order]) != 0) + 1):
             if not len(group):
                 continue
@@ -224,13 +281,26 @@ class NearDuplicates:
                 loaded = dict(blocks)
                 if second >= 0 and second not in loaded:
                     loaded[second] = store.block(second)
-                members = np.union1d(firsts[part], seconds[part])
-                records = store.records(members, loaded, prior, m, self.settings.scheme)
-                ends = names.take(pa.array(np.concatenate([codes[part] // total, codes[part] % total]))).to_pylist()
-                pairs = list(zip(ends[: len(part)], ends[len(part) :]))
-                links += verified_links(pairs, records.__getitem__, self.settings, counts)
+                ends = np.union1d(firsts[part], seconds[part])
+                records = store.records(ends, loaded, prior, m, self.settings.scheme)
+                at_first, at_second = np.searchsorted(ends, firsts[part]), np.searchsorted(ends, seconds[part])
+                verified, first_earlier, scores = verify_pairs(at_first, at_second, records, self.settings, counts)
+                rank_first, rank_second = codes[part][verified] // total, codes[part][verified] % total
+                first_earlier = first_earlier[verified]
+                links.append(
+                    LinkArrays(
+                        np.where(first_earlier, rank_first, rank_second),
+                        np.where(first_earlier, rank_second, rank_first),
+                        scores[verified],
+                    )
+                )
+                met = np.concatenate([rank_first, rank_second])
+                met, at = np.unique(met, return_index=True)
+                at = np.concatenate([at_first[verified], at_second[verified]])[at]
+                for rank, i in zip(met[~members.known[met]].tolist(), at[~members.known[met]].tolist()):
+                    members.add(rank, member_of(records[i]))
                 del loaded, records
-        return links
+        return LinkArrays.concatenate(links), members
 
     def _spill_run(self, spill: _Spill, signed_rows: np.ndarray) -> None:
         width = self.settings.keys_per_record
@@ -298,18 +368,20 @@ class _RecordStore:
             table = pa.Table.from_batches([reader.get_batch(i) for i in range(first, last + 1)], schema=reader.schema)
         return table.slice(lo - int(self._starts[first]), hi - lo)
 
-    def records(self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str) -> dict:
-        """SignatureRecords by id of the given members (those in the store from the loaded `blocks`; priors, m + a
-        row of `prior`): this run's with the run's scheme and no canonical id yet, the priors' as the run state kept
-        them."""
-        records: dict[str, SignatureRecord] = {}
+    def records(
+        self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str
+    ) -> list[SignatureRecord]:
+        """The SignatureRecords of the given members (sorted; those in the store from the loaded `blocks`; priors,
+        m + a row of `prior`): this run's with the run's scheme and no canonical id yet, the priors' as the run state
+        kept them."""
+        records: list = [None] * len(members)
         run = members[members < m]
         at = np.searchsorted(self._members, run)
         for b, table in blocks.items():
-            inside = at // BLOCK_ROWS == b
-            for row in table.take(pa.array(at[inside] - b * BLOCK_ROWS)).to_pylist():
+            inside = np.flatnonzero(at // BLOCK_ROWS == b)
+            for i, row in zip(inside.tolist(), table.take(pa.array(at[inside] - b * BLOCK_ROWS)).to_pylist()):
                 record = signature_from_row(row)
-                records[row["article_id"]] = dataclasses.replace(record, prior=False, canonical_id="", scheme=scheme)
-        for row in prior.take(pa.array(members[members >= m] - m)).to_pylist():
-            records.setdefault(row["article_id"], signature_from_row(row))
+                records[i] = dataclasses.replace(record, prior=False, canonical_id="", scheme=scheme)
+        for i, row in enumerate(prior.take(pa.array(members[len(run) :] - m)).to_pylist(), start=len(run)):
+            records[i] = signature_from_row(row)
         return records

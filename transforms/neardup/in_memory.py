@@ -109,15 +109,42 @@ def verified_links(
 ) -> list[Link]:
     """The candidate pairs that verify, as Links (the earlier article canonical); counted in `counts`."""
     counts = counts if counts is not None else _zero_counts()
-    counts["candidate_pairs"] += len(pairs)
+    ids = sorted({x for pair in pairs for x in pair})
+    at = {article_id: i for i, article_id in enumerate(ids)}
+    records = [record_of(x) for x in ids]
+    first = np.fromiter((at[a] for a, _ in pairs), dtype=np.int64, count=len(pairs))
+    second = np.fromiter((at[b] for _, b in pairs), dtype=np.int64, count=len(pairs))
+    verified, first_earlier, scores = verify_pairs(first, second, records, settings, counts)
     links = []
-    for a, b in [pair for pair, hopeless in zip(pairs, _hopeless(pairs, record_of, settings)) if not hopeless]:
-        earlier, later = orient(record_of(a), record_of(b))
-        verified, score = is_near_copy(earlier, later, settings)
-        if verified:
-            links.append(Link(member_of(earlier), member_of(later), score))
-    counts["pairs_verified"] += len(links)
+    for i in np.flatnonzero(verified).tolist():
+        a, b = records[first[i]], records[second[i]]
+        earlier, later = (a, b) if first_earlier[i] else (b, a)
+        links.append(Link(member_of(earlier), member_of(later), float(scores[i])))
     return links
+
+
+def verify_pairs(
+    first: np.ndarray,
+    second: np.ndarray,
+    records: Sequence[SignatureRecord],
+    settings: NearDedupSettings = NearDedupSettings(),
+    counts: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verify the candidate pairs (records[first[i]], records[second[i]]): for each, (whether it verifies, whether
+    the first is the earlier, canonical one, the score); counted in `counts`. What `verified_links` does, on
+    positions in a list of records rather than on ids (the batch plane's pairs are numbers)."""
+    counts = counts if counts is not None else _zero_counts()
+    counts["candidate_pairs"] += len(first)
+    verified = np.zeros(len(first), dtype=bool)
+    first_earlier = np.ones(len(first), dtype=bool)
+    scores = np.zeros(len(first), dtype=np.float64)
+    for i in np.flatnonzero(~_hopeless(first, second, records, settings)).tolist():
+        a, b = records[first[i]], records[second[i]]
+        earlier, later = orient(a, b)
+        verified[i], scores[i] = is_near_copy(earlier, later, settings)
+        first_earlier[i] = earlier is a
+    counts["pairs_verified"] += int(verified.sum())
+    return verified, first_earlier, scores
 
 
 def verdicts_of_links(
@@ -133,30 +160,26 @@ def verdicts_of_links(
 
 
 def _hopeless(
-    pairs: Sequence[tuple[str, str]], record_of: Callable[[str], SignatureRecord], settings: NearDedupSettings
+    first: np.ndarray, second: np.ndarray, records: Sequence[SignatureRecord], settings: NearDedupSettings
 ) -> np.ndarray:
-    """For each pair, True when `is_near_copy` must say no whichever way round it is asked: another language or
-    scheme, or a Jaccard estimate below what the pair needs while no orientation's containment could reach
-    `settings.containment`. One array pass over all pairs; most candidates end here (83% of
-    them on the 10,000 real-text articles of benchmarks/e2e.py, 29% on the dense near-duplicate dev set), so only the rest pay for the per-pair checks. Borderline values (within 1e-9) are left to
+    """For each pair (records[first[i]], records[second[i]]), True when `is_near_copy` must say no whichever way
+    round it is asked: another language or scheme, or a Jaccard estimate below what the pair needs while no
+    orientation's containment could reach `settings.containment`. One array pass over all pairs; most candidates end
+    here (83% of them on the 10,000 real-text articles of benchmarks/e2e.py, 29% on the dense near-duplicate dev
+    set), so only the rest pay for the per-pair checks. Borderline values (within 1e-9) are left to
     `is_near_copy`, so its answer never changes."""
-    if not pairs:
+    if not len(first):
         return np.zeros(0, dtype=bool)
-    ids = sorted({x for pair in pairs for x in pair})
-    at = {article_id: i for i, article_id in enumerate(ids)}
-    records = [record_of(x) for x in ids]
-    first = np.fromiter((at[a] for a, _ in pairs), dtype=np.int64, count=len(pairs))
-    second = np.fromiter((at[b] for _, b in pairs), dtype=np.int64, count=len(pairs))
     signatures = np.stack([r.values() for r in records]) if len({len(r.signature) for r in records}) == 1 else None
     if signatures is None:  # signatures of different lengths (other schemes): no shortcut, every pair is checked
-        return np.zeros(len(pairs), dtype=bool)
+        return np.zeros(len(first), dtype=bool)
     jaccard = np.count_nonzero(signatures[first] == signatures[second], axis=1) / signatures.shape[1]
     language = np.array([r.language for r in records], dtype=object)
     scheme = np.array([r.scheme for r in records], dtype=object)
     outlet = np.array([r.outlet for r in records], dtype=object)
     words = np.array([r.word_count for r in records], dtype=np.int64)
     shingles = np.maximum(1, words - settings.shingle_size + 1)
-    needed = np.full(len(pairs), settings.threshold)
+    needed = np.full(len(first), settings.threshold)
     short = np.minimum(words[first], words[second]) < settings.min_words
     needed[short] = np.maximum(needed[short], settings.short_threshold)
     same_outlet = (outlet[first] == outlet[second]) & (outlet[first] != "")
