@@ -63,6 +63,7 @@ class PeakSampler:
             if now > self.peak:
                 frame = sys._current_frames().get(self._main)
                 ours = [f for f in traceback.extract_stack(frame) if "site-packages" not in f.filename][-6:]
+                del frame  # held until the next sample, it would keep the main thread's finished frames alive
                 self.peak, self.arrow = now, self._pa.total_allocated_bytes()
                 self.stack = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours))
             self._done.wait(self._every)

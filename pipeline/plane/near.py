@@ -199,7 +199,9 @@ class NearDuplicates:
             release_memory()
             links, members = self._verify(directory, codes, names, member_of_rank, signed_rows, prior, counts)
         release_memory()
-        ranks, verdicts = verdicts_of_link_arrays(links, members, self.settings.follow_copies, counts)
+        ranks, verdicts = verdicts_of_link_arrays(
+            links, members, lambda rank: names[rank].as_py(), self.settings.follow_copies, counts
+        )
         return NearVerdicts(member_of_rank[ranks], verdicts, counts)
 
     def _candidates(
@@ -260,47 +262,64 @@ class NearDuplicates:
         The candidates' record columns are spilled to a local file in member order and read back a block of rows at
         a time: the pairs are taken by (block, block), so each step holds two blocks and the records of their pairs,
         however many candidates the run has."""
-        m, total = len(signed_rows), len(names)
-        firsts, seconds = member_of_rank[codes // max(total, 1)], member_of_rank[codes % max(total, 1)]
-        run = np.unique(np.concatenate([firsts, seconds]))
+        m, total = len(signed_rows), max(len(names), 1)
+        ends = member_of_rank[codes // total], member_of_rank[codes % total]
+        run = np.unique(np.concatenate(ends))
         run = run[run < m]
         store = _RecordStore(os.path.join(directory, "candidates.arrow"), self, signed_rows[run], run)
-        # The block of each end (-1: a prior, whose rows are in memory already); pairs taken by (lower, higher).
-        a, b = store.block_of(firsts), store.block_of(seconds)
-        low, high = np.minimum(a, b), np.maximum(a, b)
-        order = np.lexsort((high, low))
+        # The block of each end (-1: a prior, whose rows are in memory already); pairs taken by (lower, higher),
+        # so the lower block stays loaded while the higher ones pass.
+        a, b = (store.block_of(e) + 1 for e in ends)
+        del ends
+        steps = np.minimum(a, b) * (store.blocks + 1) + np.maximum(a, b)
         del a, b
-        links, members = [], MemberColumns(total)
-        for group in np.split(order, np.flatnonzero(np.diff(low[order]) != 0) + 1):
-            if not len(group):
-                continue
-            first = int(low[group[0]])
-            blocks = {first: store.block(first)} if first >= 0 else {}
-            for part in np.split(group, np.flatnonzero(np.diff(high[group]) != 0) + 1):
-                second = int(high[part[0]])
-                loaded = dict(blocks)
-                if second >= 0 and second not in loaded:
-                    loaded[second] = store.block(second)
-                ends = np.union1d(firsts[part], seconds[part])
-                records = store.records(ends, loaded, prior, m, self.settings.scheme)
-                at_first, at_second = np.searchsorted(ends, firsts[part]), np.searchsorted(ends, seconds[part])
-                verified, first_earlier, scores = verify_pairs(at_first, at_second, records, self.settings, counts)
-                rank_first, rank_second = codes[part][verified] // total, codes[part][verified] % total
-                first_earlier = first_earlier[verified]
-                links.append(
-                    LinkArrays(
-                        np.where(first_earlier, rank_first, rank_second),
-                        np.where(first_earlier, rank_second, rank_first),
-                        scores[verified],
-                    )
-                )
-                met = np.concatenate([rank_first, rank_second])
-                met, at = np.unique(met, return_index=True)
-                at = np.concatenate([at_first[verified], at_second[verified]])[at]
-                for rank, i in zip(met[~members.known[met]].tolist(), at[~members.known[met]].tolist()):
-                    members.add(rank, member_of(records[i]))
-                del loaded, records
+        order = np.argsort(steps, kind="stable")
+        steps = steps[order]
+        starts = np.flatnonzero(np.diff(steps, prepend=-1)).tolist()
+        links, members, held = [], MemberColumns(len(names)), {}
+        for lo, hi in zip(starts, starts[1:] + [len(steps)]):
+            needed = {x - 1 for x in divmod(int(steps[lo]), store.blocks + 1) if x > 0}
+            held = {x: held[x] if x in held else store.block(x) for x in needed}
+            links.append(
+                self._verify_step(m, codes[order[lo:hi]], total, member_of_rank, store, held, prior, members, counts)
+            )
         return LinkArrays.concatenate(links), members
+
+    def _verify_step(
+        self,
+        m: int,
+        codes: np.ndarray,
+        total: int,
+        member_of_rank: np.ndarray,
+        store: _RecordStore,
+        held: dict[int, pa.Table],
+        prior: pa.Table,
+        members: MemberColumns,
+        counts: dict,
+    ) -> LinkArrays:
+        """The verified links of the pairs `codes`, whose run members' records are in the `held` blocks; the fields
+        of their members not met before added to `members`."""
+        first_ranks, second_ranks = codes // total, codes % total
+        firsts, seconds = member_of_rank[first_ranks], member_of_rank[second_ranks]
+        ends = np.union1d(firsts, seconds)
+        records = store.records(ends, held, prior, m, self.settings.scheme)
+        at_first, at_second = np.searchsorted(ends, firsts), np.searchsorted(ends, seconds)
+        verified, first_earlier, scores = verify_pairs(at_first, at_second, records, self.settings, counts)
+        first_ranks, second_ranks, first_earlier = (
+            first_ranks[verified],
+            second_ranks[verified],
+            first_earlier[verified],
+        )
+        met, at = np.unique(np.concatenate([first_ranks, second_ranks]), return_index=True)
+        at = np.concatenate([at_first[verified], at_second[verified]])[at]
+        new = ~members.known[met]
+        for rank, i in zip(met[new].tolist(), at[new].tolist()):
+            members.add(rank, member_of(records[i]))
+        return LinkArrays(
+            np.where(first_earlier, first_ranks, second_ranks),
+            np.where(first_earlier, second_ranks, first_ranks),
+            scores[verified],
+        )
 
     def _spill_run(self, spill: _Spill, signed_rows: np.ndarray) -> None:
         width = self.settings.keys_per_record
@@ -351,6 +370,7 @@ class _RecordStore:
             if writer is not None:
                 writer.close()
         self._starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+        self.blocks = -(-len(members) // BLOCK_ROWS)
 
     def block_of(self, members: np.ndarray) -> np.ndarray:
         """The block of each member (-1 for one not in the store: a prior)."""

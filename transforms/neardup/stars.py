@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,28 +31,34 @@ def date_number(published: dt.datetime | None) -> int:
 
 
 class MemberColumns:
-    """The Member fields of the articles met in links, by a number below `size` (the plane's id ranks), filled as
-    they are met: numbers in id order, so that ordering by number is ordering by article id."""
+    """The Member fields of the articles met in links, by a number below `size` (the plane's id ranks: numbers in
+    id order, so that ordering by number is ordering by id), filled as they are met. No field keeps a Python object
+    of the member's record (its outlet is a number, its id is asked for at the end): a record's strings held past
+    its block would keep the freed records' memory from being reused."""
 
     def __init__(self, size: int):
         self.known = np.zeros(size, dtype=bool)
         self.prior = np.zeros(size, dtype=bool)
         self.published = np.zeros(size, dtype=np.int64)
         self.text_length = np.zeros(size, dtype=np.int64)
-        self.outlet: dict[int, str] = {}
-        self.article_id: dict[int, str] = {}
-        self.canonical_id: dict[int, str] = {}  # a prior member whose run kept another article
+        self.outlet = np.zeros(size, dtype=np.int32)  # a number in `outlets`; 0: none
+        self.outlets: list[str] = [""]
+        self._outlet_numbers: dict[str, int] = {"": 0}
+        self.canonical_id: dict[int, str] = {}  # a prior member whose run kept another article: that article
 
     def add(self, number: int, member: Member) -> None:
+        """Member `number`'s fields, unless it was added before."""
         if self.known[number]:
             return
         self.known[number] = True
         self.prior[number] = member.prior
         self.published[number] = date_number(member.published_at)
         self.text_length[number] = member.text_length
-        self.article_id[number] = member.article_id
-        if member.outlet:
-            self.outlet[number] = member.outlet
+        outlet = self._outlet_numbers.get(member.outlet)
+        if outlet is None:
+            outlet = self._outlet_numbers[member.outlet] = len(self.outlets)
+            self.outlets.append(member.outlet)
+        self.outlet[number] = outlet
         if member.canonical_id != member.article_id:
             self.canonical_id[number] = member.canonical_id
 
@@ -81,48 +88,44 @@ def _canonical_positions(nodes: np.ndarray, members: MemberColumns) -> np.ndarra
 
 
 def star_roots(links: LinkArrays, members: MemberColumns, follow_copies: float) -> tuple[np.ndarray, np.ndarray]:
-    """(the linked members, sorted; the member whose cluster each joins), as `star_clusters` joins them: in
-    canonical order, each member joins the root of the first of its links, best first (highest score, then the
-    canonical first in canonical order), whose canonical has joined and is not a copy itself or is held at least
-    `follow_copies`, else heads its own; a prior member heads its own."""
+    """(the linked members, sorted; the position in it of the member whose cluster each joins), as `star_clusters`
+    joins them: in canonical order, each member joins the root of the first of its links, best first (highest
+    score, then the canonical first in canonical order), whose canonical has joined and is not a copy itself or is
+    held at least `follow_copies`, else heads its own; a prior member heads its own."""
     nodes = np.union1d(links.canonical, links.copy)
     position = _canonical_positions(nodes, members)
-    at = np.searchsorted(nodes, links.canonical)
-    by_copy = np.lexsort((position[at], -links.score, links.copy))
-    copies = links.copy[by_copy]
-    bounds = np.searchsorted(copies, nodes).tolist() + [len(copies)]
-    links_of = dict(zip(nodes.tolist(), zip(bounds[:-1], bounds[1:])))
-    canonical_of, score_of = links.canonical[by_copy].tolist(), links.score[by_copy].tolist()
-    priors = set(nodes[members.prior[nodes]].tolist())
-    root: dict[int, int] = {}
-    heads: set[int] = set()  # members a copy may join at any score: not copies themselves
-    for x in nodes[np.argsort(position)].tolist():
-        if x in priors:  # settled in its own run; canonical there unless its run kept another article
-            root[x] = x
-            if x not in members.canonical_id:
-                heads.add(x)
+    canonical, copy = np.searchsorted(nodes, links.canonical), np.searchsorted(nodes, links.copy)
+    by_copy = np.lexsort((position[canonical], -links.score, copy))
+    canonical, score = canonical[by_copy], links.score[by_copy]
+    bounds = np.searchsorted(copy[by_copy], np.arange(len(nodes) + 1)).tolist()
+    del copy, by_copy
+    prior = members.prior[nodes].tolist()
+    own = [x not in members.canonical_id for x in nodes.tolist()]
+    root = [-1] * len(nodes)
+    head = [False] * len(nodes)  # members a copy may join at any score: not copies themselves
+    for x in np.argsort(position).tolist():
+        if prior[x]:  # settled in its own run: heads its cluster here, canonical unless its run kept another
+            root[x], head[x] = x, own[x]
             continue
-        lo, hi = links_of[x]
-        eligible = (
-            c for c, s in zip(canonical_of[lo:hi], score_of[lo:hi]) if c in root and (c in heads or s >= follow_copies)
-        )
-        best = next(eligible, None)
-        if best is None:
-            root[x] = x
-            heads.add(x)
+        for j in range(bounds[x], bounds[x + 1]):
+            c = int(canonical[j])
+            if root[c] >= 0 and (head[c] or score[j] >= follow_copies):
+                root[x] = root[c]
+                break
         else:
-            root[x] = root[best]
-    return nodes, np.array([root[x] for x in nodes.tolist()], dtype=np.int64)
+            root[x], head[x] = x, True
+    return nodes, np.array(root, dtype=np.int64)
 
 
 def verdicts_of_link_arrays(
-    links: LinkArrays, members: MemberColumns, follow_copies: float, counts: dict
+    links: LinkArrays, members: MemberColumns, id_of: Callable[[int], str], follow_copies: float, counts: dict
 ) -> tuple[np.ndarray, list[Verdict]]:
     """(member numbers, their verdicts): what `verdicts_of_links` gives for the same links, for the current members
-    of every star cluster of two or more; counts["clusters"] counts the clusters."""
+    of every star cluster of two or more (`id_of` gives a member's article id); counts["clusters"] counts the
+    clusters."""
     nodes, roots = star_roots(links, members, follow_copies)
     position = _canonical_positions(nodes, members)
-    by_root = np.lexsort((nodes, roots))
+    by_root = np.argsort(roots, kind="stable")
     nodes, roots, position = nodes[by_root], roots[by_root], position[by_root]
     starts = np.flatnonzero(np.concatenate(([True], roots[1:] != roots[:-1]))) if len(roots) else roots
     numbers, verdicts = [], []
@@ -132,15 +135,16 @@ def verdicts_of_link_arrays(
         counts["clusters"] += 1
         canonical = int(nodes[lo + int(np.argmin(position[lo:hi]))])
         canonical_prior = bool(members.prior[canonical])
-        root = members.article_id[canonical]
+        root = id_of(canonical)
         if canonical_prior:
             root = members.canonical_id.get(canonical, root)
         cluster_id = stable_id("neardup", root)
-        outlet = members.outlet.get(canonical, "")
-        for m in nodes[lo:hi].tolist():
-            if members.prior[m]:
+        outlet = int(members.outlet[canonical])
+        for m, own_outlet, prior in zip(
+            nodes[lo:hi].tolist(), members.outlet[nodes[lo:hi]].tolist(), members.prior[nodes[lo:hi]].tolist()
+        ):
+            if prior:
                 continue
-            own = members.outlet.get(m, "")
             numbers.append(m)
             verdicts.append(
                 Verdict(
@@ -148,7 +152,7 @@ def verdicts_of_link_arrays(
                     cluster_size=hi - lo,
                     canonical_id=root,
                     is_canonical=m == canonical,
-                    revision=m != canonical and bool(own) and own == outlet,
+                    revision=m != canonical and own_outlet != 0 and own_outlet == outlet,
                     matched_prior=canonical_prior,
                 )
             )
