@@ -159,6 +159,10 @@ def verdicts_of_links(
     return verdicts
 
 
+# Pairs whose signatures the gate compares at once.
+_GATE_SLICE = 8192
+
+
 def _hopeless(
     first: np.ndarray, second: np.ndarray, records: Sequence[SignatureRecord], settings: NearDedupSettings
 ) -> np.ndarray:
@@ -173,7 +177,12 @@ def _hopeless(
     signatures = np.stack([r.values() for r in records]) if len({len(r.signature) for r in records}) == 1 else None
     if signatures is None:  # signatures of different lengths (other schemes): no shortcut, every pair is checked
         return np.zeros(len(first), dtype=bool)
-    jaccard = np.count_nonzero(signatures[first] == signatures[second], axis=1) / signatures.shape[1]
+    jaccard = np.empty(len(first))
+    for lo in range(0, len(first), _GATE_SLICE):  # a slice at a time: all pairs' signatures at once were 56 MB
+        at, to = first[lo : lo + _GATE_SLICE], second[lo : lo + _GATE_SLICE]
+        jaccard[lo : lo + _GATE_SLICE] = (
+            np.count_nonzero(signatures[at] == signatures[to], axis=1) / signatures.shape[1]
+        )
     language = np.array([r.language for r in records], dtype=object)
     scheme = np.array([r.scheme for r in records], dtype=object)
     outlet = np.array([r.outlet for r in records], dtype=object)
