@@ -36,7 +36,7 @@ from transforms.neardup.candidates import (
 )
 from transforms.neardup.clusters import Verdict, member_of
 from transforms.neardup.in_memory import verify_pairs
-from transforms.neardup.records import signature_from_row
+from transforms.neardup.records import run_records, signature_from_row
 from transforms.neardup.stars import LinkArrays, MemberColumns, verdicts_of_link_arrays
 
 # What a signature record needs (read back only for the candidates, a chunk at a time).
@@ -57,8 +57,10 @@ SHARD_ENTRIES = 1 << 20
 PAIR_ENTRIES = 1 << 20
 # Cells of first ranks the spilled pairs are cut at: a merge takes whole cells.
 PAIR_CELLS = 4096
+# Rows made into records at once (their columns as Python lists first): a block at once held its records twice.
+_ROWS_AT_ONCE = 1024
 # Candidates' record columns (about 2 KB each) read back at a time: verification holds two such blocks.
-BLOCK_ROWS = 16_384
+BLOCK_ROWS = 8192
 
 
 def signature_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype: str = "<u4") -> np.ndarray:
@@ -275,6 +277,7 @@ class NearDuplicates:
         del a, b
         order = np.argsort(steps, kind="stable")
         steps = steps[order]
+        release_memory()
         starts = np.flatnonzero(np.diff(steps, prepend=-1)).tolist()
         links, members, held = [], MemberColumns(len(names)), {}
         for lo, hi in zip(starts, starts[1:] + [len(steps)]):
@@ -283,6 +286,7 @@ class NearDuplicates:
             links.append(
                 self._verify_step(m, codes[order[lo:hi]], total, member_of_rank, store, held, prior, members, counts)
             )
+            release_memory()  # the step's records, in the C heap below glibc's (raised) mmap threshold
         return LinkArrays.concatenate(links), members
 
     def _verify_step(
@@ -302,7 +306,7 @@ class NearDuplicates:
         first_ranks, second_ranks = codes // total, codes % total
         firsts, seconds = member_of_rank[first_ranks], member_of_rank[second_ranks]
         ends = np.union1d(firsts, seconds)
-        records = store.records(ends, held, prior, m, self.settings.scheme)
+        records = store.records(ends, held, prior, m, self.settings.scheme, keep=min(held, default=-1))
         at_first, at_second = np.searchsorted(ends, firsts), np.searchsorted(ends, seconds)
         verified, first_earlier, scores = verify_pairs(at_first, at_second, records, self.settings, counts)
         first_ranks, second_ranks, first_earlier = (
@@ -371,6 +375,8 @@ class _RecordStore:
                 writer.close()
         self._starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
         self.blocks = -(-len(members) // BLOCK_ROWS)
+        self._kept: dict[int, SignatureRecord] = {}
+        self._kept_block = -1
 
     def block_of(self, members: np.ndarray) -> np.ndarray:
         """The block of each member (-1 for one not in the store: a prior)."""
@@ -389,19 +395,31 @@ class _RecordStore:
         return table.slice(lo - int(self._starts[first]), hi - lo)
 
     def records(
-        self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str
+        self, members: np.ndarray, blocks: dict[int, pa.Table], prior: pa.Table, m: int, scheme: str, keep: int
     ) -> list[SignatureRecord]:
         """The SignatureRecords of the given members (sorted; those in the store from the loaded `blocks`; priors,
         m + a row of `prior`): this run's with the run's scheme and no canonical id yet, the priors' as the run state
-        kept them."""
+        kept them. Those of block `keep` are kept for the next call with the same `keep`: a step's lower block is the
+        lower block of the steps after it, until the next group, and its records are made once."""
+        if keep != self._kept_block:
+            self._kept, self._kept_block = {}, keep
         records: list = [None] * len(members)
         run = members[members < m]
         at = np.searchsorted(self._members, run)
         for b, table in blocks.items():
             inside = np.flatnonzero(at // BLOCK_ROWS == b)
-            for i, row in zip(inside.tolist(), table.take(pa.array(at[inside] - b * BLOCK_ROWS)).to_pylist()):
-                record = signature_from_row(row)
-                records[i] = dataclasses.replace(record, prior=False, canonical_id="", scheme=scheme)
+            if b == keep:
+                made = [self._kept.get(x) for x in run[inside].tolist()]
+                for i, record in zip(inside.tolist(), made):
+                    records[i] = record
+                inside = inside[[record is None for record in made]]
+            rows = table.take(pa.array(at[inside] - b * BLOCK_ROWS))
+            for lo in range(0, len(inside), _ROWS_AT_ONCE):
+                made = run_records(rows.slice(lo, _ROWS_AT_ONCE), scheme)
+                for i, record in zip(inside[lo : lo + _ROWS_AT_ONCE].tolist(), made):
+                    records[i] = record
+                    if b == keep:
+                        self._kept[int(run[i])] = record
         for i, row in enumerate(prior.take(pa.array(members[len(run) :] - m)).to_pylist(), start=len(run)):
             records[i] = signature_from_row(row)
         return records
