@@ -52,7 +52,7 @@ RECORD_COLUMNS = [
     "lead",
 ]
 # Bucket entries (a key and its member, 12 bytes) per spilled shard: each shard is sorted alone.
-SHARD_ENTRIES = 1 << 20
+SHARD_ENTRIES = 1 << 19
 # Candidate pair codes merged at once (np.unique sorts them: a few times this many int64 held).
 PAIR_ENTRIES = 1 << 20
 # Cells of first ranks the spilled pairs are cut at: a merge takes whole cells.
@@ -278,10 +278,12 @@ class NearDuplicates:
         order = np.argsort(steps, kind="stable")
         steps = steps[order]
         release_memory()
-        starts = np.flatnonzero(np.diff(steps, prepend=-1)).tolist()
+        starts = np.flatnonzero(np.diff(steps, prepend=-1))
+        step_of, starts = steps[starts].tolist(), starts.tolist() + [len(steps)]
+        del steps
         links, members, held = [], MemberColumns(len(names)), {}
-        for lo, hi in zip(starts, starts[1:] + [len(steps)]):
-            needed = {x - 1 for x in divmod(int(steps[lo]), store.blocks + 1) if x > 0}
+        for step, lo, hi in zip(step_of, starts, starts[1:]):
+            needed = {x - 1 for x in divmod(step, store.blocks + 1) if x > 0}
             held = {x: held[x] if x in held else store.block(x) for x in needed}
             links.append(
                 self._verify_step(m, codes[order[lo:hi]], total, member_of_rank, store, held, prior, members, counts)
