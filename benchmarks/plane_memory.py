@@ -3,6 +3,7 @@
     python benchmarks/plane_memory.py stage --articles 1000000 --processes 2    # stage A once (cached): ~1 h at 1M
     python benchmarks/plane_memory.py decide --articles 1000000                # stage B in a fresh process
     python benchmarks/plane_memory.py write --articles 1000000 [--shards 5]     # stage C, shard after shard
+    python benchmarks/plane_memory.py decide --hostile 100000   # stage B on hostile.py's feed of repeated rows
 
 A whole `newsbeam run` at a million articles takes half an hour, most of it stage A (fetch, parse, clean, classify,
 sign: the per-article work). Stages B and C read only what stage A staged, so this benchmark stages a corpus of
@@ -77,11 +78,20 @@ class PeakSampler:
         self._thread.join()
 
 
-def _paths(root: Path, articles: int, seed: int, feeds: int | None) -> tuple[Path, Path]:
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    if args.hostile:
+        # benchmarks/hostile.py's feed of repeated AG News rows, as one feed file.
+        from benchmarks.hostile import make_feed
+
+        corpus_dir = args.root / f"hostile-{args.hostile}"
+        if not (corpus_dir / "feed0.xml").exists():
+            corpus_dir.mkdir(parents=True, exist_ok=True)
+            (corpus_dir / "feed0.xml").write_bytes(make_feed(args.hostile))
+        return corpus_dir, args.root / "staged" / corpus_dir.name
     from benchmarks.scale_corpus import ScaleCorpus
 
-    corpus = ScaleCorpus(articles, seed, feeds)
-    return corpus.write(root), root / "staged" / corpus.key
+    corpus = ScaleCorpus(args.articles, args.seed, args.feeds)
+    return corpus.write(args.root), args.root / "staged" / corpus.key
 
 
 def _settings():
@@ -116,7 +126,7 @@ def _stage_feeds(args: tuple[list[tuple[int, str]], str]) -> list[list]:
 
 
 def stage(args: argparse.Namespace) -> None:
-    corpus_dir, staged = _paths(args.root, args.articles, args.seed, args.feeds)
+    corpus_dir, staged = _paths(args)
     if (staged / "chunks.json").exists() and not args.force:
         print(f"{staged}: already staged")
         return
@@ -148,7 +158,7 @@ def decide(args: argparse.Namespace) -> None:
     from pipeline.plane.decide import DecideSettings, _DecideFn
     from pipeline.plane.staging import StagedChunk
 
-    _, staged = _paths(args.root, args.articles, args.seed, args.feeds)
+    _, staged = _paths(args)
     chunks = [StagedChunk(*c) for c in json.loads((staged / "chunks.json").read_text())]
     config, _ = _settings()
     out = staged / "decided"
@@ -182,7 +192,7 @@ def write(args: argparse.Namespace) -> None:
     from pipeline.plane.finalize import _WriteShardFn
     from transforms.sink import SinkSettings
 
-    _, staged = _paths(args.root, args.articles, args.seed, args.feeds)
+    _, staged = _paths(args)
     shards = [
         WindowShard(s[0], s[1], s[2], tuple(s[3]), *s[4:]) for s in json.loads((staged / "shards.json").read_text())
     ]
@@ -213,6 +223,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--feeds", type=int, help="as benchmarks/scale.py")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hostile", type=int, default=0, help="N: benchmarks/hostile.py's feed of N entries instead")
     parser.add_argument("--root", type=Path, default=Path("/tmp/newsbeam-scale"))
     parser.add_argument("--processes", type=int, default=2, help="stage: feeds staged at once")
     parser.add_argument("--force", action="store_true", help="stage: again, even if staged")
