@@ -37,6 +37,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from pipeline.plane.memory import release_memory
 from pipeline.plane.near import RECORD_COLUMNS, NearDuplicates, by_chunk
+from pipeline.plane.pool import start_server
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS
@@ -101,6 +102,10 @@ class DecideSettings:
     # The processes of stage C (pipeline/plane/finalize.py WriteWindows): the shards come in a multiple of this
     # many, of about equal bytes, so that none of them waits for another's last shard.
     writers: int = 1
+    # Runs staging this many bytes of rows or more write them in processes forked from a small server rather than
+    # from the driver (pipeline/plane/pool.py start_server): each fork of the driver counts its hundreds of MiB
+    # again. Below, a fork costs less than the server's imports (about 1 s of CPU).
+    server_bytes: int = 256 << 20
 
 
 # What the decisions read of every key file: neither signatures nor bucket keys (pipeline/plane/near.py reads those
@@ -227,6 +232,10 @@ class _DecideFn(beam.DoFn):
         keys = read_keys(chunks)
         if not len(keys):
             return
+        if settings.writers > 1 and (pc.sum(keys.column("row_bytes")).as_py() or 0) >= settings.server_bytes:
+            # Stage C's processes need no models: they fork from a small process, whose imports run now, on the core
+            # this one step leaves idle (pipeline/plane/pool.py).
+            start_server(["pipeline.plane.finalize"])
         decisions = _Decisions(keys, settings)
         keep, duplicate_count, dropped = decisions.exact()
         for kind, count in dropped.items():

@@ -101,6 +101,9 @@ class _WriteShardFn(ForkingDoFn):
     def process(self, shard: WindowShard) -> Iterator[str]:
         yield from self.run(shard)
 
+    def from_server(self) -> bool:
+        return True  # writing needs no models: the children start small when stage B started the server
+
     def work(self, shard: WindowShard) -> Iterator[str]:
         s = self._settings
         for rows, keep in shard_windows(shard):
