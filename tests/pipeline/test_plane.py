@@ -139,6 +139,32 @@ def test_windows_in_shards_of_one_give_the_rows_of_one_shard(tmp_path):
     assert summaries["a031"] == "The feed's own summary." and summaries["a005"] == articles[5].text
 
 
+def test_signatures_are_written_a_date_at_a_time_whatever_is_held(tmp_path, monkeypatch):
+    # The signatures later runs match against are gathered by date and written SIGNATURE_FLUSH_BYTES at a time: the
+    # rows kept must not depend on when they are flushed, and with room to hold them a date's file is one row group
+    # (a write per chunk and date made a row group of a few rows each).
+    import pyarrow.parquet as pq
+
+    from pipeline.plane import decide
+
+    words = "budget council vote schools roads water parks library taxes housing".split()
+    articles = [
+        _article(i, minutes=97 * i, text=" ".join(words[(i + j) % 10] + str(i) for j in range(40))) for i in range(60)
+    ]
+    held = run_plane(tmp_path / "held", articles, chunk_size=7)
+    monkeypatch.setattr(decide, "SIGNATURE_FLUSH_BYTES", 1)
+    flushed = run_plane(tmp_path / "flushed", articles, chunk_size=7)
+    dates = {r["published_at"].date() for r in held.signatures}
+    assert len(dates) >= 3 and len(held.signatures) == 60
+    key = lambda r: r["article_id"]  # noqa: E731
+    assert sorted(held.signatures, key=key) == sorted(flushed.signatures, key=key)
+    files = sorted((tmp_path / "held" / "out" / "signatures").rglob("*.parquet"))
+    assert len(files) == len(dates)
+    assert all(pq.ParquetFile(f).metadata.num_row_groups == 1 for f in files)
+    flushed_files = (tmp_path / "flushed" / "out" / "signatures").rglob("*.parquet")
+    assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in flushed_files) > len(files)
+
+
 def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_path, monkeypatch):
     # Batches end at window ends once they hold BATCH_BYTES: a range may start or end inside a batch, and the rows
     # outside it must not come back (stage C would write them in two shards).
