@@ -7,6 +7,7 @@ import sys
 import typing
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -15,7 +16,7 @@ from apache_beam.transforms.core import GroupByKey
 from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.plane import staging
-from pipeline.plane.decide import WindowShard
+from pipeline.plane.decide import DecideSettings, WindowShard, _shard_of
 from pipeline.plane.staging import StagedChunk
 from tests.conftest import T0
 from tests.plane import run_plane
@@ -191,3 +192,21 @@ def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_pa
             u for u, s in zip(rows.column("uid").to_pylist(), starts) if lo <= s <= hi
         ]
     assert (first, last) == (windows[0], windows[-1])
+
+
+def test_shards_are_cut_for_every_writer_of_stage_c():
+    # Stage C's processes take a shard each: a run of one shard's bytes left all but one idle. Shards come in a
+    # multiple of the writers, of about equal bytes, and a small run stays whole.
+    mib = 1 << 20
+
+    def shards(window_bytes, **settings):
+        cut = _shard_of(np.array(window_bytes), DecideSettings("", "", "", "", **settings))
+        assert (np.diff(cut) >= 0).all()  # consecutive windows
+        return np.bincount(np.unique(cut, return_inverse=True)[1], weights=window_bytes).tolist()
+
+    assert shards([mib] * 60, writers=2) == [30 * mib, 30 * mib]
+    assert shards([mib] * 60, writers=1) == [60 * mib]
+    assert shards([mib] * 6, writers=2) == [6 * mib]  # under MIN_SHARD_BYTES a writer: one shard
+    assert shards([mib] * 180, writers=2) == [45 * mib] * 4  # three by shard_bytes, made four
+    assert max(shards([mib] * 1000, writers=2)) <= 64 * mib
+    assert shards([3, 5, 2], writers=2, shard_bytes=1) == [3, 5, 2]  # a window a shard, never split
