@@ -76,5 +76,5 @@ setup(
         # benchmarks/plain_script.py, the baseline benchmarks/e2e.py compares newsbeam with.
         "bench": ["beautifulsoup4>=4.12", "pandas>=2"],
     },
-    entry_points={"console_scripts": ["newsbeam=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["newsbeam=pipeline.cli:command"]},
 )

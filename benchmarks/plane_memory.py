@@ -171,6 +171,7 @@ def decide(args: argparse.Namespace) -> None:
         dedup=config.dedup,
         neardup=config.neardup,
         **({"shard_bytes": args.shard_bytes << 20} if args.shard_bytes else {}),
+        writers=args.writers,
     )
     fn = _DecideFn(settings)
     floor = rss()
@@ -229,6 +230,9 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="stage: again, even if staged")
     parser.add_argument("--shards", type=int, default=0, help="write: only this many shards, spread over the run")
     parser.add_argument("--shard-bytes", type=int, default=0, help="decide: MiB of rows per shard (0: the default)")
+    parser.add_argument(
+        "--writers", type=int, default=os.cpu_count() or 1, help="decide: stage C's processes (a run's: one per core)"
+    )
     parser.add_argument("--sample", type=float, default=0.05, help="seconds between RSS samples")
     args = parser.parse_args()
     {"stage": stage, "decide": decide, "write": write}[args.what](args)

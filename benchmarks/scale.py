@@ -64,6 +64,7 @@ class _FeedHandler(http.server.SimpleHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     extensions_map = {".xml": "application/rss+xml; charset=utf-8"}
+    disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: see tests/feed_server.py
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass

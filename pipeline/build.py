@@ -61,6 +61,7 @@ def build(
             neardup=config.neardup,
             written_index=seen_index,
             prior_patterns=tuple(lookback_patterns(layout.signatures, now, config.dedup.neardup_lookback_seconds)),
+            writers=processes,
         )
     )
     sink = SinkSettings(layout.run_staging(run_id), run_id, config.window.size_seconds, temp_path=layout.temp)

@@ -22,8 +22,11 @@ This module parses the command line and dispatches; each command lives in the mo
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 # Importing Beam logs a harmless "apitools not found" warning through the root logger, which would otherwise set
@@ -144,8 +147,28 @@ def _main_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command() -> None:
+    """The `newsbeam` console script and `python -m pipeline`: main(), then the process ends without the
+    interpreter's teardown. Freeing a run's heap object by object (the language models' arrays, Beam's graph and
+    runner state) took about 0.3 s after the run was done and committed (0.83 against 0.53 s from the last article
+    file to the exit, 10,000 articles); the operating system frees it at once. Everything a normal exit does first
+    still happens, in its order: the threads still running are waited for, then the atexit functions (logging's
+    flush, temporary directories' removal) run, then the standard streams are flushed."""
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            pass
+    os._exit(code if isinstance(code, int) else 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `newsbeam` console script and `python -m pipeline`."""
+    """What the `newsbeam` command runs (`command()`), callable in-process: the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         args = run_parser().parse_args(argv[1:])  # exits 2 with a one-line error on an unknown option

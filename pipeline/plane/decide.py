@@ -14,9 +14,8 @@ never a body or a signature) into numpy and pyarrow arrays and decides, in this 
    candidates only, star clusters, verdicts.
 
 It writes, into the run's staging: the seen keys, the signatures later runs match against, and for each shard of
-windows (consecutive windows holding at most `shard_bytes` of rows, a bigger window alone: what a worker of stage C
-takes at a time) the
-table of rows to write (`uid` and the columns the decisions set). It emits one WindowShard per shard, and (feed URL,
+windows (consecutive windows of about equal bytes, at most about `shard_bytes`, in a multiple of stage C's processes:
+what a process of stage C takes at a time) the table of rows to write (`uid` and the columns the decisions set). It emits one WindowShard per shard, and (feed URL,
 articles written) for feed health. The counters are the stages' own names, so the run summary reconciles as before.
 """
 
@@ -38,6 +37,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from pipeline.plane.memory import release_memory
 from pipeline.plane.near import RECORD_COLUMNS, NearDuplicates, by_chunk
+from pipeline.plane.pool import start_server
 from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS
@@ -56,6 +56,14 @@ from transforms.neardup import SIGNATURE_SCHEMA, NearDedupSettings
 from transforms.neardup.prior import read_prior_signatures
 
 NEW_ENTRIES_TAG = "new_entries"
+
+# Signature rows held before they are written (a row group per date each time): about 700 bytes an article.
+SIGNATURE_FLUSH_BYTES = 32 << 20
+# Min-hash signatures do not compress: written as they are, without a dictionary; the rest zstd.
+_SIGNATURE_ENCODING = {
+    "compression": {name: "none" if name == "signature" else "zstd" for name in SIGNATURE_SCHEMA.names},
+    "use_dictionary": [name for name in SIGNATURE_SCHEMA.names if name != "signature"],
+}
 
 # The rows of a shard to write: `uid` (sorted) and what the decisions set.
 KEEP_SCHEMA = pa.schema(
@@ -96,10 +104,16 @@ class DecideSettings:
     neardup: NearDedupSettings = NearDedupSettings()
     written_index: str = ""
     prior_patterns: tuple[str, ...] = ()
-    # The rows (row_bytes) of the windows a worker of stage C writes in one go: enough shards to share between
-    # workers (a million-article run has about 90), few enough that each is worth its keep file. Stage C holds one
-    # window at a time, whatever the shard's size.
+    # The most rows (row_bytes) of the windows a process of stage C writes in one go: a shard's kept rows are what
+    # it holds (a million-article run has about 90 shards). Stage C holds one window's copy at a time besides.
     shard_bytes: int = 64 << 20
+    # The processes of stage C (pipeline/plane/finalize.py WriteWindows): the shards come in a multiple of this
+    # many, of about equal bytes, so that none of them waits for another's last shard.
+    writers: int = 1
+    # Runs staging this many bytes of rows or more write them in processes forked from a small server rather than
+    # from the driver (pipeline/plane/pool.py start_server): each fork of the driver counts its hundreds of MiB
+    # again. Below, a fork costs less than the server's imports (about 1 s of CPU).
+    server_bytes: int = 256 << 20
 
 
 # What the decisions read of every key file: neither signatures nor bucket keys (pipeline/plane/near.py reads those
@@ -226,6 +240,10 @@ class _DecideFn(beam.DoFn):
         keys = read_keys(chunks)
         if not len(keys):
             return
+        if settings.writers > 1 and (pc.sum(keys.column("row_bytes")).as_py() or 0) >= settings.server_bytes:
+            # Stage C's processes need no models: they fork from a small process, whose imports run now, on the core
+            # this one step leaves idle (pipeline/plane/pool.py).
+            start_server(["pipeline.plane.finalize"])
         decisions = _Decisions(keys, settings)
         keep, duplicate_count, dropped = decisions.exact()
         for kind, count in dropped.items():
@@ -314,10 +332,24 @@ class _DecideFn(beam.DoFn):
 
     def _write_signatures(self, chunks: list[StagedChunk], signed_rows: np.ndarray, canonical: dict[int, str]) -> None:
         """The signatures later runs match against: the articles written (in drop mode the copies point at them
-        anyway), one file per published date, appended a chunk at a time."""
+        anyway), one file per published date. Chunks are gathered by date and written SIGNATURE_FLUSH_BYTES at a
+        time: a write per chunk and date made a row group of a few rows each (at 10,000 articles in 100 feeds,
+        thousands of them), and writing them was a third of stage B."""
         settings = self._settings.neardup
         bounds = np.cumsum([0] + [c.articles for c in chunks])
         writers: dict[str, tuple] = {}
+        pending: dict[str, list[pa.Table]] = {}
+        held = 0
+
+        def flush() -> None:
+            for date, tables in sorted(pending.items()):
+                if date not in writers:
+                    path = self._file(self._settings.signatures_dir, f"date={date}", "signatures")
+                    handle = FileSystems.create(path)
+                    writers[date] = (handle, pq.ParquetWriter(handle, SIGNATURE_SCHEMA, **_SIGNATURE_ENCODING))
+                writers[date][1].write_table(pa.concat_tables(tables))
+            pending.clear()
+
         try:
             for chunk, rows, at in by_chunk(chunks, bounds, signed_rows):
                 part = read_parquet(chunk.keys_path, columns=RECORD_COLUMNS).take(pa.array(rows))
@@ -339,11 +371,12 @@ class _DecideFn(beam.DoFn):
                     table = table.filter(pc.equal(table.column("canonical_id"), table.column("article_id")))
                 dates = pc.strftime(table.column("published_at"), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
                 for date in sorted(set(dates.tolist())):
-                    if date not in writers:
-                        path = self._file(self._settings.signatures_dir, f"date={date}", "signatures")
-                        handle = FileSystems.create(path)
-                        writers[date] = (handle, pq.ParquetWriter(handle, SIGNATURE_SCHEMA, compression="zstd"))
-                    writers[date][1].write_table(table.filter(pa.array(dates == date)))
+                    pending.setdefault(date, []).append(table.filter(pa.array(dates == date)))
+                held += table.nbytes
+                if held >= SIGNATURE_FLUSH_BYTES:
+                    flush()
+                    held = 0
+            flush()
         finally:
             for handle, writer in writers.values():
                 writer.close()
@@ -359,8 +392,7 @@ class _DecideFn(beam.DoFn):
         duplicate_of: np.ndarray,
         chunks: list[StagedChunk],
     ) -> Iterator[WindowShard]:
-        """Consecutive windows holding at most `shard_bytes` of kept rows each (a bigger window alone), and their
-        rows."""
+        """Consecutive windows of about equal bytes of kept rows (_shard_of), and their rows."""
         rows = np.flatnonzero(keep)
         if not len(rows):
             return
@@ -371,17 +403,9 @@ class _DecideFn(beam.DoFn):
         rows, windows, uids, sizes = rows[order], windows[order], uids[order], sizes[order]
         starts, first_of = np.unique(windows, return_index=True)
         window_bytes = np.add.reduceat(sizes, first_of)
-        limit = self._settings.shard_bytes
-        groups, current, size = [], [], 0
-        for start, count in zip(starts.tolist(), window_bytes.tolist()):
-            if current and size + count > limit:
-                groups.append(current)
-                current, size = [], 0
-            current.append(start)
-            size += count
-        groups.append(current)
+        groups = np.split(starts, np.flatnonzero(np.diff(_shard_of(window_bytes, self._settings))) + 1)
         for index, group in enumerate(groups):
-            first, last = group[0], group[-1]
+            first, last = int(group[0]), int(group[-1])
             lo, hi = np.searchsorted(windows, first, "left"), np.searchsorted(windows, last, "right")
             part_rows, part_uids, part_windows = rows[lo:hi], uids[lo:hi], windows[lo:hi]
             by_uid = np.argsort(part_uids)
@@ -401,6 +425,25 @@ class _DecideFn(beam.DoFn):
             write_parquet(keep_path, table)
             paths = tuple(c.rows_path for c in chunks if c.first_window_us <= last and c.last_window_us >= first)
             yield WindowShard(index, first, last, paths, keep_path, len(table))
+
+
+# A shard's rows cost stage C a read of every rows file that holds its windows (a file's record batches are a few
+# hundred KB: a small shard decompresses much it does not keep), so a run is cut for its writers only where each
+# shard would have this much.
+MIN_SHARD_BYTES = 8 << 20
+
+
+def _shard_of(window_bytes: np.ndarray, settings: DecideSettings) -> np.ndarray:
+    """The shard of each window (windows in time order, `window_bytes` the kept rows of each): the fewest shards of
+    at most about `shard_bytes`, made a multiple of `writers` (each at least MIN_SHARD_BYTES, so a small run stays in
+    one shard), cut where the running total crosses a multiple of the total over that count. A window goes to the
+    shard its middle byte falls in: a shard holds at most its share and a window more (a window is never split)."""
+    total = int(window_bytes.sum())
+    count = max(1, -(-total // settings.shard_bytes))
+    writers = max(1, min(settings.writers, total // MIN_SHARD_BYTES))
+    count = -(-count // writers) * writers
+    middles = np.cumsum(window_bytes) - window_bytes / 2
+    return np.minimum((middles * count / max(total, 1)).astype(np.int64), count - 1)
 
 
 def _count(name: str, value: int) -> None:

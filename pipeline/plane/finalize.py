@@ -56,16 +56,19 @@ def shard_windows(shard: WindowShard) -> Iterator[tuple[pa.Table, pa.Table]]:
             if found.any():
                 piece = pa.Table.from_batches([batch.filter(pa.array(found))])
                 pieces.append(piece.append_column("keep_row", pa.array(at[found])))
-    if not pieces:
-        return
-    rows = pa.concat_tables(pieces)
+    # Each piece is sorted by window (a rows file is): a window is its slice of each piece, in the pieces' order (the
+    # order of their files, as when a window was gathered file by file), copied once into one table. Taking a
+    # window's rows out of the shard's many-chunked table instead made pyarrow concatenate the whole shard for each
+    # window (1.8 of stage C's 3.6 s at 10,000 articles: 72 windows in one shard).
+    by_window: dict[int, list[pa.Table]] = {}
+    for piece in pieces:
+        windows = piece.column("window_start").cast(pa.int64()).to_numpy()
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(windows)) + 1, [len(windows)])).tolist()
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            by_window.setdefault(int(windows[lo]), []).append(piece.slice(lo, hi - lo))
     del pieces
-    windows = rows.column("window_start").cast(pa.int64()).to_numpy()
-    # Stable: rows of one window keep the order of their files, as when a window was gathered file by file.
-    order = np.argsort(windows, kind="stable")
-    bounds = np.concatenate(([0], np.flatnonzero(np.diff(windows[order])) + 1, [len(order)])).tolist()
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        yield rows.take(pa.array(order[lo:hi])), keep
+    for window in sorted(by_window):
+        yield pa.concat_tables(by_window.pop(window)).combine_chunks(), keep
 
 
 def output_slices(rows: pa.Table, keep: pa.Table, run_id: str, slice_bytes: int = SLICE_BYTES) -> Iterator[pa.Table]:
@@ -97,6 +100,9 @@ class _WriteShardFn(ForkingDoFn):
 
     def process(self, shard: WindowShard) -> Iterator[str]:
         yield from self.run(shard)
+
+    def from_server(self) -> bool:
+        return True  # writing needs no models: the children start small when stage B started the server
 
     def work(self, shard: WindowShard) -> Iterator[str]:
         s = self._settings

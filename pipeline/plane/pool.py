@@ -16,17 +16,29 @@ letters, feed reports, written files' paths). So on the local runner stages A an
 Beam counters a child increments would be lost with the child: it records them (`_Recorder`) and the parent adds them
 to its own step when the element's outputs come back, so `result.metrics()` is the same with or without forks
 (tests/pipeline/test_pool.py runs both).
+
+A child forked from the driver starts with all of the driver's resident pages, and each counts them in its own RSS:
+at a million articles stage C's two forks were about 800 MiB each, most of it the driver's (models, Beam, what stage B
+left). A stage that needs no models can fork from a small process instead (`start_server`: a fresh interpreter that
+imports only the modules named, started while the driver still works on the stage before; multiprocessing's
+forkserver). Its children get the work pickled (a DoFn is picklable: Beam pickles it too) and start at that
+process's size.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import io
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 
 import apache_beam as beam
 from apache_beam.metrics.cells import CounterCell
@@ -90,6 +102,16 @@ def _start_child(work: Callable[[object], Iterable]) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+    # A child of the server has the server for its parent, and the server lives while any of its children does: such
+    # a child watches the pipe its pool's process holds (multiprocessing's parent sentinel) and ends at its EOF.
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():
+        threading.Thread(target=_end_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _end_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _handlers_of_named_loggers() -> list[logging.Handler]:
@@ -108,18 +130,88 @@ def _run_in_child(element) -> tuple[list, list]:
     return outputs, recorder.updates()
 
 
+class _ServerPopen(popen_forkserver.Popen):
+    """multiprocessing's forkserver child, without the parent's main module: a child runs the parent's `__main__`
+    again before it starts (the `newsbeam` script imports pipeline.cli, hence everything), which would make it as
+    big as the driver. The rest is popen_forkserver.Popen._launch as it is."""
+
+    def _launch(self, process_obj):
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            context.set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _ServerProcess(context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        return _ServerPopen(process_obj)
+
+
+class _ServerContext(context.ForkServerContext):
+    Process = _ServerProcess
+
+
+_SERVER = _ServerContext()
+_server_started = False
+
+
+def start_server(modules: list[str]) -> None:
+    """Start the process that pools with `server=True` fork their children from: a fresh interpreter importing only
+    `modules` (about 160 MiB and 1 s of CPU with Beam and pyarrow in a plain install). It returns at once: the
+    imports run beside what this process does next, and the first child waits for them. It ends with this process
+    (it reads EOF from a pipe this process holds), or at stop_server()."""
+    global _server_started
+    forkserver._forkserver.set_forkserver_preload(list(modules))
+    forkserver.ensure_running()
+    _server_started = True
+
+
+def server_started() -> bool:
+    return _server_started
+
+
+def stop_server() -> None:
+    """End the server (and the resource tracker's pipe stays): the next start_server() starts a new one."""
+    global _server_started
+    if _server_started:
+        forkserver._forkserver._stop()
+        _server_started = False
+
+
 class ForkPool:
-    """Runs `work(element)` (an iterable of outputs) in `processes` forked children, `processes` elements at a time.
+    """Runs `work(element)` (an iterable of outputs) in `processes` forked children, `processes` elements at a time;
+    forked from this process (`server=False`: the children inherit `work` and all this process holds) or from the
+    server (start_server: `work` is pickled).
 
     Outputs come back per element, in the order elements finish. A child that dies (killed, out of memory) costs
     nothing: the elements it held are run again in this process, and the pool is not used again."""
 
-    def __init__(self, processes: int, work: Callable[[object], Iterable]):
+    def __init__(self, processes: int, work: Callable[[object], Iterable], server: bool = False):
         self._work = work
         # With the fork context the initializer's arguments are inherited, not pickled.
         self._executor = concurrent.futures.ProcessPoolExecutor(
-            processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_child, initargs=(work,)
+            processes,
+            mp_context=_SERVER if server else multiprocessing.get_context("fork"),
+            initializer=_start_child,
+            initargs=(work,),
         )
+        # Start every child at the first element, as with fork. Started one per element instead (the executor's way
+        # beside a server), a child started while another's death was being handled was never terminated, and
+        # close() waited for it forever (CPython 3.11; test_a_child_killed_between_elements_costs_nothing).
+        self._executor._safe_to_dynamically_spawn_children = False
         self._pending: dict[concurrent.futures.Future, object] = {}
         self._broken = False
 
@@ -178,22 +270,33 @@ class ForkingDoFn(beam.DoFn):
     """A DoFn whose `work(element)` runs in `processes` forked children (1: here). The children are forked at a
     bundle's first element, after setup() has loaded what they need, and end with the bundle: the runner keeps a
     DoFn until the pipeline ends, and the next stage should not run beside idle children (about 570 MiB resident
-    each at 100,000 articles). Subclasses define process() as `yield from self.run(element)` with its output types,
-    which Beam reads from the annotation."""
+    each at 100,000 articles). They fork from the server when one was started (start_server) and `from_server()`
+    says so; the server then ends with them. Subclasses define process() as `yield from self.run(element)` with its
+    output types, which Beam reads from the annotation."""
 
     def __init__(self, processes: int = 1):
         self._processes = processes
         self._pool: ForkPool | None = None
+        self._served = False
+
+    def __getstate__(self):
+        # A child forked from the server gets this DoFn pickled: without the pool it is being run by.
+        return {**self.__dict__, "_pool": None, "_served": False}
 
     def work(self, element) -> Iterable:
         raise NotImplementedError
+
+    def from_server(self) -> bool:
+        """Whether the children fork from a started server rather than from this process."""
+        return False
 
     def run(self, element) -> Iterator:
         if self._processes <= 1:
             yield from self.work(element)
             return
         if self._pool is None:
-            self._pool = ForkPool(self._processes, self.work)
+            self._served = self.from_server() and server_started()
+            self._pool = ForkPool(self._processes, self.work, server=self._served)
         for outputs in self._pool.submit(element):
             yield from outputs
 
@@ -209,3 +312,6 @@ class ForkingDoFn(beam.DoFn):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+            if self._served:
+                stop_server()  # its imports' 160 MiB need not stay beside the commit
+                self._served = False

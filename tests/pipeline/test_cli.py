@@ -2,6 +2,10 @@
 exactly the Beam ones."""
 
 import argparse
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -56,3 +60,36 @@ def test_beam_is_given_every_argument_but_the_run_flags():
     options = PipelineOptions(beam_args([*beam, "--all", "-v"]))
     assert options.view_as(StandardOptions).runner == "DirectRunner"
     assert (options.view_as(DirectOptions).direct_num_workers, options.view_as(NewsbeamOptions).config) == (2, "a.yaml")
+
+
+def _command(args: list[str], tmp_path, prelude: str = "") -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` as the console script runs it, output block-buffered (a pipe, PYTHONUNBUFFERED
+    unset), with `prelude` run first in the same interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    code = f"{prelude}\nimport runpy, sys\nsys.argv = ['newsbeam', *{args!r}]\nrunpy.run_module('pipeline', run_name='__main__')"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+
+
+def test_the_command_ends_quickly_but_as_a_normal_exit_would(tmp_path):
+    # command() ends the process with os._exit: the exit status, buffered output, atexit functions and threads
+    # still running must all come out as a normal interpreter exit leaves them.
+    prelude = textwrap.dedent(
+        """
+        import atexit, threading, time
+        atexit.register(lambda: open("atexit-ran", "w").close())
+        def late():
+            time.sleep(0.5)
+            open("thread-finished", "w").close()
+        threading.Thread(target=late).start()
+        """
+    )
+    done = _command(["run", "--output", str(tmp_path / "out"), "--quiet"], tmp_path, prelude)
+    assert done.returncode == 0, done.stderr
+    assert "reconciled" in done.stdout and done.stdout.rstrip().endswith(tuple("0123456789")), done.stdout[-300:]
+    assert (tmp_path / "atexit-ran").exists() and (tmp_path / "thread-finished").exists()
+
+    bad = _command(["run", "--config", str(tmp_path / "missing.yaml")], tmp_path)
+    assert bad.returncode == 2
+    assert "config file not found" in bad.stderr

@@ -7,6 +7,7 @@ import sys
 import typing
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -15,7 +16,7 @@ from apache_beam.transforms.core import GroupByKey
 from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.plane import staging
-from pipeline.plane.decide import WindowShard
+from pipeline.plane.decide import DecideSettings, WindowShard, _shard_of
 from pipeline.plane.staging import StagedChunk
 from tests.conftest import T0
 from tests.plane import run_plane
@@ -138,6 +139,32 @@ def test_windows_in_shards_of_one_give_the_rows_of_one_shard(tmp_path):
     assert summaries["a031"] == "The feed's own summary." and summaries["a005"] == articles[5].text
 
 
+def test_signatures_are_written_a_date_at_a_time_whatever_is_held(tmp_path, monkeypatch):
+    # The signatures later runs match against are gathered by date and written SIGNATURE_FLUSH_BYTES at a time: the
+    # rows kept must not depend on when they are flushed, and with room to hold them a date's file is one row group
+    # (a write per chunk and date made a row group of a few rows each).
+    import pyarrow.parquet as pq
+
+    from pipeline.plane import decide
+
+    words = "budget council vote schools roads water parks library taxes housing".split()
+    articles = [
+        _article(i, minutes=97 * i, text=" ".join(words[(i + j) % 10] + str(i) for j in range(40))) for i in range(60)
+    ]
+    held = run_plane(tmp_path / "held", articles, chunk_size=7)
+    monkeypatch.setattr(decide, "SIGNATURE_FLUSH_BYTES", 1)
+    flushed = run_plane(tmp_path / "flushed", articles, chunk_size=7)
+    dates = {r["published_at"].date() for r in held.signatures}
+    assert len(dates) >= 3 and len(held.signatures) == 60
+    key = lambda r: r["article_id"]  # noqa: E731
+    assert sorted(held.signatures, key=key) == sorted(flushed.signatures, key=key)
+    files = sorted((tmp_path / "held" / "out" / "signatures").rglob("*.parquet"))
+    assert len(files) == len(dates)
+    assert all(pq.ParquetFile(f).metadata.num_row_groups == 1 for f in files)
+    flushed_files = (tmp_path / "flushed" / "out" / "signatures").rglob("*.parquet")
+    assert sum(pq.ParquetFile(f).metadata.num_row_groups for f in flushed_files) > len(files)
+
+
 def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_path, monkeypatch):
     # Batches end at window ends once they hold BATCH_BYTES: a range may start or end inside a batch, and the rows
     # outside it must not come back (stage C would write them in two shards).
@@ -165,3 +192,21 @@ def test_a_rows_file_gives_back_exactly_the_rows_of_the_windows_asked_for(tmp_pa
             u for u, s in zip(rows.column("uid").to_pylist(), starts) if lo <= s <= hi
         ]
     assert (first, last) == (windows[0], windows[-1])
+
+
+def test_shards_are_cut_for_every_writer_of_stage_c():
+    # Stage C's processes take a shard each: a run of one shard's bytes left all but one idle. Shards come in a
+    # multiple of the writers, of about equal bytes, and a small run stays whole.
+    mib = 1 << 20
+
+    def shards(window_bytes, **settings):
+        cut = _shard_of(np.array(window_bytes), DecideSettings("", "", "", "", **settings))
+        assert (np.diff(cut) >= 0).all()  # consecutive windows
+        return np.bincount(np.unique(cut, return_inverse=True)[1], weights=window_bytes).tolist()
+
+    assert shards([mib] * 60, writers=2) == [30 * mib, 30 * mib]
+    assert shards([mib] * 60, writers=1) == [60 * mib]
+    assert shards([mib] * 6, writers=2) == [6 * mib]  # under MIN_SHARD_BYTES a writer: one shard
+    assert shards([mib] * 180, writers=2) == [45 * mib] * 4  # three by shard_bytes, made four
+    assert max(shards([mib] * 1000, writers=2)) <= 64 * mib
+    assert shards([3, 5, 2], writers=2, shard_bytes=1) == [3, 5, 2]  # a window a shard, never split

@@ -1,6 +1,7 @@
 """Feeds finished in forked processes (pipeline/plane/pool.py): same outputs and counters as one process, a dead
 child costs nothing, and no child outlives a killed run."""
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -18,12 +19,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import runners
-from pipeline.plane.pool import ForkingDoFn, ForkPool
+from pipeline.plane.pool import ForkingDoFn, ForkPool, server_started, start_server, stop_server
 from tests.pipeline.test_plane import NOW, _rows
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
 
-PARENT = os.getpid()
+# Inherited by the server's children, which import this module afresh (their own pid would not tell them apart).
+PARENT = int(os.environ.setdefault("NEWSBEAM_POOL_TEST_PARENT", str(os.getpid())))
 
 
 def _square(n: int):
@@ -42,13 +44,30 @@ class _PooledFn(ForkingDoFn):
         return _square(n)
 
 
+class _ServedFn(_PooledFn):
+    def from_server(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def server():
+    start_server([__name__])
+    yield
+    stop_server()
+
+
 @pytest.mark.parametrize("numbers", [range(6), range(20)], ids=["children-live", "a-child-dies"])
-def test_outputs_and_counters_come_back_from_the_children(numbers):
+@pytest.mark.parametrize("served", [False, True], ids=["forked", "from-the-server"])
+def test_outputs_and_counters_come_back_from_the_children(numbers, served, request):
+    if served:
+        request.getfixturevalue("server")
     pipeline = beam.Pipeline(runner=runners.local_runner(PipelineOptions([])))
-    squares = pipeline | beam.Create(list(numbers)) | beam.ParDo(_PooledFn(processes=3))
+    squares = pipeline | beam.Create(list(numbers)) | beam.ParDo((_ServedFn if served else _PooledFn)(processes=3))
     assert_that(squares, equal_to([n * n for n in numbers]))
     result = pipeline.run()
     result.wait_until_finish()
+    # The server's children, then the server, end with the bundle.
+    assert not server_started() and not multiprocessing.active_children()
     counters = {
         c.key.metric.name: c.committed
         for c in result.metrics().query(MetricsFilter().with_namespace("pool-test"))["counters"]
@@ -62,12 +81,17 @@ def _cube(n: int):
     yield n**3
 
 
-def test_a_child_killed_between_elements_costs_nothing():
+@pytest.mark.parametrize("served", [False, True], ids=["forked", "from-the-server"])
+def test_a_child_killed_between_elements_costs_nothing(served, request):
     # The executor refuses new work once a child has died, even when no element was lost with it.
-    pool = ForkPool(2, _cube)
+    if served:
+        request.getfixturevalue("server")
+    pool = ForkPool(2, _cube, server=served)
     first = [out for outputs in [*pool.submit(1), *pool.drain()] for out in outputs]
     for child in multiprocessing.active_children():
-        os.kill(child.pid, signal.SIGKILL)
+        # The executor terminates the others once it sees the first one dead: one may be gone already.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
         child.join(10)
     later = [out for n in (2, 3) for outputs in pool.submit(n) for out in outputs]
     later += [out for outputs in pool.drain() for out in outputs]
@@ -106,30 +130,47 @@ def test_forked_feed_processes_write_the_same_rows_and_counts(tmp_path):
     assert records[0]["entries_read"] > 0 and records[0] == records[1]
 
 
-def test_no_child_outlives_a_killed_parent(tmp_path):
+@pytest.mark.parametrize("served", [False, True], ids=["forked", "from-the-server"])
+def test_no_child_outlives_a_killed_parent(tmp_path, served):
     pids = tmp_path / "pids"
+    # The server's children get `work` pickled: it must live in a module they can import.
+    (tmp_path / "poolwork.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, time
+
+            def work(n):
+                with open({str(pids)!r}, "a") as f:
+                    f.write(f"{{os.getpid()}}\\n")
+                time.sleep(60)
+                yield n
+            """
+        )
+    )
     script = textwrap.dedent(
         f"""
-        import os, time
-        from pipeline.plane.pool import ForkPool
+        import sys, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        from multiprocessing import forkserver
+        from pipeline.plane.pool import ForkPool, start_server
+        import poolwork
 
-        def work(n):
+        if {served}:
+            start_server(["poolwork"])
             with open({str(pids)!r}, "a") as f:
-                f.write(f"{{os.getpid()}}\\n")
-            time.sleep(60)
-            yield n
-
-        pool = ForkPool(2, work)
+                f.write(f"{{forkserver._forkserver._forkserver_pid}}\\n")
+        pool = ForkPool(2, poolwork.work, server={served})
         list(pool.submit(1)), list(pool.submit(2))
         time.sleep(60)
         """
     )
+    expected = 3 if served else 2  # the server too
     parent = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 60
-    while time.time() < deadline and len(pids.read_text().split() if pids.exists() else ()) < 2:
+    while time.time() < deadline and len(pids.read_text().split() if pids.exists() else ()) < expected:
         time.sleep(0.1)
     children = [int(p) for p in pids.read_text().split()]
-    assert len(children) == 2
+    assert len(children) == expected
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 10

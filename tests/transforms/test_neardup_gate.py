@@ -40,6 +40,11 @@ def test_the_gate_changes_no_verdict_on_real_text(seed, monkeypatch):
             assert not is_near_copy(by_id[a], by_id[b], settings)[0]
             assert not is_near_copy(by_id[b], by_id[a], settings)[0]
     assert hopeless.mean() > 0.2  # it does skip work (about 29% of this dense set of copies; most on news feeds)
+    # Signatures are compared a block of pairs at a time: any block size gives the same answer as one block.
+    monkeypatch.setattr(in_memory, "_PAIR_BLOCK", len(pairs))
+    assert (_hopeless(first, second, [by_id[x] for x in ids], settings) == hopeless).all()
+    monkeypatch.setattr(in_memory, "_PAIR_BLOCK", 7)
+    assert (_hopeless(first, second, [by_id[x] for x in ids], settings) == hopeless).all()
 
     gated = find_near_copies(records, (), settings, stats := {})
     monkeypatch.setattr(in_memory, "_hopeless", lambda first, second, records, settings: np.zeros(len(first), bool))

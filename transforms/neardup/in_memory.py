@@ -20,6 +20,9 @@ from transforms.neardup.records import SignatureRecord
 from transforms.neardup.settings import NearDedupSettings
 from transforms.neardup.verification import is_near_copy
 
+# Candidate pairs whose signatures are compared at once (2 MB of gathered signatures with the default 128 hashes).
+_PAIR_BLOCK = 4096
+
 
 def find_near_copies(
     records: Sequence[SignatureRecord],
@@ -159,10 +162,6 @@ def verdicts_of_links(
     return verdicts
 
 
-# Pairs whose signatures the gate compares at once.
-_GATE_SLICE = 8192
-
-
 def _hopeless(
     first: np.ndarray, second: np.ndarray, records: Sequence[SignatureRecord], settings: NearDedupSettings
 ) -> np.ndarray:
@@ -177,12 +176,14 @@ def _hopeless(
     signatures = np.stack([r.values() for r in records]) if len({len(r.signature) for r in records}) == 1 else None
     if signatures is None:  # signatures of different lengths (other schemes): no shortcut, every pair is checked
         return np.zeros(len(first), dtype=bool)
-    jaccard = np.empty(len(first))
-    for lo in range(0, len(first), _GATE_SLICE):  # a slice at a time: all pairs' signatures at once were 56 MB
-        at, to = first[lo : lo + _GATE_SLICE], second[lo : lo + _GATE_SLICE]
-        jaccard[lo : lo + _GATE_SLICE] = (
-            np.count_nonzero(signatures[at] == signatures[to], axis=1) / signatures.shape[1]
-        )
+    # A block of pairs at a time: gathering both ends' signatures for all pairs at once made two fresh arrays of
+    # 512 bytes a pair (58 MB each for the 113,000 candidates of 10,000 e2e articles), and their page faults cost
+    # ten times the comparison itself (0.29 against 0.027 s).
+    same = np.empty(len(first), dtype=np.int64)
+    for lo in range(0, len(first), _PAIR_BLOCK):
+        a, b = first[lo : lo + _PAIR_BLOCK], second[lo : lo + _PAIR_BLOCK]
+        same[lo : lo + _PAIR_BLOCK] = np.count_nonzero(signatures[a] == signatures[b], axis=1)
+    jaccard = same / signatures.shape[1]
     language = np.array([r.language for r in records], dtype=object)
     scheme = np.array([r.scheme for r in records], dtype=object)
     outlet = np.array([r.outlet for r in records], dtype=object)
