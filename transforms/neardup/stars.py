@@ -3,7 +3,7 @@ arrays of member numbers and scores rather than as Link objects.
 
 The batch plane verifies hundreds of thousands of pairs on a feed of repeated rows (551,614 links on 100,000 AG News
 entries): as Links, two Members each, they held 121 MiB until the clusters were made; as three arrays, 13 MiB. The
-members' fields are columns (`LinkedMembers`), one entry per member, so a member met in many links is held once.
+members' fields are columns (`MemberColumns`), one entry per member, so a member met in many links is held once.
 tests/transforms/test_neardup_arrays.py checks these verdicts against `verdicts_of_links` on the same links.
 """
 
