@@ -68,7 +68,7 @@ def _command(args: list[str], tmp_path, prelude: str = "") -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     code = f"{prelude}\nimport runpy, sys\nsys.argv = ['newsbeam', *{args!r}]\nrunpy.run_module('pipeline', run_name='__main__')"
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
     )
 
 
@@ -77,18 +77,22 @@ def test_the_command_ends_quickly_but_as_a_normal_exit_would(tmp_path):
     # still running must all come out as a normal interpreter exit leaves them.
     prelude = textwrap.dedent(
         """
-        import atexit, threading, time
+        import atexit, concurrent.futures, threading, time
         atexit.register(lambda: open("atexit-ran", "w").close())
-        def late():
+        def late(name):
             time.sleep(0.5)
-            open("thread-finished", "w").close()
-        threading.Thread(target=late).start()
+            open(name, "w").close()
+        threading.Thread(target=late, args=("thread-finished",)).start()
+        # An executor never shut down: a normal exit tells its idle workers to end (else they wait forever).
+        POOL = concurrent.futures.ThreadPoolExecutor(2)  # kept: its workers wait for more work
+        POOL.submit(late, "task-finished")
         """
     )
     done = _command(["run", "--output", str(tmp_path / "out"), "--quiet"], tmp_path, prelude)
     assert done.returncode == 0, done.stderr
     assert "reconciled" in done.stdout and done.stdout.rstrip().endswith(tuple("0123456789")), done.stdout[-300:]
     assert (tmp_path / "atexit-ran").exists() and (tmp_path / "thread-finished").exists()
+    assert (tmp_path / "task-finished").exists()
 
     bad = _command(["run", "--config", str(tmp_path / "missing.yaml")], tmp_path)
     assert bad.returncode == 2
