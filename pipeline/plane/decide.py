@@ -38,7 +38,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipeline.plane.memory import release_memory
 from pipeline.plane.near import RECORD_COLUMNS, NearDuplicates, by_chunk
 from pipeline.plane.pool import start_server
-from pipeline.plane.staging import StagedChunk, read_parquet, write_parquet
+from pipeline.plane.staging import StagedChunk, hash_encoding, read_parquet, write_parquet
 from pipeline.seen_index import SEEN_KEYS_SCHEMA
 from transforms.article import INDEX_KEY_COLUMNS
 from transforms.counters import (
@@ -60,10 +60,7 @@ NEW_ENTRIES_TAG = "new_entries"
 # Signature rows held before they are written (a row group per date each time): about 700 bytes an article.
 SIGNATURE_FLUSH_BYTES = 32 << 20
 # Min-hash signatures do not compress: written as they are, without a dictionary; the rest zstd.
-_SIGNATURE_ENCODING = {
-    "compression": {name: "none" if name == "signature" else "zstd" for name in SIGNATURE_SCHEMA.names},
-    "use_dictionary": [name for name in SIGNATURE_SCHEMA.names if name != "signature"],
-}
+_SIGNATURE_ENCODING = hash_encoding(SIGNATURE_SCHEMA.names, ("signature",), "zstd")
 
 # The rows of a shard to write: `uid` (sorted) and what the decisions set.
 KEEP_SCHEMA = pa.schema(

@@ -253,11 +253,17 @@ def write_keys(path: str, keys: pa.Table) -> None:
     """A chunk's key table as Parquet: LZ4, but the hash columns as they are, without a dictionary. LZ4 rather than
     zstd: these files live for one run, and a zstd writer cost about 2 ms more per file (setting up its context for
     each column), which a run of many small feeds pays once per feed."""
-    raw = [c for c in _RAW_KEY_COLUMNS if c in keys.column_names]
-    compression = {name: ("none" if name in raw else "lz4") for name in keys.column_names}
-    dictionary = [name for name in keys.column_names if name not in raw]
     with FileSystems.create(path) as handle:
-        pq.write_table(keys, handle, compression=compression, use_dictionary=dictionary)
+        pq.write_table(keys, handle, **hash_encoding(keys.column_names, _RAW_KEY_COLUMNS, "lz4"))
+
+
+def hash_encoding(names: list[str], raw: tuple[str, ...], codec: str) -> dict:
+    """Parquet writer options for a table of `names`: `codec` and dictionaries, but the columns in `raw` (hashes,
+    which neither compress nor repeat) written as they are."""
+    return {
+        "compression": {name: "none" if name in raw else codec for name in names},
+        "use_dictionary": [name for name in names if name not in raw],
+    }
 
 
 def read_parquet(path: str, columns: list[str] | None = None, read_dictionary: list[str] | None = None) -> pa.Table:
